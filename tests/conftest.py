@@ -1,0 +1,57 @@
+"""Shared fixtures: real data from XLP_SHARED, real tiny Hugging Face checkpoints, a real local Ray."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xlp.paths import shared_dir
+
+SHARED = shared_dir()
+os.environ.setdefault("XLP_SHARED", str(SHARED))
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+UD = SHARED / "ud"
+MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
+XLMR_TOKENIZER = SHARED / "models" / "xlmr-tokenizer" / "tokenizer.json"
+
+
+def make_tiny_xlmr(path: Path, seed: int, layers: int = 2, hidden: int = 32) -> Path:
+    """A randomly initialised tiny XLM-R with the real XLM-R tokenizer, saved as a HF directory."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaTokenizerFast
+
+    tok = XLMRobertaTokenizerFast(tokenizer_file=str(XLMR_TOKENIZER))
+    torch.manual_seed(seed)
+    cfg = XLMRobertaConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
+                           num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=514,
+                           pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    XLMRobertaForMaskedLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_series(tmp_path_factory) -> Path:
+    """Three tiny checkpoints step_0, step_100, step_200 (different random weights)."""
+    root = tmp_path_factory.mktemp("ckpts")
+    for i, step in enumerate((0, 100, 200)):
+        make_tiny_xlmr(root / f"step_{step}", seed=i)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray node for the session, always shut down."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def write_spec(path: Path, **spec) -> Path:
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path

@@ -1,0 +1,54 @@
+"""Features stored in Parquet equal the hidden states transformers gives for the same words."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from xlp.models.checkpoints import Checkpoint
+from xlp.models.extract import WordFeatureExtractor
+from xlp.storage import Store
+from xlp.storage.features import PARQUET_OPTIONS, features_table, shard_path, vectors
+from xlp.tasks.ud import read_conllu
+from conftest import MINILM, UD
+
+
+def _reference(model, tok, words, layer, pooling):
+    enc = tok(words, is_split_into_words=True, return_tensors="pt")
+    with torch.no_grad():
+        h = model(**enc, output_hidden_states=True).hidden_states[layer][0]
+    wid = enc.word_ids()
+    out = []
+    for w in range(len(words)):
+        idx = [i for i, x in enumerate(wid) if x == w]
+        out.append({"first": h[idx[0]], "last": h[idx[-1]], "mean": h[idx].mean(0)}[pooling])
+    return torch.stack(out).numpy()
+
+
+@pytest.mark.parametrize("pooling", ["first", "mean", "last"])
+def test_parquet_features_equal_transformers_hidden_states(tmp_path, pooling):
+    sents = read_conllu(UD / "UD_German-GSD" / "de_gsd-ud-test.conllu", max_sentences=60)
+    ex = WordFeatureExtractor(Checkpoint(0, str(MINILM)), layers=[0, 2, 4], pooling=pooling, batch_tokens=600)
+    assert len(ex.model.encoder.layer) == 4  # nothing above the highest requested layer is computed
+    store = Store(str(tmp_path))
+    table = features_table(sents, ex.extract([s.forms for s in sents]))
+    store.write_table(shard_path(0, "de", "test"), table, **PARQUET_OPTIONS)
+    back = store.read_table(shard_path(0, "de", "test"))
+    assert back.column("form").to_pylist() == [f for s in sents for f in s.forms]
+
+    tok, model = AutoTokenizer.from_pretrained(MINILM), AutoModel.from_pretrained(MINILM).eval()
+    offsets = np.cumsum([0] + [len(s.forms) for s in sents])
+    for k in (0, 17, 59):  # sentences of different lengths land in different padded batches
+        for layer in (0, 2, 4):
+            ref = _reference(model, tok, sents[k].forms, layer, pooling)
+            got = vectors(back, f"layer_{layer}")[offsets[k]:offsets[k + 1]]
+            np.testing.assert_allclose(got, ref.astype(np.float16).astype(np.float32), rtol=2e-3, atol=2e-3)
+
+
+def test_long_sentence_is_split_not_truncated():
+    ex = WordFeatureExtractor(Checkpoint(0, str(MINILM)), layers=[1])
+    ex.max_len = 16  # force windows
+    words = [f"w{i}ord" for i in range(40)]
+    vecs = ex.extract([words])[1]
+    assert vecs.shape == (40, 384)
+    assert (np.abs(vecs).sum(1) > 0).all()

@@ -1,0 +1,59 @@
+import csv
+
+import pytest
+
+from xlp.errors import XlpError
+from xlp.tasks.ud import find_treebank, read_conllu
+from conftest import UD
+
+
+def test_word_counts_match_the_release_manifest():
+    """Every shared file reads to exactly the manifest's sentences and syntactic words
+    (multiword ranges and empty nodes skipped)."""
+    with open(UD / "MANIFEST.tsv") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    for row in rows:
+        sents = read_conllu(UD / row["treebank"] / row["file"])
+        assert len(sents) == int(row["sentences"]), row["file"]
+        assert sum(len(s.forms) for s in sents) == int(row["tokens"]), row["file"]
+
+
+def test_sentence_fields_and_cap():
+    sents = read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-test.conllu", max_sentences=3)
+    assert len(sents) == 3
+    s = sents[0]
+    assert s.text == "What if Google Morphed Into GoogleOS?"
+    assert s.forms[:3] == ["What", "if", "Google"]
+    assert s.upos[0] == "PRON" and s.heads[0] == 0 and s.deprels[0] == "root"
+    assert len(s.forms) == len(s.upos) == len(s.heads) == len(s.deprels)
+
+
+@pytest.mark.parametrize("bad_line, expect", [
+    ("1\tThe\tthe\tDET\tDT\t_\t2\tdet\t_", "expected 10 tab-separated columns"),
+    ("x\tThe\tthe\tDET\tDT\t_\t2\tdet\t_\t_", "not an integer"),
+    ("1\tThe\tthe\tDET\tDT\t_\t9\tdet\t_\t_", "HEAD 9"),
+])
+def test_malformed_file_names_file_and_line(tmp_path, bad_line, expect):
+    f = tmp_path / "xx_bad-ud-test.conllu"
+    f.write_text("# sent_id = a\n# text = The cat\n" + bad_line + "\n2\tcat\tcat\tNOUN\tNN\t_\t0\troot\t_\t_\n\n")
+    with pytest.raises(XlpError) as e:
+        read_conllu(f)
+    assert str(f) in str(e.value) and expect in str(e.value)
+    assert ":3:" in str(e.value) or expect.startswith("HEAD")
+
+
+def test_bom_and_crlf_are_read(tmp_path):
+    f = tmp_path / "xx_ok-ud-test.conllu"
+    f.write_bytes("\ufeff# text = Hi\r\n1\tHi\thi\tINTJ\t_\t_\t0\troot\t_\t_\r\n\r\n".encode())
+    [s] = read_conllu(f)
+    assert s.forms == ["Hi"] and s.deprels == ["root"]
+
+
+def test_treebank_choice_and_dev_fallback():
+    en = find_treebank(UD, "en")
+    assert en.name == "UD_English-EWT"  # the main treebank, not the test-only PUD
+    assert en.split_file("train", fallback="dev")[0] == "dev"
+    assert find_treebank(UD, "en", "UD_English-PUD").split_file("train", fallback="dev") is None
+    assert find_treebank(UD, "ar").name == "UD_Arabic-PUD"
+    with pytest.raises(XlpError, match="no CoNLL-U files for 'xx'"):
+        find_treebank(UD, "xx")

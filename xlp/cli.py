@@ -1,0 +1,158 @@
+"""The `xlp` command line: launch, status, validate, report, pretrain."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from xlp.errors import XlpError
+
+app = typer.Typer(help="Probe every checkpoint of a multilingual pretraining run, per language and skill.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+out = Console()
+err = Console(stderr=True)
+_debug = {"on": False}
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks of errors.")) -> None:
+    _debug["on"] = debug
+
+
+def _load(spec_path: Path):
+    from xlp.spec import load_spec
+
+    return load_spec(spec_path)
+
+
+@app.command()
+def launch(
+    spec: Path = typer.Argument(..., help="The experiment spec (YAML)."),
+    address: Optional[str] = typer.Option(None, help="Ray address; overrides the spec and RAY_ADDRESS."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
+) -> None:
+    """Validate SPEC, run extraction and probes on Ray, reduce, and write results and a report.
+
+    Resumable: a relaunch redoes only what is missing.  Example: xlp launch examples/quickstart.yaml
+    """
+    from xlp.orchestrator.driver import launch as run_launch
+
+    s = _load(spec)
+    if s.pretrain is not None:
+        from xlp.pretrain import pretrain_from_spec
+
+        pretrain_from_spec(s.pretrain, console=err, quiet=quiet)
+    result = run_launch(s, console=err, quiet=quiet, address=address)
+    summary = {"run": s.output, "extracted": result.extracted, "probed": result.probed,
+               "skipped_done": result.skipped, "failed": result.failed, "seconds": round(result.seconds, 2),
+               "results": f"{s.output}/results", "report": f"{s.output}/report/index.html"}
+    if as_json:
+        out.print_json(json.dumps(summary))
+    elif not quiet:
+        err.print(f"[green]done[/] in {result.seconds:.1f}s: {result.extracted} shards extracted, "
+                  f"{result.probed} probe units fit, {result.skipped} already done. "
+                  f"Results in {s.output}/results, report at {s.output}/report/index.html")
+    if result.failed:
+        lines = "\n".join(f"  {k}: {v}" for k, v in list(result.failed.items())[:20])
+        raise XlpError(f"{len(result.failed)} units failed (results hold everything else; relaunch to retry):\n{lines}")
+
+
+@app.command()
+def validate(
+    spec: Path = typer.Argument(..., help="The experiment spec (YAML)."),
+    schema_only: bool = typer.Option(False, "--schema-only", help="Check keys and types only (no data or checkpoints)."),
+) -> None:
+    """Check SPEC without running anything: keys, paths, splits, checkpoint configs; print the grid.
+
+    Example: xlp validate examples/quickstart.yaml
+    """
+    s = _load(spec)
+    if schema_only:
+        out.print(f"[green]{spec}: spec is valid[/] (schema only)")
+        return
+    from xlp.orchestrator.plan import make_plan
+
+    plan = make_plan(s)
+    n_seeds = len(s.probe.seeds)
+    t = Table(title=f"{spec}: grid")
+    t.add_column("dimension")
+    t.add_column("size", justify="right")
+    t.add_column("values")
+    t.add_row("checkpoints", str(len(plan.checkpoints)), ", ".join(str(c.step) for c in plan.checkpoints))
+    t.add_row("languages", str(len(s.data.languages)), f"sources {plan.sources}; targets {plan.targets}")
+    t.add_row("tasks", str(len(s.tasks)), ", ".join(s.tasks))
+    t.add_row("layers", str(len(plan.layers)), str(plan.layers))
+    t.add_row("seeds", str(n_seeds), str(s.probe.seeds))
+    t.add_row("extraction units", str(len(plan.extract)), "checkpoint x language x split")
+    t.add_row("probe units", str(len(plan.probe)), "checkpoint x task x layer x source (seeds and targets inside)")
+    t.add_row("probe rows", str(sum(len(u.targets) for u in plan.probe) * n_seeds), "checkpoint x task x layer x source x target x seed")
+    out.print(t)
+    for note in plan.notes:
+        out.print(f"note: {note}")
+    out.print("[green]spec is valid[/]")
+
+
+@app.command()
+def status(
+    target: Path = typer.Argument(..., help="A run folder, or the spec that names it."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Progress per stage (done / pending / failed) from the run's ledger.
+
+    Example: xlp status runs/quickstart
+    """
+    from xlp.orchestrator.status import run_status
+
+    run = _load(target).output if target.is_file() else str(target)
+    st = run_status(run)
+    if as_json:
+        out.print_json(json.dumps(st))
+        return
+    t = Table(title=f"xlp status: {run}")
+    for col in ("stage", "total", "done", "pending", "failed", "rows/s", "ETA (s)"):
+        t.add_column(col, justify="left" if col == "stage" else "right")
+    for stage, row in st["stages"].items():
+        t.add_row(stage, *(str(row[k]) for k in ("total", "done", "pending", "failed", "rows_per_s", "eta_s")))
+    out.print(t)
+    for stage, row in st["stages"].items():
+        for key, error in list(row["errors"].items())[:10]:
+            out.print(f"[red]failed[/] {stage} {key}: {error}")
+
+
+@app.command()
+def report(run: Path = typer.Argument(..., help="A run folder.")) -> None:
+    """Rebuild RUN's results tables and report from the probe outputs on disk.
+
+    Example: xlp report runs/quickstart
+    """
+    from xlp.orchestrator.reduce import reduce_run
+    from xlp.spec import Spec
+    from xlp.storage import Store
+
+    store = Store(str(run))
+    try:
+        spec = Spec.model_validate_json(store.read_bytes("spec.json"))
+    except (OSError, FileNotFoundError):
+        raise XlpError(f"{run}: not an xlp run folder (no spec.json); launch a spec first") from None
+    reduce_run(store, spec)
+    out.print(f"report written to {run}/report/index.html")
+
+
+def main() -> None:
+    try:
+        app()
+    except XlpError as e:
+        if _debug["on"]:
+            raise
+        err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted; everything finished so far is kept, relaunch to resume")
+        sys.exit(130)

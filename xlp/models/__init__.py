@@ -1,0 +1,1 @@
+"""Checkpoints and the forward pass that turns sentences into word vectors (no Ray here)."""

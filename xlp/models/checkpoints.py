@@ -1,0 +1,127 @@
+"""Resolve the spec's checkpoints to an ordered series, each with an integer pretraining step."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from xlp.errors import XlpError
+
+STEP_IN_NAME = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)$", re.IGNORECASE)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+METADATA_FILE = "xlp_checkpoint.json"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    location: str  # local directory, or hub repo id
+    revision: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.location}@{self.revision}" if self.revision else self.location
+
+    @property
+    def is_local(self) -> bool:
+        return self.revision is None
+
+    def identity(self) -> str:
+        """What the ledger hashes: config and the weights' size and mtime (local), or repo@revision."""
+        if not self.is_local:
+            return self.name
+        d = Path(self.location)
+        parts = [str(d.resolve())]
+        for f in sorted(d.iterdir()):
+            if f.is_file():
+                st = f.stat()
+                parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def hub_kwargs(self) -> dict:
+        return {"revision": self.revision} if self.revision else {}
+
+
+def step_of(directory: Path) -> int | None:
+    """Step from the folder name (step_1000, checkpoint-1000) or its metadata file."""
+    m = STEP_IN_NAME.search(directory.name)
+    if m:
+        return int(m.group(1))
+    for meta, key in ((METADATA_FILE, "step"), ("trainer_state.json", "global_step")):
+        f = directory / meta
+        if f.is_file():
+            try:
+                return int(json.loads(f.read_text())[key])
+            except (ValueError, KeyError, TypeError) as e:
+                raise XlpError(f"{f}: cannot read the step ({key}): {e}") from None
+    return None
+
+
+def _is_model_dir(d: Path) -> bool:
+    return (d / "config.json").is_file()
+
+
+def resolve_checkpoints(specs: list, where: str = "checkpoints") -> list[Checkpoint]:
+    """Expand globs, assign steps, sort by step; a repeated step is an error."""
+    out: list[Checkpoint] = []
+    for i, item in enumerate(specs):
+        key = f"{where}[{i}]"
+        if item.repo is not None:
+            for rev in item.revisions:
+                m = re.search(r"(\d+)", rev)
+                if m is None and item.step is None:
+                    raise XlpError(f"{key}.revisions: cannot derive a step from revision {rev!r}")
+                out.append(Checkpoint(step=item.step if m is None else int(m.group(1)),
+                                      location=item.repo, revision=rev))
+            continue
+        pattern = os.path.expanduser(item.path)
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        dirs = [Path(p) for p in matches if Path(p).is_dir()]
+        if not dirs:
+            raise XlpError(f"{key}.path: no checkpoint directory matches {item.path!r}")
+        if glob.has_magic(pattern):
+            dirs = [d for d in dirs if _is_model_dir(d)]
+            if not dirs:
+                raise XlpError(f"{key}.path: no directory matching {item.path!r} holds a config.json")
+        for d in dirs:
+            if not _is_model_dir(d):
+                raise XlpError(f"{key}.path: {d} is not a Hugging Face model directory (no config.json)")
+            step = item.step if item.step is not None else step_of(d)
+            if step is None:
+                if len(dirs) == 1 and len(specs) == 1:
+                    step = 0
+                else:
+                    raise XlpError(f"{key}: cannot tell the step of {d}; name it step_<N> or give `step:`")
+            out.append(Checkpoint(step=step, location=str(d)))
+    out.sort(key=lambda c: c.step)
+    for a, b in zip(out, out[1:]):
+        if a.step == b.step:
+            raise XlpError(f"{where}: two checkpoints have step {a.step}: {a.name} and {b.name}")
+    return out
+
+
+def load_config(ckpt: Checkpoint, trust_remote_code: bool = False):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(ckpt.location, trust_remote_code=trust_remote_code, **ckpt.hub_kwargs())
+    except (OSError, ValueError, json.JSONDecodeError) as e:
+        raise XlpError(f"checkpoint {ckpt.name}: cannot load its config: {str(e).splitlines()[0]}") from None
+
+
+def check_weights(ckpt: Checkpoint, allow_pickle: bool = False) -> None:
+    """A local checkpoint must hold weights, in safetensors unless pickle is allowed."""
+    if not ckpt.is_local:
+        return
+    d = Path(ckpt.location)
+    present = [f for f in WEIGHT_FILES if (d / f).is_file()]
+    if not present:
+        raise XlpError(f"checkpoint {d}: no weights (expected model.safetensors)")
+    if not any(f.startswith("model.safetensors") for f in present) and not allow_pickle:
+        raise XlpError(f"checkpoint {d}: weights are pickle-based ({present[0]}), which can run code when "
+                       f"loaded; convert them to safetensors or set `allow_pickle: true` in the spec")

@@ -1,0 +1,1 @@
+"""The orchestrator composes tasks, models and storage into a resumable Ray run."""

@@ -1,0 +1,136 @@
+"""The Ray driver: extraction on actors (each loads a checkpoint once), probes as CPU tasks that
+start as soon as their shards exist, every finished unit recorded in the ledger, then the reducer."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from xlp.errors import XlpError
+from xlp.orchestrator.ledger import Ledger
+from xlp.orchestrator.plan import Plan, make_plan
+from xlp.orchestrator.ray_session import ray_session
+from xlp.orchestrator.reduce import reduce_run
+from xlp.spec import Spec
+from xlp.storage import Store
+
+
+@dataclass
+class LaunchResult:
+    plan: Plan
+    extracted: int = 0
+    probed: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def _error_text(e: BaseException) -> str:
+    cause = getattr(e, "cause", None) or e
+    return f"{type(cause).__name__}: {cause}" if not isinstance(cause, XlpError) else str(cause)
+
+
+def launch(spec: Spec, console: Console | None = None, quiet: bool = False, address: str | None = None) -> LaunchResult:
+    """Run (or resume) the whole grid; redo only units the ledger does not show as done."""
+    start = time.time()
+    console = console or Console(stderr=True)
+    store = Store(spec.output)
+    plan = make_plan(spec)
+    store.write_bytes("plan.json", plan.to_json().encode())
+    store.write_bytes("spec.json", spec.model_dump_json(indent=1).encode())
+    ledger = Ledger(store)
+    ext_todo = [u for u in plan.extract if not ledger.is_done("extract", u.key, u.hash)]
+    probe_todo = [u for u in plan.probe if not ledger.is_done("probe", u.key, u.hash)]
+    result = LaunchResult(plan=plan, skipped=len(plan.extract) + len(plan.probe) - len(ext_todo) - len(probe_todo))
+    if ext_todo or probe_todo:
+        with ray_session(spec.cluster, address):
+            _run(spec, plan, ledger, ext_todo, probe_todo, result, console, quiet)
+    reduce_run(store, spec)
+    result.seconds = time.time() - start
+    return result
+
+
+def _run(spec, plan, ledger, ext_todo, probe_todo, result, console, quiet) -> None:
+    import ray
+
+    from xlp.orchestrator.work import ExtractionWorker, run_probe
+
+    fail = os.environ.get("XLP_FAIL_UNIT")
+    todo_keys = {u.key for u in ext_todo}
+    done_ext = {u.key for u in plan.extract} - todo_keys
+    failed_ext: set[str] = set()
+    by_ckpt: OrderedDict = OrderedDict()
+    for u in ext_todo:
+        by_ckpt.setdefault(u.ckpt, []).append(u)
+
+    cl = spec.cluster
+    Actor = ray.remote(ExtractionWorker)
+    n_actors = min(cl.extractors, len(by_ckpt))
+    spec_ref = ray.put(spec)
+    actors = [Actor.options(num_cpus=cl.cpus_per_extractor, num_gpus=cl.gpus_per_extractor,
+                            max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD")
+              .remote(spec, plan.layers) for _ in range(n_actors)]
+    probe_task = ray.remote(run_probe).options(num_cpus=cl.cpus_per_probe, max_retries=2)
+    load = [0] * n_actors
+    inflight: dict = {}
+    waiting = list(probe_todo)
+
+    def feed(i: int) -> None:
+        if by_ckpt:
+            _, units = by_ckpt.popitem(last=False)
+            for u in units:
+                inflight[actors[i].run.remote(u, fail)] = ("extract", u, i)
+            load[i] += len(units)
+
+    def submit_ready() -> None:
+        still = []
+        for u in waiting:
+            if any(k in failed_ext for k in u.needs):
+                ledger.record_failure("probe", u.key, u.hash, "an input shard failed to extract")
+                result.failed[f"probe {u.key}"] = "input shard failed"
+            elif all(k in done_ext for k in u.needs):
+                inflight[probe_task.remote(spec_ref, u, fail)] = ("probe", u, None)
+            else:
+                still.append(u)
+        waiting[:] = still
+
+    with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, disable=quiet, transient=False) as progress:
+        bars = {"extract": progress.add_task("extract", total=len(ext_todo), rate=""),
+                "probe": progress.add_task("probe", total=len(probe_todo), rate="")}
+        words, t0 = 0, time.time()
+        for i in range(n_actors):
+            feed(i)
+        submit_ready()
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            stage, unit, i = inflight.pop(ready[0])
+            try:
+                info = ray.get(ready[0])
+                ledger.record(stage, unit.key, unit.hash, unit.output, info.pop("bytes"), **info)
+                if stage == "extract":
+                    done_ext.add(unit.key)
+                    result.extracted += 1
+                    words += info["rows"]
+                    progress.update(bars["extract"], rate=f"{words / (time.time() - t0):,.0f} words/s")
+                else:
+                    result.probed += 1
+            except Exception as e:  # noqa: BLE001 - a failed unit is recorded; the run goes on
+                ledger.record_failure(stage, unit.key, unit.hash, _error_text(e))
+                result.failed[f"{stage} {unit.key}"] = _error_text(e)
+                if stage == "extract":
+                    failed_ext.add(unit.key)
+            progress.advance(bars[stage])
+            if stage == "extract":
+                load[i] -= 1
+                if load[i] == 0:
+                    feed(i)
+            submit_ready()
+    for a in actors:
+        ray.kill(a)

@@ -1,0 +1,63 @@
+"""The ledger: one small JSON record per finished unit (the hash of what produced it, its output
+and that output's size). A unit is done when its record's hash matches the plan and its output is
+still there with the recorded size; everything else is redone."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from xlp.storage import Store
+
+STAGES = ("extract", "probe")
+
+
+class Ledger:
+    def __init__(self, store: Store):
+        self.store = store
+        self._records: dict[str, dict[str, dict]] = {}
+        self._outputs: dict[str, int] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        self._records = {stage: {} for stage in STAGES}
+        self._failed = {stage: {} for stage in STAGES}
+        for rel in self.store.files("ledger"):
+            parts = rel.split("/")
+            kind, stage = parts[1], parts[2] if parts[1] == "failed" else parts[1]
+            if stage not in STAGES or not rel.endswith(".json"):
+                continue
+            try:
+                rec = json.loads(self.store.read_bytes(rel))
+            except (ValueError, OSError):
+                continue  # an unreadable record means the unit is redone
+            (self._failed if kind == "failed" else self._records)[stage][rec["key"]] = rec
+        self._outputs = {**self.store.files("features"), **self.store.files("probes")}
+
+    def records(self, stage: str) -> dict[str, dict]:
+        return self._records[stage]
+
+    def failures(self, stage: str) -> dict[str, dict]:
+        return self._failed[stage]
+
+    def is_done(self, stage: str, key: str, unit_hash: str) -> bool:
+        rec = self._records[stage].get(key)
+        return (rec is not None and rec["hash"] == unit_hash
+                and self._outputs.get(rec["output"]) == rec["bytes"])
+
+    def _path(self, stage: str, key: str, failed: bool = False) -> str:
+        return f"ledger/{'failed/' if failed else ''}{stage}/{key}.json"
+
+    def record(self, stage: str, key: str, unit_hash: str, output: str, nbytes: int, **info) -> None:
+        rec = {"key": key, "hash": unit_hash, "output": output, "bytes": nbytes, "finished": time.time(), **info}
+        self.store.write_bytes(self._path(stage, key), json.dumps(rec, sort_keys=True).encode())
+        self._records[stage][key] = rec
+        self._outputs[output] = nbytes
+        if key in self._failed[stage]:
+            self.store.delete(self._path(stage, key, failed=True))
+            del self._failed[stage][key]
+
+    def record_failure(self, stage: str, key: str, unit_hash: str, error: str) -> None:
+        rec = {"key": key, "hash": unit_hash, "error": error, "finished": time.time()}
+        self.store.write_bytes(self._path(stage, key, failed=True), json.dumps(rec, sort_keys=True).encode())
+        self._failed[stage][key] = rec

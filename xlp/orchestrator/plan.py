@@ -1,0 +1,176 @@
+"""The grid of work: extraction units (checkpoint x language x split) and probe units
+(checkpoint x task x layer x source language, all seeds and targets inside one unit)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import xlp
+from xlp.errors import XlpError
+from xlp.models.checkpoints import Checkpoint, load_config, resolve_checkpoints
+from xlp.spec import Spec
+from xlp.storage.features import shard_path
+from xlp.tasks.ud import find_treebank, read_conllu
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_identity(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+
+
+@dataclass(frozen=True)
+class ExtractUnit:
+    ckpt: Checkpoint
+    lang: str
+    split: str
+    file: str
+    max_sentences: int | None
+    hash: str
+
+    @property
+    def key(self) -> str:
+        return f"step={self.ckpt.step}/lang={self.lang}/split={self.split}"
+
+    @property
+    def output(self) -> str:
+        return shard_path(self.ckpt.step, self.lang, self.split)
+
+
+@dataclass(frozen=True)
+class ProbeUnit:
+    ckpt: Checkpoint
+    task: str
+    layer: int
+    src: str
+    train_split: str
+    targets: tuple[tuple[str, str], ...]  # (language, test split)
+    needs: tuple[str, ...]  # extraction unit keys
+    hash: str
+
+    @property
+    def key(self) -> str:
+        return f"step={self.ckpt.step}/task={self.task}/layer={self.layer}/src={self.src}"
+
+    @property
+    def output(self) -> str:
+        return f"probes/{self.key}/part-0.parquet"
+
+
+@dataclass
+class Plan:
+    checkpoints: list[Checkpoint]
+    layers: list[int]
+    extract: list[ExtractUnit] = field(default_factory=list)
+    probe: list[ProbeUnit] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {
+            "checkpoints": len(self.checkpoints), "steps": [c.step for c in self.checkpoints],
+            "layers": self.layers, "sources": self.sources, "targets": self.targets,
+            "extraction_units": len(self.extract), "probe_units": len(self.probe),
+        }
+
+    def to_json(self) -> str:
+        """What `xlp status` reads: every unit key with the hash it must be recorded with."""
+        return json.dumps({
+            "xlp_version": xlp.__version__,
+            "summary": self.summary(),
+            "notes": self.notes,
+            "units": {"extract": {u.key: u.hash for u in self.extract}, "probe": {u.key: u.hash for u in self.probe}},
+        }, indent=1, sort_keys=True)
+
+
+def model_depths(checkpoints: list[Checkpoint], trust_remote_code: bool) -> dict[str, int]:
+    return {c.name: load_config(c, trust_remote_code).num_hidden_layers for c in checkpoints}
+
+
+def make_plan(spec: Spec, check_configs: bool = True) -> Plan:
+    """Resolve checkpoints and treebanks and lay out every unit with its ledger hash."""
+    ckpts = resolve_checkpoints(spec.checkpoints)
+    if check_configs:
+        depths = model_depths(ckpts, spec.trust_remote_code)
+        depth = min(depths.values())
+    else:
+        depth = None
+    if spec.layers == "all":
+        if depth is None:
+            raise XlpError("layers: 'all' needs the checkpoints' configs")
+        if len(set(depths.values())) > 1:
+            raise XlpError(f"layers: 'all' is ambiguous, the checkpoints differ in depth: {depths}")
+        layers = list(range(depth + 1))
+    else:
+        layers = list(spec.layers)
+        if depth is not None and max(layers) > depth:
+            raise XlpError(f"layers: {max(layers)} is above the shallowest checkpoint's {depth} layers")
+    plan = Plan(checkpoints=ckpts, layers=layers)
+
+    d = spec.data
+    train_files: dict[str, tuple[str, Path]] = {}
+    test_files: dict[str, tuple[str, Path]] = {}
+    for lang in d.languages:
+        tb = find_treebank(d.ud_root, lang, d.treebanks.get(lang))
+        train = tb.split_file(d.train_split, fallback="dev")
+        test = tb.split_file(d.test_split)
+        if train:
+            train_files[lang] = train
+            if train[0] != d.train_split:
+                plan.notes.append(f"{lang}: no {d.train_split} split in {tb.name}; probes train on {train[0]}")
+        else:
+            plan.notes.append(f"{lang}: {tb.name} has no {d.train_split} or dev split; target only")
+        if test:
+            test_files[lang] = test
+        else:
+            plan.notes.append(f"{lang}: {tb.name} has no {d.test_split} split; not a target")
+    unknown_split = [k for k in d.treebanks if k not in d.languages]
+    if unknown_split:
+        raise XlpError(f"data.treebanks: {unknown_split} not in data.languages")
+    plan.sources = [lang for lang in d.languages if lang in train_files]
+    plan.targets = [lang for lang in d.languages if lang in test_files]
+    if not plan.sources:
+        raise XlpError("data.languages: no language has a train (or dev) split to fit probes on")
+
+    extract_common = {"layers": layers, "pooling": spec.pooling, "dtype": spec.feature_dtype,
+                      "code": xlp.__version__}
+    ext_keys: dict[tuple[int, str, str], str] = {}
+    checked: dict[tuple[Path, int | None], int] = {}
+    for ckpt in ckpts:
+        ident = ckpt.identity()
+        wanted = {(lang, *train_files[lang], d.max_train_sentences) for lang in plan.sources}
+        wanted |= {(lang, *test_files[lang], d.max_test_sentences) for lang in plan.targets}
+        for lang, split, path, cap in sorted(wanted, key=lambda w: (w[0], w[1])):
+            if (path, cap) not in checked:  # pre-flight: a malformed file stops the launch before Ray starts
+                checked[(path, cap)] = len(read_conllu(path, cap))
+            h = digest({**extract_common, "ckpt": ident, "file": _file_identity(path), "cap": cap})
+            unit = ExtractUnit(ckpt=ckpt, lang=lang, split=split, file=str(path), max_sentences=cap, hash=h)
+            plan.extract.append(unit)
+            ext_keys[(ckpt.step, lang, split)] = unit.key
+    ext_hash = {u.key: u.hash for u in plan.extract}
+
+    probe_common = {"probe": spec.probe.model_dump(), "code": xlp.__version__}
+    for ckpt in ckpts:
+        for task in spec.tasks:
+            for layer in layers:
+                for src in plan.sources:
+                    tgts = plan.targets if spec.cross_lingual else [t for t in plan.targets if t == src]
+                    if not tgts:
+                        continue
+                    targets = tuple((t, test_files[t][0]) for t in tgts)
+                    needs = (ext_keys[(ckpt.step, src, train_files[src][0])],
+                             *(ext_keys[(ckpt.step, t, s)] for t, s in targets))
+                    needs = tuple(dict.fromkeys(needs))
+                    h = digest({**probe_common, "task": task, "layer": layer, "src": src,
+                                "targets": targets, "inputs": [ext_hash[k] for k in needs]})
+                    plan.probe.append(ProbeUnit(ckpt=ckpt, task=task, layer=layer, src=src,
+                                                train_split=train_files[src][0], targets=targets,
+                                                needs=needs, hash=h))
+    return plan

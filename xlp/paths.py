@@ -1,0 +1,23 @@
+"""Where shared data lives, and names that are safe as path components."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def shared_dir() -> Path:
+    """`XLP_SHARED`, else the `shared/` folder beside the repository (the layout of this project)."""
+    env = os.environ.get("XLP_SHARED")
+    if env:
+        return Path(env)
+    beside_repo = Path(__file__).resolve().parents[2] / "shared"
+    return beside_repo if beside_repo.exists() else Path.cwd().parent / "shared"
+
+
+def is_safe_name(name: str) -> bool:
+    """True if `name` can be one path component without escaping its folder."""
+    return bool(SAFE_NAME.match(name)) and name not in {".", ".."}

@@ -1,0 +1,57 @@
+"""Word-feature shards: one row per word, labels plus one fixed-size-list column per layer.
+
+Layout: RUN/features/step=S/lang=L/split=X/part-0.parquet (Hive-partitioned).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+
+def shard_path(step: int, lang: str, split: str) -> str:
+    return f"features/step={step}/lang={lang}/split={split}/part-0.parquet"
+
+
+def layer_column(layer: int) -> str:
+    return f"layer_{layer}"
+
+
+def features_table(sentences: Sequence, layer_vectors: dict[int, np.ndarray], dtype: str = "float16") -> pa.Table:
+    """Build the shard table from sentences (xlp.tasks.ud.Sentence) and per-layer (n_words, d) arrays."""
+    lengths = np.fromiter((len(s.forms) for s in sentences), dtype=np.int64, count=len(sentences))
+    n = int(lengths.sum())
+    sent_idx = np.repeat(np.arange(len(sentences), dtype=np.int32), lengths)
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    word_id = (np.arange(n) - starts + 1).astype(np.int32)
+    columns = {
+        "sent_idx": pa.array(sent_idx),
+        "sent_id": pa.array([s.sent_id for s in sentences for _ in s.forms], pa.string()),
+        "word_id": pa.array(word_id),
+        "form": pa.array([f for s in sentences for f in s.forms], pa.string()),
+        "upos": pa.array([t for s in sentences for t in s.upos], pa.string()),
+        "head": pa.array(np.fromiter((h for s in sentences for h in s.heads), dtype=np.int32, count=n)),
+        "deprel": pa.array([d for s in sentences for d in s.deprels], pa.string()),
+    }
+    for layer, vecs in sorted(layer_vectors.items()):
+        if vecs.shape[0] != n:
+            raise ValueError(f"layer {layer}: {vecs.shape[0]} vectors for {n} words")
+        flat = pa.array(np.ascontiguousarray(vecs, dtype=dtype).reshape(-1))
+        columns[layer_column(layer)] = pa.FixedSizeListArray.from_arrays(flat, vecs.shape[1])
+    return pa.table(columns)
+
+
+PARQUET_OPTIONS = dict(
+    compression="zstd", compression_level=1,
+    use_dictionary=["sent_id", "upos", "deprel"],
+    write_statistics=["sent_idx", "word_id"],
+)
+
+
+def vectors(table: pa.Table, column: str) -> np.ndarray:
+    """The (n_words, d) float32 matrix of one layer column, without per-row Python."""
+    col = table.column(column).combine_chunks()
+    d = col.type.list_size
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float32)

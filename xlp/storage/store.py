@@ -1,0 +1,93 @@
+"""A run folder on a pyarrow filesystem (local path, or a URI such as s3:// or gs://).
+
+Every write goes to a temporary name beginning with `_` (which Arrow's dataset readers ignore)
+and is moved into place when complete, so nothing half-written is ever read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+
+class Store:
+    def __init__(self, location: str):
+        self.location = location
+        if "://" in location:
+            self.fs, self.root = pafs.FileSystem.from_uri(location)
+        else:
+            self.fs, self.root = pafs.LocalFileSystem(), str(Path(location).resolve())
+        self.root = self.root.rstrip("/")
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def local_path(self, rel: str) -> Path | None:
+        """The path on this machine's disk, if the store is local."""
+        return Path(self.path(rel)) if isinstance(self.fs, pafs.LocalFileSystem) else None
+
+    def _atomic(self, rel: str, write) -> int:
+        final = self.path(rel)
+        parent, name = final.rsplit("/", 1)
+        self.fs.create_dir(parent, recursive=True)
+        tmp = f"{parent}/_tmp-{uuid.uuid4().hex[:12]}-{name}"
+        try:
+            with self.fs.open_output_stream(tmp) as out:
+                write(out)
+            self.fs.move(tmp, final)
+        except BaseException:
+            try:
+                self.fs.delete_file(tmp)
+            except (OSError, FileNotFoundError):
+                pass
+            raise
+        return self.size(rel)
+
+    def write_bytes(self, rel: str, data: bytes) -> int:
+        return self._atomic(rel, lambda out: out.write(data))
+
+    def write_table(self, rel: str, table: pa.Table, **parquet_options) -> int:
+        """Write Parquet atomically; returns the file's size in bytes."""
+        return self._atomic(rel, lambda out: pq.write_table(table, out, **parquet_options))
+
+    def write_csv(self, rel: str, df) -> int:
+        buf = io.StringIO()
+        df.to_csv(buf, index=False)
+        return self.write_bytes(rel, buf.getvalue().encode())
+
+    def read_bytes(self, rel: str) -> bytes:
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            return f.read()
+
+    def read_table(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        with self.fs.open_input_file(self.path(rel)) as f:
+            return pq.read_table(f, columns=columns)
+
+    def size(self, rel: str) -> int | None:
+        info = self.fs.get_file_info(self.path(rel))
+        return info.size if info.type == pafs.FileType.File else None
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
+
+    def delete(self, rel: str) -> None:
+        info = self.fs.get_file_info(self.path(rel))
+        if info.type == pafs.FileType.File:
+            self.fs.delete_file(info.path)
+        elif info.type == pafs.FileType.Directory:
+            self.fs.delete_dir(info.path)
+
+    def files(self, prefix: str) -> dict[str, int]:
+        """Every complete file under `prefix` (relative path -> size), in one listing."""
+        sel = pafs.FileSelector(self.path(prefix), recursive=True, allow_not_found=True)
+        out = {}
+        for info in self.fs.get_file_info(sel):
+            if info.type == pafs.FileType.File and not info.base_name.startswith("_tmp-"):
+                out[info.path[len(self.root) + 1:].replace(os.sep, "/")] = info.size
+        return out

@@ -1,0 +1,140 @@
+"""Universal Dependencies: read CoNLL-U files and find a language's treebank splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xlp.errors import XlpError
+
+
+@dataclass
+class Sentence:
+    sent_id: str
+    text: str
+    forms: list[str] = field(default_factory=list)
+    upos: list[str] = field(default_factory=list)
+    heads: list[int] = field(default_factory=list)  # 0 = root, else 1-based word index
+    deprels: list[str] = field(default_factory=list)
+
+
+def _finish(sent: Sentence, path: Path, first_line: int) -> Sentence:
+    n = len(sent.forms)
+    for i, head in enumerate(sent.heads):
+        if head > n:
+            raise XlpError(f"{path}:{first_line}: sentence {sent.sent_id!r}: word {i + 1} has HEAD {head} "
+                           f"but the sentence has {n} words")
+    if n and 0 not in sent.heads:
+        raise XlpError(f"{path}:{first_line}: sentence {sent.sent_id!r} has no root (no word with HEAD 0)")
+    if not sent.text:
+        sent.text = " ".join(sent.forms)
+    return sent
+
+
+def read_conllu(path: str | Path, max_sentences: int | None = None) -> list[Sentence]:
+    """Sentences of syntactic words; multiword ranges (3-4) and empty nodes (8.1) are skipped.
+
+    Malformed input raises XlpError naming the file and line.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise XlpError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise XlpError(f"{path}:{line}: not valid UTF-8") from None
+
+    sentences: list[Sentence] = []
+    sent: Sentence | None = None
+    start = 0
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        line = line.rstrip("\r")
+        if not line.strip():
+            if sent is not None and sent.forms:
+                sentences.append(_finish(sent, path, start))
+                if max_sentences is not None and len(sentences) >= max_sentences:
+                    return sentences
+            sent = None
+            continue
+        if sent is None:
+            sent = Sentence(sent_id=f"{path.stem}-{len(sentences) + 1}", text="")
+            start = lineno
+        if line.startswith("#"):
+            key, _, value = line[1:].partition("=")
+            if key.strip() == "sent_id":
+                sent.sent_id = value.strip()
+            elif key.strip() == "text":
+                sent.text = value.strip()
+            continue
+        cols = line.split("\t")
+        if len(cols) != 10:
+            raise XlpError(f"{path}:{lineno}: expected 10 tab-separated columns, found {len(cols)}")
+        wid = cols[0]
+        if "-" in wid or "." in wid:
+            continue
+        if not wid.isdigit():
+            raise XlpError(f"{path}:{lineno}: word ID {wid!r} is not an integer, a range (3-4) or an empty node (8.1)")
+        if int(wid) != len(sent.forms) + 1:
+            raise XlpError(f"{path}:{lineno}: word ID {wid} out of sequence (expected {len(sent.forms) + 1})")
+        if not cols[6].isdigit():
+            raise XlpError(f"{path}:{lineno}: HEAD {cols[6]!r} is not an integer")
+        sent.forms.append(cols[1])
+        sent.upos.append(cols[3])
+        sent.heads.append(int(cols[6]))
+        sent.deprels.append(cols[7])
+    if sent is not None and sent.forms:
+        sentences.append(_finish(sent, path, start))
+    return sentences[:max_sentences] if max_sentences is not None else sentences
+
+
+@dataclass(frozen=True)
+class Treebank:
+    lang: str
+    folder: Path
+    splits: dict[str, Path]  # split name -> file
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    def split_file(self, split: str, fallback: str | None = None) -> tuple[str, Path] | None:
+        """(split actually used, file), falling back when the requested split is missing."""
+        if split in self.splits:
+            return split, self.splits[split]
+        if fallback and fallback in self.splits:
+            return fallback, self.splits[fallback]
+        return None
+
+
+def find_treebank(ud_root: str | Path, lang: str, treebank: str | None = None) -> Treebank:
+    """The treebank of `lang` under `ud_root` (official layout `<code>_<tb>-ud-<split>.conllu`).
+
+    With several treebanks for a language and none named, the one with a train or dev split is
+    taken (the main treebank rather than a test-only PUD); a remaining tie is an error.
+    """
+    root = Path(ud_root)
+    if not root.is_dir():
+        raise XlpError(f"data.ud_root: {root} is not a folder")
+    folders: dict[Path, dict[str, Path]] = {}
+    for f in sorted(root.glob(f"**/{lang}_*-ud-*.conllu")):
+        split = f.name.rsplit("-ud-", 1)[1].removesuffix(".conllu")
+        folders.setdefault(f.parent, {})[split] = f
+    if treebank:
+        folders = {d: s for d, s in folders.items() if d.name == treebank}
+        if not folders:
+            raise XlpError(f"data.treebanks.{lang}: no treebank folder {treebank!r} with {lang}_*-ud-*.conllu under {root}")
+    if not folders:
+        raise XlpError(f"data.languages: no CoNLL-U files for {lang!r} under {root} "
+                       f"(looked for {lang}_<treebank>-ud-<split>.conllu)")
+    if len(folders) > 1:
+        mains = {d: s for d, s in folders.items() if "train" in s or "dev" in s}
+        if len(mains) != 1:
+            names = ", ".join(d.name for d in folders)
+            raise XlpError(f"data.treebanks: {lang!r} has several treebanks ({names}); "
+                           f"choose one, e.g. treebanks: {{{lang}: {next(iter(folders)).name}}}")
+        folders = mains
+    folder, splits = next(iter(folders.items()))
+    return Treebank(lang=lang, folder=folder, splits=splits)
