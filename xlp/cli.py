@@ -15,7 +15,7 @@ from xlp.errors import XlpError
 
 app = typer.Typer(help="Probe every checkpoint of a multilingual pretraining run, per language and skill.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-out = Console()
+stdout = Console()
 err = Console(stderr=True)
 _debug = {"on": False}
 
@@ -45,16 +45,16 @@ def launch(
     from xlp.orchestrator.driver import launch as run_launch
 
     s = _load(spec)
-    if s.pretrain is not None:
-        from xlp.pretrain import pretrain_from_spec
+    if s.pretrain is not None:  # build the checkpoint series first if it is not there yet
+        from xlp.pretrain import pretrain
 
-        pretrain_from_spec(s.pretrain, console=err, quiet=quiet)
+        pretrain(s.pretrain, console=err, quiet=quiet)
     result = run_launch(s, console=err, quiet=quiet, address=address)
     summary = {"run": s.output, "extracted": result.extracted, "probed": result.probed,
                "skipped_done": result.skipped, "failed": result.failed, "seconds": round(result.seconds, 2),
                "results": f"{s.output}/results", "report": f"{s.output}/report/index.html"}
     if as_json:
-        out.print_json(json.dumps(summary))
+        stdout.print_json(json.dumps(summary))
     elif not quiet:
         err.print(f"[green]done[/] in {result.seconds:.1f}s: {result.extracted} shards extracted, "
                   f"{result.probed} probe units fit, {result.skipped} already done. "
@@ -75,7 +75,7 @@ def validate(
     """
     s = _load(spec)
     if schema_only:
-        out.print(f"[green]{spec}: spec is valid[/] (schema only)")
+        stdout.print(f"[green]{spec}: spec is valid[/] (schema only)")
         return
     from xlp.orchestrator.plan import make_plan
 
@@ -93,10 +93,10 @@ def validate(
     t.add_row("extraction units", str(len(plan.extract)), "checkpoint x language x split")
     t.add_row("probe units", str(len(plan.probe)), "checkpoint x task x layer x source (seeds and targets inside)")
     t.add_row("probe rows", str(sum(len(u.targets) for u in plan.probe) * n_seeds), "checkpoint x task x layer x source x target x seed")
-    out.print(t)
+    stdout.print(t)
     for note in plan.notes:
-        out.print(f"note: {note}")
-    out.print("[green]spec is valid[/]")
+        stdout.print(f"note: {note}")
+    stdout.print("[green]spec is valid[/]")
 
 
 @app.command()
@@ -113,17 +113,17 @@ def status(
     run = _load(target).output if target.is_file() else str(target)
     st = run_status(run)
     if as_json:
-        out.print_json(json.dumps(st))
+        stdout.print_json(json.dumps(st))
         return
     t = Table(title=f"xlp status: {run}")
     for col in ("stage", "total", "done", "pending", "failed", "rows/s", "ETA (s)"):
         t.add_column(col, justify="left" if col == "stage" else "right")
     for stage, row in st["stages"].items():
         t.add_row(stage, *(str(row[k]) for k in ("total", "done", "pending", "failed", "rows_per_s", "eta_s")))
-    out.print(t)
+    stdout.print(t)
     for stage, row in st["stages"].items():
         for key, error in list(row["errors"].items())[:10]:
-            out.print(f"[red]failed[/] {stage} {key}: {error}")
+            stdout.print(f"[red]failed[/] {stage} {key}: {error}")
 
 
 @app.command()
@@ -142,7 +142,41 @@ def report(run: Path = typer.Argument(..., help="A run folder.")) -> None:
     except (OSError, FileNotFoundError):
         raise XlpError(f"{run}: not an xlp run folder (no spec.json); launch a spec first") from None
     reduce_run(store, spec)
-    out.print(f"report written to {run}/report/index.html")
+    stdout.print(f"report written to {run}/report/index.html")
+
+
+@app.command(name="pretrain")
+def pretrain_cmd(
+    spec: Optional[Path] = typer.Argument(None, help="A spec whose `pretrain:` section to use (optional)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint folder (step_<N>/ inside)."),
+    languages: Optional[str] = typer.Option(None, help="Comma-separated ISO codes; default: all in ud_root."),
+    steps: Optional[int] = typer.Option(None, help="Training steps."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    ud_root: Optional[str] = typer.Option(None, help="UD release folder (default $XLP_SHARED/ud)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Pretrain a miniature XLM-R on UD train/dev text and the UDHR, saving a checkpoint series.
+
+    Resumable: a rerun continues from the last saved checkpoint.  Example: xlp pretrain --out runs/mini-xlmr
+    """
+    from xlp.pretrain import pretrain
+    from xlp.spec import PretrainSpec
+
+    base = _load(spec).pretrain if spec else None
+    if spec and base is None:
+        raise XlpError(f"{spec}: has no `pretrain:` section")
+    if base is None and out is None:
+        raise XlpError("give --out DIR (or a spec with a `pretrain:` section)")
+    fields = base.model_dump() if base else {"out": str(out)}
+    given = {"out": str(out) if out else None, "steps": steps, "seed": seed, "ud_root": ud_root,
+             "languages": languages.split(",") if languages else None}
+    fields.update({k: v for k, v in given.items() if v is not None})
+    try:
+        cfg = PretrainSpec.model_validate(fields)
+    except ValueError as e:
+        raise XlpError(f"pretrain options: {e}") from None
+    dirs = pretrain(cfg, console=err, quiet=quiet)
+    stdout.print(f"{len(dirs)} checkpoints in {cfg.out}: " + ", ".join(d.name for d in dirs))
 
 
 def main() -> None:

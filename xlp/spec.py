@@ -71,6 +71,7 @@ class ProbeSpec(_Strict):
     l2: float = Field(1e-3, ge=0)
     max_iter: int = Field(100, ge=1)
     max_train_words: int | None = Field(None, ge=1, description="subsample the source's train words (per seed)")
+    layers_per_unit: int | None = Field(None, ge=1, description="layers fit together in one probe unit; null: all")
 
 
 class AnalysisSpec(_Strict):
@@ -85,16 +86,17 @@ class PretrainSpec(_Strict):
     ud_root: str | None = None
     udhr: str | None = None
     seed: int = 0
-    steps: int = Field(3000, ge=1)
+    steps: int = Field(800, ge=1)
     save_steps: list[int] | None = None
     layers: int = Field(4, ge=1)
     hidden: int = Field(128, ge=8)
     heads: int = Field(4, ge=1)
     ffn: int = Field(512, ge=8)
-    vocab_size: int = Field(8000, ge=100)
-    batch_size: int = Field(32, ge=1)
+    vocab_size: int = Field(4000, ge=100)
+    batch_size: int = Field(16, ge=1)
     max_length: int = Field(64, ge=8)
     lr: float = Field(1e-3, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
     warmup: int = Field(100, ge=0)
     alpha: float = Field(0.3, gt=0, le=1)
 

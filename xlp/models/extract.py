@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from xlp.errors import XlpError
+from xlp.models import quiet_transformers
 from xlp.models.checkpoints import Checkpoint, check_weights
 
 
@@ -33,6 +34,7 @@ class WordFeatureExtractor:
                  allow_pickle: bool = False):
         from transformers import AutoModel, AutoTokenizer
 
+        quiet_transformers()
         check_weights(ckpt, allow_pickle)
         self.ckpt = ckpt
         self.pooling = pooling

@@ -131,6 +131,6 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, console, quiet) -> No
                 load[i] -= 1
                 if load[i] == 0:
                     feed(i)
+                if load[i] == 0:  # nothing left to extract: free its CPUs/GPUs for probes
+                    ray.kill(actors[i])
             submit_ready()
-    for a in actors:
-        ray.kill(a)

@@ -1,5 +1,6 @@
 """The grid of work: extraction units (checkpoint x language x split) and probe units
-(checkpoint x task x layer x source language, all seeds and targets inside one unit)."""
+(checkpoint x task x source language, with its layers, seeds and targets inside one unit, so one
+batched solve fits the probes of every layer and each shard is read once per unit)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ class ExtractUnit:
 class ProbeUnit:
     ckpt: Checkpoint
     task: str
-    layer: int
+    layers: tuple[int, ...]
     src: str
     train_split: str
     targets: tuple[tuple[str, str], ...]  # (language, test split)
@@ -56,7 +57,7 @@ class ProbeUnit:
 
     @property
     def key(self) -> str:
-        return f"step={self.ckpt.step}/task={self.task}/layer={self.layer}/src={self.src}"
+        return f"step={self.ckpt.step}/task={self.task}/layers={'_'.join(map(str, self.layers))}/src={self.src}"
 
     @property
     def output(self) -> str:
@@ -157,9 +158,11 @@ def make_plan(spec: Spec, check_configs: bool = True) -> Plan:
     ext_hash = {u.key: u.hash for u in plan.extract}
 
     probe_common = {"probe": spec.probe.model_dump(), "code": xlp.__version__}
+    size = spec.probe.layers_per_unit or len(layers)
+    layer_groups = [tuple(layers[i:i + size]) for i in range(0, len(layers), size)]
     for ckpt in ckpts:
         for task in spec.tasks:
-            for layer in layers:
+            for group in layer_groups:
                 for src in plan.sources:
                     tgts = plan.targets if spec.cross_lingual else [t for t in plan.targets if t == src]
                     if not tgts:
@@ -168,9 +171,9 @@ def make_plan(spec: Spec, check_configs: bool = True) -> Plan:
                     needs = (ext_keys[(ckpt.step, src, train_files[src][0])],
                              *(ext_keys[(ckpt.step, t, s)] for t, s in targets))
                     needs = tuple(dict.fromkeys(needs))
-                    h = digest({**probe_common, "task": task, "layer": layer, "src": src,
+                    h = digest({**probe_common, "task": task, "layers": group, "src": src,
                                 "targets": targets, "inputs": [ext_hash[k] for k in needs]})
-                    plan.probe.append(ProbeUnit(ckpt=ckpt, task=task, layer=layer, src=src,
+                    plan.probe.append(ProbeUnit(ckpt=ckpt, task=task, layers=group, src=src,
                                                 train_split=train_files[src][0], targets=targets,
                                                 needs=needs, hash=h))
     return plan

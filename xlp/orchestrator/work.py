@@ -15,7 +15,7 @@ from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, shard_path
 from xlp.tasks import TASKS
-from xlp.tasks.probe import fit_probe, majority_accuracy
+from xlp.tasks.probe import fit_probes, majority_accuracy
 from xlp.tasks.ud import read_conllu
 
 
@@ -50,42 +50,47 @@ class ExtractionWorker:
                 "node": socket.gethostname(), "device": str(self.extractor.device)}
 
 
-def _examples(store: Store, task, step: int, lang: str, split: str, layer: int):
-    col = layer_column(layer)
-    table = store.read_table(shard_path(step, lang, split), columns=[col, *task.needs])
-    return task.examples(table, col)
+def _read(store: Store, task, step: int, lang: str, split: str, layers: tuple[int, ...]):
+    cols = [layer_column(layer) for layer in layers]
+    return store.read_table(shard_path(step, lang, split), columns=[*cols, *task.needs]), cols
 
 
 def run_probe(spec: Spec, unit: ProbeUnit, fail: str | None = None) -> dict:
-    """Fit the source's probe (one per seed, or once when seeds cannot change it) and score every target."""
+    """Fit the source's probes for every layer of the unit, per seed (once when the seed can change
+    neither the examples nor the fit), and score them on every target's test examples."""
     start = time.time()
     _fault_injection(unit.key, fail)
     store = Store(spec.output)
     task = TASKS[unit.task]
     step = unit.ckpt.step
-    X, y = _examples(store, task, step, unit.src, unit.train_split, unit.layer)
+    table, cols = _read(store, task, step, unit.src, unit.train_split, unit.layers)
     cap = spec.probe.max_train_words
-    seed_invariant = cap is None or len(y) <= cap
-    probes = {}
+    probes, n_train, invariant = {}, {}, False
     for seed in spec.probe.seeds:
-        if seed_invariant and probes:
-            probes[seed] = next(iter(probes.values()))
+        if invariant:
+            probes[seed], n_train[seed] = probes[spec.probe.seeds[0]], n_train[spec.probe.seeds[0]]
             continue
-        idx = np.arange(len(y)) if seed_invariant else np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
-        probes[seed] = fit_probe(X[idx], y[idx], spec.probe.l2, spec.probe.max_iter)
-    n_train = len(y) if seed_invariant else cap
+        X, y = task.examples(table, cols, seed)
+        invariant = not task.seeded and (cap is None or len(y) <= cap)
+        if cap is not None and len(y) > cap:
+            idx = np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
+            X, y = X[:, idx], y[idx]
+        probes[seed], n_train[seed] = fit_probes(X, y, spec.probe.l2, spec.probe.max_iter), len(y)
+    del table
     rows = []
     for tgt, split in unit.targets:
-        Xt, yt = _examples(store, task, step, tgt, split, unit.layer)
+        test, cols = _read(store, task, step, tgt, split, unit.layers)
+        Xt, yt = task.examples(test, cols, 0)  # one fixed test set for every seed and checkpoint
         baseline = majority_accuracy(yt)
-        scores = {}
+        scores: dict[int, np.ndarray] = {}
         for seed, probe in probes.items():
             if id(probe) not in scores:
-                scores[id(probe)] = probe.accuracy(Xt, yt)
-            rows.append({"checkpoint": unit.ckpt.name, "step": step, "task": unit.task, "layer": unit.layer,
-                         "src_lang": unit.src, "tgt_lang": tgt, "seed": seed, "metric": task.metric,
-                         "value": scores[id(probe)], "baseline": baseline, "n_train": n_train,
-                         "n_test": len(yt), "seed_invariant": seed_invariant})
+                scores[id(probe)] = probe.score(Xt, yt, task.metric)
+            for li, layer in enumerate(unit.layers):
+                rows.append({"checkpoint": unit.ckpt.name, "step": step, "task": unit.task, "layer": layer,
+                             "src_lang": unit.src, "tgt_lang": tgt, "seed": seed, "metric": task.metric,
+                             "value": float(scores[id(probe)][li]), "baseline": baseline,
+                             "n_train": n_train[seed], "n_test": len(yt), "seed_invariant": invariant})
     if not rows:
         raise XlpError(f"probe {unit.key}: no targets")
     nbytes = store.write_table(unit.output, pa.Table.from_pylist(rows))

@@ -1,5 +1,12 @@
-"""Task registry: one module per task, one line here."""
+"""Task registry: one module per task, one line here.
 
+A task turns a feature shard into probe examples: `examples(table, layer_columns, seed)` returns
+features (L, n, d) and labels (n,); `needs` names the label columns it reads, `metric` what is
+reported, and `seeded` whether the examples themselves depend on the seed.
+"""
+
+from xlp.tasks.arc import ArcTask
+from xlp.tasks.deprel import DeprelTask
 from xlp.tasks.pos import PosTask
 
-TASKS = {task.name: task for task in (PosTask(),)}
+TASKS = {task.name: task for task in (PosTask(), ArcTask(), DeprelTask())}

@@ -10,8 +10,11 @@ class PosTask:
     name = "pos"
     metric = "accuracy"
     needs = ("upos",)
+    seeded = False
 
-    def examples(self, table: pa.Table, layer_column: str) -> tuple[np.ndarray, np.ndarray]:
+    def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Features (L, n_words, d) of the given layer columns, and each word's UPOS tag."""
         from xlp.storage.features import vectors
 
-        return vectors(table, layer_column), table.column("upos").to_numpy(zero_copy_only=False)
+        X = np.stack([vectors(table, col) for col in layer_columns])
+        return X, table.column("upos").to_numpy(zero_copy_only=False)

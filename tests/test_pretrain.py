@@ -1,0 +1,72 @@
+"""The miniature XLM-R replica: real training, loadable checkpoints, exact resume, clear refusals."""
+
+import json
+
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from xlp.errors import XlpError
+from xlp.pretrain import pretrain
+from xlp.spec import PretrainSpec
+
+SMALL = dict(languages=["en", "de", "vi"], steps=60, save_steps=[0, 20, 60], layers=2, hidden=64, heads=2,
+             ffn=128, vocab_size=2000, batch_size=16, max_length=48, warmup=10)
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pre") / "mini"
+    return pretrain(PretrainSpec(out=str(out), **SMALL), quiet=True)
+
+
+def test_series_loads_with_auto_classes_and_loss_falls(series):
+    assert [d.name for d in series] == ["step_0", "step_20", "step_60"]
+    for d in series:
+        model = AutoModelForMaskedLM.from_pretrained(d)
+        tok = AutoTokenizer.from_pretrained(d)
+        assert model.config.model_type == "xlm-roberta" and tok.mask_token == "<mask>"
+        assert tok("Hallo Welt").input_ids[0] == tok.bos_token_id
+    meta = [json.loads((d / "xlp_checkpoint.json").read_text()) for d in series]
+    assert [m["step"] for m in meta] == [0, 20, 60]
+    assert meta[-1]["mlm_loss"] < meta[0]["mlm_loss"] - 1.0  # held-out MLM loss, same masked batches
+    log = pd.read_csv(series[0].parent / "train_log.csv")
+    assert list(log.step) == list(range(1, 61))
+
+
+def test_resume_after_crash_is_exact(series, tmp_path, monkeypatch):
+    out = tmp_path / "mini"
+    monkeypatch.setenv("XLP_PRETRAIN_CRASH_AFTER", "20")
+    with pytest.raises(RuntimeError, match="injected crash"):
+        pretrain(PretrainSpec(out=str(out), **SMALL), quiet=True)
+    assert (out / "step_20").is_dir() and not (out / "step_60").exists()
+    monkeypatch.delenv("XLP_PRETRAIN_CRASH_AFTER")
+    pretrain(PretrainSpec(out=str(out), **SMALL), quiet=True)
+    a = load_file(out / "step_60" / "model.safetensors")
+    b = load_file(series[-1] / "model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert pd.read_csv(out / "train_log.csv").loss.tolist() == pd.read_csv(series[0].parent / "train_log.csv").loss.tolist()
+
+
+def test_refuses_unknown_language(tmp_path):
+    with pytest.raises(XlpError, match=r"no training text .*\['xx'\]"):
+        pretrain(PretrainSpec(out=str(tmp_path / "m"), **{**SMALL, "languages": ["en", "xx"]}), quiet=True)
+
+
+def test_refuses_language_without_text(tmp_path):
+    tb = tmp_path / "ud" / "UD_Xx-Test"
+    tb.mkdir(parents=True)
+    (tb / "xx_test-ud-test.conllu").write_text("# text = Hi\n1\tHi\thi\tINTJ\t_\t_\t0\troot\t_\t_\n\n")
+    cfg = PretrainSpec(out=str(tmp_path / "m"), ud_root=str(tb.parent), udhr=str(tmp_path / "none.tsv"),
+                       **{**SMALL, "languages": ["xx"]})
+    with pytest.raises(XlpError, match=r"no training text .*\['xx'\]"):  # test text is never used
+        pretrain(cfg, quiet=True)
+
+
+def test_refuses_folder_of_another_run(series):
+    out = series[0].parent
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    with pytest.raises(XlpError, match="another pretraining run"):
+        pretrain(PretrainSpec(out=str(out), **{**SMALL, "seed": 1}), quiet=True)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == before

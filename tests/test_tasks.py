@@ -1,0 +1,42 @@
+"""Task example builders on a real feature shard layout (labels from real CoNLL-U)."""
+
+import numpy as np
+
+from xlp.storage.features import features_table
+from xlp.tasks import TASKS
+from xlp.tasks.pairs import arcs_and_non_arcs, sentence_rows
+from xlp.tasks.ud import read_conllu
+from conftest import UD
+
+
+def _table(n=50, d=4):
+    sents = read_conllu(UD / "UD_French-GSD" / "fr_gsd-ud-test.conllu", max_sentences=n)
+    words = sum(len(s.forms) for s in sents)
+    rng = np.random.default_rng(0)
+    return sents, features_table(sents, {1: rng.normal(size=(words, d)), 2: rng.normal(size=(words, d))})
+
+
+def test_non_arcs_stay_in_sentence_and_are_not_arcs():
+    sents, table = _table()
+    head_row, start, lengths = sentence_rows(table)
+    heads, deps, labels = arcs_and_non_arcs(table, seed=3)
+    sent = table.column("sent_idx").to_numpy()
+    assert (sent[heads] == sent[deps]).all()
+    pos, neg = labels == 1, labels == 0
+    assert pos.sum() == neg.sum() > 0
+    assert (head_row[deps[pos]] == heads[pos]).all()
+    assert (head_row[deps[neg]] != heads[neg]).all() and (heads[neg] != deps[neg]).all()
+    again = arcs_and_non_arcs(table, seed=3)
+    other = arcs_and_non_arcs(table, seed=4)
+    assert (again[0] == heads).all() and not (other[0] == heads).all()
+
+
+def test_task_shapes_and_labels():
+    sents, table = _table()
+    X, y = TASKS["pos"].examples(table, ["layer_1", "layer_2"])
+    assert X.shape == (2, len(y), 4) and list(y[:3]) == sents[0].upos[:3]
+    X, y = TASKS["arc"].examples(table, ["layer_1"], seed=0)
+    assert X.shape[0] == 1 and X.shape[2] == 12 and set(np.unique(y)) == {0, 1}
+    X, y = TASKS["deprel"].examples(table, ["layer_2"])
+    n_arcs = sum(1 for s in sents for h in s.heads if h > 0)
+    assert X.shape == (1, n_arcs, 12) and ":" not in "".join(y)

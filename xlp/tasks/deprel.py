@@ -1,0 +1,21 @@
+"""Dependency arc classification: given a gold arc, its universal relation (the part before ':')."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from xlp.tasks.pairs import pair_features, sentence_rows
+
+
+class DeprelTask:
+    name = "deprel"
+    metric = "accuracy"
+    needs = ("sent_idx", "word_id", "head", "deprel")
+    seeded = False
+
+    def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        head_row, _, _ = sentence_rows(table)
+        dep = np.flatnonzero(head_row >= 0)
+        labels = np.array([r.split(":")[0] for r in table.column("deprel").to_numpy(zero_copy_only=False)[dep]])
+        return pair_features(table, layer_columns, head_row[dep], dep), labels
