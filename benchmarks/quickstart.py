@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--keep", help="run in this folder and keep it (default: a temporary one)")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="xlp-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     spec = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
     spec["output"] = str(work / "quickstart")
     spec["pretrain"]["out"] = str(work / "mini-xlmr")

@@ -32,3 +32,43 @@ def test_emergence_table_averages_seeds():
     [r] = em.to_dict("records")
     assert r["best_step"] == 10 and np.isclose(r["best_value"], 0.7)
     assert np.isclose(r["first_value"], 0.2) and np.isclose(r["final_minus_best"], -0.1)
+
+
+def test_paired_bootstrap():
+    from xlp.orchestrator.analysis import paired_bootstrap_p
+
+    rng = np.random.default_rng(0)
+    b = rng.random(2000) < 0.80
+    a = b | (rng.random(2000) < 0.25)  # a right wherever b is, and on ~5% more items
+    assert paired_bootstrap_p(a, b) < 0.01
+    assert paired_bootstrap_p(b, a) > 0.99
+    assert paired_bootstrap_p(a, a) == 1.0  # no difference is never "better"
+    c = b.copy()
+    c[:3] = ~c[:3]  # a 3-item difference out of 2000 is noise
+    assert paired_bootstrap_p(b, c) > 0.01
+
+
+def test_degradation_significance_and_best_layers():
+    from xlp.orchestrator.analysis import best_layers, degradation_tests
+
+    n = 400
+    rng = np.random.default_rng(1)
+    base = rng.random(n) < 0.7
+    best = base | (rng.random(n) < 0.5)   # much better at step 10
+    tiny = base.copy()
+    tiny[0] = ~tiny[0]                      # step 20 differs from step 0 by one item
+    rows = []
+    for tgt, curve in (("de", [(0, base), (10, best), (20, base)]), ("fr", [(0, base), (10, tiny), (20, base)])):
+        for step, correct in curve:
+            rows.append(dict(step=step, task="pos", layer=1, src_lang="en", tgt_lang=tgt, seed=0, metric="accuracy",
+                             value=correct.mean(), baseline=0.2, n_test=n, correct=np.packbits(correct).tobytes()))
+    probes = pd.DataFrame(rows)
+    em = degradation_tests(probes, emergence_table(probes)).set_index("tgt_lang")
+    assert em.loc["de", "degradation_significant"] and em.loc["de", "degradation_p"] < 0.01
+    assert not em.loc["fr", "degradation_significant"]
+
+    layered = pd.DataFrame([dict(task="pos", src_lang="en", tgt_lang="en", step=s, layer=l, value=v)
+                            for s, vals in ((0, (0.5, 0.6, 0.6)), (10, (0.7, 0.8, 0.75))) for l, v in enumerate(vals)])
+    bl = best_layers(layered).set_index("step")
+    assert bl.loc[0, "best_layer"] == 1 and bl.loc[10, "best_layer"] == 1  # lowest layer on ties
+    assert bl.loc[10, "last_layer"] == 2 and np.isclose(bl.loc[10, "last_layer_value"], 0.75)

@@ -78,7 +78,19 @@ def validate(
         stdout.print(f"[green]{spec}: spec is valid[/] (schema only)")
         return
     from xlp.orchestrator.plan import make_plan
+    from xlp.tasks.ud import find_treebank
 
+    if s.pretrain is not None:
+        from xlp.pretrain import is_complete, save_schedule
+
+        if not is_complete(s.pretrain):
+            stdout.print(f"checkpoints: `xlp launch` first pretrains the series into {s.pretrain.out} "
+                         f"(steps {', '.join(map(str, save_schedule(s.pretrain)))}); "
+                         f"run `xlp pretrain {spec}` to validate the grid before launching")
+            for lang in s.data.languages:
+                find_treebank(s.data.ud_root, lang, s.data.treebanks.get(lang))
+            stdout.print("[green]spec and data are valid[/]")
+            return
     plan = make_plan(s)
     n_seeds = len(s.probe.seeds)
     t = Table(title=f"{spec}: grid")
@@ -190,3 +202,9 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("interrupted; everything finished so far is kept, relaunch to resume")
         sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - a bug, not bad input: still no traceback without --debug
+        if _debug["on"]:
+            raise
+        err.print(f"[bold red]internal error:[/] {type(e).__name__}: {e}\n(everything finished so far is kept; "
+                  f"rerun with `xlp --debug ...` for the traceback and report it)", highlight=False, soft_wrap=True)
+        sys.exit(2)

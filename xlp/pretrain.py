@@ -1,8 +1,10 @@
 """`xlp pretrain`: a miniature XLM-R replica trained on the UD train/dev text and the UDHR, saving a
 checkpoint series (dense early, sparse late) that xlp can probe like any other.
 
-Deterministic given the seed: every step draws its batch and masks from RNGs seeded by (seed, step),
-so a resumed run continues exactly where the last saved checkpoint left off.
+Training is deterministic given the seed and the tokenizer: every step draws its batch and masks
+from RNGs seeded by (seed, step), so a resumed run continues exactly where the last saved
+checkpoint left off. (The `tokenizers` Unigram trainer itself is not bit-reproducible across
+processes: it sums floats in hash order, so two fresh runs can differ in a few rare pieces.)
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ def save_schedule(cfg: PretrainSpec) -> list[int]:
     return steps
 
 
+def is_complete(cfg: PretrainSpec) -> bool:
+    """Whether every checkpoint of the schedule is saved in cfg.out."""
+    return all((Path(cfg.out) / f"step_{s}" / METADATA_FILE).is_file() for s in save_schedule(cfg))
+
+
 def _ud_languages(ud_root: Path) -> list[str]:
     return sorted({f.name.split("_", 1)[0] for f in ud_root.glob("**/*-ud-*.conllu")})
 
@@ -79,27 +86,14 @@ def sampling_probs(sizes: list[int], alpha: float) -> np.ndarray:
 
 
 def train_tokenizer(texts: dict[str, list[str]], vocab_size: int, out: Path) -> None:
-    from tokenizers import SentencePieceUnigramTokenizer, Tokenizer
+    from tokenizers import SentencePieceUnigramTokenizer
     from tokenizers.processors import TemplateProcessing
     from transformers import XLMRobertaTokenizerFast
 
     sp = SentencePieceUnigramTokenizer()
     sp.train_from_iterator([t for lang in sorted(texts) for t in texts[lang]], vocab_size=vocab_size,
                            special_tokens=SPECIALS, unk_token="<unk>", show_progress=False)
-    # the trainer's parallel reductions vary the pieces' log-probabilities in the last bits from run
-    # to run; rounding them (and ordering ties) makes the tokenizer, and so the whole series, a function of the seed
-    model = json.loads(sp._tokenizer.to_str())
-    n = len(SPECIALS)  # ids 0-4 stay the special tokens
-    vocab = [[piece, round(score, 8)] for piece, score in model["model"]["vocab"][n:]]
-    # characters the trainer forces in get arbitrary (hash-ordered) scores below every learned
-    # piece: give them those scores in order of the character instead
-    floor = min((sc for p, sc in vocab if len(p) > 1), default=0.0)
-    forced = sorted(i for i, (p, sc) in enumerate(vocab) if len(p) == 1 and sc < floor)
-    scores = sorted((vocab[i][1] for i in forced), reverse=True)
-    for i, (piece, score) in zip(forced, zip(sorted(vocab[i][0] for i in forced), scores)):
-        vocab[i] = [piece, score]
-    model["model"]["vocab"] = model["model"]["vocab"][:n] + sorted(vocab, key=lambda v: (-v[1], v[0]))
-    backend = Tokenizer.from_str(json.dumps(model))
+    backend = sp._tokenizer
     backend.post_processor = TemplateProcessing(single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
                                                 special_tokens=[("<s>", 0), ("</s>", 2)])
     tok = XLMRobertaTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>",

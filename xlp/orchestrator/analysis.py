@@ -46,3 +46,71 @@ def emergence_table(probes: pd.DataFrame, threshold: float = 0.95) -> pd.DataFra
         rows.append({**dict(zip(CURVE_KEYS + ["metric"], key)), **stats,
                      "baseline": float(c["baseline"].mean()), "threshold": threshold})
     return pd.DataFrame(rows)
+
+
+def paired_bootstrap_p(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> float:
+    """One-sided paired bootstrap over test items: the probability that a's mean score is not
+    above b's when the items are resampled. Inputs are per-item scores in [0, 1] (seed averages).
+
+    The paired differences take few distinct values, so resampling n items is a multinomial draw
+    over those values: exact, and O(n_boot) instead of O(n_boot * n).
+    """
+    d = np.asarray(correct_a, dtype=float) - np.asarray(correct_b, dtype=float)
+    if not len(d):
+        return float("nan")
+    values, counts = np.unique(np.round(d, 9), return_counts=True)
+    draws = np.random.default_rng(seed).multinomial(len(d), counts / len(d), size=n_boot)
+    return float(np.mean(draws @ values / len(d) <= 0))
+
+
+def unpack_correct(packed: bytes, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=n).astype(bool)
+
+
+def degradation_tests(probes: pd.DataFrame, emergence: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Add degradation_p (paired bootstrap, best vs final checkpoint, over test items) and
+    degradation_significant (final below best with p < alpha) to the emergence table."""
+    if emergence.empty or "correct" not in probes or probes["correct"].isna().any():
+        return emergence.assign(degradation_p=np.nan, degradation_significant=False)
+    items = {}
+    for key, g in probes.groupby(CURVE_KEYS + ["step"], sort=False):
+        n = int(g["n_test"].iloc[0])
+        items[key] = np.mean([unpack_correct(c, n) for c in g["correct"]], axis=0)
+    p_values = []
+    for r in emergence.itertuples(index=False):
+        key = (r.task, r.layer, r.src_lang, r.tgt_lang)
+        if r.best_step == r.final_step:
+            p_values.append(1.0)
+        else:
+            p_values.append(paired_bootstrap_p(items[(*key, r.best_step)], items[(*key, r.final_step)]))
+    out = emergence.assign(degradation_p=p_values)
+    out["degradation_significant"] = (out.final_minus_best < 0) & (out.degradation_p < alpha)
+    return out
+
+
+def best_layers(probes: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, language, step), in-language: the best layer (lowest on ties) and the last layer's value."""
+    ins = probes[probes.src_lang == probes.tgt_lang]
+    if ins.empty:
+        return pd.DataFrame(columns=["task", "lang", "step", "best_layer", "best_layer_value"])
+    curve = ins.groupby(["task", "src_lang", "step", "layer"], sort=True).value.mean().reset_index()
+    rows = []
+    for (task, lang, step), g in curve.groupby(["task", "src_lang", "step"], sort=True):
+        g = g.sort_values("layer")
+        i = int(np.argmax(g.value.to_numpy()))
+        rows.append({"task": task, "lang": lang, "step": step, "best_layer": int(g.layer.iloc[i]),
+                     "best_layer_value": float(g.value.iloc[i]), "last_layer": int(g.layer.iloc[-1]),
+                     "last_layer_value": float(g.value.iloc[-1])})
+    return pd.DataFrame(rows)
+
+
+def control_selectivity(probes: pd.DataFrame) -> pd.DataFrame:
+    """POS accuracy minus the control task's (Hewitt & Liang), per (step, layer, source, target),
+    averaged over seeds; empty unless both tasks ran."""
+    keys = ["step", "layer", "src_lang", "tgt_lang"]
+    if not {"pos", "pos_control"} <= set(probes.get("task", ())):
+        return pd.DataFrame(columns=keys + ["pos", "control", "selectivity"])
+    mean = probes[probes.task.isin(["pos", "pos_control"])].groupby(keys + ["task"]).value.mean().unstack("task")
+    out = mean.rename(columns={"pos_control": "control"}).reset_index()
+    out["selectivity"] = out["pos"] - out["control"]
+    return out[keys + ["pos", "control", "selectivity"]]

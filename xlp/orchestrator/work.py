@@ -82,15 +82,18 @@ def run_probe(spec: Spec, unit: ProbeUnit, fail: str | None = None) -> dict:
         test, cols = _read(store, task, step, tgt, split, unit.layers)
         Xt, yt = task.examples(test, cols, 0)  # one fixed test set for every seed and checkpoint
         baseline = majority_accuracy(yt)
-        scores: dict[int, np.ndarray] = {}
+        scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for seed, probe in probes.items():
             if id(probe) not in scores:
                 scores[id(probe)] = probe.score(Xt, yt, task.metric)
+            values, correct = scores[id(probe)]
             for li, layer in enumerate(unit.layers):
                 rows.append({"checkpoint": unit.ckpt.name, "step": step, "task": unit.task, "layer": layer,
                              "src_lang": unit.src, "tgt_lang": tgt, "seed": seed, "metric": task.metric,
-                             "value": float(scores[id(probe)][li]), "baseline": baseline,
-                             "n_train": n_train[seed], "n_test": len(yt), "seed_invariant": invariant})
+                             "value": float(values[li]), "baseline": baseline,
+                             "n_train": n_train[seed], "n_test": len(yt), "seed_invariant": invariant,
+                             # per-item correctness, bit-packed: the reducer's paired bootstrap reads it
+                             "correct": np.packbits(correct[li]).tobytes()})
     if not rows:
         raise XlpError(f"probe {unit.key}: no targets")
     nbytes = store.write_table(unit.output, pa.Table.from_pylist(rows))

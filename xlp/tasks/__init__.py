@@ -8,5 +8,6 @@ reported, and `seeded` whether the examples themselves depend on the seed.
 from xlp.tasks.arc import ArcTask
 from xlp.tasks.deprel import DeprelTask
 from xlp.tasks.pos import PosTask
+from xlp.tasks.pos_control import PosControlTask
 
-TASKS = {task.name: task for task in (PosTask(), ArcTask(), DeprelTask())}
+TASKS = {task.name: task for task in (PosTask(), PosControlTask(), ArcTask(), DeprelTask())}

@@ -33,19 +33,24 @@ class LinearProbes:
 
     def accuracy(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """(L,) accuracy of each probe."""
-        return self.score(X, y, "accuracy")
+        return self.score(X, y, "accuracy")[0]
 
-    def score(self, X: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
-        """(L,) `accuracy` or `balanced_accuracy` (mean recall over the classes present in y)."""
+    def score(self, X: np.ndarray, y: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """(L,) `accuracy` or `balanced_accuracy` (mean recall over the classes present in y), and
+        the (L, n) per-item correctness behind it."""
         y = np.asarray(y)
         if not len(y):
-            return np.full(self.weight.shape[0], np.nan)
+            return np.full(self.weight.shape[0], np.nan), np.zeros((self.weight.shape[0], 0), dtype=bool)
         hit = self.predict(X) == y[None, :]
-        if metric == "accuracy":
-            return hit.mean(1)
-        if metric == "balanced_accuracy":
-            return np.stack([hit[:, y == c].mean(1) for c in np.unique(y)]).mean(0)
-        raise ValueError(f"unknown metric {metric!r}")
+        return _metric(hit, y, metric), hit
+
+
+def _metric(hit: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
+    if metric == "accuracy":
+        return hit.mean(1)
+    if metric == "balanced_accuracy":
+        return np.stack([hit[:, y == c].mean(1) for c in np.unique(y)]).mean(0)
+    raise ValueError(f"unknown metric {metric!r}")
 
 
 def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 100) -> LinearProbes:

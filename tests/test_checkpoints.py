@@ -1,0 +1,59 @@
+"""Checkpoint series: steps from names or metadata, local globs, hub revisions from an offline cache."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from xlp.errors import XlpError
+from xlp.models.checkpoints import resolve_checkpoints, step_of
+from xlp.spec import CheckpointSpec
+from conftest import make_tiny_xlmr, write_spec
+
+
+def test_steps_from_names_and_metadata(tmp_path):
+    for name in ("step_1000", "checkpoint-20", "ckpt300"):
+        (tmp_path / name).mkdir()
+    assert [step_of(tmp_path / n) for n in ("step_1000", "checkpoint-20", "ckpt300")] == [1000, 20, 300]
+    meta = tmp_path / "final"
+    meta.mkdir()
+    (meta / "trainer_state.json").write_text(json.dumps({"global_step": 777}))
+    assert step_of(meta) == 777
+
+
+def test_glob_is_sorted_by_step_and_duplicates_refused(tiny_series, tmp_path):
+    ckpts = resolve_checkpoints([CheckpointSpec(path=f"{tiny_series}/step_*")])
+    assert [c.step for c in ckpts] == [0, 100, 200]
+    with pytest.raises(XlpError, match="two checkpoints have step 100"):
+        resolve_checkpoints([CheckpointSpec(path=f"{tiny_series}/step_*"),
+                             CheckpointSpec(path=str(tiny_series / "step_0"), step=100)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(XlpError, match="not a Hugging Face model directory"):
+        resolve_checkpoints([CheckpointSpec(path=str(tmp_path / "empty"), step=1)])
+
+
+def test_hub_revisions_load_offline_from_the_cache(tmp_path):
+    """A Pythia-style repo with revisions step100 and step200, served from a populated HF cache
+    with HF_HUB_OFFLINE=1: validate resolves steps and loads each revision's config."""
+    cache = tmp_path / "hub"
+    repo = cache / "models--xlp-test--tiny"
+    for i, rev in enumerate(("step100", "step200")):
+        commit = f"{i + 1:040x}"
+        make_tiny_xlmr(repo / "snapshots" / commit, seed=i)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / rev).write_text(commit)
+    spec = write_spec(tmp_path / "hub.yaml", name="hub", output=str(tmp_path / "run"),
+                      checkpoints=[{"repo": "xlp-test/tiny", "revisions": ["step100", "step200"]}],
+                      data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"]}, tasks=["pos"], layers=[1])
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", "from xlp.cli import main; main()", "validate", str(spec)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "100, 200" in r.stdout
+    shutil.rmtree(repo / "snapshots" / f"{2:040x}")
+    r = subprocess.run([sys.executable, "-c", "from xlp.cli import main; main()", "validate", str(spec)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and "xlp-test/tiny@step200" in r.stderr and "Traceback" not in r.stderr

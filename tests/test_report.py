@@ -1,0 +1,99 @@
+import re
+
+import pandas as pd
+
+from xlp.orchestrator.analysis import emergence_table
+from xlp.report import SECTIONS, write_report
+from xlp.spec import Spec
+from xlp.storage import Store
+
+# in-language accuracy at (layer 0, layer 1) per step; en peaks at 100, de at 200
+CURVES = {"en": {0: (0.30, 0.30), 100: (0.55, 0.80), 200: (0.60, 0.78)},
+          "de": {0: (0.20, 0.25), 100: (0.40, 0.60), 200: (0.50, 0.70)}}
+
+
+def _spec(tasks=("pos",), languages=("en", "de")) -> Spec:
+    return Spec.model_validate({"name": "tiny-run", "output": "x", "checkpoints": [{"path": "x", "step": 0}],
+                                "data": {"ud_root": "x", "languages": list(languages)}, "tasks": list(tasks)})
+
+
+def _probes(steps=(0, 100, 200), langs=("en", "de")) -> pd.DataFrame:
+    rows = []
+    for step in steps:
+        for layer in (0, 1):
+            for src in langs:
+                for tgt in langs:
+                    for seed in (0, 1):
+                        v = CURVES[tgt][step][layer] - (0 if src == tgt else 0.1) + (0.01 if seed else -0.01)
+                        rows.append(dict(checkpoint=f"step_{step}", step=step, task="pos", layer=layer,
+                                         src_lang=src, tgt_lang=tgt, seed=seed, metric="accuracy", value=v,
+                                         baseline=0.15, n_train=500, n_test=200, seed_invariant=False))
+    return pd.DataFrame(rows)
+
+
+def _plan(steps, notes=()) -> dict:
+    return {"summary": {"checkpoints": len(steps), "steps": list(steps), "layers": [0, 1], "sources": 2,
+                        "targets": 2}, "notes": list(notes), "xlp_version": "0.1.0"}
+
+
+def _section(page: str, sid: str) -> str:
+    return re.search(rf'<section id="{sid}">(.*?)</section>', page, re.S).group(1)
+
+
+def test_report_sections_figures_and_numbers(tmp_path):
+    probes = _probes()
+    emergence = emergence_table(probes, 0.95)
+    store = Store(str(tmp_path))
+    best_lang = pd.DataFrame({"language": ["en", "de"], "step": [100, 200]})
+    write_report(store, _spec(), _plan((0, 100, 200), ["a <b>note</b>"]), probes, emergence,
+                 {"best checkpoint per language": best_lang})
+    page = store.read_bytes("report/index.html").decode()
+
+    for sid in SECTIONS:
+        assert f'<section id="{sid}">' in page
+    figures = ["curves_pos", "transfer_pos", "layers_pos"]
+    assert page.count("<img") == page.count("data:image/png;base64,") == len(figures)
+    for name in figures:
+        for ext in ("png", "svg"):
+            assert (store.size(f"report/figures/{name}.{ext}") or 0) > 1000
+    assert store.read_bytes("report/figures/curves_pos.png").startswith(b"\x89PNG")
+    assert "a &lt;b&gt;note&lt;/b&gt;" in page and "<b>note" not in page
+    assert "tiny-run" in _section(page, "summary") and "pandas" in _section(page, "summary")
+
+    # every emergence row is in the HTML table, best_step as an int and best_value to 4 decimals
+    table = _section(page, "emergence")
+    header = re.findall(r"<th>(.*?)</th>", table)
+    cells = [re.findall(r"<td>(.*?)</td>", tr) for tr in re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1], re.S)]
+    assert len(cells) == len(emergence) == 2 * 2 * 2  # layers x sources x targets
+    for row, (_, e) in zip(cells, emergence.iterrows()):
+        got = dict(zip(header, row))
+        assert got["src_lang"] == e["src_lang"] and got["tgt_lang"] == e["tgt_lang"]
+        assert got["best_step"] == str(e["best_step"]) and got["emergence_step"] == str(e["emergence_step"])
+        assert got["best_value"] == f"{e['best_value']:.4f}"
+    assert "0.8000" in table and "0.7000" in table  # en's and de's in-language best at layer 1
+
+    # layer 1: mean over languages is 0.70 at step 100 and 0.74 at step 200; en's regret 0.80 - 0.78
+    best = _section(page, "best")
+    assert "best-on-average checkpoint = step 200" in best and "0.0200" in best
+    assert "best checkpoint per language" in _section(page, "tables")
+
+
+def test_report_single_checkpoint_single_language_missing_task(tmp_path):
+    probes = _probes(steps=(0,), langs=("en",))
+    emergence = emergence_table(probes, 0.95)
+    store = Store(str(tmp_path))
+    write_report(store, _spec(tasks=("pos", "deprel"), languages=("en",)), _plan((0,)), probes, emergence)
+    page = store.read_bytes("report/index.html").decode()
+    assert all(f'<section id="{sid}">' in page for sid in SECTIONS)
+    assert "No probe results for task deprel" in _section(page, "notes")
+    assert page.count("data:image/png;base64,") == 3
+    assert not store.exists("report/figures/curves_deprel.png")
+
+
+def test_report_with_no_results(tmp_path):
+    probes = pd.DataFrame(columns=["checkpoint", "step", "task", "layer", "src_lang", "tgt_lang", "seed", "metric",
+                                   "value", "baseline", "n_train", "n_test", "seed_invariant"])
+    store = Store(str(tmp_path))
+    write_report(store, _spec(), _plan(()), probes, emergence_table(probes))
+    page = store.read_bytes("report/index.html").decode()
+    assert all(f'<section id="{sid}">' in page for sid in SECTIONS) and "<img" not in page

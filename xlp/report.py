@@ -1,0 +1,233 @@
+"""The run's self-contained HTML report: summary, definitions, figures (inline PNG) and tables."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import re
+from importlib import metadata
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import Normalize, SymLogNorm  # noqa: E402
+
+PALETTE = plt.get_cmap("tab10").colors  # colour-blind-safe enough, and matches the matplotlib default
+MARKERS = "os^D"  # with more than 10 languages, colours repeat and the marker tells them apart
+PACKAGES = ["xlp", "torch", "transformers", "ray", "pyarrow", "numpy", "pandas", "matplotlib"]
+SECTIONS = ["summary", "definitions", "notes", "curves", "transfer", "layers", "best", "emergence", "tables", "spec"]
+CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
+th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}figcaption{font-size:13px;color:#444}
+pre{background:#f6f6f6;padding:1em;font-size:12px;overflow:auto}dt{font-weight:600}dd{margin:0 0 .6em 1.5em}"""
+
+esc = html.escape
+
+
+def _version(pkg: str) -> str:
+    try:
+        return metadata.version(pkg)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _table(df: pd.DataFrame) -> str:
+    return df.to_html(index=False, border=0, escape=True, na_rep="",
+                      float_format=lambda v: f"{v:.4f}")
+
+
+def _step_axis(ax, steps) -> None:
+    steps = sorted(int(s) for s in steps)
+    linthresh = min([s for s in steps if s > 0], default=1)
+    ax.set_xscale("symlog", linthresh=linthresh)  # symlog because step 0 is a checkpoint
+    if steps and steps[-1] > 0:
+        ax.set_xlim(left=-0.2 * linthresh)  # no negative steps, but room for the markers at step 0
+    else:
+        ax.set_xlim(-1, 1)
+    if len(steps) <= 10:
+        ax.set_xticks(steps, [str(s) for s in steps])
+        ax.minorticks_off()
+
+
+def _step_norm(values: np.ndarray) -> Normalize:
+    positive = values[values > 0]
+    if positive.size and positive.max() > positive.min():
+        return SymLogNorm(linthresh=positive.min(), vmin=0, vmax=positive.max(), base=10)
+    return Normalize(vmin=0, vmax=max(float(np.nanmax(values)) if values.size else 1, 1))
+
+
+class _Report:
+    def __init__(self, store, spec, probes: pd.DataFrame, emergence: pd.DataFrame):
+        self.store, self.spec, self.probes, self.emergence = store, spec, probes, emergence
+        self.notes: list[str] = []
+        self.inlang = probes[probes["src_lang"] == probes["tgt_lang"]] if not probes.empty else probes
+        present = list(dict.fromkeys(probes["task"])) if not probes.empty else []
+        self.tasks = [t for t in spec.tasks if t in present] + [t for t in present if t not in spec.tasks]
+        for t in spec.tasks:
+            if t not in present:
+                self.notes.append(f"No probe results for task {t}; its figures and rows are skipped.")
+        langs = list(spec.data.languages)
+        langs += sorted((set(probes.get("src_lang", [])) | set(probes.get("tgt_lang", []))) - set(langs))
+        self.style = {lang: (PALETTE[i % 10], MARKERS[(i // 10) % len(MARKERS)]) for i, lang in enumerate(langs)}
+
+    def last_layer(self, task: str) -> int:
+        return int(self.probes.loc[self.probes["task"] == task, "layer"].max())
+
+    def figure(self, name: str, draw, caption: str) -> str:
+        """Draw, save PNG and SVG under report/figures, return the <figure> with the PNG inline."""
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        fig = None
+        try:
+            fig = draw()
+            png, svg = io.BytesIO(), io.BytesIO()
+            fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
+            fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
+        except Exception as e:  # a plotting corner case must not lose the run's tables
+            self.notes.append(f"Figure {name} was skipped: {type(e).__name__}: {e}")
+            return ""
+        finally:
+            if fig is not None:
+                plt.close(fig)
+        self.store.write_bytes(f"report/figures/{name}.png", png.getvalue())
+        self.store.write_bytes(f"report/figures/{name}.svg", svg.getvalue())
+        data = base64.b64encode(png.getvalue()).decode()
+        return (f'<figure><img alt="{esc(name)}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{esc(caption)} (<code>figures/{esc(name)}.svg</code>)</figcaption></figure>")
+
+    def curves(self, task: str) -> str:
+        layer = self.last_layer(task)
+        d = self.inlang[(self.inlang["task"] == task) & (self.inlang["layer"] == layer)]
+        if d.empty:
+            return ""
+
+        def draw():
+            fig, ax = plt.subplots(figsize=(8, 4.5))
+            for lang in [x for x in self.style if x in set(d["src_lang"])]:
+                g = d[d["src_lang"] == lang]
+                s = g.groupby("step")["value"].agg(["mean", "min", "max"])
+                colour, marker = self.style[lang]
+                ax.plot(s.index, s["mean"], color=colour, marker=marker, ms=4, label=lang)
+                ax.fill_between(s.index, s["min"], s["max"], color=colour, alpha=0.2, lw=0)
+                ax.axhline(g["baseline"].mean(), color=colour, ls="--", lw=0.8, alpha=0.8)
+            _step_axis(ax, d["step"].unique())
+            ax.set(xlabel="pretraining step (symlog)", ylabel=d["metric"].iloc[0],
+                   title=f"{task}: in-language learning curves, layer {layer}")
+            ax.legend(title="language", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+            return fig
+
+        return self.figure(f"curves_{task}", draw, f"{task}, layer {layer} (the last layer): mean over seeds, "
+                           "band = min–max across seeds, dashed = the language's majority-class baseline.")
+
+    def transfer(self, task: str) -> str:
+        e = self.emergence
+        if e.empty or "emergence_step" not in e:
+            return ""
+        layer = self.last_layer(task)
+        grid = (e[(e["task"] == task) & (e["layer"] == layer)]
+                .pivot_table(index="src_lang", columns="tgt_lang", values="emergence_step", aggfunc="first"))
+        if grid.empty:
+            return ""
+        order = list(self.style)
+        grid = grid.loc[[x for x in order if x in grid.index], [x for x in order if x in grid.columns]]
+
+        def draw():
+            v = grid.to_numpy(dtype=float)
+            norm = _step_norm(v[~np.isnan(v)])
+            fig, ax = plt.subplots(figsize=(1.2 + 0.55 * v.shape[1], 1.0 + 0.5 * v.shape[0]))
+            im = ax.imshow(np.ma.masked_invalid(v), cmap="viridis", norm=norm, aspect="auto")
+            for (i, j), x in np.ndenumerate(v):
+                if not np.isnan(x):
+                    ax.text(j, i, f"{int(x)}", ha="center", va="center", fontsize=7,
+                            color="white" if norm(x) < 0.5 else "black")
+            ax.set_xticks(range(v.shape[1]), grid.columns)
+            ax.set_yticks(range(v.shape[0]), grid.index)
+            ax.set(xlabel="target language", ylabel="source language",
+                   title=f"{task}: emergence step, layer {layer}")
+            fig.colorbar(im, ax=ax, label="emergence step")
+            return fig
+
+        return self.figure(f"transfer_{task}", draw, f"{task}, layer {layer}: emergence step of each "
+                           "source → target curve (probe trained on the source, tested on the target).")
+
+    def layers(self, task: str) -> str:
+        d = self.inlang[self.inlang["task"] == task]
+        grid = d.groupby(["layer", "step"])["value"].mean().unstack("step")
+        if grid.empty:
+            return ""
+
+        def draw():
+            fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * grid.shape[1] + 2), max(2.5, 0.35 * grid.shape[0] + 1.5)))
+            im = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto", origin="lower")
+            every = max(1, grid.shape[1] // 12)
+            ax.set_xticks(range(0, grid.shape[1], every), [str(s) for s in grid.columns[::every]], rotation=45)
+            ax.set_yticks(range(grid.shape[0]), [str(x) for x in grid.index])
+            ax.set(xlabel="pretraining step", ylabel="layer (0 = embeddings)",
+                   title=f"{task}: mean in-language {d['metric'].iloc[0]} by layer and step")
+            fig.colorbar(im, ax=ax, label=d["metric"].iloc[0])
+            return fig
+
+        return self.figure(f"layers_{task}", draw, f"{task}: in-language value averaged over languages and seeds.")
+
+    def best(self) -> str:
+        rows, lines = [], []
+        for task in self.tasks:
+            layer = self.last_layer(task)
+            d = self.inlang[(self.inlang["task"] == task) & (self.inlang["layer"] == layer)]
+            curves = d.groupby(["src_lang", "step"])["value"].mean().unstack("step")  # language × step
+            if curves.empty:
+                continue
+            curves = curves.loc[[x for x in self.style if x in curves.index]]
+            avg_step = curves.mean(axis=0).idxmax()  # steps ascend, so idxmax is the earliest on ties
+            lines.append(f"<p>{esc(task)} (layer {layer}): single best-on-average checkpoint = step {avg_step} "
+                         f"(mean over languages {curves[avg_step].mean():.4f}).</p>")
+            for lang, c in curves.iterrows():
+                c = c.dropna()
+                rows.append({"task": task, "language": lang, "layer": layer, "best_step": c.idxmax(),
+                             "best_value": c.max(), "final_step": c.index[-1], "final_value": c.iloc[-1],
+                             "final_minus_best": c.iloc[-1] - c.max(), "avg_best_step": avg_step,
+                             "value_at_avg_best": curves.at[lang, avg_step],
+                             "regret": c.max() - curves.at[lang, avg_step]})
+        return "".join(lines) + (_table(pd.DataFrame(rows)) if rows else "<p>No in-language results.</p>")
+
+
+def write_report(store, spec, plan: dict, probes: pd.DataFrame, emergence: pd.DataFrame,
+                 extra_tables: dict[str, pd.DataFrame] | None = None) -> None:
+    """Write report/index.html (figures inline) and report/figures/<kind>_<task>.{png,svg} to the store."""
+    r = _Report(store, spec, probes, emergence)
+    s, theta = plan.get("summary", {}), spec.analysis.emergence_threshold
+    body = {
+        "summary": "<ul>" + "".join(f"<li>{esc(k)}: {esc(str(v))}</li>" for k, v in [
+            ("run", spec.name), ("checkpoints", s.get("checkpoints")),
+            ("steps", ", ".join(map(str, s.get("steps", [])))), ("tasks", ", ".join(spec.tasks)),
+            ("layers", s.get("layers")), ("sources", s.get("sources")), ("targets", s.get("targets")),
+            ("versions", ", ".join(f"{p} {_version(p)}" for p in PACKAGES))]) + "</ul>",
+        "definitions": f"""<dl>
+<dt>Curve</dt><dd>metric against pretraining step for one (task, layer, source, target), averaged over probe seeds.</dd>
+<dt>Emergence step</dt><dd>the first checkpoint whose value reaches θ × the curve's best value, θ = {theta}.
+The normalised variant is the first checkpoint with (value − first) / (best − first) ≥ θ.</dd>
+<dt>Best checkpoint</dt><dd>the argmax of the curve, the earliest on ties; final_minus_best = final value − best value.</dd>
+<dt>Single best-on-average checkpoint</dt><dd>the step maximising the mean over languages of the in-language curve
+(last layer); a language's regret = its best value − its value at that step.</dd>
+<dt>Probe</dt><dd>L2-regularised (l2 = {spec.probe.l2}) multinomial logistic regression on frozen word vectors
+({esc(spec.pooling)}-subword pooling).</dd></dl>""",
+        "curves": "".join(r.curves(t) for t in r.tasks),
+        "transfer": "".join(r.transfer(t) for t in r.tasks),
+        "layers": "".join(r.layers(t) for t in r.tasks),
+        "best": r.best(),
+        "emergence": _table(emergence) if not emergence.empty else "<p>No curves.</p>",
+        "tables": "".join(f"<h3>{esc(name)}</h3>{_table(df)}" for name, df in (extra_tables or {}).items()),
+        "spec": f"<pre>{esc(spec.model_dump_json(indent=1))}</pre>",
+    }
+    # notes last: figures add their own notes when skipped
+    body["notes"] = "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in [*plan.get("notes", []), *r.notes]) + "</ul>"
+    titles = {"best": "Best checkpoints", "tables": "Tables", "spec": "Spec", "curves": "Learning curves",
+              "transfer": "Cross-lingual transfer", "layers": "Layers × steps", "emergence": "Emergence table"}
+    sections = "\n".join(f'<section id="{k}"><h2>{titles.get(k, k.capitalize())}</h2>{body[k] or "<p>None.</p>"}'
+                         "</section>" for k in SECTIONS)
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>xlp: {esc(spec.name)}</title>'
+            f"<style>{CSS}</style></head><body><h1>xlp run: {esc(spec.name)}</h1>\n{sections}\n</body></html>\n")
+    store.write_bytes("report/index.html", page.encode())

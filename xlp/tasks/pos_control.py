@@ -1,0 +1,36 @@
+"""Control task for POS (Hewitt & Liang 2019): every word type gets a fixed random tag, so a probe
+can only memorise types. Selectivity = POS accuracy - control accuracy; a probe that scores high on
+both measures its own capacity rather than the representation.
+
+The tag of a type is a stable hash of its lowercased form mapped uniformly onto the 17 UPOS tags,
+so it is the same in every split, checkpoint and run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+
+UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
+        "PUNCT", "SCONJ", "SYM", "VERB", "X")
+
+
+def control_tag(form: str) -> str:
+    digest = hashlib.blake2b(form.lower().encode(), digest_size=8).digest()
+    return UPOS[int.from_bytes(digest, "little") % len(UPOS)]
+
+
+class PosControlTask:
+    name = "pos_control"
+    metric = "accuracy"
+    needs = ("form",)
+    seeded = False
+
+    def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        from xlp.storage.features import vectors
+
+        X = np.stack([vectors(table, col) for col in layer_columns])
+        forms = table.column("form").to_numpy(zero_copy_only=False)
+        return X, np.array([control_tag(f) for f in forms])
