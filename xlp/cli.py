@@ -153,7 +153,7 @@ def report(run: Path = typer.Argument(..., help="A run folder.")) -> None:
         spec = Spec.model_validate_json(store.read_bytes("spec.json"))
     except (OSError, FileNotFoundError):
         raise XlpError(f"{run}: not an xlp run folder (no spec.json); launch a spec first") from None
-    reduce_run(store, spec)
+    reduce_run(store, spec, force=True)
     stdout.print(f"report written to {run}/report/index.html")
 
 

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from xlp.errors import XlpError
 from xlp.orchestrator.ledger import Ledger
+from xlp.orchestrator.lock import run_lock
 from xlp.orchestrator.plan import Plan, make_plan
 from xlp.orchestrator.ray_session import ray_session
 from xlp.orchestrator.reduce import reduce_run
@@ -41,6 +42,11 @@ def launch(spec: Spec, console: Console | None = None, quiet: bool = False, addr
     console = console or Console(stderr=True)
     store = Store(spec.output)
     plan = make_plan(spec)
+    with run_lock(store):
+        return _launch(spec, plan, store, console, quiet, address, start)
+
+
+def _launch(spec, plan, store, console, quiet, address, start) -> LaunchResult:
     store.write_bytes("plan.json", plan.to_json().encode())
     store.write_bytes("spec.json", spec.model_dump_json(indent=1).encode())
     ledger = Ledger(store)

@@ -7,11 +7,13 @@ import json
 import pandas as pd
 import pyarrow as pa
 
+from xlp.orchestrator.plan import digest
 from xlp.orchestrator.analysis import best_layers, control_selectivity, degradation_tests, emergence_table
 from xlp.report import write_report
 from xlp.spec import Spec
 from xlp.storage import Store
 
+REDUCED = "results/_reduced.json"
 PROBE_ORDER = ["step", "task", "layer", "src_lang", "tgt_lang", "seed"]
 
 
@@ -20,11 +22,18 @@ def _write(store: Store, name: str, df: pd.DataFrame) -> None:
     store.write_csv(f"results/{name}.csv", df)
 
 
-def reduce_run(store: Store, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Reduce the probe outputs that the run's plan (RUN/plan.json) names."""
+def reduce_run(store: Store, spec: Spec, force: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reduce the probe outputs that the run's plan (RUN/plan.json) names; unless forced, skip it when
+    nothing they depend on changed since the last reduction."""
     plan = json.loads(store.read_bytes("plan.json"))
     outputs = [f"probes/{key}/part-0.parquet" for key in plan["units"]["probe"]]
     present = store.files("probes")
+    # what the results are a function of: a relaunch with nothing new leaves them untouched
+    inputs = digest({"plan": plan, "analysis": spec.analysis.model_dump(), "name": spec.name,
+                     "outputs": {o: present.get(o) for o in outputs}})
+    if not force and store.exists(REDUCED) and json.loads(store.read_bytes(REDUCED)).get("inputs") == inputs:
+        return (pd.read_parquet(store.path("results/probes.parquet"), filesystem=store.fs),
+                pd.read_parquet(store.path("results/emergence.parquet"), filesystem=store.fs))
     tables = [store.read_table(o) for o in outputs if o in present]
     probes = pa.concat_tables(tables, promote_options="default").to_pandas() if tables else pd.DataFrame(columns=PROBE_ORDER)
     probes = probes.sort_values(PROBE_ORDER, kind="stable").reset_index(drop=True)
@@ -40,4 +49,5 @@ def reduce_run(store: Store, spec: Spec) -> tuple[pd.DataFrame, pd.DataFrame]:
         _write(store, "selectivity", selectivity)
         extra["POS selectivity (accuracy minus control-task accuracy)"] = selectivity
     write_report(store, spec, plan, probes, emergence, extra)
+    store.write_bytes(REDUCED, json.dumps({"inputs": inputs}).encode())
     return probes, emergence
