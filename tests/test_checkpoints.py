@@ -57,3 +57,21 @@ def test_hub_revisions_load_offline_from_the_cache(tmp_path):
     r = subprocess.run([sys.executable, "-c", "from xlp.cli import main; main()", "validate", str(spec)],
                        capture_output=True, text=True, env=env)
     assert r.returncode != 0 and "xlp-test/tiny@step200" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_series_with_two_tokenizers_is_refused_unless_allowed(tiny_series, tmp_path):
+    from xlp.orchestrator.plan import make_plan
+    from xlp.spec import load_spec
+    from conftest import MINILM
+
+    other = tmp_path / "step_300"
+    shutil.copytree(tiny_series / "step_200", other)
+    shutil.copy(MINILM / "tokenizer.json", other / "tokenizer.json")
+    spec = dict(name="mix", output=str(tmp_path / "run"),
+                checkpoints=[{"path": f"{tiny_series}/step_*"}, {"path": str(other)}],
+                data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"], "max_train_sentences": 5,
+                      "max_test_sentences": 5}, tasks=["pos"], layers=[1])
+    with pytest.raises(XlpError, match="different tokenizers"):
+        make_plan(load_spec(write_spec(tmp_path / "a.yaml", **spec)))
+    plan = make_plan(load_spec(write_spec(tmp_path / "b.yaml", **spec, allow_tokenizer_mismatch=True)))
+    assert [c.step for c in plan.checkpoints] == [0, 100, 200, 300]

@@ -12,11 +12,11 @@ from conftest import MINILM, write_spec
 RESULTS = ["results/probes.parquet", "results/emergence.parquet", "results/probes.csv", "results/emergence.csv"]
 
 
-def _grid_spec(tmp_path, series, output):
+def _grid_spec(tmp_path, series, output, languages=("en", "de", "vi")):
     return load_spec(write_spec(
         tmp_path / "grid.yaml", name="grid", output=str(output),
         checkpoints=[{"path": f"{series}/step_*"}],
-        data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en", "de", "vi"],
+        data={"ud_root": "${XLP_SHARED}/ud", "languages": list(languages),
               "max_train_sentences": 80, "max_test_sentences": 40},
         tasks=["pos"], layers="all", probe={"seeds": [0, 1]}, cluster={"extractors": 1}))
 
@@ -25,10 +25,18 @@ def _snapshot(run):
     return {f: (run / f).read_bytes() for f in RESULTS}
 
 
-def test_grid_resume_and_partial_redo(tmp_path, tiny_series, ray_local):
-    run = tmp_path / "run"
-    spec = _grid_spec(tmp_path, tiny_series, run)
+@pytest.fixture(scope="module")
+def clean_grid(tmp_path_factory, tiny_series, ray_local):
+    """An undisturbed run of the 3 x 3 grid, and its results' bytes."""
+    tmp = tmp_path_factory.mktemp("clean")
+    run = tmp / "run"
+    spec = _grid_spec(tmp, tiny_series, run)
     first = launch(spec, quiet=True)
+    return spec, run, first, _snapshot(run)
+
+
+def test_grid_resume_and_partial_redo(clean_grid):
+    spec, run, first, before = clean_grid
     assert not first.failed
     assert first.extracted == 3 * 3 * 2  # checkpoints x languages x (train-or-dev, test)
     probes = pq.read_table(run / "results/probes.parquet").to_pandas()
@@ -38,7 +46,6 @@ def test_grid_resume_and_partial_redo(tmp_path, tiny_series, ray_local):
     assert set(probes.step) == {0, 100, 200} and set(probes.layer) == {0, 1, 2}
     emergence = pq.read_table(run / "results/emergence.parquet").to_pandas()
     assert len(emergence) == 3 * 3 * 3 and emergence.emergence_step.isin([0, 100, 200]).all()
-    before = _snapshot(run)
 
     again = launch(spec, quiet=True)
     assert (again.extracted, again.probed) == (0, 0)
@@ -54,10 +61,8 @@ def test_grid_resume_and_partial_redo(tmp_path, tiny_series, ray_local):
     assert _snapshot(run) == before
 
 
-def test_crash_then_relaunch_finishes_identically(tmp_path, tiny_series, ray_local, monkeypatch):
-    clean = tmp_path / "clean"
-    launch(_grid_spec(tmp_path, tiny_series, clean), quiet=True)
-
+def test_crash_then_relaunch_finishes_identically(clean_grid, tmp_path, tiny_series, monkeypatch):
+    clean_snapshot = clean_grid[3]
     run = tmp_path / "crashy"
     spec = _grid_spec(tmp_path, tiny_series, run)
     monkeypatch.setenv("XLP_FAIL_UNIT", "step=200/lang=en/split=test")
@@ -70,8 +75,7 @@ def test_crash_then_relaunch_finishes_identically(tmp_path, tiny_series, ray_loc
     resumed = launch(spec, quiet=True)
     assert not resumed.failed
     assert (resumed.extracted, resumed.probed) == (1, 3)
-    for f in RESULTS:  # same checkpoints, same data: the resumed run equals the undisturbed one
-        assert (run / f).read_bytes() == (clean / f).read_bytes(), f
+    assert _snapshot(run) == clean_snapshot  # same checkpoints and data: equal to the undisturbed run
 
 
 @pytest.mark.skipif(os.environ.get("XLP_FAST") == "1", reason="XLP_FAST=1 skips the 2000-sentence MiniLM run")
@@ -123,7 +127,7 @@ def test_second_driver_is_refused_and_stale_lock_taken_over(tmp_path, tiny_serie
     from xlp.errors import XlpError
 
     run = tmp_path / "locked"
-    spec = _grid_spec(tmp_path, tiny_series, run)
+    spec = _grid_spec(tmp_path, tiny_series, run, languages=("vi",))
     run.mkdir()
     live = {"host": socket.gethostname(), "pid": os.getpid(), "since": 0}
     (run / "_driver.lock").write_text(json.dumps(live))

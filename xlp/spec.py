@@ -69,7 +69,7 @@ class DataSpec(_Strict):
 class ProbeSpec(_Strict):
     seeds: list[int] = Field([0], min_length=1)
     l2: float = Field(1e-3, ge=0)
-    max_iter: int = Field(100, ge=1)
+    max_iter: int = Field(30, ge=1)
     max_train_words: int | None = Field(None, ge=1, description="subsample the source's train words (per seed)")
     layers_per_unit: int | None = Field(None, ge=1, description="layers fit together in one probe unit; null: all")
 
@@ -115,6 +115,7 @@ class Spec(_Strict):
     analysis: AnalysisSpec = AnalysisSpec()
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    allow_tokenizer_mismatch: bool = False
     feature_dtype: Literal["float16", "float32"] = "float16"
     batch_tokens: int = Field(8192, ge=16, description="subword tokens per extraction batch")
     pretrain: PretrainSpec | None = None

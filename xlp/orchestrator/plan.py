@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -73,6 +74,8 @@ class Plan:
     sources: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    words: int = 0  # words to extract over all units
+    feature_bytes: int = 0
 
     def summary(self) -> dict:
         return {
@@ -91,15 +94,53 @@ class Plan:
         }, indent=1, sort_keys=True)
 
 
-def model_depths(checkpoints: list[Checkpoint], trust_remote_code: bool) -> dict[str, int]:
-    return {c.name: load_config(c, trust_remote_code).num_hidden_layers for c in checkpoints}
+def _tokenizer_digest(ckpt: Checkpoint) -> str | None:
+    """What the tokenizer maps text to: tokenizer.json's model and normaliser (not its formatting)."""
+    d = Path(ckpt.location)
+    if not ckpt.is_local:
+        return None
+    if (d / "tokenizer.json").is_file():
+        tok = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+        return digest({k: tok.get(k) for k in ("model", "normalizer", "pre_tokenizer", "added_tokens")})
+    files = [d / f for f in ("sentencepiece.bpe.model", "vocab.txt", "vocab.json") if (d / f).is_file()]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest() if files else None
+
+
+def check_series(checkpoints: list[Checkpoint], spec: Spec) -> tuple[dict[str, int], int]:
+    """Pre-flight on the series: every config loads, one tokenizer throughout (unless allowed).
+    Returns each checkpoint's depth and the largest hidden size."""
+    configs = {c.name: load_config(c, spec.trust_remote_code) for c in checkpoints}
+    if not spec.allow_tokenizer_mismatch:
+        digests = {c.name: _tokenizer_digest(c) for c in checkpoints}
+        distinct = {h for h in digests.values() if h is not None}
+        if len(distinct) > 1:
+            first = next(iter(digests))
+            other = next(n for n, h in digests.items() if h is not None and h != digests[first])
+            raise XlpError(f"checkpoints: {first} and {other} have different tokenizers; a series should "
+                           f"share one (set `allow_tokenizer_mismatch: true` to probe it anyway)")
+    return ({n: c.num_hidden_layers for n, c in configs.items()},
+            max(getattr(c, "hidden_size", 0) for c in configs.values()))
+
+
+def check_disk(spec: Spec, need: int) -> None:
+    """Refuse to start when the features cannot fit on the output's (local) disk."""
+    if "://" in spec.output:
+        return
+    probe = Path(spec.output).resolve()
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise XlpError(f"output: the features need about {need / 2**30:.1f} GiB but {probe} has "
+                       f"{free / 2**30:.1f} GiB free; free space, cap data.max_*_sentences, or choose fewer layers")
 
 
 def make_plan(spec: Spec, check_configs: bool = True) -> Plan:
     """Resolve checkpoints and treebanks and lay out every unit with its ledger hash."""
     ckpts = resolve_checkpoints(spec.checkpoints)
+    hidden = 0
     if check_configs:
-        depths = model_depths(ckpts, spec.trust_remote_code)
+        depths, hidden = check_series(ckpts, spec)
         depth = min(depths.values())
     else:
         depth = None
@@ -143,19 +184,25 @@ def make_plan(spec: Spec, check_configs: bool = True) -> Plan:
     extract_common = {"layers": layers, "pooling": spec.pooling, "dtype": spec.feature_dtype,
                       "code": xlp.__version__}
     ext_keys: dict[tuple[int, str, str], str] = {}
-    checked: dict[tuple[Path, int | None], int] = {}
+    checked: dict[tuple[Path, int | None], int] = {}  # words per (file, cap)
+    words = 0
     for ckpt in ckpts:
         ident = ckpt.identity()
         wanted = {(lang, *train_files[lang], d.max_train_sentences) for lang in plan.sources}
         wanted |= {(lang, *test_files[lang], d.max_test_sentences) for lang in plan.targets}
         for lang, split, path, cap in sorted(wanted, key=lambda w: (w[0], w[1])):
             if (path, cap) not in checked:  # pre-flight: a malformed file stops the launch before Ray starts
-                checked[(path, cap)] = len(read_conllu(path, cap))
+                checked[(path, cap)] = sum(len(s.forms) for s in read_conllu(path, cap))
+            words += checked[(path, cap)]
             h = digest({**extract_common, "ckpt": ident, "file": _file_identity(path), "cap": cap})
             unit = ExtractUnit(ckpt=ckpt, lang=lang, split=split, file=str(path), max_sentences=cap, hash=h)
             plan.extract.append(unit)
             ext_keys[(ckpt.step, lang, split)] = unit.key
     ext_hash = {u.key: u.hash for u in plan.extract}
+    plan.words = words
+    plan.feature_bytes = words * len(layers) * hidden * (2 if spec.feature_dtype == "float16" else 4)
+    if hidden:
+        check_disk(spec, plan.feature_bytes)
 
     probe_common = {"probe": spec.probe.model_dump(), "code": xlp.__version__}
     size = spec.probe.layers_per_unit or len(layers)

@@ -26,6 +26,12 @@ def _fault_injection(key: str, target: str | None) -> None:
         raise RuntimeError(f"injected failure in {key} (XLP_FAIL_UNIT)")
 
 
+def _ray_node() -> str | None:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 class ExtractionWorker:
     """Holds one loaded checkpoint at a time and writes feature shards."""
 
@@ -47,7 +53,7 @@ class ExtractionWorker:
         table = features_table(sentences, vecs, self.spec.feature_dtype)
         nbytes = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)
         return {"bytes": nbytes, "rows": table.num_rows, "seconds": time.time() - start,
-                "node": socket.gethostname(), "device": str(self.extractor.device)}
+                "node": socket.gethostname(), "ray_node": _ray_node(), "device": str(self.extractor.device)}
 
 
 def _read(store: Store, task, step: int, lang: str, split: str, layers: tuple[int, ...]):
@@ -97,4 +103,5 @@ def run_probe(spec: Spec, unit: ProbeUnit, fail: str | None = None) -> dict:
     if not rows:
         raise XlpError(f"probe {unit.key}: no targets")
     nbytes = store.write_table(unit.output, pa.Table.from_pylist(rows))
-    return {"bytes": nbytes, "rows": len(rows), "seconds": time.time() - start, "node": socket.gethostname()}
+    return {"bytes": nbytes, "rows": len(rows), "seconds": time.time() - start, "node": socket.gethostname(),
+            "ray_node": _ray_node()}

@@ -1,0 +1,98 @@
+"""Extraction and storage: the naive loop a researcher writes by hand vs xlp's extraction path, in one
+process, on the same checkpoint, sentences and layers; prints words/s, the ratio, the largest
+difference between the two outputs, and Parquet size and read/write speed.
+
+    python benchmarks/extraction.py [--sentences 1000] [--model DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from xlp.models.checkpoints import Checkpoint
+from xlp.models.extract import WordFeatureExtractor
+from xlp.paths import shared_dir
+from xlp.storage.features import PARQUET_OPTIONS, features_table, vectors
+from xlp.tasks.ud import read_conllu
+
+
+def naive(model_dir: str, sentences, out: Path) -> dict[int, np.ndarray]:
+    """Padded batches in file order, every layer copied out, Python loops per word, pandas to Parquet."""
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    rows = []
+    for i in range(0, len(sentences), 32):
+        batch = [s.forms for s in sentences[i:i + 32]]
+        enc = tok(batch, is_split_into_words=True, padding=True, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            hidden = [h.numpy() for h in model(**enc, output_hidden_states=True).hidden_states]
+        for b, words in enumerate(batch):
+            wids = enc.word_ids(b)
+            for w in range(len(words)):
+                first = wids.index(w)
+                rows.append({f"layer_{layer}": hidden[layer][b, first].tolist() for layer in range(len(hidden))})
+    df = pd.DataFrame(rows)
+    df.to_parquet(out)
+    return {int(c.split("_")[1]): np.array(df[c].tolist(), dtype=np.float32) for c in df.columns}
+
+
+def fast(model_dir: str, sentences, out: Path) -> dict[int, np.ndarray]:
+    ex = WordFeatureExtractor(Checkpoint(0, model_dir), layers="all")
+    vecs = ex.extract([s.forms for s in sentences])
+    pq.write_table(features_table(sentences, vecs), out, **PARQUET_OPTIONS)
+    return vecs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sentences", type=int, default=1000)
+    ap.add_argument("--model", default=str(shared_dir() / "models" / "all-MiniLM-L6-v2"))
+    args = ap.parse_args()
+    sents = read_conllu(shared_dir() / "ud" / "UD_English-EWT" / "en_ewt-ud-dev.conllu", args.sentences)
+    n = sum(len(s.forms) for s in sents)
+    tmp = Path(tempfile.mkdtemp())
+    fast(args.model, sents[:20], tmp / "warm.parquet")  # load libraries once before timing either
+    t = time.perf_counter()
+    ref = naive(args.model, sents, tmp / "naive.parquet")
+    t_naive = time.perf_counter() - t
+    t = time.perf_counter()
+    ours = fast(args.model, sents, tmp / "xlp.parquet")
+    t_fast = time.perf_counter() - t
+    diff = max(float(np.abs(ours[k].astype(np.float32) - ref[k]).max()) for k in ref)
+    print(f"model {Path(args.model).name}, {len(sents)} sentences, {n} words, {len(ref)} layers, "
+          f"{torch.get_num_threads()} torch threads")
+    print(f"naive loop (padded batches, pandas): {n / t_naive:10,.0f} words/s")
+    print(f"xlp extraction path                : {n / t_fast:10,.0f} words/s")
+    print(f"speed-up                           : {t_naive / t_fast:10.2f}x")
+    print(f"max |xlp - naive| over all features: {diff:.2e} (float16 storage)")
+
+    path = tmp / "xlp.parquet"
+    table = pq.read_table(path)
+    d = ours[0].shape[1]
+    raw = n * len(ours) * d * 2
+    t = time.perf_counter()
+    for _ in range(3):
+        pq.write_table(table, tmp / "again.parquet", **PARQUET_OPTIONS)
+    t_write = (time.perf_counter() - t) / 3
+    t = time.perf_counter()
+    for _ in range(3):
+        back = pq.read_table(path)
+        _ = [vectors(back, f"layer_{k}") for k in ours]
+    t_read = (time.perf_counter() - t) / 3
+    size = path.stat().st_size
+    print(f"Parquet shard: {size / 2**20:.1f} MiB for {raw / 2**20:.1f} MiB of raw float16 vectors "
+          f"({size / raw - 1:+.1%}), {size / (n * len(ours)):.0f} bytes per word-layer (raw {2 * d})")
+    print(f"write {raw / t_write / 2**20:,.0f} MB/s, read into float32 matrices {raw / t_read / 2**20:,.0f} MB/s")
+
+
+if __name__ == "__main__":
+    main()
