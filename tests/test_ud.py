@@ -57,3 +57,11 @@ def test_treebank_choice_and_dev_fallback():
     assert find_treebank(UD, "ar").name == "UD_Arabic-PUD"
     with pytest.raises(XlpError, match="no CoNLL-U files for 'xx'"):
         find_treebank(UD, "xx")
+
+
+def test_cycle_is_refused(tmp_path):
+    f = tmp_path / "xx_cyc-ud-test.conllu"
+    f.write_text("# sent_id = c\n1\tA\ta\tX\t_\t_\t0\troot\t_\t_\n2\tB\tb\tX\t_\t_\t3\tdep\t_\t_\n"
+                 "3\tC\tc\tX\t_\t_\t2\tdep\t_\t_\n\n")
+    with pytest.raises(XlpError, match=r"cycle"):
+        read_conllu(f)

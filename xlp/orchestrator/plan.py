@@ -135,24 +135,18 @@ def check_disk(spec: Spec, need: int) -> None:
                        f"{free / 2**30:.1f} GiB free; free space, cap data.max_*_sentences, or choose fewer layers")
 
 
-def make_plan(spec: Spec, check_configs: bool = True) -> Plan:
-    """Resolve checkpoints and treebanks and lay out every unit with its ledger hash."""
+def make_plan(spec: Spec) -> Plan:
+    """Resolve checkpoints and treebanks, check them, and lay out every unit with its ledger hash."""
     ckpts = resolve_checkpoints(spec.checkpoints)
-    hidden = 0
-    if check_configs:
-        depths, hidden = check_series(ckpts, spec)
-        depth = min(depths.values())
-    else:
-        depth = None
+    depths, hidden = check_series(ckpts, spec)
+    depth = min(depths.values())
     if spec.layers == "all":
-        if depth is None:
-            raise XlpError("layers: 'all' needs the checkpoints' configs")
         if len(set(depths.values())) > 1:
             raise XlpError(f"layers: 'all' is ambiguous, the checkpoints differ in depth: {depths}")
         layers = list(range(depth + 1))
     else:
         layers = list(spec.layers)
-        if depth is not None and max(layers) > depth:
+        if max(layers) > depth:
             raise XlpError(f"layers: {max(layers)} is above the shallowest checkpoint's {depth} layers")
     plan = Plan(checkpoints=ckpts, layers=layers)
 
@@ -201,8 +195,7 @@ def make_plan(spec: Spec, check_configs: bool = True) -> Plan:
     ext_hash = {u.key: u.hash for u in plan.extract}
     plan.words = words
     plan.feature_bytes = words * len(layers) * hidden * (2 if spec.feature_dtype == "float16" else 4)
-    if hidden:
-        check_disk(spec, plan.feature_bytes)
+    check_disk(spec, plan.feature_bytes)
 
     probe_common = {"probe": spec.probe.model_dump(), "code": xlp.__version__}
     size = spec.probe.layers_per_unit or len(layers)

@@ -55,3 +55,8 @@ def vectors(table: pa.Table, column: str) -> np.ndarray:
     col = table.column(column).combine_chunks()
     d = col.type.list_size
     return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, d).astype(np.float32)
+
+
+def layer_stack(table: pa.Table, columns: list[str]) -> np.ndarray:
+    """(L, n_words, d) float32 features of several layer columns."""
+    return np.stack([vectors(table, col) for col in columns])

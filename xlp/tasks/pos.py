@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from xlp.storage.features import layer_stack
+
 
 class PosTask:
     name = "pos"
@@ -14,7 +16,4 @@ class PosTask:
 
     def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Features (L, n_words, d) of the given layer columns, and each word's UPOS tag."""
-        from xlp.storage.features import vectors
-
-        X = np.stack([vectors(table, col) for col in layer_columns])
-        return X, table.column("upos").to_numpy(zero_copy_only=False)
+        return layer_stack(table, layer_columns), table.column("upos").to_numpy(zero_copy_only=False)

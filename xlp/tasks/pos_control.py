@@ -13,6 +13,8 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
+from xlp.storage.features import layer_stack
+
 UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
         "PUNCT", "SCONJ", "SYM", "VERB", "X")
 
@@ -29,8 +31,5 @@ class PosControlTask:
     seeded = False
 
     def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        from xlp.storage.features import vectors
-
-        X = np.stack([vectors(table, col) for col in layer_columns])
         forms = table.column("form").to_numpy(zero_copy_only=False)
-        return X, np.array([control_tag(f) for f in forms])
+        return layer_stack(table, layer_columns), np.array([control_tag(f) for f in forms])

@@ -26,6 +26,18 @@ def _finish(sent: Sentence, path: Path, first_line: int) -> Sentence:
                            f"but the sentence has {n} words")
     if n and 0 not in sent.heads:
         raise XlpError(f"{path}:{first_line}: sentence {sent.sent_id!r} has no root (no word with HEAD 0)")
+    state = [2] + [0] * n  # 0 unseen, 1 on the walk from word i, 2 known to reach the root
+    for i in range(1, n + 1):
+        walk, j = [], i
+        while state[j] == 0:
+            state[j] = 1
+            walk.append(j)
+            j = sent.heads[j - 1]
+        if state[j] == 1:
+            raise XlpError(f"{path}:{first_line}: sentence {sent.sent_id!r}: the HEADs of words "
+                           f"{walk[walk.index(j):]} form a cycle")
+        for k in walk:
+            state[k] = 2
     if not sent.text:
         sent.text = " ".join(sent.forms)
     return sent
