@@ -17,6 +17,7 @@ from sklearn.preprocessing import StandardScaler
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import WordFeatureExtractor
 from xlp.paths import shared_dir
+from xlp.spec import ProbeSpec
 from xlp.tasks.probe import fit_probes
 from xlp.tasks.ud import read_conllu
 
@@ -25,8 +26,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--train", type=int, default=1000)
     ap.add_argument("--test", type=int, default=500)
-    ap.add_argument("--l2", type=float, default=1e-3)
-    ap.add_argument("--max-iter", type=int, default=100, help="xlp probe L-BFGS iterations")
+    ap.add_argument("--l2", type=float, default=ProbeSpec().l2)
+    ap.add_argument("--max-iter", type=int, default=ProbeSpec().max_iter, help="xlp probe L-BFGS iterations")
     args = ap.parse_args()
     ud = shared_dir() / "ud" / "UD_English-EWT"
     tr = read_conllu(ud / "en_ewt-ud-dev.conllu", args.train)

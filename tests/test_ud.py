@@ -65,3 +65,26 @@ def test_cycle_is_refused(tmp_path):
                  "3\tC\tc\tX\t_\t_\t2\tdep\t_\t_\n\n")
     with pytest.raises(XlpError, match=r"cycle"):
         read_conllu(f)
+
+
+def test_lenient_mode_skips_and_reports_malformed_sentences(tmp_path):
+    from xlp.orchestrator.plan import make_plan
+    from xlp.spec import load_spec
+    from conftest import MINILM, write_spec
+
+    tb = tmp_path / "ud" / "UD_Xx-Mixed"
+    tb.mkdir(parents=True)
+    good = "1\tHi\thi\tINTJ\t_\t_\t0\troot\t_\t_\n2\tyou\tyou\tPRON\t_\t_\t1\tobj\t_\t_\n\n"
+    bad = "1\tOops\toops\tINTJ\t_\t_\t0\troot\n\n"
+    for split in ("dev", "test"):
+        (tb / f"xx_mixed-ud-{split}.conllu").write_text(good + bad + good)
+    spec = dict(name="l", output=str(tmp_path / "run"), checkpoints=[{"path": str(MINILM), "step": 0}],
+                tasks=["pos"], layers=[1])
+    with pytest.raises(XlpError, match=r"xx_mixed-ud-(dev|test).conllu:4"):
+        make_plan(load_spec(write_spec(tmp_path / "s.yaml", **spec,
+                                       data={"ud_root": str(tmp_path / "ud"), "languages": ["xx"]})))
+    plan = make_plan(load_spec(write_spec(tmp_path / "l.yaml", **spec, data={
+        "ud_root": str(tmp_path / "ud"), "languages": ["xx"], "conllu": "lenient"})))
+    assert plan.words == 2 * 4  # two good sentences of two words, in dev and in test
+    assert sum("skipped 1 malformed sentences" in n for n in plan.notes) == 2
+    assert read_conllu(tb / "xx_mixed-ud-test.conllu", on_error=lambda m: None)[1].forms == ["Hi", "you"]

@@ -54,6 +54,7 @@ class DataSpec(_Strict):
     test_split: str = "test"
     max_train_sentences: int | None = Field(2000, ge=1)
     max_test_sentences: int | None = Field(1000, ge=1)
+    conllu: Literal["strict", "lenient"] = "strict"  # lenient: skip malformed sentences, report how many
 
     @field_validator("languages")
     @classmethod

@@ -186,7 +186,12 @@ def make_plan(spec: Spec) -> Plan:
         wanted |= {(lang, *test_files[lang], d.max_test_sentences) for lang in plan.targets}
         for lang, split, path, cap in sorted(wanted, key=lambda w: (w[0], w[1])):
             if (path, cap) not in checked:  # pre-flight: a malformed file stops the launch before Ray starts
-                checked[(path, cap)] = sum(len(s.forms) for s in read_conllu(path, cap))
+                errors: list[str] = []
+                sents = read_conllu(path, cap, errors.append if d.conllu == "lenient" else None)
+                checked[(path, cap)] = sum(len(s.forms) for s in sents)
+                if errors:
+                    plan.notes.append(f"{lang} {split}: skipped {len(errors)} malformed sentences "
+                                      f"(data.conllu: lenient); first: {errors[0]}")
             words += checked[(path, cap)]
             h = digest({**extract_common, "ckpt": ident, "file": _file_identity(path), "cap": cap})
             unit = ExtractUnit(ckpt=ckpt, lang=lang, split=split, file=str(path), max_sentences=cap, hash=h)

@@ -48,7 +48,8 @@ class ExtractionWorker:
             self.extractor = WordFeatureExtractor(
                 unit.ckpt, self.layers, self.spec.pooling, self.spec.batch_tokens, self.device,
                 self.spec.trust_remote_code, self.spec.allow_pickle)
-        sentences = read_conllu(unit.file, unit.max_sentences)
+        lenient = self.spec.data.conllu == "lenient"
+        sentences = read_conllu(unit.file, unit.max_sentences, (lambda _: None) if lenient else None)
         vecs = self.extractor.extract([s.forms for s in sentences])
         table = features_table(sentences, vecs, self.spec.feature_dtype)
         nbytes = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from xlp.errors import XlpError
 
@@ -43,37 +44,26 @@ def _finish(sent: Sentence, path: Path, first_line: int) -> Sentence:
     return sent
 
 
-def read_conllu(path: str | Path, max_sentences: int | None = None) -> list[Sentence]:
-    """Sentences of syntactic words; multiword ranges (3-4) and empty nodes (8.1) are skipped.
-
-    Malformed input raises XlpError naming the file and line.
-    """
-    path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise XlpError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise XlpError(f"{path}:{line}: not valid UTF-8") from None
-
-    sentences: list[Sentence] = []
-    sent: Sentence | None = None
+def _blocks(text: str):
+    """(first line number, lines) of each blank-line-separated sentence block."""
+    block: list[str] = []
     start = 0
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.rstrip("\r")
-        if not line.strip():
-            if sent is not None and sent.forms:
-                sentences.append(_finish(sent, path, start))
-                if max_sentences is not None and len(sentences) >= max_sentences:
-                    return sentences
-            sent = None
-            continue
-        if sent is None:
-            sent = Sentence(sent_id=f"{path.stem}-{len(sentences) + 1}", text="")
-            start = lineno
+        if line.strip():
+            if not block:
+                start = lineno
+            block.append(line)
+        elif block:
+            yield start, block
+            block = []
+    if block:
+        yield start, block
+
+
+def _parse(lines: list[str], path: Path, start: int, default_id: str) -> Sentence | None:
+    sent = Sentence(sent_id=default_id, text="")
+    for lineno, line in enumerate(lines, start=start):
         if line.startswith("#"):
             key, _, value = line[1:].partition("=")
             if key.strip() == "sent_id":
@@ -97,9 +87,40 @@ def read_conllu(path: str | Path, max_sentences: int | None = None) -> list[Sent
         sent.upos.append(cols[3])
         sent.heads.append(int(cols[6]))
         sent.deprels.append(cols[7])
-    if sent is not None and sent.forms:
-        sentences.append(_finish(sent, path, start))
-    return sentences[:max_sentences] if max_sentences is not None else sentences
+    return _finish(sent, path, start) if sent.forms else None
+
+
+def read_conllu(path: str | Path, max_sentences: int | None = None,
+                on_error: Callable[[str], None] | None = None) -> list[Sentence]:
+    """Sentences of syntactic words; multiword ranges (3-4) and empty nodes (8.1) are skipped.
+
+    Strict (default): malformed input raises XlpError naming the file and line. Lenient: with
+    `on_error`, a malformed sentence is skipped and its message passed to on_error.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise XlpError(f"cannot read {path}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise XlpError(f"{path}:{line}: not valid UTF-8") from None
+    sentences: list[Sentence] = []
+    for start, lines in _blocks(text):
+        if max_sentences is not None and len(sentences) >= max_sentences:
+            break
+        try:
+            sent = _parse(lines, path, start, f"{path.stem}-{len(sentences) + 1}")
+        except XlpError as e:
+            if on_error is None:
+                raise
+            on_error(str(e))
+            continue
+        if sent is not None:
+            sentences.append(sent)
+    return sentences
 
 
 @dataclass(frozen=True)
