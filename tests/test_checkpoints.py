@@ -75,3 +75,11 @@ def test_series_with_two_tokenizers_is_refused_unless_allowed(tiny_series, tmp_p
         make_plan(load_spec(write_spec(tmp_path / "a.yaml", **spec)))
     plan = make_plan(load_spec(write_spec(tmp_path / "b.yaml", **spec, allow_tokenizer_mismatch=True)))
     assert [c.step for c in plan.checkpoints] == [0, 100, 200, 300]
+
+
+def test_hub_revision_steps_come_from_step_names_or_the_spec():
+    ckpts = resolve_checkpoints([CheckpointSpec(repo="org/m", revisions=["v2-step1000", "checkpoint-20"])])
+    assert [c.step for c in ckpts] == [20, 1000]
+    with pytest.raises(XlpError, match="cannot derive a step from revision '3f2a9c1e'"):
+        resolve_checkpoints([CheckpointSpec(repo="org/m", revisions=["3f2a9c1e"])])
+    assert resolve_checkpoints([CheckpointSpec(repo="org/m", revisions=["3f2a9c1e"], step=7)])[0].step == 7

@@ -140,3 +140,29 @@ def test_second_driver_is_refused_and_stale_lock_taken_over(tmp_path, tiny_serie
     (run / "_driver.lock").write_text(json.dumps({**live, "pid": dead.pid}))
     assert not launch(spec, quiet=True).failed
     assert not (run / "_driver.lock").exists() and (run / "results/probes.parquet").exists()
+
+
+def test_results_never_mix_in_outputs_of_an_older_plan(clean_grid, tmp_path, monkeypatch):
+    """Change l2 (every probe unit's hash changes) and make one unit fail: its old output is still on
+    disk, but the results must not present it as a result of the new spec."""
+    import shutil
+
+    spec, run, _, _ = clean_grid
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    changed = spec.model_copy(update={"output": str(copy), "probe": spec.probe.model_copy(update={"l2": 0.01})})
+    monkeypatch.setenv("XLP_FAIL_UNIT", "step=0/task=pos/layers=0_1_2/src=en")
+    res = launch(changed, quiet=True)
+    assert list(res.failed) == ["probe step=0/task=pos/layers=0_1_2/src=en"] and res.extracted == 0
+    probes = pq.read_table(copy / "results/probes.parquet").to_pandas()
+    assert not ((probes.step == 0) & (probes.src_lang == "en")).any()
+    assert len(probes) == 3 * 3 * 3 * 3 * 2 - 3 * 3 * 2
+
+
+def test_unsatisfiable_resources_are_an_error_not_a_hang(tmp_path, tiny_series, ray_local):
+    from xlp.errors import XlpError
+
+    spec = _grid_spec(tmp_path, tiny_series, tmp_path / "gpu", languages=("vi",))
+    spec = spec.model_copy(update={"cluster": spec.cluster.model_copy(update={"gpus_per_extractor": 1})})
+    with pytest.raises(XlpError, match="cluster.gpus_per_extractor: 1 GPU per worker, but the Ray cluster has 0 GPU"):
+        launch(spec, quiet=True)

@@ -88,3 +88,15 @@ def test_lenient_mode_skips_and_reports_malformed_sentences(tmp_path):
     assert plan.words == 2 * 4  # two good sentences of two words, in dev and in test
     assert sum("skipped 1 malformed sentences" in n for n in plan.notes) == 2
     assert read_conllu(tb / "xx_mixed-ud-test.conllu", on_error=lambda m: None)[1].forms == ["Hi", "you"]
+
+
+def test_train_and_test_on_the_same_split_is_refused(tmp_path):
+    from xlp.orchestrator.plan import make_plan
+    from xlp.spec import load_spec
+    from conftest import MINILM, write_spec
+
+    spec = write_spec(tmp_path / "s.yaml", name="same", output=str(tmp_path / "run"),
+                      checkpoints=[{"path": str(MINILM), "step": 0}], tasks=["pos"], layers=[1],
+                      data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"], "test_split": "dev"})
+    with pytest.raises(XlpError, match="en would train and test its probes on the same split"):
+        make_plan(load_spec(spec))

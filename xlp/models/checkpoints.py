@@ -13,6 +13,7 @@ from pathlib import Path
 from xlp.errors import XlpError
 
 STEP_IN_NAME = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)$", re.IGNORECASE)
+STEP_IN_REVISION = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 METADATA_FILE = "xlp_checkpoint.json"
 
@@ -73,10 +74,11 @@ def resolve_checkpoints(specs: list, where: str = "checkpoints") -> list[Checkpo
         key = f"{where}[{i}]"
         if item.repo is not None:
             for rev in item.revisions:
-                m = re.search(r"(\d+)", rev)
-                if m is None and item.step is None:
-                    raise XlpError(f"{key}.revisions: cannot derive a step from revision {rev!r}")
-                out.append(Checkpoint(step=item.step if m is None else int(m.group(1)),
+                m = STEP_IN_REVISION.search(rev)
+                if item.step is None and m is None:
+                    raise XlpError(f"{key}.revisions: cannot derive a step from revision {rev!r} "
+                                   f"(expected a name such as step1000 or checkpoint-1000, or give `step:`)")
+                out.append(Checkpoint(step=item.step if item.step is not None else int(m.group(1)),
                                       location=item.repo, revision=rev))
             continue
         pattern = os.path.expanduser(item.path)

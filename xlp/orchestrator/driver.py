@@ -61,6 +61,18 @@ def _launch(spec, plan, store, console, quiet, address, start) -> LaunchResult:
     return result
 
 
+def _check_resources(available: dict, cl, extracting: bool) -> None:
+    """A request the cluster can never meet would wait forever: say so instead."""
+    wants = [("cluster.cpus_per_probe", "CPU", cl.cpus_per_probe)]
+    if extracting:
+        wants += [("cluster.cpus_per_extractor", "CPU", cl.cpus_per_extractor),
+                  ("cluster.gpus_per_extractor", "GPU", cl.gpus_per_extractor)]
+    for key, resource, amount in wants:
+        if amount > available.get(resource, 0):
+            raise XlpError(f"{key}: {amount} {resource} per worker, but the Ray cluster has "
+                           f"{available.get(resource, 0):g} {resource} in all")
+
+
 def _run(spec, plan, ledger, ext_todo, probe_todo, result, console, quiet) -> None:
     import ray
 
@@ -75,6 +87,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, console, quiet) -> No
         by_ckpt.setdefault(u.ckpt, []).append(u)
 
     cl = spec.cluster
+    _check_resources(ray.cluster_resources(), cl, bool(ext_todo))
     Actor = ray.remote(ExtractionWorker)
     n_actors = min(cl.extractors, len(by_ckpt))
     spec_ref = ray.put(spec)

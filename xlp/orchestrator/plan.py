@@ -14,6 +14,7 @@ import xlp
 from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint, load_config, resolve_checkpoints
 from xlp.spec import Spec
+from xlp.storage import Store
 from xlp.storage.features import shard_path
 from xlp.tasks.ud import find_treebank, read_conllu
 
@@ -157,6 +158,9 @@ def make_plan(spec: Spec) -> Plan:
         tb = find_treebank(d.ud_root, lang, d.treebanks.get(lang))
         train = tb.split_file(d.train_split, fallback="dev")
         test = tb.split_file(d.test_split)
+        if train and test and train[0] == test[0]:
+            raise XlpError(f"data: {lang} would train and test its probes on the same split ({test[0]} of "
+                           f"{tb.name}); set data.train_split or data.test_split to another split")
         if train:
             train_files[lang] = train
             if train[0] != d.train_split:
@@ -200,7 +204,8 @@ def make_plan(spec: Spec) -> Plan:
     ext_hash = {u.key: u.hash for u in plan.extract}
     plan.words = words
     plan.feature_bytes = words * len(layers) * hidden * (2 if spec.feature_dtype == "float16" else 4)
-    check_disk(spec, plan.feature_bytes)
+    done = sum(Store(spec.output).files("features").values()) if "://" not in spec.output else 0
+    check_disk(spec, plan.feature_bytes - done)
 
     probe_common = {"probe": spec.probe.model_dump(), "code": xlp.__version__}
     size = spec.probe.layers_per_unit or len(layers)

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pyarrow as pa
 
+from xlp.orchestrator.ledger import Ledger
 from xlp.orchestrator.plan import digest
 from xlp.orchestrator.analysis import best_layers, control_selectivity, degradation_tests, emergence_table
 from xlp.report import write_report
@@ -26,7 +27,9 @@ def reduce_run(store: Store, spec: Spec, force: bool = False) -> tuple[pd.DataFr
     """Reduce the probe outputs that the run's plan (RUN/plan.json) names; unless forced, skip it when
     nothing they depend on changed since the last reduction."""
     plan = json.loads(store.read_bytes("plan.json"))
-    outputs = [f"probes/{key}/part-0.parquet" for key in plan["units"]["probe"]]
+    ledger = Ledger(store)  # an output left from an older plan (another hash) is not this run's result
+    outputs = [f"probes/{key}/part-0.parquet" for key, h in plan["units"]["probe"].items()
+               if ledger.is_done("probe", key, h)]
     present = store.files("probes")
     # what the results are a function of: a relaunch with nothing new leaves them untouched
     inputs = digest({"plan": plan, "analysis": spec.analysis.model_dump(), "name": spec.name,

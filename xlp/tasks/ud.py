@@ -48,7 +48,7 @@ def _blocks(text: str):
     """(first line number, lines) of each blank-line-separated sentence block."""
     block: list[str] = []
     start = 0
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines(): forms may hold U+2028
         line = line.rstrip("\r")
         if line.strip():
             if not block:
