@@ -107,9 +107,7 @@ def _model(cfg: PretrainSpec, vocab: int):
 
     config = XLMRobertaConfig(vocab_size=vocab, hidden_size=cfg.hidden, num_hidden_layers=cfg.layers,
                               num_attention_heads=cfg.heads, intermediate_size=cfg.ffn,
-                              # positions 2..max_length+1 are the ones training reaches; extraction
-                              # then windows longer sentences instead of using untrained positions
-                              max_position_embeddings=cfg.max_length + 2, type_vocab_size=1, pad_token_id=1,
+                              max_position_embeddings=514, type_vocab_size=1, pad_token_id=1,
                               hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
                               bos_token_id=0, eos_token_id=2)
     return XLMRobertaForMaskedLM(config)
