@@ -56,7 +56,7 @@ def _launch(spec, plan, store, console, quiet, address, start) -> LaunchResult:
     if ext_todo or probe_todo:
         with ray_session(spec.cluster, address):
             _run(spec, plan, ledger, ext_todo, probe_todo, result, console, quiet)
-    reduce_run(store, spec)
+    reduce_run(store, spec, ledger=ledger)  # the ledger the run kept current, not a second listing
     result.seconds = time.time() - start
     return result
 

@@ -23,11 +23,12 @@ def _write(store: Store, name: str, df: pd.DataFrame) -> None:
     store.write_csv(f"results/{name}.csv", df)
 
 
-def reduce_run(store: Store, spec: Spec, force: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def reduce_run(store: Store, spec: Spec, force: bool = False,
+               ledger: Ledger | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reduce the probe outputs that the run's plan (RUN/plan.json) names; unless forced, skip it when
     nothing they depend on changed since the last reduction."""
     plan = json.loads(store.read_bytes("plan.json"))
-    ledger = Ledger(store)  # an output left from an older plan (another hash) is not this run's result
+    ledger = ledger or Ledger(store)  # an output left by an older plan (another hash) is not a result
     outputs = [f"probes/{key}/part-0.parquet" for key, h in plan["units"]["probe"].items()
                if ledger.is_done("probe", key, h)]
     present = store.files("probes")
