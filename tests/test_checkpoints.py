@@ -59,6 +59,20 @@ def test_hub_revisions_load_offline_from_the_cache(tmp_path):
     assert r.returncode != 0 and "xlp-test/tiny@step200" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_hub_revisions_all_or_a_pattern_come_from_the_cache_offline(tmp_path, monkeypatch):
+    refs = tmp_path / "hub" / "models--xlp-test--tiny" / "refs"
+    refs.mkdir(parents=True)
+    for rev in ("main", "step100", "step200", "step1000"):
+        (refs / rev).write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    every = resolve_checkpoints([CheckpointSpec(repo="xlp-test/tiny", revisions="all")])
+    assert [(c.step, c.revision) for c in every] == [(100, "step100"), (200, "step200"), (1000, "step1000")]
+    assert [c.step for c in resolve_checkpoints([CheckpointSpec(repo="xlp-test/tiny", revisions="step1*")])] == [100, 1000]
+    with pytest.raises(XlpError, match=r"no branch of xlp-test/tiny matches 'v2-\*'"):
+        resolve_checkpoints([CheckpointSpec(repo="xlp-test/tiny", revisions="v2-*")])
+
+
 def test_series_with_two_tokenizers_is_refused_unless_allowed(tiny_series, tmp_path):
     from xlp.orchestrator.plan import make_plan
     from xlp.spec import load_spec

@@ -5,6 +5,7 @@ import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import WordFeatureExtractor
 from xlp.storage import Store
@@ -52,3 +53,19 @@ def test_long_sentence_is_split_not_truncated():
     vecs = ex.extract([words])[1]
     assert vecs.shape == (40, 384)
     assert (np.abs(vecs).sum(1) > 0).all()
+
+
+def test_out_of_memory_retries_with_smaller_batches(monkeypatch):
+    """A device that cannot hold a batch of more than 600 tokens: the batches are halved until they
+    fit and the features are the same; a single sequence that does not fit is a clear error."""
+    sents = [s.forms for s in read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-dev.conllu", max_sentences=80)]
+    ckpt = Checkpoint(step=0, location=str(MINILM))
+    plain = WordFeatureExtractor(ckpt, [2], batch_tokens=4096).extract(sents)
+    monkeypatch.setenv("XLP_OOM_ABOVE_TOKENS", "600")
+    small = WordFeatureExtractor(ckpt, [2], batch_tokens=4096)
+    np.testing.assert_allclose(small.extract(sents)[2].astype(np.float32), plain[2].astype(np.float32),
+                               rtol=2e-3, atol=2e-3)  # other batch compositions: float16 rounding
+    assert small.oom_retries > 0 and small.batch_tokens < 4096
+    monkeypatch.setenv("XLP_OOM_ABOVE_TOKENS", "5")
+    with pytest.raises(XlpError, match="out of memory on a single sequence"):
+        WordFeatureExtractor(ckpt, [2]).extract(sents)

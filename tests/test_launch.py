@@ -66,15 +66,21 @@ def test_crash_then_relaunch_finishes_identically(clean_grid, tmp_path, tiny_ser
     run = tmp_path / "crashy"
     spec = _grid_spec(tmp_path, tiny_series, run)
     monkeypatch.setenv("XLP_FAIL_UNIT", "step=200/lang=en/split=test")
+    monkeypatch.setenv("XLP_FAIL_WRITE", "probes/step=100/task=pos/layers=0_1_2/src=de")  # disk full there
     crashed = launch(spec, quiet=True)
     assert "extract step=200/lang=en/split=test" in crashed.failed
     # every source is scored on en, so the 3 probe units (one per source) of step 200 wait for it
     assert sorted(crashed.failed) == sorted(["extract step=200/lang=en/split=test"] + [
-        f"probe step=200/task=pos/layers=0_1_2/src={src}" for src in ("en", "de", "vi")])
+        f"probe step=200/task=pos/layers=0_1_2/src={src}" for src in ("en", "de", "vi")] + [
+        "probe step=100/task=pos/layers=0_1_2/src=de"])
+    disk_full = crashed.failed["probe step=100/task=pos/layers=0_1_2/src=de"]
+    assert "the disk is full" in disk_full and "probes/step=100/task=pos/layers=0_1_2/src=de" in disk_full
+    assert not list(run.rglob("_tmp-*"))  # nothing half-written left behind
     monkeypatch.delenv("XLP_FAIL_UNIT")
+    monkeypatch.delenv("XLP_FAIL_WRITE")
     resumed = launch(spec, quiet=True)
     assert not resumed.failed
-    assert (resumed.extracted, resumed.probed) == (1, 3)
+    assert (resumed.extracted, resumed.probed) == (1, 4)
     assert _snapshot(run) == clean_snapshot  # same checkpoints and data: equal to the undisturbed run
 
 

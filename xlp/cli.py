@@ -48,7 +48,9 @@ def launch(
     if s.pretrain is not None:  # build the checkpoint series first if it is not there yet
         from xlp.pretrain import pretrain
 
-        pretrain(s.pretrain, console=err, quiet=quiet)
+        cfg = s.pretrain.model_copy(update={"ud_root": s.pretrain.ud_root or s.data.ud_root,
+                                            "languages": s.pretrain.languages or sorted(s.data.languages)})
+        pretrain(cfg, console=err, quiet=quiet)
     result = run_launch(s, console=err, quiet=quiet, address=address)
     summary = {"run": s.output, "extracted": result.extracted, "probed": result.probed,
                "skipped_done": result.skipped, "failed": result.failed, "seconds": round(result.seconds, 2),
@@ -78,6 +80,7 @@ def validate(
         stdout.print(f"[green]{spec}: spec is valid[/] (schema only)")
         return
     from xlp.orchestrator.plan import make_plan
+    from xlp.data.ud_release import resolve_ud_root
     from xlp.tasks.ud import find_treebank
 
     if s.pretrain is not None:
@@ -87,8 +90,9 @@ def validate(
             stdout.print(f"checkpoints: `xlp launch` first pretrains the series into {s.pretrain.out} "
                          f"(steps {', '.join(map(str, save_schedule(s.pretrain)))}); "
                          f"run `xlp pretrain {spec}` to validate the grid before launching")
+            ud_root = resolve_ud_root(s.data.ud_root, s.data.languages, console=err)
             for lang in s.data.languages:
-                find_treebank(s.data.ud_root, lang, s.data.treebanks.get(lang))
+                find_treebank(ud_root, lang, s.data.treebanks.get(lang))
             stdout.print("[green]spec and data are valid[/]")
             return
     plan = make_plan(s)
@@ -191,6 +195,52 @@ def pretrain_cmd(
         raise XlpError(f"pretrain options: {e}") from None
     dirs = pretrain(cfg, console=err, quiet=quiet)
     stdout.print(f"{len(dirs)} checkpoints in {cfg.out}: " + ", ".join(d.name for d in dirs))
+
+
+data_app = typer.Typer(help="Fetch inputs into xlp's cache (XLP_CACHE, default ~/.cache/xlp).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+convert_app = typer.Typer(help="Convert checkpoints from other toolkits to Hugging Face directories.",
+                          no_args_is_help=True)
+app.add_typer(convert_app, name="convert")
+
+
+@data_app.command("ud")
+def data_ud(
+    version: str = typer.Option("2.16", "--version", help="UD release, e.g. 2.16."),
+    languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Comma-separated ISO codes; default: all."),
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Folder to unpack into (default: the cache)."),
+    url: Optional[str] = typer.Option(None, "--url", help="Archive URL ({version} is filled in); default: the release's."),
+    sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Download a UD release once (resumable, checksum-verified) and unpack the requested languages.
+
+    Prints the folder to use as `data.ud_root` (or write `ud_root: ud://2.16` in the spec).
+    Example: xlp data ud --version 2.16 --languages en,de,fi
+    """
+    from xlp.data.ud_release import fetch_ud
+
+    langs = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
+    root = fetch_ud(version, langs, dest, url, sha256, console=err, quiet=quiet)
+    stdout.print(str(root))
+
+
+@convert_app.command("fairseq")
+def convert_fairseq_cmd(
+    src: Path = typer.Argument(..., help="fairseq folder: model.pt, dict.txt, sentencepiece.bpe.model."),
+    dst: Path = typer.Argument(..., help="New Hugging Face model folder."),
+    heads: Optional[int] = typer.Option(None, help="Attention heads, if the checkpoint's args do not say."),
+    step: Optional[int] = typer.Option(None, help="Pretraining step to record (default: from model.pt)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Unpickle arbitrary objects in model.pt."),
+) -> None:
+    """Convert a fairseq RoBERTa / XLM-R checkpoint to an XLMRobertaForMaskedLM folder (safetensors).
+
+    fairseq is not needed.  Example: xlp convert fairseq xlmr-replica/checkpoint_5_20000 runs/replica/step_20000
+    """
+    from xlp.models.fairseq import convert_fairseq
+
+    out = convert_fairseq(src, dst, heads=heads, step=step, allow_pickle=allow_pickle)
+    stdout.print(f"converted {src} -> {out}")
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ from xlp.models import quiet_transformers
 from xlp.models.checkpoints import METADATA_FILE
 from xlp.paths import shared_dir
 from xlp.spec import PretrainSpec
-from xlp.tasks.ud import find_treebank, read_conllu
+from xlp.data.ud_release import resolve_ud_root
+from xlp.tasks.ud import read_conllu
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 MANIFEST = "xlp_pretrain.json"
@@ -55,17 +56,15 @@ def _ud_languages(ud_root: Path) -> list[str]:
 
 def corpus(cfg: PretrainSpec) -> dict[str, list[str]]:
     """Raw text per language: UD train and dev sentences (never test) plus UDHR paragraphs."""
-    ud_root = Path(cfg.ud_root) if cfg.ud_root else shared_dir() / "ud"
+    ud_root = resolve_ud_root(cfg.ud_root or str(shared_dir() / "ud"), cfg.languages)
     udhr = Path(cfg.udhr) if cfg.udhr else shared_dir() / "udhr" / "udhr.tsv"
     langs = cfg.languages or _ud_languages(ud_root)
     texts: dict[str, list[str]] = {lang: [] for lang in langs}
-    for lang in langs:
-        if not any(ud_root.glob(f"**/{lang}_*-ud-*.conllu")):
-            continue
-        tb = find_treebank(ud_root, lang)
-        for split in ("train", "dev"):
-            if split in tb.splits:
-                texts[lang] += [s.text for s in read_conllu(tb.splits[split])]
+    for lang in langs:  # every treebank of the language, its train then dev text
+        for folder in sorted({f.parent for f in ud_root.glob(f"**/{lang}_*-ud-*.conllu")}):
+            for split in ("train", "dev"):
+                for f in sorted(folder.glob(f"{lang}_*-ud-{split}.conllu")):
+                    texts[lang] += [s.text for s in read_conllu(f)]
     if udhr.is_file():
         with open(udhr, encoding="utf-8") as f:
             for row in csv.DictReader(f, delimiter="\t"):
@@ -167,7 +166,8 @@ def mlm_loss(model, inputs, attn, labels) -> torch.Tensor:
 
 
 def _config_hash(cfg: PretrainSpec, texts: dict[str, list[str]]) -> str:
-    fields = cfg.model_dump(exclude={"out"})
+    # where the text lives does not matter, only what it is
+    fields = cfg.model_dump(exclude={"out", "ud_root", "udhr"}) | {"languages": sorted(texts)}
     fields["text"] = hashlib.sha256("\n".join(t for lang in sorted(texts) for t in texts[lang]).encode()).hexdigest()
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 

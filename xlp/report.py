@@ -16,6 +16,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import Normalize, SymLogNorm  # noqa: E402
 
+from xlp.tasks import SENTENCE_TASKS  # noqa: E402
+
 PALETTE = plt.get_cmap("tab10").colors  # colour-blind-safe enough, and matches the matplotlib default
 MARKERS = "os^D"  # with more than 10 languages, colours repeat and the marker tells them apart
 PACKAGES = ["xlp", "torch", "transformers", "ray", "pyarrow", "numpy", "pandas", "matplotlib"]
@@ -98,29 +100,50 @@ class _Report:
         return (f'<figure><img alt="{esc(name)}" src="data:image/png;base64,{data}">'
                 f"<figcaption>{esc(caption)} (<code>figures/{esc(name)}.svg</code>)</figcaption></figure>")
 
+    def curve_rows(self, task: str, layer: int) -> pd.DataFrame:
+        """The rows of each language's curve: in-language, or for retrieval (where a sentence trivially
+        finds itself) the language as source against every other target."""
+        if task in SENTENCE_TASKS:
+            d = self.probes[self.probes["src_lang"] != self.probes["tgt_lang"]]
+        else:
+            d = self.inlang
+        return d[(d["task"] == task) & (d["layer"] == layer)]
+
     def curves(self, task: str) -> str:
         layer = self.last_layer(task)
-        d = self.inlang[(self.inlang["task"] == task) & (self.inlang["layer"] == layer)]
+        pairwise = task in SENTENCE_TASKS
+        d = self.curve_rows(task, layer)
         if d.empty:
             return ""
+        has_step0 = bool((d["step"] == 0).any())
+        if not has_step0:
+            self.notes.append(f"{task}: the series has no step-0 checkpoint, so the curves show no "
+                              "random-initialisation baseline.")
 
         def draw():
             fig, ax = plt.subplots(figsize=(8, 4.5))
             for lang in [x for x in self.style if x in set(d["src_lang"])]:
                 g = d[d["src_lang"] == lang]
-                s = g.groupby("step")["value"].agg(["mean", "min", "max"])
+                per_seed = g.groupby(["step", "seed"])["value"].mean()  # over targets, when pairwise
+                s = per_seed.groupby(level="step").agg(["mean", "min", "max"])
                 colour, marker = self.style[lang]
                 ax.plot(s.index, s["mean"], color=colour, marker=marker, ms=4, label=lang)
                 ax.fill_between(s.index, s["min"], s["max"], color=colour, alpha=0.2, lw=0)
                 ax.axhline(g["baseline"].mean(), color=colour, ls="--", lw=0.8, alpha=0.8)
+                if has_step0:
+                    ax.axhline(s.loc[0, "mean"], color=colour, ls=":", lw=0.8, alpha=0.8)
             _step_axis(ax, d["step"].unique())
+            what = "mean over the other languages as targets" if pairwise else "in-language"
             ax.set(xlabel="pretraining step (symlog)", ylabel=d["metric"].iloc[0],
-                   title=f"{task}: in-language learning curves, layer {layer}")
-            ax.legend(title="language", loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+                   title=f"{task}: {what} learning curves, layer {layer}")
+            ax.legend(title="source" if pairwise else "language", loc="center left",
+                      bbox_to_anchor=(1.01, 0.5), fontsize=8)
             return fig
 
+        baseline = "chance (1 / sentences)" if pairwise else "the language's majority-class baseline"
         return self.figure(f"curves_{task}", draw, f"{task}, layer {layer} (the last layer): mean over seeds, "
-                           "band = min–max across seeds, dashed = the language's majority-class baseline.")
+                           f"band = min–max across seeds, dashed = {baseline}"
+                           + (", dotted = the step-0 (random-initialisation) checkpoint." if has_step0 else "."))
 
     def transfer(self, task: str) -> str:
         e = self.emergence
@@ -176,7 +199,7 @@ class _Report:
         rows, lines = [], []
         for task in self.tasks:
             layer = self.last_layer(task)
-            d = self.inlang[(self.inlang["task"] == task) & (self.inlang["layer"] == layer)]
+            d = self.curve_rows(task, layer)
             curves = d.groupby(["src_lang", "step"])["value"].mean().unstack("step")  # language × step
             if curves.empty:
                 continue
@@ -195,7 +218,7 @@ class _Report:
 
 
 def write_report(store, spec, plan: dict, probes: pd.DataFrame, emergence: pd.DataFrame,
-                 extra_tables: dict[str, pd.DataFrame] | None = None) -> None:
+                 extra_tables: dict[str, pd.DataFrame] | None = None, timings: dict[str, str] | None = None) -> None:
     """Write report/index.html (figures inline) and report/figures/<kind>_<task>.{png,svg} to the store."""
     r = _Report(store, spec, probes, emergence)
     s, theta = plan.get("summary", {}), spec.analysis.emergence_threshold
@@ -204,6 +227,7 @@ def write_report(store, spec, plan: dict, probes: pd.DataFrame, emergence: pd.Da
             ("run", spec.name), ("checkpoints", s.get("checkpoints")),
             ("steps", ", ".join(map(str, s.get("steps", [])))), ("tasks", ", ".join(spec.tasks)),
             ("layers", s.get("layers")), ("sources", s.get("sources")), ("targets", s.get("targets")),
+            *((f"timing: {stage}", t) for stage, t in (timings or {}).items()),
             ("versions", ", ".join(f"{p} {_version(p)}" for p in PACKAGES))]) + "</ul>",
         "definitions": f"""<dl>
 <dt>Curve</dt><dd>metric against pretraining step for one (task, layer, source, target), averaged over probe seeds.</dd>

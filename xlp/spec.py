@@ -33,7 +33,7 @@ class CheckpointSpec(_Strict):
     path: str | None = None
     step: int | None = Field(None, ge=0)
     repo: str | None = None
-    revisions: list[str] | None = None
+    revisions: list[str] | str | None = Field(None, description="list, 'all' or a pattern such as 'step*'")
 
     @model_validator(mode="after")
     def _one_source(self) -> "CheckpointSpec":
@@ -47,7 +47,7 @@ class CheckpointSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    ud_root: str
+    ud_root: str | list[str] = Field(description="folder, ud://VERSION (fetched into the cache), or a list: first usable")
     languages: list[str] = Field(min_length=1)
     treebanks: dict[str, str] = {}
     train_split: str = "train"
@@ -75,6 +75,12 @@ class ProbeSpec(_Strict):
     layers_per_unit: int | None = Field(None, ge=1, description="layers fit together in one probe unit; null: all")
 
 
+class RetrievalSpec(_Strict):
+    corpus: Literal["udhr", "pud"] = "udhr"
+    udhr: str | None = Field(None, description="the UDHR TSV (lang, article, paragraph, text); default: XLP_SHARED's")
+    max_sentences: int | None = Field(500, ge=2)
+
+
 class AnalysisSpec(_Strict):
     emergence_threshold: float = Field(0.95, gt=0, le=1)
 
@@ -84,7 +90,7 @@ class PretrainSpec(_Strict):
 
     out: str
     languages: list[str] | None = None
-    ud_root: str | None = None
+    ud_root: str | list[str] | None = None
     udhr: str | None = None
     seed: int = 0
     steps: int = Field(800, ge=1)
@@ -113,6 +119,7 @@ class Spec(_Strict):
     pooling: Literal["first", "mean", "last"] = "first"
     probe: ProbeSpec = ProbeSpec()
     cross_lingual: bool = True
+    retrieval: RetrievalSpec = RetrievalSpec()
     analysis: AnalysisSpec = AnalysisSpec()
     trust_remote_code: bool = False
     allow_pickle: bool = False
@@ -131,11 +138,11 @@ class Spec(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, tasks: list[str]) -> list[str]:
-        from xlp.tasks import TASKS
+        from xlp.tasks import SENTENCE_TASKS, TASKS
 
         for task in tasks:
-            if task not in TASKS:
-                raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted(TASKS))}")
+            if task not in TASKS and task not in SENTENCE_TASKS:
+                raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted([*TASKS, *SENTENCE_TASKS]))}")
         return tasks
 
     @field_validator("layers")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
 import json
@@ -73,7 +74,10 @@ def resolve_checkpoints(specs: list, where: str = "checkpoints") -> list[Checkpo
     for i, item in enumerate(specs):
         key = f"{where}[{i}]"
         if item.repo is not None:
-            for rev in item.revisions:
+            revisions = item.revisions
+            if isinstance(revisions, str):
+                revisions = hub_branches(item.repo, revisions, f"{key}.revisions")
+            for rev in revisions:
                 m = STEP_IN_REVISION.search(rev)
                 if item.step is None and m is None:
                     raise XlpError(f"{key}.revisions: cannot derive a step from revision {rev!r} "
@@ -105,6 +109,38 @@ def resolve_checkpoints(specs: list, where: str = "checkpoints") -> list[Checkpo
         if a.step == b.step:
             raise XlpError(f"{where}: two checkpoints have step {a.step}: {a.name} and {b.name}")
     return out
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def hub_branches(repo: str, pattern: str, key: str) -> list[str]:
+    """Branches of a hub repo matching `pattern` ('all': every branch with a step in its name), read
+    from the hub, or from the local hub cache when HF_HUB_OFFLINE is set (Pythia/OLMo style series)."""
+    from huggingface_hub import constants
+
+    offline = _truthy(os.environ.get("HF_HUB_OFFLINE")) or constants.HF_HUB_OFFLINE
+    if offline:
+        cache = Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
+        refs = cache / f"models--{repo.replace('/', '--')}" / "refs"
+        names = [p.relative_to(refs).as_posix() for p in refs.rglob("*") if p.is_file()] if refs.is_dir() else []
+        if not names:
+            raise XlpError(f"{key}: HF_HUB_OFFLINE is set and the hub cache ({cache}) has no revisions of {repo}")
+    else:
+        from huggingface_hub import list_repo_refs
+
+        try:
+            names = [b.name for b in list_repo_refs(repo).branches]
+        except Exception as e:  # noqa: BLE001 - network, auth or missing repo: all are the user's to fix
+            raise XlpError(f"{key}: cannot list the branches of {repo}: {str(e).splitlines()[0]} "
+                           f"(set HF_HUB_OFFLINE=1 to use the local cache)") from None
+    chosen = sorted(n for n in names if (pattern == "all" or fnmatch.fnmatchcase(n, pattern))
+                    and STEP_IN_REVISION.search(n))
+    if not chosen:
+        raise XlpError(f"{key}: no branch of {repo} matches {pattern!r} and names a step "
+                       f"(branches: {', '.join(sorted(names)[:10])})")
+    return chosen
 
 
 def load_config(ckpt: Checkpoint, trust_remote_code: bool = False):

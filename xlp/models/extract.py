@@ -7,6 +7,7 @@ gather/scatter pooling on the device, and one float16 copy per batch to the host
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -62,6 +63,9 @@ class WordFeatureExtractor:
         limit = min(self.tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", 512) - 2)
         self.max_len = max(8, min(limit, 512))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.oom_retries = 0
+        # tests simulate a device that runs out of memory above this many tokens per batch
+        self._oom_above = int(os.environ.get("XLP_OOM_ABOVE_TOKENS", "0"))
 
     @property
     def hidden_size(self) -> int:
@@ -98,15 +102,67 @@ class WordFeatureExtractor:
         for chunk in chunks + [None]:
             width = len(self.prefix) + len(self.suffix) + (len(chunk[0]) if chunk else 0)
             if batch and (chunk is None or width * (len(batch) + 1) > self.batch_tokens):
-                self._run_batch(batch, out, p)
+                self._run_or_split(batch, out, p)
                 batch = []
             if chunk is not None:
                 batch.append(chunk)
         return out
 
     @torch.inference_mode()
+    def sentence_means(self, texts: Sequence[str]) -> dict[int, np.ndarray]:
+        """Per requested layer, (n, d) float32: each text's mean subword vector (special tokens left
+        out), the text cut to the model's window; length-bucketed batches as for words."""
+        room = self.max_len - len(self.prefix) - len(self.suffix)
+        ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=room)["input_ids"]
+        out = {layer: np.zeros((len(texts), self.hidden_size), dtype=np.float32) for layer in self.layers}
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        p, extra = len(self.prefix), len(self.prefix) + len(self.suffix)
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while end < len(order) and (len(ids[order[end]]) + extra) * (end - start + 1) <= self.batch_tokens:
+                end += 1
+            rows = order[start:end]
+            T = max(len(ids[i]) for i in rows) + extra
+            input_ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
+            content = torch.zeros((len(rows), T), dtype=torch.float)
+            mask = torch.zeros((len(rows), T), dtype=torch.long)
+            for b, i in enumerate(rows):
+                row = self.prefix + ids[i] + self.suffix
+                input_ids[b, : len(row)] = torch.tensor(row)
+                mask[b, : len(row)] = 1
+                content[b, p: p + len(ids[i])] = 1
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                hidden = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                    output_hidden_states=True).hidden_states
+            w = content.to(self.device)
+            for layer in self.layers:
+                v = (hidden[layer].float() * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1)
+                out[layer][rows] = v.cpu().numpy()
+            start = end
+        return out
+
+    def _run_or_split(self, batch, out: dict[int, np.ndarray], p: int) -> None:
+        """Out of memory: halve the batch (and the token budget for later batches) and retry."""
+        try:
+            self._run_batch(batch, out, p)
+        except torch.OutOfMemoryError:
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            if len(batch) == 1:
+                raise XlpError(f"checkpoint {self.ckpt.name}: out of memory on a single sequence of "
+                               f"{len(batch[0][0]) + p + len(self.suffix)} tokens on {self.device}") from None
+            self.oom_retries += 1
+            self.batch_tokens = max(1, self.batch_tokens // 2)
+            half = len(batch) // 2
+            self._run_or_split(batch[:half], out, p)
+            self._run_or_split(batch[half:], out, p)
+
+    @torch.inference_mode()
     def _run_batch(self, batch, out: dict[int, np.ndarray], p: int) -> None:
         T = max(len(ids) for ids, _, _ in batch) + p + len(self.suffix)
+        if self._oom_above and T * len(batch) > self._oom_above:
+            raise torch.OutOfMemoryError(f"injected: {T * len(batch)} tokens > XLP_OOM_ABOVE_TOKENS")
         input_ids = torch.full((len(batch), T), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), T), dtype=torch.long)
         tok_pos, tok_word, word_rows = [], [], []

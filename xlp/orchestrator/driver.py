@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from xlp.errors import XlpError
 from xlp.orchestrator.ledger import Ledger
 from xlp.orchestrator.lock import run_lock
-from xlp.orchestrator.plan import Plan, make_plan
+from xlp.orchestrator.plan import Plan, RetrievalUnit, make_plan
 from xlp.orchestrator.ray_session import ray_session
 from xlp.orchestrator.reduce import reduce_run
 from xlp.spec import Spec
@@ -76,9 +76,9 @@ def _check_resources(available: dict, cl, extracting: bool) -> None:
 def _run(spec, plan, ledger, ext_todo, probe_todo, result, console, quiet) -> None:
     import ray
 
-    from xlp.orchestrator.work import ExtractionWorker, run_probe
+    from xlp.orchestrator.work import ExtractionWorker, run_probe, run_retrieval
 
-    fail = os.environ.get("XLP_FAIL_UNIT")
+    fail = {"unit": os.environ.get("XLP_FAIL_UNIT"), "write": os.environ.get("XLP_FAIL_WRITE")}
     todo_keys = {u.key for u in ext_todo}
     done_ext = {u.key for u in plan.extract} - todo_keys
     failed_ext: set[str] = set()
@@ -95,6 +95,9 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, console, quiet) -> No
                             max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD")
               .remote(spec, plan.layers) for _ in range(n_actors)]
     probe_task = ray.remote(run_probe).options(num_cpus=cl.cpus_per_probe, max_retries=2)
+    # sentence tasks run the model: they get an extractor's resources
+    retrieval_task = ray.remote(run_retrieval).options(num_cpus=cl.cpus_per_extractor,
+                                                       num_gpus=cl.gpus_per_extractor, max_retries=2)
     load = [0] * n_actors
     inflight: dict = {}
     waiting = list(probe_todo)
@@ -113,7 +116,8 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, console, quiet) -> No
                 ledger.record_failure("probe", u.key, u.hash, "an input shard failed to extract")
                 result.failed[f"probe {u.key}"] = "input shard failed"
             elif all(k in done_ext for k in u.needs):
-                inflight[probe_task.remote(spec_ref, u, fail)] = ("probe", u, None)
+                task = retrieval_task if isinstance(u, RetrievalUnit) else probe_task
+                inflight[task.remote(spec_ref, u, fail)] = ("probe", u, None)
             else:
                 still.append(u)
         waiting[:] = still

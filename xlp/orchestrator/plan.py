@@ -16,6 +16,10 @@ from xlp.models.checkpoints import Checkpoint, load_config, resolve_checkpoints
 from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.storage.features import shard_path
+from xlp.data.ud_release import resolve_ud_root
+from xlp.paths import shared_dir
+from xlp.tasks import TASKS
+from xlp.tasks.retrieval import parallel_pud, parallel_udhr
 from xlp.tasks.ud import find_treebank, read_conllu
 
 
@@ -66,12 +70,32 @@ class ProbeUnit:
         return f"probes/{self.key}/part-0.parquet"
 
 
+@dataclass(frozen=True)
+class RetrievalUnit:
+    """One checkpoint's sentence retrieval between every pair of languages, every layer."""
+    ckpt: Checkpoint
+    task: str
+    layers: tuple[int, ...]
+    corpus: str
+    langs: tuple[str, ...]
+    hash: str
+    needs: tuple[str, ...] = ()  # runs the model itself: no extraction unit to wait for
+
+    @property
+    def key(self) -> str:
+        return f"step={self.ckpt.step}/task={self.task}/corpus={self.corpus}"
+
+    @property
+    def output(self) -> str:
+        return f"probes/{self.key}/part-0.parquet"
+
+
 @dataclass
 class Plan:
     checkpoints: list[Checkpoint]
     layers: list[int]
     extract: list[ExtractUnit] = field(default_factory=list)
-    probe: list[ProbeUnit] = field(default_factory=list)
+    probe: list[ProbeUnit | RetrievalUnit] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -154,8 +178,9 @@ def make_plan(spec: Spec) -> Plan:
     d = spec.data
     train_files: dict[str, tuple[str, Path]] = {}
     test_files: dict[str, tuple[str, Path]] = {}
+    ud_root = resolve_ud_root(d.ud_root, d.languages)
     for lang in d.languages:
-        tb = find_treebank(d.ud_root, lang, d.treebanks.get(lang))
+        tb = find_treebank(ud_root, lang, d.treebanks.get(lang))
         train = tb.split_file(d.train_split, fallback="dev")
         test = tb.split_file(d.test_split)
         if train and test and train[0] == test[0]:
@@ -174,9 +199,10 @@ def make_plan(spec: Spec) -> Plan:
     unknown_split = [k for k in d.treebanks if k not in d.languages]
     if unknown_split:
         raise XlpError(f"data.treebanks: {unknown_split} not in data.languages")
-    plan.sources = [lang for lang in d.languages if lang in train_files]
-    plan.targets = [lang for lang in d.languages if lang in test_files]
-    if not plan.sources:
+    word_tasks = [t for t in spec.tasks if t in TASKS]
+    plan.sources = [lang for lang in d.languages if lang in train_files] if word_tasks else []
+    plan.targets = [lang for lang in d.languages if lang in test_files] if word_tasks else []
+    if word_tasks and not plan.sources:
         raise XlpError("data.languages: no language has a train (or dev) split to fit probes on")
 
     extract_common = {"layers": layers, "pooling": spec.pooling, "dtype": spec.feature_dtype,
@@ -211,7 +237,7 @@ def make_plan(spec: Spec) -> Plan:
     size = spec.probe.layers_per_unit or len(layers)
     layer_groups = [tuple(layers[i:i + size]) for i in range(0, len(layers), size)]
     for ckpt in ckpts:
-        for task in spec.tasks:
+        for task in word_tasks:
             for group in layer_groups:
                 for src in plan.sources:
                     tgts = plan.targets if spec.cross_lingual else [t for t in plan.targets if t == src]
@@ -226,4 +252,29 @@ def make_plan(spec: Spec) -> Plan:
                     plan.probe.append(ProbeUnit(ckpt=ckpt, task=task, layers=group, src=src,
                                                 train_split=train_files[src][0], targets=targets,
                                                 needs=needs, hash=h))
+    if "retrieval" in spec.tasks:
+        _plan_retrieval(spec, plan, ckpts, layers, ud_root)
     return plan
+
+
+def retrieval_texts(spec: Spec, ud_root: Path) -> tuple[dict[str, list[str]], list[Path]]:
+    """The aligned sentences per language for the spec's retrieval corpus, and the files they came from."""
+    r, langs = spec.retrieval, spec.data.languages
+    if r.corpus == "udhr":
+        path = Path(r.udhr) if r.udhr else shared_dir() / "udhr" / "udhr.tsv"
+        return parallel_udhr(path, langs, r.max_sentences), [path]
+    files = sorted(f for lang in langs for f in Path(ud_root).glob(f"**/{lang}_pud-ud-test.conllu"))
+    return parallel_pud(ud_root, langs, r.max_sentences), files
+
+
+def _plan_retrieval(spec: Spec, plan: Plan, ckpts: list[Checkpoint], layers: list[int], ud_root: Path) -> None:
+    texts, files = retrieval_texts(spec, ud_root)  # pre-flight: the corpus is read and aligned now
+    missing = [lang for lang in spec.data.languages if lang not in texts]
+    if missing:
+        plan.notes.append(f"retrieval: no {spec.retrieval.corpus} text for {', '.join(missing)}; left out")
+    common = {"task": "retrieval", "retrieval": spec.retrieval.model_dump(exclude={"udhr"}), "layers": layers,
+              "langs": sorted(texts), "files": [_file_identity(f) for f in files], "code": xlp.__version__}
+    for ckpt in ckpts:
+        plan.probe.append(RetrievalUnit(ckpt=ckpt, task="retrieval", layers=tuple(layers),
+                                        corpus=spec.retrieval.corpus, langs=tuple(texts),
+                                        hash=digest({**common, "ckpt": ckpt.identity()})))

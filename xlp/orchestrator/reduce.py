@@ -23,6 +23,18 @@ def _write(store: Store, name: str, df: pd.DataFrame) -> None:
     store.write_csv(f"results/{name}.csv", df)
 
 
+def _timings(ledger: Ledger, plan: dict) -> dict[str, str]:
+    """Per stage: units done, worker seconds, rows, and the wall-clock span they were done in."""
+    out = {}
+    for stage, units in plan["units"].items():
+        recs = [r for k, r in ledger.records(stage).items() if k in units and "seconds" in r]
+        if recs:
+            span = max(r["finished"] for r in recs) - min(r["finished"] - r["seconds"] for r in recs)
+            out[stage] = (f"{len(recs)} units, {sum(r['seconds'] for r in recs):,.1f} s of worker time, "
+                          f"{sum(r.get('rows', 0) for r in recs):,} rows, done within {span:,.1f} s")
+    return out
+
+
 def reduce_run(store: Store, spec: Spec, force: bool = False,
                ledger: Ledger | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reduce the probe outputs that the run's plan (RUN/plan.json) names; unless forced, skip it when
@@ -52,6 +64,6 @@ def reduce_run(store: Store, spec: Spec, force: bool = False,
     if not selectivity.empty:
         _write(store, "selectivity", selectivity)
         extra["POS selectivity (accuracy minus control-task accuracy)"] = selectivity
-    write_report(store, spec, plan, probes, emergence, extra)
+    write_report(store, spec, plan, probes, emergence, extra, timings=_timings(ledger, plan))
     store.write_bytes(REDUCED, json.dumps({"inputs": inputs}).encode())
     return probes, emergence

@@ -10,18 +10,21 @@ import pyarrow as pa
 
 from xlp.errors import XlpError
 from xlp.models.extract import WordFeatureExtractor
-from xlp.orchestrator.plan import ExtractUnit, ProbeUnit
+from xlp.orchestrator.plan import ExtractUnit, ProbeUnit, RetrievalUnit, retrieval_texts
 from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, shard_path
 from xlp.tasks import TASKS
 from xlp.tasks.probe import fit_probes, majority_accuracy
+from xlp.tasks.retrieval import METRIC as RETRIEVAL_METRIC
+from xlp.tasks.retrieval import retrieval_hits
 from xlp.tasks.ud import read_conllu
 
 
-def _fault_injection(key: str, target: str | None) -> None:
+def _fault_injection(key: str, faults: dict | None) -> None:
     """Tests crash a chosen unit deterministically: XLP_FAIL_UNIT=<substring of a unit key> in the
     driver's environment (the driver passes it along, so long-lived Ray workers need not see it)."""
+    target = (faults or {}).get("unit")
     if target and target in key:
         raise RuntimeError(f"injected failure in {key} (XLP_FAIL_UNIT)")
 
@@ -40,9 +43,10 @@ class ExtractionWorker:
         self.store = Store(spec.output)
         self.extractor: WordFeatureExtractor | None = None
 
-    def run(self, unit: ExtractUnit, fail: str | None = None) -> dict:
+    def run(self, unit: ExtractUnit, faults: dict | None = None) -> dict:
         start = time.time()
-        _fault_injection(unit.key, fail)
+        _fault_injection(unit.key, faults)
+        self.store.fail_write = (faults or {}).get("write")
         if self.extractor is None or self.extractor.ckpt != unit.ckpt:
             self.extractor = None  # free the previous checkpoint before loading the next
             self.extractor = WordFeatureExtractor(
@@ -62,12 +66,12 @@ def _read(store: Store, task, step: int, lang: str, split: str, layers: tuple[in
     return store.read_table(shard_path(step, lang, split), columns=[*cols, *task.needs]), cols
 
 
-def run_probe(spec: Spec, unit: ProbeUnit, fail: str | None = None) -> dict:
+def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None) -> dict:
     """Fit the source's probes for every layer of the unit, per seed (once when the seed can change
     neither the examples nor the fit), and score them on every target's test examples."""
     start = time.time()
-    _fault_injection(unit.key, fail)
-    store = Store(spec.output)
+    _fault_injection(unit.key, faults)
+    store = Store(spec.output, fail_write=(faults or {}).get("write"))
     task = TASKS[unit.task]
     step = unit.ckpt.step
     table, cols = _read(store, task, step, unit.src, unit.train_split, unit.layers)
@@ -103,6 +107,34 @@ def run_probe(spec: Spec, unit: ProbeUnit, fail: str | None = None) -> dict:
                              "correct": np.packbits(correct[li]).tobytes()})
     if not rows:
         raise XlpError(f"probe {unit.key}: no targets")
+    nbytes = store.write_table(unit.output, pa.Table.from_pylist(rows))
+    return {"bytes": nbytes, "rows": len(rows), "seconds": time.time() - start, "node": socket.gethostname(),
+            "ray_node": _ray_node()}
+
+
+def run_retrieval(spec: Spec, unit: RetrievalUnit, faults: dict | None = None, device: str | None = None) -> dict:
+    """Sentence vectors of every language's aligned text at every layer; accuracy@1 for each pair."""
+    start = time.time()
+    _fault_injection(unit.key, faults)
+    store = Store(spec.output, fail_write=(faults or {}).get("write"))
+    from xlp.data.ud_release import resolve_ud_root
+
+    texts, _ = retrieval_texts(spec, resolve_ud_root(spec.data.ud_root, spec.data.languages, quiet=True))
+    extractor = WordFeatureExtractor(unit.ckpt, list(unit.layers), batch_tokens=spec.batch_tokens, device=device,
+                                     trust_remote_code=spec.trust_remote_code, allow_pickle=spec.allow_pickle)
+    vectors = {lang: extractor.sentence_means(texts[lang]) for lang in unit.langs}
+    n = len(texts[unit.langs[0]])
+    rows = []
+    for layer in unit.layers:
+        for src in unit.langs:
+            for tgt in unit.langs:
+                hits = retrieval_hits(vectors[src][layer], vectors[tgt][layer])
+                for seed in spec.probe.seeds:  # no probe: one value, repeated so every task has the same rows
+                    rows.append({"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "task": unit.task,
+                                 "layer": layer, "src_lang": src, "tgt_lang": tgt, "seed": seed,
+                                 "metric": RETRIEVAL_METRIC, "value": float(hits.mean()), "baseline": 1.0 / n,
+                                 "n_train": 0, "n_test": n, "seed_invariant": True,
+                                 "correct": np.packbits(hits).tobytes()})
     nbytes = store.write_table(unit.output, pa.Table.from_pylist(rows))
     return {"bytes": nbytes, "rows": len(rows), "seconds": time.time() - start, "node": socket.gethostname(),
             "ray_node": _ray_node()}

@@ -6,6 +6,7 @@ and is moved into place when complete, so nothing half-written is ever read.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import uuid
@@ -15,10 +16,17 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from xlp.errors import XlpError
+
+# the storage's fault, not the program's: say what to do and keep everything finished
+DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+               errno.EACCES: "permission denied", errno.EROFS: "the filesystem is read-only"}
+
 
 class Store:
-    def __init__(self, location: str):
+    def __init__(self, location: str, fail_write: str | None = None):
         self.location = location
+        self.fail_write = fail_write  # tests: writes to paths containing this fail with ENOSPC midway
         if "://" in location:
             self.fs, self.root = pafs.FileSystem.from_uri(location)
         else:
@@ -40,12 +48,17 @@ class Store:
         try:
             with self.fs.open_output_stream(tmp) as out:
                 write(out)
+                if self.fail_write and self.fail_write in rel:
+                    raise OSError(errno.ENOSPC, "No space left on device (injected by XLP_FAIL_WRITE)")
             self.fs.move(tmp, final)
-        except BaseException:
+        except BaseException as e:
             try:
                 self.fs.delete_file(tmp)
             except (OSError, FileNotFoundError):
                 pass
+            if isinstance(e, OSError) and e.errno in DISK_ERRORS:
+                raise XlpError(f"cannot write {final}: {DISK_ERRORS[e.errno]} ({e.strerror}); nothing "
+                               f"half-written was kept; free space or fix permissions and relaunch") from None
             raise
         return self.size(rel)
 

@@ -1,0 +1,1 @@
+"""Fetching inputs: UD releases into a local cache."""
