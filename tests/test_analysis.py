@@ -72,3 +72,13 @@ def test_degradation_significance_and_best_layers():
     bl = best_layers(layered).set_index("step")
     assert bl.loc[0, "best_layer"] == 1 and bl.loc[10, "best_layer"] == 1  # lowest layer on ties
     assert bl.loc[10, "last_layer"] == 2 and np.isclose(bl.loc[10, "last_layer_value"], 0.75)
+
+
+def test_lower_is_better_metric_bpc():
+    """bpc 5.0, 4.0, 3.5, 3.6: best (the minimum) at 200; reaching best / 0.95 = 3.684 first at 200;
+    normalised gain (5 - v) / 1.5 >= 0.95 first at 200; final - best = +0.1 (a loss, not a gain)."""
+    rows = [dict(task="bpc", layer=4, src_lang="en", tgt_lang="en", metric="bpc", step=s, seed=0, value=v,
+                 baseline=6.0) for s, v in zip((0, 100, 200, 400), (5.0, 4.0, 3.5, 3.6))]
+    e = emergence_table(pd.DataFrame(rows), 0.95).iloc[0]
+    assert (e.best_step, e.best_value, e.emergence_step, e.emergence_step_normalized) == (200, 3.5, 200, 200)
+    assert e.first_value == 5.0 and e.final_value == 3.6 and abs(e.final_minus_best - 0.1) < 1e-12

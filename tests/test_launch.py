@@ -172,3 +172,78 @@ def test_unsatisfiable_resources_are_an_error_not_a_hang(tmp_path, tiny_series, 
     spec = spec.model_copy(update={"cluster": spec.cluster.model_copy(update={"gpus_per_extractor": 1})})
     with pytest.raises(XlpError, match="cluster.gpus_per_extractor: 1 GPU per worker, but the Ray cluster has 0 GPU"):
         launch(spec, quiet=True)
+
+
+def _section(page: str, sid: str) -> str:
+    import re
+
+    return re.search(rf'<section id="{sid}">(.*?)</section>', page, re.S).group(1)
+
+
+def test_report_of_a_real_run_matches_its_results(clean_grid):
+    import re
+
+    import pandas as pd
+
+    from xlp.report import SECTIONS
+
+    _, run, _, _ = clean_grid
+    page = (run / "report/index.html").read_text()
+    assert all(f'<section id="{sid}">' in page for sid in SECTIONS)
+    for name in ("curves_pos", "transfer_pos", "layers_pos"):
+        assert (run / f"report/figures/{name}.png").stat().st_size > 1000
+        assert (run / f"report/figures/{name}.svg").stat().st_size > 1000
+    assert page.count("data:image/png;base64,") == 3 and "dotted = the step-0" in page
+    assert "timing: extract" in _section(page, "summary") and "transformers" in _section(page, "summary")
+    emergence = pd.read_parquet(run / "results/emergence.parquet")
+    table = _section(page, "emergence")
+    header = re.findall(r"<th>(.*?)</th>", table)
+    rows = [dict(zip(header, re.findall(r"<td>(.*?)</td>", tr)))
+            for tr in re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1], re.S)]
+    assert len(rows) == len(emergence) == 3 * 3 * 3
+    for got, (_, e) in zip(rows, emergence.iterrows()):
+        assert (got["layer"], got["src_lang"], got["tgt_lang"]) == (str(e.layer), e.src_lang, e.tgt_lang)
+        assert got["best_step"] == str(e.best_step) and got["emergence_step"] == str(e.emergence_step)
+        assert got["best_value"] == f"{e.best_value:.4f}" and got["final_minus_best"] == f"{e.final_minus_best:.4f}"
+
+
+def test_report_renders_in_headless_chromium(clean_grid, tmp_path):
+    import shutil
+
+    browser = shutil.which("chromium")
+    playwright = pytest.importorskip("playwright.sync_api")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (see the README's set-up)")
+    _, run, _, _ = clean_grid
+    problems = []
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=browser, args=["--no-sandbox"])
+        page = b.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda m: problems.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.goto((run / "report/index.html").as_uri())
+        loaded = page.evaluate("[...document.images].map(i => i.complete && i.naturalWidth > 0)")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)  # for looking at, not committed
+        b.close()
+    assert problems == [] and loaded == [True, True, True]
+
+
+def test_json_mode_streams_one_line_per_unit_then_a_summary(tmp_path, tiny_series, ray_local):
+    import json
+
+    from conftest import run_xlp
+
+    _grid_spec(tmp_path, tiny_series, tmp_path / "run", languages=("vi",))
+    r = run_xlp("launch", tmp_path / "grid.yaml", "--json")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.splitlines()]  # every stdout line is JSON
+    assert events[0] == {"event": "plan", "extract": 6, "probe": 3, "already_done": 0,
+                         "extract_todo": 6, "probe_todo": 3}
+    units = [e for e in events if e["event"] == "unit"]
+    assert sorted(e["finished"] for e in units if e["stage"] == "extract") == list(range(1, 7))
+    assert sorted(e["finished"] for e in units if e["stage"] == "probe") == [1, 2, 3]
+    assert all(e["status"] == "done" for e in units) and events[-1]["event"] == "summary"
+    assert events[-1]["extracted"] == 6 and events[-1]["probed"] == 3 and not events[-1]["failed"]
+    assert sum(e["advance"] for e in events if e["event"] == "reduce") == events[-2]["total"]
+    again = [json.loads(line) for line in run_xlp("launch", tmp_path / "grid.yaml", "--json").stdout.splitlines()]
+    assert again[0]["already_done"] == 9 and not [e for e in again if e["event"] == "unit"]

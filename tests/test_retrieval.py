@@ -38,8 +38,9 @@ def test_minilm_retrieval_matrix_over_udhr(tmp_path, ray_local):
         tmp_path / "r.yaml", name="retrieval", output=str(tmp_path / "run"),
         checkpoints=[{"path": str(MINILM), "step": 0}],
         data={"ud_root": "${XLP_SHARED}/ud", "languages": UDHR_LANGS},
-        tasks=["retrieval"], layers=[0, 6], probe={"seeds": [0, 1]}))
+        tasks=["retrieval", "bpc"], layers=[0, 6], probe={"seeds": [0, 1]}))
     res = launch(spec, quiet=True)
+    assert any("has no masked-LM head" in n for n in res.plan.notes)  # MiniLM: bpc skipped, not an error
     assert not res.failed and res.extracted == 0 and res.probed == 1  # one unit per checkpoint, no features
     df = pq.read_table(tmp_path / "run/results/probes.parquet").to_pandas()
     assert len(df) == 2 * 12 * 12 * 2  # layers x sources x targets x seeds

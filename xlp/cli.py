@@ -36,7 +36,7 @@ def launch(
     spec: Path = typer.Argument(..., help="The experiment spec (YAML)."),
     address: Optional[str] = typer.Option(None, help="Ray address; overrides the spec and RAY_ADDRESS."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary at the end."),
+    as_json: bool = typer.Option(False, "--json", help="JSON lines on stdout: one per finished unit, then a summary."),
 ) -> None:
     """Validate SPEC, run extraction and probes on Ray, reduce, and write results and a report.
 
@@ -51,12 +51,13 @@ def launch(
         cfg = s.pretrain.model_copy(update={"ud_root": s.pretrain.ud_root or s.data.ud_root,
                                             "languages": s.pretrain.languages or sorted(s.data.languages)})
         pretrain(cfg, console=err, quiet=quiet)
-    result = run_launch(s, console=err, quiet=quiet, address=address)
+    emit = (lambda event: print(json.dumps(event), flush=True)) if as_json else None
+    result = run_launch(s, console=err, quiet=quiet or as_json, address=address, events=emit)
     summary = {"run": s.output, "extracted": result.extracted, "probed": result.probed,
                "skipped_done": result.skipped, "failed": result.failed, "seconds": round(result.seconds, 2),
                "results": f"{s.output}/results", "report": f"{s.output}/report/index.html"}
     if as_json:
-        stdout.print_json(json.dumps(summary))
+        print(json.dumps({"event": "summary", **summary}), flush=True)
     elif not quiet:
         err.print(f"[green]done[/] in {result.seconds:.1f}s: {result.extracted} shards extracted, "
                   f"{result.probed} probe units fit, {result.skipped} already done. "

@@ -16,7 +16,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import Normalize, SymLogNorm  # noqa: E402
 
+from xlp.orchestrator.analysis import direction  # noqa: E402
 from xlp.tasks import SENTENCE_TASKS  # noqa: E402
+from xlp.tasks.bpc import PASSES  # noqa: E402
 
 PALETTE = plt.get_cmap("tab10").colors  # colour-blind-safe enough, and matches the matplotlib default
 MARKERS = "os^D"  # with more than 10 languages, colours repeat and the marker tells them apart
@@ -100,14 +102,14 @@ class _Report:
         return (f'<figure><img alt="{esc(name)}" src="data:image/png;base64,{data}">'
                 f"<figcaption>{esc(caption)} (<code>figures/{esc(name)}.svg</code>)</figcaption></figure>")
 
-    def curve_rows(self, task: str, layer: int) -> pd.DataFrame:
+    def curve_rows(self, task: str, layer: int | None = None) -> pd.DataFrame:
         """The rows of each language's curve: in-language, or for retrieval (where a sentence trivially
-        finds itself) the language as source against every other target."""
+        finds itself) the language as source against every other target; one layer or all."""
         if task in SENTENCE_TASKS:
             d = self.probes[self.probes["src_lang"] != self.probes["tgt_lang"]]
         else:
             d = self.inlang
-        return d[(d["task"] == task) & (d["layer"] == layer)]
+        return d[(d["task"] == task) & ((d["layer"] == layer) if layer is not None else True)]
 
     def curves(self, task: str) -> str:
         layer = self.last_layer(task)
@@ -177,7 +179,8 @@ class _Report:
                            "source → target curve (probe trained on the source, tested on the target).")
 
     def layers(self, task: str) -> str:
-        d = self.inlang[self.inlang["task"] == task]
+        d = self.curve_rows(task)
+        what = "cross-lingual" if task in SENTENCE_TASKS else "in-language"
         grid = d.groupby(["layer", "step"])["value"].mean().unstack("step")
         if grid.empty:
             return ""
@@ -189,11 +192,11 @@ class _Report:
             ax.set_xticks(range(0, grid.shape[1], every), [str(s) for s in grid.columns[::every]], rotation=45)
             ax.set_yticks(range(grid.shape[0]), [str(x) for x in grid.index])
             ax.set(xlabel="pretraining step", ylabel="layer (0 = embeddings)",
-                   title=f"{task}: mean in-language {d['metric'].iloc[0]} by layer and step")
+                   title=f"{task}: mean {what} {d['metric'].iloc[0]} by layer and step")
             fig.colorbar(im, ax=ax, label=d["metric"].iloc[0])
             return fig
 
-        return self.figure(f"layers_{task}", draw, f"{task}: in-language value averaged over languages and seeds.")
+        return self.figure(f"layers_{task}", draw, f"{task}: {what} value averaged over languages and seeds.")
 
     def best(self) -> str:
         rows, lines = [], []
@@ -204,16 +207,18 @@ class _Report:
             if curves.empty:
                 continue
             curves = curves.loc[[x for x in self.style if x in curves.index]]
-            avg_step = curves.mean(axis=0).idxmax()  # steps ascend, so idxmax is the earliest on ties
+            sign = direction(str(d["metric"].iloc[0]))  # bpc: lower is better
+            avg_step = (sign * curves.mean(axis=0)).idxmax()  # steps ascend, so idxmax is the earliest on ties
             lines.append(f"<p>{esc(task)} (layer {layer}): single best-on-average checkpoint = step {avg_step} "
                          f"(mean over languages {curves[avg_step].mean():.4f}).</p>")
             for lang, c in curves.iterrows():
                 c = c.dropna()
-                rows.append({"task": task, "language": lang, "layer": layer, "best_step": c.idxmax(),
-                             "best_value": c.max(), "final_step": c.index[-1], "final_value": c.iloc[-1],
-                             "final_minus_best": c.iloc[-1] - c.max(), "avg_best_step": avg_step,
+                best = (sign * c).idxmax()
+                rows.append({"task": task, "language": lang, "layer": layer, "best_step": best,
+                             "best_value": c[best], "final_step": c.index[-1], "final_value": c.iloc[-1],
+                             "final_minus_best": c.iloc[-1] - c[best], "avg_best_step": avg_step,
                              "value_at_avg_best": curves.at[lang, avg_step],
-                             "regret": c.max() - curves.at[lang, avg_step]})
+                             "regret": sign * (c[best] - curves.at[lang, avg_step])})
         return "".join(lines) + (_table(pd.DataFrame(rows)) if rows else "<p>No in-language results.</p>")
 
 
@@ -233,7 +238,13 @@ def write_report(store, spec, plan: dict, probes: pd.DataFrame, emergence: pd.Da
 <dt>Curve</dt><dd>metric against pretraining step for one (task, layer, source, target), averaged over probe seeds.</dd>
 <dt>Emergence step</dt><dd>the first checkpoint whose value reaches θ × the curve's best value, θ = {theta}.
 The normalised variant is the first checkpoint with (value − first) / (best − first) ≥ θ.</dd>
-<dt>Best checkpoint</dt><dd>the argmax of the curve, the earliest on ties; final_minus_best = final value − best value.</dd>
+<dt>Best checkpoint</dt><dd>the argmax of the curve (argmin for bits per character), the earliest on ties;
+final_minus_best = final value − best value.</dd>
+<dt>bpc</dt><dd>masked-LM bits per character of each language's test text: {PASSES} masking passes, pass j masks the
+tokens whose index is j mod {PASSES}, so every token is predicted once; bits / characters covered. Its row's
+layer is the model's last (the head reads it); baseline = a uniform distribution over the vocabulary.</dd>
+<dt>retrieval</dt><dd>accuracy@1 of cosine nearest-neighbour search between mean-pooled subword vectors of parallel
+sentences (special tokens left out); baseline = chance.</dd>
 <dt>Single best-on-average checkpoint</dt><dd>the step maximising the mean over languages of the in-language curve
 (last layer); a language's regret = its best value − its value at that step.</dd>
 <dt>Probe</dt><dd>L2-regularised (l2 = {spec.probe.l2}) multinomial logistic regression on frozen word vectors

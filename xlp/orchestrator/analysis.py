@@ -6,6 +6,12 @@ import numpy as np
 import pandas as pd
 
 CURVE_KEYS = ["task", "layer", "src_lang", "tgt_lang"]
+LOWER_IS_BETTER = {"bpc"}  # metrics where the best checkpoint is the minimum
+
+
+def direction(metric: str) -> int:
+    """+1 where higher is better, -1 where lower is (the curve is scored as -value, reported as value)."""
+    return -1 if metric in LOWER_IS_BETTER else 1
 
 
 def curve_stats(steps: np.ndarray, values: np.ndarray, threshold: float = 0.95) -> dict:
@@ -42,7 +48,10 @@ def emergence_table(probes: pd.DataFrame, threshold: float = 0.95) -> pd.DataFra
     rows = []
     for key, c in curves.groupby(CURVE_KEYS + ["metric"], sort=True):
         c = c.sort_values("step")
-        stats = curve_stats(c["step"].to_numpy(), c["value"].to_numpy(), threshold)
+        sign = direction(key[-1])
+        stats = curve_stats(c["step"].to_numpy(), sign * c["value"].to_numpy(), threshold)
+        for field in ("first_value", "best_value", "final_value", "final_minus_best"):
+            stats[field] *= sign  # back to the metric's units: for bpc, final_minus_best > 0 is a loss
         rows.append({**dict(zip(CURVE_KEYS + ["metric"], key)), **stats,
                      "baseline": float(c["baseline"].mean()), "threshold": threshold})
     return pd.DataFrame(rows)
@@ -70,21 +79,25 @@ def unpack_correct(packed: bytes, n: int) -> np.ndarray:
 def degradation_tests(probes: pd.DataFrame, emergence: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Add degradation_p (paired bootstrap, best vs final checkpoint, over test items) and
     degradation_significant (final below best with p < alpha) to the emergence table."""
-    if emergence.empty or "correct" not in probes or probes["correct"].isna().any():
+    if emergence.empty or "correct" not in probes:
         return emergence.assign(degradation_p=np.nan, degradation_significant=False)
     items = {}
-    for key, g in probes.groupby(CURVE_KEYS + ["step"], sort=False):
+    for key, g in probes[probes["correct"].notna()].groupby(CURVE_KEYS + ["step"], sort=False):
         n = int(g["n_test"].iloc[0])
         items[key] = np.mean([unpack_correct(c, n) for c in g["correct"]], axis=0)
     p_values = []
     for r in emergence.itertuples(index=False):
         key = (r.task, r.layer, r.src_lang, r.tgt_lang)
+        best, final = items.get((*key, r.best_step)), items.get((*key, r.final_step))
         if r.best_step == r.final_step:
             p_values.append(1.0)
+        elif best is None or final is None:  # no per-item scores (bpc): no test
+            p_values.append(np.nan)
         else:
-            p_values.append(paired_bootstrap_p(items[(*key, r.best_step)], items[(*key, r.final_step)]))
+            p_values.append(paired_bootstrap_p(best, final))
     out = emergence.assign(degradation_p=p_values)
-    out["degradation_significant"] = (out.final_minus_best < 0) & (out.degradation_p < alpha)
+    worse = out.final_minus_best * out.metric.map(direction) < 0
+    out["degradation_significant"] = worse & (out.degradation_p < alpha)
     return out
 
 
@@ -94,10 +107,11 @@ def best_layers(probes: pd.DataFrame) -> pd.DataFrame:
     if ins.empty:
         return pd.DataFrame(columns=["task", "lang", "step", "best_layer", "best_layer_value"])
     curve = ins.groupby(["task", "src_lang", "step", "layer"], sort=True).value.mean().reset_index()
+    metric_of = ins.groupby("task")["metric"].first().to_dict() if "metric" in ins else {}
     rows = []
     for (task, lang, step), g in curve.groupby(["task", "src_lang", "step"], sort=True):
         g = g.sort_values("layer")
-        i = int(np.argmax(g.value.to_numpy()))
+        i = int(np.argmax(g.value.to_numpy() * direction(metric_of.get(task, ""))))
         rows.append({"task": task, "lang": lang, "step": step, "best_layer": int(g.layer.iloc[i]),
                      "best_layer_value": float(g.value.iloc[i]), "last_layer": int(g.layer.iloc[-1]),
                      "last_layer_value": float(g.value.iloc[-1])})

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -14,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from xlp.errors import XlpError
 from xlp.orchestrator.ledger import Ledger
 from xlp.orchestrator.lock import run_lock
-from xlp.orchestrator.plan import Plan, RetrievalUnit, make_plan
+from xlp.orchestrator.plan import Plan, SentenceUnit, make_plan
 from xlp.orchestrator.ray_session import ray_session
 from xlp.orchestrator.reduce import reduce_run
 from xlp.spec import Spec
@@ -36,27 +37,42 @@ def _error_text(e: BaseException) -> str:
     return f"{type(cause).__name__}: {cause}" if not isinstance(cause, XlpError) else str(cause)
 
 
-def launch(spec: Spec, console: Console | None = None, quiet: bool = False, address: str | None = None) -> LaunchResult:
-    """Run (or resume) the whole grid; redo only units the ledger does not show as done."""
+def launch(spec: Spec, console: Console | None = None, quiet: bool = False, address: str | None = None,
+           events: Callable[[dict], None] | None = None) -> LaunchResult:
+    """Run (or resume) the whole grid; redo only units the ledger does not show as done.
+
+    Progress: Rich bars per stage on `console` unless quiet; `events` gets one dict per finished
+    unit and per stage (for `xlp launch --json`)."""
     start = time.time()
     console = console or Console(stderr=True)
     store = Store(spec.output)
     plan = make_plan(spec)
     with run_lock(store):
-        return _launch(spec, plan, store, console, quiet, address, start)
+        return _launch(spec, plan, store, console, quiet, address, start, events or (lambda _: None))
 
 
-def _launch(spec, plan, store, console, quiet, address, start) -> LaunchResult:
+def _launch(spec, plan, store, console, quiet, address, start, emit) -> LaunchResult:
     store.write_bytes("plan.json", plan.to_json().encode())
     store.write_bytes("spec.json", spec.model_dump_json(indent=1).encode())
     ledger = Ledger(store)
     ext_todo = [u for u in plan.extract if not ledger.is_done("extract", u.key, u.hash)]
     probe_todo = [u for u in plan.probe if not ledger.is_done("probe", u.key, u.hash)]
     result = LaunchResult(plan=plan, skipped=len(plan.extract) + len(plan.probe) - len(ext_todo) - len(probe_todo))
-    if ext_todo or probe_todo:
-        with ray_session(spec.cluster, address):
-            _run(spec, plan, ledger, ext_todo, probe_todo, result, console, quiet)
-    reduce_run(store, spec, ledger=ledger)  # the ledger the run kept current, not a second listing
+    emit({"event": "plan", "extract": len(plan.extract), "probe": len(plan.probe), "already_done": result.skipped,
+          "extract_todo": len(ext_todo), "probe_todo": len(probe_todo)})
+    with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                  console=console, disable=quiet, transient=False) as progress:
+        if ext_todo or probe_todo:
+            with ray_session(spec.cluster, address):
+                _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit)
+        bar = progress.add_task("reduce", total=None, rate="")
+
+        def reduced(n: int, total: int) -> None:
+            progress.update(bar, advance=n, total=total)
+            emit({"event": "reduce", "advance": n, "total": total})
+
+        reduce_run(store, spec, ledger=ledger, on_step=reduced)  # the ledger the run kept current
     result.seconds = time.time() - start
     return result
 
@@ -73,10 +89,10 @@ def _check_resources(available: dict, cl, extracting: bool) -> None:
                            f"{available.get(resource, 0):g} {resource} in all")
 
 
-def _run(spec, plan, ledger, ext_todo, probe_todo, result, console, quiet) -> None:
+def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> None:
     import ray
 
-    from xlp.orchestrator.work import ExtractionWorker, run_probe, run_retrieval
+    from xlp.orchestrator.work import ExtractionWorker, run_probe, run_sentence_unit
 
     fail = {"unit": os.environ.get("XLP_FAIL_UNIT"), "write": os.environ.get("XLP_FAIL_WRITE")}
     todo_keys = {u.key for u in ext_todo}
@@ -96,7 +112,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, console, quiet) -> No
               .remote(spec, plan.layers) for _ in range(n_actors)]
     probe_task = ray.remote(run_probe).options(num_cpus=cl.cpus_per_probe, max_retries=2)
     # sentence tasks run the model: they get an extractor's resources
-    retrieval_task = ray.remote(run_retrieval).options(num_cpus=cl.cpus_per_extractor,
+    sentence_task = ray.remote(run_sentence_unit).options(num_cpus=cl.cpus_per_extractor,
                                                        num_gpus=cl.gpus_per_extractor, max_retries=2)
     load = [0] * n_actors
     inflight: dict = {}
@@ -116,44 +132,45 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, console, quiet) -> No
                 ledger.record_failure("probe", u.key, u.hash, "an input shard failed to extract")
                 result.failed[f"probe {u.key}"] = "input shard failed"
             elif all(k in done_ext for k in u.needs):
-                task = retrieval_task if isinstance(u, RetrievalUnit) else probe_task
+                task = sentence_task if isinstance(u, SentenceUnit) else probe_task
                 inflight[task.remote(spec_ref, u, fail)] = ("probe", u, None)
             else:
                 still.append(u)
         waiting[:] = still
 
-    with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console, disable=quiet, transient=False) as progress:
-        bars = {"extract": progress.add_task("extract", total=len(ext_todo), rate=""),
-                "probe": progress.add_task("probe", total=len(probe_todo), rate="")}
-        words, t0 = 0, time.time()
-        for i in range(n_actors):
-            feed(i)
-        submit_ready()
-        while inflight:
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            stage, unit, i = inflight.pop(ready[0])
-            try:
-                info = ray.get(ready[0])
-                ledger.record(stage, unit.key, unit.hash, unit.output, info.pop("bytes"), **info)
-                if stage == "extract":
-                    done_ext.add(unit.key)
-                    result.extracted += 1
-                    words += info["rows"]
-                    progress.update(bars["extract"], rate=f"{words / (time.time() - t0):,.0f} words/s")
-                else:
-                    result.probed += 1
-            except Exception as e:  # noqa: BLE001 - a failed unit is recorded; the run goes on
-                ledger.record_failure(stage, unit.key, unit.hash, _error_text(e))
-                result.failed[f"{stage} {unit.key}"] = _error_text(e)
-                if stage == "extract":
-                    failed_ext.add(unit.key)
-            progress.advance(bars[stage])
+    bars = {"extract": progress.add_task("extract", total=len(ext_todo), rate=""),
+            "probe": progress.add_task("probe", total=len(probe_todo), rate="")}
+    words, t0, finished = 0, time.time(), Counter()
+    for i in range(n_actors):
+        feed(i)
+    submit_ready()
+    while inflight:
+        ready, _ = ray.wait(list(inflight), num_returns=1)
+        stage, unit, i = inflight.pop(ready[0])
+        try:
+            info = ray.get(ready[0])
+            ledger.record(stage, unit.key, unit.hash, unit.output, info.pop("bytes"), **info)
             if stage == "extract":
-                load[i] -= 1
-                if load[i] == 0:
-                    feed(i)
-                if load[i] == 0:  # nothing left to extract: free its CPUs/GPUs for probes
-                    ray.kill(actors[i])
-            submit_ready()
+                done_ext.add(unit.key)
+                result.extracted += 1
+                words += info["rows"]
+                progress.update(bars["extract"], rate=f"{words / (time.time() - t0):,.0f} words/s")
+            else:
+                result.probed += 1
+        except Exception as e:  # noqa: BLE001 - a failed unit is recorded; the run goes on
+            ledger.record_failure(stage, unit.key, unit.hash, _error_text(e))
+            result.failed[f"{stage} {unit.key}"] = _error_text(e)
+            if stage == "extract":
+                failed_ext.add(unit.key)
+        progress.advance(bars[stage])
+        finished[stage] += 1
+        emit({"event": "unit", "stage": stage, "key": unit.key,
+              "status": "failed" if f"{stage} {unit.key}" in result.failed else "done",
+              "finished": finished[stage], "total": len(ext_todo if stage == "extract" else probe_todo)})
+        if stage == "extract":
+            load[i] -= 1
+            if load[i] == 0:
+                feed(i)
+            if load[i] == 0:  # nothing left to extract: free its CPUs/GPUs for probes
+                ray.kill(actors[i])
+        submit_ready()

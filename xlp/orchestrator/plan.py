@@ -19,6 +19,7 @@ from xlp.storage.features import shard_path
 from xlp.data.ud_release import resolve_ud_root
 from xlp.paths import shared_dir
 from xlp.tasks import TASKS
+from xlp.tasks.bpc import has_mlm_head
 from xlp.tasks.retrieval import parallel_pud, parallel_udhr
 from xlp.tasks.ud import find_treebank, read_conllu
 
@@ -71,15 +72,16 @@ class ProbeUnit:
 
 
 @dataclass(frozen=True)
-class RetrievalUnit:
-    """One checkpoint's sentence retrieval between every pair of languages, every layer."""
+class SentenceUnit:
+    """A task on whole sentences that runs the model itself, for one checkpoint and all languages:
+    retrieval (every layer, every language pair) or bpc (the MLM head, each language's test text)."""
     ckpt: Checkpoint
     task: str
     layers: tuple[int, ...]
-    corpus: str
+    corpus: str  # retrieval: udhr or pud; bpc: the test split
     langs: tuple[str, ...]
     hash: str
-    needs: tuple[str, ...] = ()  # runs the model itself: no extraction unit to wait for
+    needs: tuple[str, ...] = ()  # no extraction unit to wait for
 
     @property
     def key(self) -> str:
@@ -95,7 +97,7 @@ class Plan:
     checkpoints: list[Checkpoint]
     layers: list[int]
     extract: list[ExtractUnit] = field(default_factory=list)
-    probe: list[ProbeUnit | RetrievalUnit] = field(default_factory=list)
+    probe: list[ProbeUnit | SentenceUnit] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -254,6 +256,8 @@ def make_plan(spec: Spec) -> Plan:
                                                 needs=needs, hash=h))
     if "retrieval" in spec.tasks:
         _plan_retrieval(spec, plan, ckpts, layers, ud_root)
+    if "bpc" in spec.tasks:
+        _plan_bpc(spec, plan, ckpts, depths, test_files)
     return plan
 
 
@@ -267,6 +271,37 @@ def retrieval_texts(spec: Spec, ud_root: Path) -> tuple[dict[str, list[str]], li
     return parallel_pud(ud_root, langs, r.max_sentences), files
 
 
+def bpc_texts(spec: Spec, ud_root: Path) -> dict[str, list[str]]:
+    """Each language's test sentences (the raw `# text`), capped like the probes' test sets."""
+    d, out = spec.data, {}
+    for lang in d.languages:
+        test = find_treebank(ud_root, lang, d.treebanks.get(lang)).split_file(d.test_split)
+        if test:
+            out[lang] = [s.text for s in read_conllu(test[1], d.max_test_sentences, (lambda _: None)
+                                                     if d.conllu == "lenient" else None) if s.text]
+    return out
+
+
+def _has_mlm_head(ckpt: Checkpoint, spec: Spec) -> bool:
+    if ckpt.is_local:
+        return has_mlm_head(Path(ckpt.location))
+    archs = load_config(ckpt, spec.trust_remote_code).architectures or []
+    return any("MaskedLM" in a for a in archs)
+
+
+def _plan_bpc(spec: Spec, plan: Plan, ckpts: list[Checkpoint], depths: dict, test_files: dict) -> None:
+    langs = tuple(lang for lang in spec.data.languages if lang in test_files)
+    inputs = [_file_identity(test_files[lang][1]) for lang in langs]
+    for ckpt in ckpts:
+        if not _has_mlm_head(ckpt, spec):
+            plan.notes.append(f"bpc: {ckpt.name} has no masked-LM head; no bits per character for it")
+            continue
+        h = digest({"task": "bpc", "langs": langs, "files": inputs, "cap": spec.data.max_test_sentences,
+                    "ckpt": ckpt.identity(), "code": xlp.__version__})
+        plan.probe.append(SentenceUnit(ckpt=ckpt, task="bpc", layers=(depths[ckpt.name],),
+                                       corpus=spec.data.test_split, langs=langs, hash=h))
+
+
 def _plan_retrieval(spec: Spec, plan: Plan, ckpts: list[Checkpoint], layers: list[int], ud_root: Path) -> None:
     texts, files = retrieval_texts(spec, ud_root)  # pre-flight: the corpus is read and aligned now
     missing = [lang for lang in spec.data.languages if lang not in texts]
@@ -275,6 +310,6 @@ def _plan_retrieval(spec: Spec, plan: Plan, ckpts: list[Checkpoint], layers: lis
     common = {"task": "retrieval", "retrieval": spec.retrieval.model_dump(exclude={"udhr"}), "layers": layers,
               "langs": sorted(texts), "files": [_file_identity(f) for f in files], "code": xlp.__version__}
     for ckpt in ckpts:
-        plan.probe.append(RetrievalUnit(ckpt=ckpt, task="retrieval", layers=tuple(layers),
+        plan.probe.append(SentenceUnit(ckpt=ckpt, task="retrieval", layers=tuple(layers),
                                         corpus=spec.retrieval.corpus, langs=tuple(texts),
                                         hash=digest({**common, "ckpt": ckpt.identity()})))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -35,10 +36,11 @@ def _timings(ledger: Ledger, plan: dict) -> dict[str, str]:
     return out
 
 
-def reduce_run(store: Store, spec: Spec, force: bool = False,
-               ledger: Ledger | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def reduce_run(store: Store, spec: Spec, force: bool = False, ledger: Ledger | None = None,
+               on_step: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reduce the probe outputs that the run's plan (RUN/plan.json) names; unless forced, skip it when
-    nothing they depend on changed since the last reduction."""
+    nothing they depend on changed since the last reduction. `on_step(advance, total)` reports progress."""
+    tick = on_step or (lambda n, total: None)
     plan = json.loads(store.read_bytes("plan.json"))
     ledger = ledger or Ledger(store)  # an output left by an older plan (another hash) is not a result
     outputs = [f"probes/{key}/part-0.parquet" for key, h in plan["units"]["probe"].items()
@@ -48,13 +50,20 @@ def reduce_run(store: Store, spec: Spec, force: bool = False,
     inputs = digest({"plan": plan, "analysis": spec.analysis.model_dump(), "name": spec.name,
                      "outputs": {o: present.get(o) for o in outputs}})
     if not force and store.exists(REDUCED) and json.loads(store.read_bytes(REDUCED)).get("inputs") == inputs:
+        tick(1, 1)
         return (pd.read_parquet(store.path("results/probes.parquet"), filesystem=store.fs),
                 pd.read_parquet(store.path("results/emergence.parquet"), filesystem=store.fs))
-    tables = [store.read_table(o) for o in outputs if o in present]
+    total = len(outputs) + 2  # read each output, then the analysis, then tables and report
+    tables = []
+    for o in outputs:
+        if o in present:
+            tables.append(store.read_table(o))
+        tick(1, total)
     probes = pa.concat_tables(tables, promote_options="default").to_pandas() if tables else pd.DataFrame(columns=PROBE_ORDER)
     probes = probes.sort_values(PROBE_ORDER, kind="stable").reset_index(drop=True)
     emergence = degradation_tests(probes, emergence_table(probes, spec.analysis.emergence_threshold))
     probes = probes.drop(columns=["correct"], errors="ignore")
+    tick(1, total)
     layers = best_layers(probes)
     selectivity = control_selectivity(probes)
     _write(store, "probes", probes)
@@ -66,4 +75,5 @@ def reduce_run(store: Store, spec: Spec, force: bool = False,
         extra["POS selectivity (accuracy minus control-task accuracy)"] = selectivity
     write_report(store, spec, plan, probes, emergence, extra, timings=_timings(ledger, plan))
     store.write_bytes(REDUCED, json.dumps({"inputs": inputs}).encode())
+    tick(1, total)
     return probes, emergence

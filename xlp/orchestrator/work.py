@@ -10,11 +10,13 @@ import pyarrow as pa
 
 from xlp.errors import XlpError
 from xlp.models.extract import WordFeatureExtractor
-from xlp.orchestrator.plan import ExtractUnit, ProbeUnit, RetrievalUnit, retrieval_texts
+from xlp.orchestrator.plan import ExtractUnit, ProbeUnit, SentenceUnit, bpc_texts, retrieval_texts
 from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, shard_path
 from xlp.tasks import TASKS
+from xlp.tasks.bpc import METRIC as BPC_METRIC
+from xlp.tasks.bpc import MlmScorer
 from xlp.tasks.probe import fit_probes, majority_accuracy
 from xlp.tasks.retrieval import METRIC as RETRIEVAL_METRIC
 from xlp.tasks.retrieval import retrieval_hits
@@ -112,14 +114,38 @@ def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None) -> dict:
             "ray_node": _ray_node()}
 
 
-def run_retrieval(spec: Spec, unit: RetrievalUnit, faults: dict | None = None, device: str | None = None) -> dict:
-    """Sentence vectors of every language's aligned text at every layer; accuracy@1 for each pair."""
+def run_sentence_unit(spec: Spec, unit: SentenceUnit, faults: dict | None = None, device: str | None = None) -> dict:
+    """A sentence task's unit: its rows, in the probe outputs' layout, written like a probe's."""
+    from xlp.data.ud_release import resolve_ud_root
+
     start = time.time()
     _fault_injection(unit.key, faults)
     store = Store(spec.output, fail_write=(faults or {}).get("write"))
-    from xlp.data.ud_release import resolve_ud_root
+    ud_root = resolve_ud_root(spec.data.ud_root, spec.data.languages, quiet=True)
+    rows = (_retrieval_rows if unit.task == "retrieval" else _bpc_rows)(spec, unit, ud_root, device)
+    nbytes = store.write_table(unit.output, pa.Table.from_pylist(rows))
+    return {"bytes": nbytes, "rows": len(rows), "seconds": time.time() - start, "node": socket.gethostname(),
+            "ray_node": _ray_node()}
 
-    texts, _ = retrieval_texts(spec, resolve_ud_root(spec.data.ud_root, spec.data.languages, quiet=True))
+
+def _bpc_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> list[dict]:
+    texts = bpc_texts(spec, ud_root)
+    scorer = MlmScorer(unit.ckpt.location, unit.ckpt.hub_kwargs(), spec.batch_tokens, device, spec.trust_remote_code)
+    rows = []
+    for lang in unit.langs:
+        bits, chars, tokens = scorer.bits(texts[lang])
+        uniform = np.log2(scorer.vocab_size) * tokens.sum() / chars.sum()  # a model that knows nothing
+        for seed in spec.probe.seeds:
+            rows.append({"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "task": unit.task,
+                         "layer": unit.layers[0], "src_lang": lang, "tgt_lang": lang, "seed": seed,
+                         "metric": BPC_METRIC, "value": float(bits.sum() / chars.sum()), "baseline": float(uniform),
+                         "n_train": 0, "n_test": len(bits), "seed_invariant": True, "correct": None})
+    return rows
+
+
+def _retrieval_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> list[dict]:
+    """Sentence vectors of every language's aligned text at every layer; accuracy@1 for each pair."""
+    texts, _ = retrieval_texts(spec, ud_root)
     extractor = WordFeatureExtractor(unit.ckpt, list(unit.layers), batch_tokens=spec.batch_tokens, device=device,
                                      trust_remote_code=spec.trust_remote_code, allow_pickle=spec.allow_pickle)
     vectors = {lang: extractor.sentence_means(texts[lang]) for lang in unit.langs}
@@ -135,6 +161,4 @@ def run_retrieval(spec: Spec, unit: RetrievalUnit, faults: dict | None = None, d
                                  "metric": RETRIEVAL_METRIC, "value": float(hits.mean()), "baseline": 1.0 / n,
                                  "n_train": 0, "n_test": n, "seed_invariant": True,
                                  "correct": np.packbits(hits).tobytes()})
-    nbytes = store.write_table(unit.output, pa.Table.from_pylist(rows))
-    return {"bytes": nbytes, "rows": len(rows), "seconds": time.time() - start, "node": socket.gethostname(),
-            "ray_node": _ray_node()}
+    return rows
