@@ -93,18 +93,22 @@ def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None) -> dict:
     rows = []
     for tgt, split in unit.targets:
         test, cols = _read(store, task, step, tgt, split, unit.layers)
-        Xt, yt = task.examples(test, cols, 0)  # one fixed test set for every seed and checkpoint
-        baseline = majority_accuracy(yt)
+        evaluate = getattr(task, "evaluate", None)  # a task that scores its own way (head selection)
+        if evaluate is None:
+            Xt, yt = task.examples(test, cols, 0)  # one fixed test set for every seed and checkpoint
+            baseline = majority_accuracy(yt)
+        else:
+            baseline = task.test_baseline(test)
         scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for seed, probe in probes.items():
             if id(probe) not in scores:
-                scores[id(probe)] = probe.score(Xt, yt, task.metric)
+                scores[id(probe)] = evaluate(probe, test, cols) if evaluate else probe.score(Xt, yt, task.metric)
             values, correct = scores[id(probe)]
             for li, layer in enumerate(unit.layers):
                 rows.append({"checkpoint": unit.ckpt.name, "step": step, "task": unit.task, "layer": layer,
                              "src_lang": unit.src, "tgt_lang": tgt, "seed": seed, "metric": task.metric,
                              "value": float(values[li]), "baseline": baseline,
-                             "n_train": n_train[seed], "n_test": len(yt), "seed_invariant": invariant,
+                             "n_train": n_train[seed], "n_test": correct.shape[1], "seed_invariant": invariant,
                              # per-item correctness, bit-packed: the reducer's paired bootstrap reads it
                              "correct": np.packbits(correct[li]).tobytes()})
     if not rows:

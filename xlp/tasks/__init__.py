@@ -5,11 +5,11 @@ features (L, n, d) and labels (n,); `needs` names the label columns it reads, `m
 reported, and `seeded` whether the examples themselves depend on the seed.
 """
 
-from xlp.tasks.arc import ArcTask
+from xlp.tasks.arc import ArcHeadTask, ArcTask
 from xlp.tasks.deprel import DeprelTask
 from xlp.tasks.pos import PosTask
 from xlp.tasks.pos_control import PosControlTask
 
-TASKS = {task.name: task for task in (PosTask(), PosControlTask(), ArcTask(), DeprelTask())}
+TASKS = {task.name: task for task in (PosTask(), PosControlTask(), ArcTask(), ArcHeadTask(), DeprelTask())}
 # tasks on whole sentences that run the model themselves (no probe, no stored word features)
 SENTENCE_TASKS = {"retrieval", "bpc"}

@@ -1,12 +1,14 @@
 """Dependency arc prediction: is word a the head of word b? Gold arcs against an equal number of
-non-arcs from the same sentence (sampled by the seed); metric balanced accuracy."""
+non-arcs from the same sentence (sampled by the seed); metric balanced accuracy. `arc_uas` uses the
+same probe to select each dependent's head among all words of its sentence (UAS)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 
-from xlp.tasks.pairs import arcs_and_non_arcs, pair_features
+from xlp.storage.features import vectors
+from xlp.tasks.pairs import arcs_and_non_arcs, pair_features, sentence_rows
 
 
 class ArcTask:
@@ -18,3 +20,44 @@ class ArcTask:
     def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         heads, deps, labels = arcs_and_non_arcs(table, seed)
         return pair_features(table, layer_columns, heads, deps), labels
+
+
+class ArcHeadTask(ArcTask):
+    """Head selection with the arc probe: trained as `arc` (gold arcs vs sampled non-arcs), then for
+    every dependent whose head is a word, every other word of its sentence is scored as its head and
+    the highest-scoring one is chosen; metric UAS over those dependents (the root is not scored)."""
+
+    name = "arc_uas"
+    metric = "uas"
+    CHUNK = 1024  # candidate pairs scored at a time (L x CHUNK x 3d floats)
+
+    def test_baseline(self, table: pa.Table) -> float:
+        """Choosing a head uniformly among the other words of the sentence."""
+        head_row, _, lengths = sentence_rows(table)
+        dep = np.flatnonzero(head_row >= 0)
+        return float(np.mean(1.0 / (lengths[dep] - 1))) if len(dep) else float("nan")
+
+    def evaluate(self, probe, table: pa.Table, layer_columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(L,) UAS and (L, n_dependents) whether each dependent's chosen head is its gold head."""
+        head_row, start, lengths = sentence_rows(table)
+        dep = np.flatnonzero(head_row >= 0)
+        vecs = [vectors(table, col) for col in layer_columns]
+        hits = np.zeros((len(layer_columns), len(dep)), dtype=bool)
+        i = 0
+        while i < len(dep):
+            j, size = i, 0
+            while j < len(dep) and (size == 0 or size + lengths[dep[j]] <= self.CHUNK):
+                size += lengths[dep[j]]
+                j += 1
+            chunk = dep[i:j]
+            cand = np.concatenate([start[d] + np.arange(lengths[d]) for d in chunk])
+            owner = np.repeat(np.arange(len(chunk)), lengths[chunk])
+            X = np.stack([np.concatenate([v[cand], v[chunk[owner]], v[cand] * v[chunk[owner]]], axis=1) for v in vecs])
+            score = probe.margin(X)  # (L, pairs): how much more an arc than a non-arc
+            score[:, cand == chunk[owner]] = -np.inf  # a word is not its own head
+            bounds = np.concatenate([[0], np.cumsum(lengths[chunk])])
+            for k in range(len(chunk)):
+                best = score[:, bounds[k]:bounds[k + 1]].argmax(1)
+                hits[:, i + k] = cand[bounds[k] + best] == head_row[chunk[k]]
+            i = j
+        return hits.mean(1) if len(dep) else np.full(len(layer_columns), np.nan), hits

@@ -31,6 +31,13 @@ class LinearProbes:
             Z = (torch.as_tensor(X, dtype=torch.float32) - self.mean) / self.scale
             return self.classes[torch.baddbmm(self.bias[:, None, :], Z, self.weight).argmax(-1).numpy()]
 
+    def margin(self, X: np.ndarray) -> np.ndarray:
+        """(L, n) logit of the last class minus the first's (for 0/1 labels: how much more a 1)."""
+        with torch.inference_mode():
+            Z = (torch.as_tensor(X, dtype=torch.float32) - self.mean) / self.scale
+            logits = torch.baddbmm(self.bias[:, None, :], Z, self.weight)
+            return (logits[..., -1] - logits[..., 0]).numpy()
+
     def accuracy(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """(L,) accuracy of each probe."""
         return self.score(X, y, "accuracy")[0]
