@@ -68,10 +68,13 @@ def test_degradation_significance_and_best_layers():
     assert not em.loc["fr", "degradation_significant"]
 
     layered = pd.DataFrame([dict(task="pos", src_lang="en", tgt_lang="en", step=s, layer=l, value=v)
-                            for s, vals in ((0, (0.5, 0.6, 0.6)), (10, (0.7, 0.8, 0.75))) for l, v in enumerate(vals)])
+                            for s, vals in ((0, (0.5, 0.6, 0.6)), (10, (0.7, 0.8, 0.75)), (20, (0.7, 0.8, 0.65)))
+                            for l, v in enumerate(vals)])
     bl = best_layers(layered).set_index("step")
     assert bl.loc[0, "best_layer"] == 1 and bl.loc[10, "best_layer"] == 1  # lowest layer on ties
     assert bl.loc[10, "last_layer"] == 2 and np.isclose(bl.loc[10, "last_layer_value"], 0.75)
+    # the last layer peaks at step 10 (0.75) and ends at 0.65: it lost 0.10 while layer 1 held 0.8
+    assert (bl.last_layer_best_step == 10).all() and np.allclose(bl.last_layer_final_minus_best, -0.10)
 
 
 def test_lower_is_better_metric_bpc():

@@ -1,5 +1,9 @@
-"""Cross-lingual sentence retrieval: the nearest-neighbour rule on hand-made vectors, the aligned
-corpora, and a real run of MiniLM over the 12 UDHR languages through real Ray."""
+"""Tasks on whole sentences: cross-lingual retrieval (the nearest-neighbour rule on hand-made vectors,
+the aligned corpora, a real run of MiniLM over the 12 UDHR languages through real Ray), XNLI-layout
+sentence pairs, and bpc's note for a checkpoint without an MLM head."""
+
+import csv
+import random
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -33,16 +37,49 @@ def test_corpora_are_aligned_across_languages(tmp_path):
         parallel_udhr(tmp_path / "bad.tsv", ["en", "de"], None)
 
 
-def test_minilm_retrieval_matrix_over_udhr(tmp_path, ray_local):
+def _xnli_layout(folder, langs=("en", "de")):
+    """Sentence pairs in XNLI's official TSV layout, made from UD sentences (no XNLI data here):
+    entailment = the premise itself, neutral = the premise plus words of another sentence,
+    contradiction = another sentence. Balanced, so the majority baseline is 1/3."""
+    from xlp.tasks.ud import find_treebank, read_conllu
+
+    folder.mkdir()
+    rng = random.Random(0)
+    rows = {"dev": [], "test": []}
+    for lang in langs:
+        tb = find_treebank(UD, lang)
+        texts = [s.text for s in read_conllu(tb.split_file("test")[1], 400) if s.text]
+        for split, chunk in (("dev", texts[:240]), ("test", texts[240:390])):
+            for i, premise in enumerate(chunk):
+                other = rng.choice([t for t in chunk if t != premise])
+                label = ("entailment", "neutral", "contradiction")[i % 3]
+                hypo = {"entailment": premise, "neutral": premise + " " + " ".join(other.split()[:4]),
+                        "contradiction": other}[label]
+                rows[split].append({"language": lang, "gold_label": label, "sentence1": premise,
+                                    "sentence2": hypo, "pairID": str(i)})
+    for split, rs in rows.items():
+        with open(folder / f"xnli.{split}.tsv", "w", encoding="utf-8", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rs[0]), delimiter="\t", quoting=csv.QUOTE_NONE, escapechar="\\")
+            w.writeheader()
+            w.writerows(rs)
+    return folder
+
+
+def test_minilm_sentence_tasks(tmp_path, ray_local):
     spec = load_spec(write_spec(
         tmp_path / "r.yaml", name="retrieval", output=str(tmp_path / "run"),
         checkpoints=[{"path": str(MINILM), "step": 0}],
-        data={"ud_root": "${XLP_SHARED}/ud", "languages": UDHR_LANGS},
-        tasks=["retrieval", "bpc"], layers=[0, 6], probe={"seeds": [0, 1]}))
+        data={"ud_root": "${XLP_SHARED}/ud", "languages": UDHR_LANGS, "xnli": str(_xnli_layout(tmp_path / "xnli"))},
+        tasks=["retrieval", "bpc", "xnli"], layers=[0, 6], probe={"seeds": [0, 1]}))
     res = launch(spec, quiet=True)
     assert any("has no masked-LM head" in n for n in res.plan.notes)  # MiniLM: bpc skipped, not an error
-    assert not res.failed and res.extracted == 0 and res.probed == 1  # one unit per checkpoint, no features
+    assert not res.failed and res.extracted == 0 and res.probed == 2  # one unit per checkpoint and task
     df = pq.read_table(tmp_path / "run/results/probes.parquet").to_pandas()
+    nli, df = df[df.task == "xnli"], df[df.task == "retrieval"]
+    assert len(nli) == 2 * 2 * 2 * 2  # layers x sources x targets x seeds
+    assert np.allclose(nli.baseline, 1 / 3) and (nli.n_train == 240).all() and (nli.n_test == 150).all()
+    # measured: 0.67-0.96 (layer 0), 0.71-0.91 (layer 6) for en/de in- and cross-language; majority 0.33
+    assert (nli.value > 0.6).all()
     assert len(df) == 2 * 12 * 12 * 2  # layers x sources x targets x seeds
     assert not df[["layer", "src_lang", "tgt_lang", "seed"]].duplicated().any()
     assert (df[df.src_lang == df.tgt_lang].value == 1.0).all()  # a sentence finds itself
@@ -53,4 +90,15 @@ def test_minilm_retrieval_matrix_over_udhr(tmp_path, ray_local):
     western = [pair[(6, "en", t)] for t in ("de", "fr", "es")]
     assert np.mean(western) >= 0.25 and np.mean(western) > np.mean([pair[(0, "en", t)] for t in ("de", "fr", "es")])
     emergence = pq.read_table(tmp_path / "run/results/emergence.parquet").to_pandas()
-    assert set(emergence.task) == {"retrieval"} and len(emergence) == 2 * 12 * 12
+    assert set(emergence.task) == {"retrieval", "xnli"} and len(emergence) == 2 * 12 * 12 + 2 * 2 * 2
+
+
+def test_xnli_without_data_is_a_note_not_an_error(tmp_path):
+    from xlp.orchestrator.plan import make_plan
+
+    spec = load_spec(write_spec(tmp_path / "x.yaml", name="x", output=str(tmp_path / "run"),
+                                checkpoints=[{"path": str(MINILM), "step": 0}],
+                                data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en", "de"]},
+                                tasks=["xnli"], layers=[6]))
+    plan = make_plan(spec)
+    assert plan.probe == [] and any(n.startswith("xnli: not run, no data") for n in plan.notes)

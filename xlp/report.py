@@ -17,7 +17,6 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import Normalize, SymLogNorm  # noqa: E402
 
 from xlp.orchestrator.analysis import direction  # noqa: E402
-from xlp.tasks import SENTENCE_TASKS  # noqa: E402
 from xlp.tasks.bpc import PASSES  # noqa: E402
 
 PALETTE = plt.get_cmap("tab10").colors  # colour-blind-safe enough, and matches the matplotlib default
@@ -30,6 +29,7 @@ th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}figcaption{font-siz
 pre{background:#f6f6f6;padding:1em;font-size:12px;overflow:auto}dt{font-weight:600}dd{margin:0 0 .6em 1.5em}"""
 
 esc = html.escape
+PAIRWISE_ONLY = {"retrieval"}  # a sentence trivially retrieves itself: curves use the other languages
 
 
 def _version(pkg: str) -> str:
@@ -105,7 +105,7 @@ class _Report:
     def curve_rows(self, task: str, layer: int | None = None) -> pd.DataFrame:
         """The rows of each language's curve: in-language, or for retrieval (where a sentence trivially
         finds itself) the language as source against every other target; one layer or all."""
-        if task in SENTENCE_TASKS:
+        if task in PAIRWISE_ONLY:
             d = self.probes[self.probes["src_lang"] != self.probes["tgt_lang"]]
         else:
             d = self.inlang
@@ -113,7 +113,7 @@ class _Report:
 
     def curves(self, task: str) -> str:
         layer = self.last_layer(task)
-        pairwise = task in SENTENCE_TASKS
+        pairwise = task in PAIRWISE_ONLY
         d = self.curve_rows(task, layer)
         if d.empty:
             return ""
@@ -180,7 +180,7 @@ class _Report:
 
     def layers(self, task: str) -> str:
         d = self.curve_rows(task)
-        what = "cross-lingual" if task in SENTENCE_TASKS else "in-language"
+        what = "cross-lingual" if task in PAIRWISE_ONLY else "in-language"
         grid = d.groupby(["layer", "step"])["value"].mean().unstack("step")
         if grid.empty:
             return ""

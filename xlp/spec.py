@@ -55,6 +55,7 @@ class DataSpec(_Strict):
     max_train_sentences: int | None = Field(2000, ge=1)
     max_test_sentences: int | None = Field(1000, ge=1)
     conllu: Literal["strict", "lenient"] = "strict"  # lenient: skip malformed sentences, report how many
+    xnli: str | None = Field(None, description="the XNLI-1.0 folder (xnli.dev.tsv, xnli.test.tsv), for task xnli")
 
     @field_validator("languages")
     @classmethod

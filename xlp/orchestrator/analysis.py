@@ -115,7 +115,14 @@ def best_layers(probes: pd.DataFrame) -> pd.DataFrame:
         rows.append({"task": task, "lang": lang, "step": step, "best_layer": int(g.layer.iloc[i]),
                      "best_layer_value": float(g.value.iloc[i]), "last_layer": int(g.layer.iloc[-1]),
                      "last_layer_value": float(g.value.iloc[-1])})
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    # the v2 finding: the last layer's value at the final checkpoint minus its value at its own best step
+    for (task, lang), g in out.groupby(["task", "lang"], sort=False):
+        sign = direction(metric_of.get(task, ""))
+        best = g.loc[(sign * g.last_layer_value).idxmax()]
+        out.loc[g.index, "last_layer_best_step"] = int(best.step)
+        out.loc[g.index, "last_layer_final_minus_best"] = g.last_layer_value.iloc[-1] - best.last_layer_value
+    return out.astype({"last_layer_best_step": int})
 
 
 def control_selectivity(probes: pd.DataFrame) -> pd.DataFrame:

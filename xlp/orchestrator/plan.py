@@ -19,6 +19,7 @@ from xlp.storage.features import shard_path
 from xlp.data.ud_release import resolve_ud_root
 from xlp.paths import shared_dir
 from xlp.tasks import TASKS
+from xlp.tasks import xnli
 from xlp.tasks.bpc import has_mlm_head
 from xlp.tasks.retrieval import parallel_pud, parallel_udhr
 from xlp.tasks.ud import find_treebank, read_conllu
@@ -258,7 +259,29 @@ def make_plan(spec: Spec) -> Plan:
         _plan_retrieval(spec, plan, ckpts, layers, ud_root)
     if "bpc" in spec.tasks:
         _plan_bpc(spec, plan, ckpts, depths, test_files)
+    if "xnli" in spec.tasks:
+        _plan_xnli(spec, plan, ckpts, layers)
     return plan
+
+
+def _plan_xnli(spec: Spec, plan: Plan, ckpts: list[Checkpoint], layers: list[int]) -> None:
+    d = spec.data
+    if not xnli.available(d.xnli):
+        plan.notes.append("xnli: not run, no data (set data.xnli to the XNLI-1.0 folder with xnli.dev.tsv "
+                          "and xnli.test.tsv)")
+        return
+    dev = xnli.read_xnli(d.xnli, "dev", d.languages, d.max_train_sentences)  # pre-flight: read both now
+    test = xnli.read_xnli(d.xnli, "test", d.languages, d.max_test_sentences)
+    langs = tuple(lang for lang in d.languages if lang in dev or lang in test)
+    if not any(lang in dev for lang in langs) or not test:
+        plan.notes.append(f"xnli: not run, none of {d.languages} has both a dev and a test split in {d.xnli}")
+        return
+    common = {"task": "xnli", "langs": langs, "layers": layers, "probe": spec.probe.model_dump(),
+              "cross_lingual": spec.cross_lingual, "caps": [d.max_train_sentences, d.max_test_sentences],
+              "files": [_file_identity(xnli.xnli_file(d.xnli, s)) for s in xnli.SPLITS], "code": xlp.__version__}
+    for ckpt in ckpts:
+        plan.probe.append(SentenceUnit(ckpt=ckpt, task="xnli", layers=tuple(layers), corpus="xnli", langs=langs,
+                                       hash=digest({**common, "ckpt": ckpt.identity()})))
 
 
 def retrieval_texts(spec: Spec, ud_root: Path) -> tuple[dict[str, list[str]], list[Path]]:

@@ -15,6 +15,7 @@ from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, shard_path
 from xlp.tasks import TASKS
+from xlp.tasks import xnli
 from xlp.tasks.bpc import METRIC as BPC_METRIC
 from xlp.tasks.bpc import MlmScorer
 from xlp.tasks.probe import fit_probes, majority_accuracy
@@ -126,10 +127,41 @@ def run_sentence_unit(spec: Spec, unit: SentenceUnit, faults: dict | None = None
     _fault_injection(unit.key, faults)
     store = Store(spec.output, fail_write=(faults or {}).get("write"))
     ud_root = resolve_ud_root(spec.data.ud_root, spec.data.languages, quiet=True)
-    rows = (_retrieval_rows if unit.task == "retrieval" else _bpc_rows)(spec, unit, ud_root, device)
+    rows = {"retrieval": _retrieval_rows, "bpc": _bpc_rows, "xnli": _xnli_rows}[unit.task](spec, unit, ud_root, device)
     nbytes = store.write_table(unit.output, pa.Table.from_pylist(rows))
     return {"bytes": nbytes, "rows": len(rows), "seconds": time.time() - start, "node": socket.gethostname(),
             "ray_node": _ray_node()}
+
+
+def _xnli_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> list[dict]:
+    """Probes on [u; v; |u - v|; u * v] sentence-pair vectors: fit on each source's dev pairs (all
+    layers in one solve), scored on every target's test pairs."""
+    d = spec.data
+    splits = {"dev": xnli.read_xnli(d.xnli, "dev", list(unit.langs), d.max_train_sentences),
+              "test": xnli.read_xnli(d.xnli, "test", list(unit.langs), d.max_test_sentences)}
+    extractor = WordFeatureExtractor(unit.ckpt, list(unit.layers), batch_tokens=spec.batch_tokens, device=device,
+                                     trust_remote_code=spec.trust_remote_code, allow_pickle=spec.allow_pickle)
+
+    def features(premises, hypotheses) -> np.ndarray:  # (L, n, 4d)
+        u, v = extractor.sentence_means(premises), extractor.sentence_means(hypotheses)
+        return np.stack([xnli.pair_features(u[layer], v[layer]) for layer in unit.layers])
+
+    data = {(split, lang): (features(p, h), y) for split, by_lang in splits.items() for lang, (p, h, y) in by_lang.items()}
+    rows = []
+    for src in [lang for lang in unit.langs if ("dev", lang) in data]:
+        X, y = data[("dev", src)]
+        probe = fit_probes(X, y, spec.probe.l2, spec.probe.max_iter)
+        for tgt in [lang for lang in unit.langs if ("test", lang) in data and (spec.cross_lingual or lang == src)]:
+            Xt, yt = data[("test", tgt)]
+            values, correct = probe.score(Xt, yt, xnli.METRIC)
+            for li, layer in enumerate(unit.layers):
+                for seed in spec.probe.seeds:  # the fit is deterministic: one probe for every seed
+                    rows.append({"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "task": unit.task,
+                                 "layer": layer, "src_lang": src, "tgt_lang": tgt, "seed": seed,
+                                 "metric": xnli.METRIC, "value": float(values[li]), "baseline": majority_accuracy(yt),
+                                 "n_train": len(y), "n_test": len(yt), "seed_invariant": True,
+                                 "correct": np.packbits(correct[li]).tobytes()})
+    return rows
 
 
 def _bpc_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> list[dict]:

@@ -12,4 +12,4 @@ from xlp.tasks.pos_control import PosControlTask
 
 TASKS = {task.name: task for task in (PosTask(), PosControlTask(), ArcTask(), ArcHeadTask(), DeprelTask())}
 # tasks on whole sentences that run the model themselves (no probe, no stored word features)
-SENTENCE_TASKS = {"retrieval", "bpc"}
+SENTENCE_TASKS = {"retrieval", "bpc", "xnli"}
