@@ -97,3 +97,34 @@ def test_hub_revision_steps_come_from_step_names_or_the_spec():
     with pytest.raises(XlpError, match="cannot derive a step from revision '3f2a9c1e'"):
         resolve_checkpoints([CheckpointSpec(repo="org/m", revisions=["3f2a9c1e"])])
     assert resolve_checkpoints([CheckpointSpec(repo="org/m", revisions=["3f2a9c1e"], step=7)])[0].step == 7
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no_config", "is not a Hugging Face model directory (no config.json)"),
+    ("bad_config", "cannot load its config"),
+    ("no_weights", "no weights (expected model.safetensors)"),
+    ("pickle_weights", "weights are pickle-based (pytorch_model.bin)"),
+    ("truncated_weights", "model.safetensors is corrupt or truncated"),
+])
+def test_broken_checkpoints_are_refused_before_anything_runs(tiny_series, tmp_path, damage, message):
+    from conftest import run_xlp
+
+    ckpt = tmp_path / "step_5"
+    shutil.copytree(tiny_series / "step_0", ckpt)
+    weights = ckpt / "model.safetensors"
+    if damage == "no_config":
+        (ckpt / "config.json").unlink()
+    elif damage == "bad_config":
+        (ckpt / "config.json").write_text('{"model_type": "xlm-roberta", ')
+    elif damage == "no_weights":
+        weights.unlink()
+    elif damage == "pickle_weights":
+        weights.rename(ckpt / "pytorch_model.bin")
+    else:
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    spec = write_spec(tmp_path / "s.yaml", name="broken", output=str(tmp_path / "run"),
+                      checkpoints=[{"path": str(ckpt)}], data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"]},
+                      tasks=["pos"], layers=[1])
+    r = run_xlp("validate", spec)
+    assert r.returncode == 1 and message in r.stderr and str(ckpt) in r.stderr.replace("\n", "")
+    assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()

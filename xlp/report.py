@@ -19,8 +19,9 @@ from matplotlib.colors import Normalize, SymLogNorm  # noqa: E402
 from xlp.orchestrator.analysis import direction  # noqa: E402
 from xlp.tasks.bpc import PASSES  # noqa: E402
 
-PALETTE = plt.get_cmap("tab10").colors  # colour-blind-safe enough, and matches the matplotlib default
-MARKERS = "os^D"  # with more than 10 languages, colours repeat and the marker tells them apart
+# Okabe & Ito's colour-blind-safe palette; past 8 languages colours repeat with another marker
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+MARKERS = "os^Dv"
 PACKAGES = ["xlp", "torch", "transformers", "ray", "pyarrow", "numpy", "pandas", "matplotlib"]
 SECTIONS = ["summary", "definitions", "notes", "curves", "transfer", "layers", "best", "emergence", "tables", "spec"]
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -29,6 +30,21 @@ th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}figcaption{font-siz
 pre{background:#f6f6f6;padding:1em;font-size:12px;overflow:auto}dt{font-weight:600}dd{margin:0 0 .6em 1.5em}"""
 
 esc = html.escape
+TASK_DEFINITIONS = {
+    "pos": "one example per word, its UPOS tag; accuracy; baseline = the target's majority tag.",
+    "pos_control": "Hewitt & Liang's control task: each word type (lowercased form) gets a fixed tag, a stable hash "
+                   "mapped uniformly onto the 17 UPOS tags; selectivity = pos accuracy - control accuracy.",
+    "arc": "binary classification of word pairs as [h_head; h_dep; h_head * h_dep]: every gold (head, dependent) arc "
+           "against one non-arc per arc (same dependent, another word of its sentence as head, drawn by the seed); "
+           "balanced accuracy, chance 0.5.",
+    "arc_uas": "head selection with the arc probe: for each dependent whose head is a word, every other word of the "
+               "sentence is scored as its head (arc-vs-non-arc margin) and the best chosen; UAS over those "
+               "dependents (the root is not scored); baseline = a uniformly random head.",
+    "deprel": "a gold arc's universal relation (the label before ':') from the same pair features; accuracy; "
+              "baseline = the majority relation.",
+    "xnli": "premise/hypothesis pairs as [u; v; |u - v|; u * v] of mean-pooled sentence vectors; probes fit on a "
+            "language's dev split, scored on test splits; accuracy; baseline = the majority label.",
+}
 PAIRWISE_ONLY = {"retrieval"}  # a sentence trivially retrieves itself: curves use the other languages
 
 
@@ -76,7 +92,8 @@ class _Report:
                 self.notes.append(f"No probe results for task {t}; its figures and rows are skipped.")
         langs = list(spec.data.languages)
         langs += sorted((set(probes.get("src_lang", [])) | set(probes.get("tgt_lang", []))) - set(langs))
-        self.style = {lang: (PALETTE[i % 10], MARKERS[(i // 10) % len(MARKERS)]) for i, lang in enumerate(langs)}
+        self.style = {lang: (PALETTE[i % len(PALETTE)], MARKERS[(i // len(PALETTE)) % len(MARKERS)])
+                      for i, lang in enumerate(langs)}
 
     def last_layer(self, task: str) -> int:
         return int(self.probes.loc[self.probes["task"] == task, "layer"].max())
@@ -240,6 +257,7 @@ def write_report(store, spec, plan: dict, probes: pd.DataFrame, emergence: pd.Da
 The normalised variant is the first checkpoint with (value − first) / (best − first) ≥ θ.</dd>
 <dt>Best checkpoint</dt><dd>the argmax of the curve (argmin for bits per character), the earliest on ties;
 final_minus_best = final value − best value.</dd>
+{"".join(f"<dt>{esc(t)}</dt><dd>{esc(TASK_DEFINITIONS[t])}</dd>" for t in spec.tasks if t in TASK_DEFINITIONS)}
 <dt>bpc</dt><dd>masked-LM bits per character of each language's test text: {PASSES} masking passes, pass j masks the
 tokens whose index is j mod {PASSES}, so every token is predicted once; bits / characters covered. Its row's
 layer is the model's last (the head reads it); baseline = a uniform distribution over the vocabulary.</dd>

@@ -163,3 +163,11 @@ def check_weights(ckpt: Checkpoint, allow_pickle: bool = False) -> None:
     if not any(f.startswith("model.safetensors") for f in present) and not allow_pickle:
         raise XlpError(f"checkpoint {d}: weights are pickle-based ({present[0]}), which can run code when "
                        f"loaded; convert them to safetensors or set `allow_pickle: true` in the spec")
+    from safetensors import SafetensorError, safe_open
+
+    for f in sorted(d.glob("*.safetensors")):
+        try:  # reads the header only; a truncated or overwritten file fails here, not a day later
+            with safe_open(str(f), framework="pt") as st:
+                st.keys()
+        except (SafetensorError, OSError) as e:
+            raise XlpError(f"checkpoint {d}: {f.name} is corrupt or truncated ({e}); re-copy or re-save it") from None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import xlp
 from xlp.errors import XlpError
-from xlp.models.checkpoints import Checkpoint, load_config, resolve_checkpoints
+from xlp.models.checkpoints import Checkpoint, check_weights, load_config, resolve_checkpoints
 from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.storage.features import shard_path
@@ -138,6 +138,8 @@ def check_series(checkpoints: list[Checkpoint], spec: Spec) -> tuple[dict[str, i
     """Pre-flight on the series: every config loads, one tokenizer throughout (unless allowed).
     Returns each checkpoint's depth and the largest hidden size."""
     configs = {c.name: load_config(c, spec.trust_remote_code) for c in checkpoints}
+    for c in checkpoints:
+        check_weights(c, spec.allow_pickle)
     if not spec.allow_tokenizer_mismatch:
         digests = {c.name: _tokenizer_digest(c) for c in checkpoints}
         distinct = {h for h in digests.values() if h is not None}
