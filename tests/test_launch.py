@@ -62,12 +62,19 @@ def test_grid_resume_and_partial_redo(clean_grid):
 
 
 def test_crash_then_relaunch_finishes_identically(clean_grid, tmp_path, tiny_series, monkeypatch):
+    """A unit that raises, a shard write on a full disk, and worker processes that die: the run goes
+    on, and a relaunch redoes exactly what failed, with results identical to an undisturbed run."""
     clean_snapshot = clean_grid[3]
     run = tmp_path / "crashy"
     spec = _grid_spec(tmp_path, tiny_series, run)
     monkeypatch.setenv("XLP_FAIL_UNIT", "step=200/lang=en/split=test")
     monkeypatch.setenv("XLP_FAIL_WRITE", "probes/step=100/task=pos/layers=0_1_2/src=de")  # disk full there
+    # and the extraction actor's process dies mid-checkpoint (as under the OOM killer): Ray restarts
+    # it and retries the unit, which then succeeds
+    monkeypatch.setenv("XLP_DIE_IN_UNIT", "step=100/lang=de/split=test")
+    monkeypatch.setenv("XLP_DIE_MARKER", str(tmp_path / "actor-died"))
     crashed = launch(spec, quiet=True)
+    assert (tmp_path / "actor-died").exists()
     assert "extract step=200/lang=en/split=test" in crashed.failed
     # every source is scored on en, so the 3 probe units (one per source) of step 200 wait for it
     assert sorted(crashed.failed) == sorted(["extract step=200/lang=en/split=test"] + [
@@ -78,8 +85,10 @@ def test_crash_then_relaunch_finishes_identically(clean_grid, tmp_path, tiny_ser
     assert not list(run.rglob("_tmp-*"))  # nothing half-written left behind
     monkeypatch.delenv("XLP_FAIL_UNIT")
     monkeypatch.delenv("XLP_FAIL_WRITE")
+    monkeypatch.setenv("XLP_DIE_IN_UNIT", "step=200/task=pos/layers=0_1_2/src=vi")  # a probe worker dies too
+    monkeypatch.setenv("XLP_DIE_MARKER", str(tmp_path / "probe-died"))
     resumed = launch(spec, quiet=True)
-    assert not resumed.failed
+    assert (tmp_path / "probe-died").exists() and not resumed.failed
     assert (resumed.extracted, resumed.probed) == (1, 4)
     assert _snapshot(run) == clean_snapshot  # same checkpoints and data: equal to the undisturbed run
 
@@ -250,3 +259,31 @@ def test_json_mode_streams_one_line_per_unit_then_a_summary(tmp_path, tiny_serie
     assert sum(e["advance"] for e in events if e["event"] == "reduce") == events[-2]["total"]
     again = [json.loads(line) for line in run_xlp("launch", tmp_path / "grid.yaml", "--json").stdout.splitlines()]
     assert again[0]["already_done"] == 9 and not [e for e in again if e["event"] == "unit"]
+
+
+def test_driver_killed_at_a_random_point_then_relaunched(clean_grid, tmp_path, tiny_series):
+    """`kill -9` of a running `xlp launch` after a random number of finished units; a relaunch takes
+    over its stale lock and finishes with results identical to an undisturbed run."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    clean_snapshot = clean_grid[3]
+    run = tmp_path / "driverless"
+    _grid_spec(tmp_path, tiny_series, run)
+    after = random.Random(os.getpid()).randint(1, 12)  # units finished before the kill
+    driver = subprocess.Popen([sys.executable, "-c", "from xlp.cli import main; main()", "launch",
+                               str(tmp_path / "grid.yaml"), "--quiet"], stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline = time.time() + 120
+    while len(list(run.glob("ledger/*/step=*/**/*.json"))) < after and driver.poll() is None:
+        assert time.time() < deadline, "the driver made no progress"
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything it started, at once
+    driver.wait()
+    assert (run / "_driver.lock").exists() and not (run / "results").exists()
+    resumed = launch(load_spec(tmp_path / "grid.yaml"), quiet=True)
+    assert not resumed.failed and resumed.skipped >= after
+    assert _snapshot(run) == clean_snapshot

@@ -49,7 +49,7 @@ def _xnli_layout(folder, langs=("en", "de")):
     for lang in langs:
         tb = find_treebank(UD, lang)
         texts = [s.text for s in read_conllu(tb.split_file("test")[1], 400) if s.text]
-        for split, chunk in (("dev", texts[:240]), ("test", texts[240:390])):
+        for split, chunk in (("dev", texts[:150]), ("test", texts[150:240])):
             for i, premise in enumerate(chunk):
                 other = rng.choice([t for t in chunk if t != premise])
                 label = ("entailment", "neutral", "contradiction")[i % 3]
@@ -70,22 +70,22 @@ def test_minilm_sentence_tasks(tmp_path, ray_local):
         tmp_path / "r.yaml", name="retrieval", output=str(tmp_path / "run"),
         checkpoints=[{"path": str(MINILM), "step": 0}],
         data={"ud_root": "${XLP_SHARED}/ud", "languages": UDHR_LANGS, "xnli": str(_xnli_layout(tmp_path / "xnli"))},
-        tasks=["retrieval", "bpc", "xnli"], layers=[0, 6], probe={"seeds": [0, 1]}))
+        tasks=["retrieval", "bpc", "xnli"], layers=[0, 6], probe={"seeds": [0, 1]}, retrieval={"max_sentences": 25}))
     res = launch(spec, quiet=True)
     assert any("has no masked-LM head" in n for n in res.plan.notes)  # MiniLM: bpc skipped, not an error
     assert not res.failed and res.extracted == 0 and res.probed == 2  # one unit per checkpoint and task
     df = pq.read_table(tmp_path / "run/results/probes.parquet").to_pandas()
     nli, df = df[df.task == "xnli"], df[df.task == "retrieval"]
     assert len(nli) == 2 * 2 * 2 * 2  # layers x sources x targets x seeds
-    assert np.allclose(nli.baseline, 1 / 3) and (nli.n_train == 240).all() and (nli.n_test == 150).all()
-    # measured: 0.67-0.96 (layer 0), 0.71-0.91 (layer 6) for en/de in- and cross-language; majority 0.33
-    assert (nli.value > 0.6).all()
+    assert np.allclose(nli.baseline, 1 / 3) and (nli.n_train == 150).all() and (nli.n_test == 90).all()
+    # measured: 0.74-0.98 (layer 0), 0.60-0.92 (layer 6) for en/de in- and cross-language; majority 0.33
+    assert (nli.value >= 0.5).all()
     assert len(df) == 2 * 12 * 12 * 2  # layers x sources x targets x seeds
     assert not df[["layer", "src_lang", "tgt_lang", "seed"]].duplicated().any()
     assert (df[df.src_lang == df.tgt_lang].value == 1.0).all()  # a sentence finds itself
-    assert (df.metric == "accuracy@1").all() and np.allclose(df.baseline, 1 / 50)
+    assert (df.metric == "accuracy@1").all() and np.allclose(df.baseline, 1 / 25)
     pair = df[df.seed == 0].set_index(["layer", "src_lang", "tgt_lang"]).value
-    # measured, layer 6 (layer 0): en->de 0.16 (0.02), en->fr 0.50 (0.08), en->es 0.40 (0.10); chance 0.02.
+    # measured, layer 6 (layer 0): en->de 0.36 (0.08), en->fr 0.52 (0.08), en->es 0.32 (0.16); chance 0.04.
     # MiniLM is English-only, so only languages sharing words with English are found, and better higher up
     western = [pair[(6, "en", t)] for t in ("de", "fr", "es")]
     assert np.mean(western) >= 0.25 and np.mean(western) > np.mean([pair[(0, "en", t)] for t in ("de", "fr", "es")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -25,11 +26,20 @@ from xlp.tasks.ud import read_conllu
 
 
 def _fault_injection(key: str, faults: dict | None) -> None:
-    """Tests crash a chosen unit deterministically: XLP_FAIL_UNIT=<substring of a unit key> in the
-    driver's environment (the driver passes it along, so long-lived Ray workers need not see it)."""
-    target = (faults or {}).get("unit")
-    if target and target in key:
+    """Tests break a chosen unit deterministically, from the driver's environment (the driver passes
+    it along, so long-lived Ray workers need not see it): XLP_FAIL_UNIT=<substring of a unit key>
+    raises in it; XLP_DIE_IN_UNIT=<substring> kills the worker process running it (as the OOM killer
+    or a lost machine would), once: XLP_DIE_MARKER names a file created on the way down."""
+    faults = faults or {}
+    if faults.get("unit") and faults["unit"] in key:
         raise RuntimeError(f"injected failure in {key} (XLP_FAIL_UNIT)")
+    if faults.get("die") and faults["die"] in key and faults.get("marker"):
+        try:
+            fd = os.open(faults["marker"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return  # died here once already: the retry runs normally
+        os.close(fd)
+        os._exit(137)
 
 
 def _ray_node() -> str | None:
