@@ -46,12 +46,17 @@ def tiny_series(tmp_path_factory) -> Path:
     return root
 
 
+DASHBOARD: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def ray_local():
     """One real local Ray node for the session, always shut down."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="warning", log_to_driver=False)
+    # the dashboard serves the Jobs API that `xlp launch --submit` talks to
+    ctx = ray.init(address="local", num_cpus=2, include_dashboard=True, logging_level="warning", log_to_driver=False)
+    DASHBOARD["url"] = "http://" + ctx.dashboard_url
     yield ray
     ray.shutdown()
 

@@ -47,7 +47,8 @@ def test_hub_revisions_load_offline_from_the_cache(tmp_path):
         (repo / "refs" / rev).write_text(commit)
     spec = write_spec(tmp_path / "hub.yaml", name="hub", output=str(tmp_path / "run"),
                       checkpoints=[{"repo": "xlp-test/tiny", "revisions": ["step100", "step200"]}],
-                      data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"]}, tasks=["pos"], layers=[1])
+                      data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"], "max_train_sentences": 5,
+                            "max_test_sentences": 5}, tasks=["pos"], layers=[1])
     env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
     r = subprocess.run([sys.executable, "-c", "from xlp.cli import main; main()", "validate", str(spec)],
                        capture_output=True, text=True, env=env)

@@ -5,7 +5,7 @@ import pytest
 
 from xlp.errors import XlpError
 from xlp.spec import load_spec
-from conftest import MINILM, UD, write_spec
+from conftest import MINILM, UD, run_xlp, write_spec
 
 
 def _spec(tmp_path, **over):
@@ -61,7 +61,7 @@ def test_cli_malformed_conllu_exits_nonzero_naming_file_and_line(tmp_path):
     (tb / "xx_bad-ud-dev.conllu").write_text(good)
     (tb / "xx_bad-ud-test.conllu").write_text(good + "1\tHi\thi\tINTJ\t_\t_\t0\troot\n\n")
     path = _spec(tmp_path, data={"ud_root": str(tmp_path / "ud"), "languages": ["xx"]})
-    r = _cli("launch", str(path), "--quiet")
-    assert r.returncode != 0
-    assert f"{tb / 'xx_bad-ud-test.conllu'}:3" in r.stderr
+    r = run_xlp("launch", path, "--quiet")
+    assert r.returncode == 1
+    assert f"{tb / 'xx_bad-ud-test.conllu'}:3" in r.stderr.replace("\n", "")
     assert "Traceback" not in r.stderr + r.stdout

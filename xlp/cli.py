@@ -37,6 +37,10 @@ def launch(
     address: Optional[str] = typer.Option(None, help="Ray address; overrides the spec and RAY_ADDRESS."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     as_json: bool = typer.Option(False, "--json", help="JSON lines on stdout: one per finished unit, then a summary."),
+    verify: bool = typer.Option(False, "--verify", help="Check every finished output against its SHA-256 in the "
+                                "ledger (reads them all) and redo those that changed."),
+    submit: bool = typer.Option(False, "--submit", help="Run the driver on the cluster as a Ray Job (--address "
+                                "http://HEAD:8265); prints the job id for `xlp status --job`."),
 ) -> None:
     """Validate SPEC, run extraction and probes on Ray, reduce, and write results and a report.
 
@@ -45,6 +49,17 @@ def launch(
     from xlp.orchestrator.driver import launch as run_launch
 
     s = _load(spec)
+    if submit:
+        from xlp.orchestrator.submit import submit as submit_job
+
+        job = submit_job(spec, s, address, verify)
+        if as_json:
+            print(json.dumps({"event": "submitted", "job": job, "run": s.output}), flush=True)
+        else:
+            stdout.print(job)
+            err.print(f"submitted: follow it with `xlp status --job {job} --address {address or '$RAY_ADDRESS'}` "
+                      f"or `xlp status {s.output}`")
+        return
     if s.pretrain is not None:  # build the checkpoint series first if it is not there yet
         from xlp.pretrain import pretrain
 
@@ -52,7 +67,7 @@ def launch(
                                             "languages": s.pretrain.languages or sorted(s.data.languages)})
         pretrain(cfg, console=err, quiet=quiet)
     emit = (lambda event: print(json.dumps(event), flush=True)) if as_json else None
-    result = run_launch(s, console=err, quiet=quiet or as_json, address=address, events=emit)
+    result = run_launch(s, console=err, quiet=quiet or as_json, address=address, events=emit, verify=verify)
     summary = {"run": s.output, "extracted": result.extracted, "probed": result.probed,
                "skipped_done": result.skipped, "failed": result.failed, "seconds": round(result.seconds, 2),
                "results": f"{s.output}/results", "report": f"{s.output}/report/index.html"}
@@ -120,26 +135,53 @@ def validate(
 
 @app.command()
 def status(
-    target: Path = typer.Argument(..., help="A run folder, or the spec that names it."),
+    target: Optional[Path] = typer.Argument(None, help="A run folder, or the spec that names it."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    job: Optional[str] = typer.Option(None, "--job", help="A job id from `xlp launch --submit`."),
+    address: Optional[str] = typer.Option(None, help="The cluster's dashboard address, for --job."),
 ) -> None:
-    """Progress per stage (done / pending / failed) from the run's ledger.
+    """Progress per stage (done / running / pending / failed, rows/s, ETA), what each node did, and the
+    last error of each failed unit; from the run folder alone, so it works from any machine that sees it.
 
     Example: xlp status runs/quickstart
     """
     from xlp.orchestrator.status import run_status
 
+    if job:
+        from xlp.orchestrator.submit import job_status
+
+        js = job_status(job, address)
+        if as_json:
+            print(json.dumps(js))
+        else:
+            stdout.print(f"job {job}: {js['status']}" + (f" ({js['message']})" if js["message"] else ""))
+            for line in js["log_tail"]:
+                stdout.print(f"  {line}", highlight=False, markup=False)
+        if target is None:
+            return
+    if target is None:
+        raise XlpError("give a run folder or spec (or --job ID)")
     run = _load(target).output if target.is_file() else str(target)
     st = run_status(run)
     if as_json:
         stdout.print_json(json.dumps(st))
         return
-    t = Table(title=f"xlp status: {run}")
-    for col in ("stage", "total", "done", "pending", "failed", "rows/s", "ETA (s)"):
+    t = Table(title=f"xlp status: {run}", caption=st["driver"]["detail"])
+    for col in ("stage", "total", "done", "running", "pending", "failed", "rows/s", "ETA (s)"):
         t.add_column(col, justify="left" if col == "stage" else "right")
     for stage, row in st["stages"].items():
-        t.add_row(stage, *(str(row[k]) for k in ("total", "done", "pending", "failed", "rows_per_s", "eta_s")))
+        t.add_row(stage, *(str(row[k]) for k in ("total", "done", "running", "pending", "failed", "rows_per_s", "eta_s")))
     stdout.print(t)
+    if st["nodes"]:
+        n = Table(title="done per node")
+        for col in ("node", "ray node", "stage", "units", "rows", "worker s"):
+            n.add_column(col, justify="right" if col in ("units", "rows", "worker s") else "left")
+        for r in st["nodes"]:
+            n.add_row(r["node"], r["ray_node"], r["stage"], str(r["units"]), f"{r['rows']:,}", f"{r['seconds']:,.1f}")
+        stdout.print(n)
+    for stage, row in st["stages"].items():
+        for key in row["running_units"][:10]:
+            stdout.print(f"[yellow]running[/] {stage} {key}")
     for stage, row in st["stages"].items():
         for key, error in list(row["errors"].items())[:10]:
             stdout.print(f"[red]failed[/] {stage} {key}: {error}")

@@ -3,6 +3,7 @@ start as soon as their shards exist, every finished unit recorded in the ledger,
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter, OrderedDict
@@ -12,12 +13,13 @@ from typing import Callable
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from xlp.errors import XlpError
+from xlp.errors import ShardChecksumError, XlpError
 from xlp.orchestrator.ledger import Ledger
 from xlp.orchestrator.lock import run_lock
 from xlp.orchestrator.plan import Plan, SentenceUnit, make_plan
 from xlp.orchestrator.ray_session import ray_session
 from xlp.orchestrator.reduce import reduce_run
+from xlp.orchestrator.status import INFLIGHT
 from xlp.spec import Spec
 from xlp.storage import Store
 
@@ -38,7 +40,7 @@ def _error_text(e: BaseException) -> str:
 
 
 def launch(spec: Spec, console: Console | None = None, quiet: bool = False, address: str | None = None,
-           events: Callable[[dict], None] | None = None) -> LaunchResult:
+           events: Callable[[dict], None] | None = None, verify: bool = False) -> LaunchResult:
     """Run (or resume) the whole grid; redo only units the ledger does not show as done.
 
     Progress: Rich bars per stage on `console` unless quiet; `events` gets one dict per finished
@@ -48,15 +50,15 @@ def launch(spec: Spec, console: Console | None = None, quiet: bool = False, addr
     store = Store(spec.output)
     plan = make_plan(spec)
     with run_lock(store):
-        return _launch(spec, plan, store, console, quiet, address, start, events or (lambda _: None))
+        return _launch(spec, plan, store, console, quiet, address, start, events or (lambda _: None), verify)
 
 
-def _launch(spec, plan, store, console, quiet, address, start, emit) -> LaunchResult:
+def _launch(spec, plan, store, console, quiet, address, start, emit, verify=False) -> LaunchResult:
     store.write_bytes("plan.json", plan.to_json().encode())
     store.write_bytes("spec.json", spec.model_dump_json(indent=1).encode())
     ledger = Ledger(store)
-    ext_todo = [u for u in plan.extract if not ledger.is_done("extract", u.key, u.hash)]
-    probe_todo = [u for u in plan.probe if not ledger.is_done("probe", u.key, u.hash)]
+    ext_todo = [u for u in plan.extract if not ledger.is_done("extract", u.key, u.hash, verify)]
+    probe_todo = [u for u in plan.probe if not ledger.is_done("probe", u.key, u.hash, verify)]
     result = LaunchResult(plan=plan, skipped=len(plan.extract) + len(plan.probe) - len(ext_todo) - len(probe_todo))
     emit({"event": "plan", "extract": len(plan.extract), "probe": len(plan.probe), "already_done": result.skipped,
           "extract_todo": len(ext_todo), "probe_todo": len(probe_todo)})
@@ -87,6 +89,14 @@ def _check_resources(available: dict, cl, extracting: bool) -> None:
         if amount > available.get(resource, 0):
             raise XlpError(f"{key}: {amount} {resource} per worker, but the Ray cluster has "
                            f"{available.get(resource, 0):g} {resource} in all")
+
+
+def _publish_inflight(store: Store, inflight: dict) -> None:
+    """What `xlp status` shows as running: the units submitted and not finished."""
+    units: dict[str, list[str]] = {"extract": [], "probe": []}
+    for stage, unit, _ in inflight.values():
+        units[stage].append(unit.key)
+    store.write_bytes(INFLIGHT, json.dumps({"updated": time.time(), "units": units}).encode())
 
 
 def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> None:
@@ -132,9 +142,12 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
             if any(k in failed_ext for k in u.needs):
                 ledger.record_failure("probe", u.key, u.hash, "an input shard failed to extract")
                 result.failed[f"probe {u.key}"] = "input shard failed"
+            elif isinstance(u, SentenceUnit):
+                inflight[sentence_task.remote(spec_ref, u, fail)] = ("probe", u, None)
             elif all(k in done_ext for k in u.needs):
-                task = sentence_task if isinstance(u, SentenceUnit) else probe_task
-                inflight[task.remote(spec_ref, u, fail)] = ("probe", u, None)
+                recs = {k: ledger.records("extract").get(k, {}) for k in u.needs}
+                digests = {r["output"]: (k, r.get("sha256")) for k, r in recs.items() if r}
+                inflight[probe_task.remote(spec_ref, u, fail, digests)] = ("probe", u, None)
             else:
                 still.append(u)
         waiting[:] = still
@@ -146,6 +159,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
         feed(i)
     submit_ready()
     while inflight:
+        _publish_inflight(ledger.store, inflight)
         ready, _ = ray.wait(list(inflight), num_returns=1)
         stage, unit, i = inflight.pop(ready[0])
         try:
@@ -160,6 +174,9 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
                 result.probed += 1
         except Exception as e:  # noqa: BLE001 - a failed unit is recorded; the run goes on
             ledger.record_failure(stage, unit.key, unit.hash, _error_text(e))
+            bad = getattr(e, "cause", e)
+            if isinstance(bad, ShardChecksumError):  # the input, not this unit, is broken: redo it next time
+                ledger.forget(bad.stage, bad.key)
             result.failed[f"{stage} {unit.key}"] = _error_text(e)
             if stage == "extract":
                 failed_ext.add(unit.key)
@@ -175,3 +192,4 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
             if load[i] == 0:  # nothing left to extract: free its CPUs/GPUs for probes
                 ray.kill(actors[i])
         submit_ready()
+    ledger.store.delete(INFLIGHT)

@@ -40,10 +40,21 @@ class Ledger:
     def failures(self, stage: str) -> dict[str, dict]:
         return self._failed[stage]
 
-    def is_done(self, stage: str, key: str, unit_hash: str) -> bool:
+    def is_done(self, stage: str, key: str, unit_hash: str, verify: bool = False) -> bool:
+        """Recorded with this hash and its output present with the recorded size; with `verify`, the
+        output's bytes also match the recorded SHA-256 (reads every output: `xlp launch --verify`)."""
         rec = self._records[stage].get(key)
-        return (rec is not None and rec["hash"] == unit_hash
+        done = (rec is not None and rec["hash"] == unit_hash
                 and self._outputs.get(rec["output"]) == rec["bytes"])
+        if done and verify and rec.get("sha256") and self.store.sha256(rec["output"]) != rec["sha256"]:
+            self.forget(stage, key)
+            return False
+        return done
+
+    def forget(self, stage: str, key: str) -> None:
+        """Drop a unit's record, so that it is redone."""
+        self.store.delete(self._path(stage, key))
+        self._records[stage].pop(key, None)
 
     def _path(self, stage: str, key: str, failed: bool = False) -> str:
         return f"ledger/{'failed/' if failed else ''}{stage}/{key}.json"

@@ -1,36 +1,71 @@
-"""Run progress from the ledger and plan alone, so it works from any machine that sees the run."""
+"""Run progress from the files in the run folder alone (plan, ledger, the driver's lock and its list of
+units in flight), so it works from any machine that sees the output, also after the cluster is gone."""
 
 from __future__ import annotations
 
 import json
+import socket
+import time
+from collections import defaultdict
 
 from xlp.errors import XlpError
 from xlp.orchestrator.ledger import STAGES, Ledger
+from xlp.orchestrator.lock import LOCK, _alive
 from xlp.storage import Store
+
+INFLIGHT = "status/inflight.json"  # written by the driver as units start and finish
+
+
+def _read_json(store: Store, rel: str) -> dict | None:
+    try:
+        return json.loads(store.read_bytes(rel))
+    except (OSError, FileNotFoundError, ValueError):
+        return None
+
+
+def driver_state(store: Store) -> dict:
+    """Whether a driver runs this folder now: its lock, and (on this host) whether its process lives."""
+    lock = _read_json(store, LOCK)
+    if lock is None:
+        return {"running": False, "detail": "no driver"}
+    where = f"pid {lock.get('pid')} on {lock.get('host')}"
+    if lock.get("host") == socket.gethostname() and not _alive(int(lock.get("pid", -1))):
+        return {"running": False, "detail": f"driver {where} is gone (stale lock; a relaunch takes it over)"}
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(lock.get("since", 0)))
+    return {"running": True, "detail": f"driver {where}, since {since}"}
 
 
 def run_status(run: str) -> dict:
     store = Store(run)
-    try:
-        plan = json.loads(store.read_bytes("plan.json"))
-    except (OSError, FileNotFoundError):
-        raise XlpError(f"{run}: no plan.json; this folder has not been launched (xlp launch SPEC)") from None
+    plan = _read_json(store, "plan.json")
+    if plan is None:
+        raise XlpError(f"{run}: no plan.json; this folder has not been launched (xlp launch SPEC)")
     ledger = Ledger(store)
-    stages = {}
+    driver = driver_state(store)
+    inflight = (_read_json(store, INFLIGHT) or {}).get("units", {}) if driver["running"] else {}
+    stages, nodes = {}, defaultdict(lambda: {"units": 0, "rows": 0, "seconds": 0.0})
     for stage in STAGES:
         units = plan["units"][stage]
         done = [k for k, h in units.items() if ledger.is_done(stage, k, h)]
         failed = {k: r["error"] for k, r in ledger.failures(stage).items() if k in units and k not in done}
+        running = [k for k in inflight.get(stage, []) if k in units and k not in done]
         recs = [ledger.records(stage)[k] for k in done]
+        for r in recs:
+            node = nodes[(r.get("node") or "?", (r.get("ray_node") or "")[:12], stage)]
+            node["units"] += 1
+            node["rows"] += r.get("rows", 0)
+            node["seconds"] += r.get("seconds", 0)
         seconds = sum(r.get("seconds", 0) for r in recs)
         rows = sum(r.get("rows", 0) for r in recs)
-        pending = len(units) - len(done) - len(failed)
+        pending = len(units) - len(done) - len(failed) - len(running)
         per_unit = seconds / len(recs) if recs else None
         stages[stage] = {
-            "total": len(units), "done": len(done), "pending": pending, "failed": len(failed),
-            "rows_per_s": round(rows / seconds, 1) if seconds else 0,
-            "eta_s": round(per_unit * (pending + len(failed))) if per_unit is not None else None,
-            "errors": failed,
+            "total": len(units), "done": len(done), "running": len(running), "pending": pending,
+            "failed": len(failed), "rows_per_s": round(rows / seconds, 1) if seconds else 0,
+            "eta_s": round(per_unit * (pending + len(running) + len(failed))) if per_unit is not None else None,
+            "errors": failed, "running_units": running,
         }
     results = store.exists("results/probes.parquet")
-    return {"run": run, "summary": plan["summary"], "stages": stages, "results": results}
+    node_rows = [{"node": n, "ray_node": r, "stage": s, **v} for (n, r, s), v in sorted(nodes.items())]
+    return {"run": run, "driver": driver, "summary": plan["summary"], "stages": stages, "nodes": node_rows,
+            "results": results}

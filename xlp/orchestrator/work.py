@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from xlp.errors import XlpError
+from xlp.errors import ShardChecksumError, XlpError
 from xlp.models.extract import WordFeatureExtractor
 from xlp.orchestrator.plan import ExtractUnit, ProbeUnit, SentenceUnit, bpc_texts, retrieval_texts
 from xlp.spec import Spec
@@ -70,16 +70,22 @@ class ExtractionWorker:
         vecs = self.extractor.extract([s.forms for s in sentences])
         table = features_table(sentences, vecs, self.spec.feature_dtype)
         nbytes = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)
-        return {"bytes": nbytes, "rows": table.num_rows, "seconds": time.time() - start,
+        return {"bytes": nbytes, "sha256": self.store.sha256(unit.output), "rows": table.num_rows,
+                "seconds": time.time() - start,
                 "node": socket.gethostname(), "ray_node": _ray_node(), "device": str(self.extractor.device)}
 
 
-def _read(store: Store, task, step: int, lang: str, split: str, layers: tuple[int, ...]):
+def _read(store: Store, task, step: int, lang: str, split: str, layers: tuple[int, ...], digests: dict | None):
+    """A shard's columns for the task, after checking its bytes against the ledger's digest."""
+    path = shard_path(step, lang, split)
+    key, digest = (digests or {}).get(path, (None, None))
+    if digest and store.sha256(path) != digest:
+        raise ShardChecksumError("extract", key, path)
     cols = [layer_column(layer) for layer in layers]
-    return store.read_table(shard_path(step, lang, split), columns=[*cols, *task.needs]), cols
+    return store.read_table(path, columns=[*cols, *task.needs]), cols
 
 
-def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None) -> dict:
+def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None, digests: dict | None = None) -> dict:
     """Fit the source's probes for every layer of the unit, per seed (once when the seed can change
     neither the examples nor the fit), and score them on every target's test examples."""
     start = time.time()
@@ -87,7 +93,7 @@ def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None) -> dict:
     store = Store(spec.output, fail_write=(faults or {}).get("write"))
     task = TASKS[unit.task]
     step = unit.ckpt.step
-    table, cols = _read(store, task, step, unit.src, unit.train_split, unit.layers)
+    table, cols = _read(store, task, step, unit.src, unit.train_split, unit.layers, digests)
     cap = spec.probe.max_train_words
     probes, n_train, invariant = {}, {}, False
     for seed in spec.probe.seeds:
@@ -103,7 +109,7 @@ def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None) -> dict:
     del table
     rows = []
     for tgt, split in unit.targets:
-        test, cols = _read(store, task, step, tgt, split, unit.layers)
+        test, cols = _read(store, task, step, tgt, split, unit.layers, digests)
         evaluate = getattr(task, "evaluate", None)  # a task that scores its own way (head selection)
         if evaluate is None:
             Xt, yt = task.examples(test, cols, 0)  # one fixed test set for every seed and checkpoint
@@ -125,8 +131,8 @@ def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None) -> dict:
     if not rows:
         raise XlpError(f"probe {unit.key}: no targets")
     nbytes = store.write_table(unit.output, pa.Table.from_pylist(rows))
-    return {"bytes": nbytes, "rows": len(rows), "seconds": time.time() - start, "node": socket.gethostname(),
-            "ray_node": _ray_node()}
+    return {"bytes": nbytes, "sha256": store.sha256(unit.output), "rows": len(rows), "seconds": time.time() - start,
+            "node": socket.gethostname(), "ray_node": _ray_node()}
 
 
 def run_sentence_unit(spec: Spec, unit: SentenceUnit, faults: dict | None = None, device: str | None = None) -> dict:
@@ -139,8 +145,8 @@ def run_sentence_unit(spec: Spec, unit: SentenceUnit, faults: dict | None = None
     ud_root = resolve_ud_root(spec.data.ud_root, spec.data.languages, quiet=True)
     rows = {"retrieval": _retrieval_rows, "bpc": _bpc_rows, "xnli": _xnli_rows}[unit.task](spec, unit, ud_root, device)
     nbytes = store.write_table(unit.output, pa.Table.from_pylist(rows))
-    return {"bytes": nbytes, "rows": len(rows), "seconds": time.time() - start, "node": socket.gethostname(),
-            "ray_node": _ray_node()}
+    return {"bytes": nbytes, "sha256": store.sha256(unit.output), "rows": len(rows), "seconds": time.time() - start,
+            "node": socket.gethostname(), "ray_node": _ray_node()}
 
 
 def _xnli_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> list[dict]:

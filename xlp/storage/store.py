@@ -7,6 +7,7 @@ and is moved into place when complete, so nothing half-written is ever read.
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import uuid
@@ -77,6 +78,13 @@ class Store:
     def read_bytes(self, rel: str) -> bytes:
         with self.fs.open_input_stream(self.path(rel)) as f:
             return f.read()
+
+    def sha256(self, rel: str) -> str:
+        h = hashlib.sha256()
+        with self.fs.open_input_stream(self.path(rel)) as f:
+            while block := f.read(1 << 22):
+                h.update(block)
+        return h.hexdigest()
 
     def read_table(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         with self.fs.open_input_file(self.path(rel)) as f:

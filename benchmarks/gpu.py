@@ -1,0 +1,120 @@
+"""GPU extraction: xlp's whole extraction path (tokenisation, length-bucketed batches, pooling on the
+device, float16 copy, Parquet write) against a bare forward pass of the same XLM-R-base-sized model on
+the same batches, in one process on one CUDA device; prints words/s for both and the ratio (target:
+xlp >= 70 % of the bare forward pass).
+
+The model is XLM-R base's shape (12 layers, d = 768, 250,002 pieces) with random weights, so no hub is
+needed; the tokenizer is XLM-R's from XLP_SHARED when present, else one trained here on the text.
+
+    python benchmarks/gpu.py [--sentences 20000] [--batch-tokens 16384]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from xlp.models.checkpoints import Checkpoint
+from xlp.models.extract import WordFeatureExtractor
+from xlp.paths import shared_dir
+from xlp.storage.features import PARQUET_OPTIONS, features_table
+from xlp.tasks.ud import Sentence, read_conllu
+
+
+def sentences(n: int) -> list[Sentence]:
+    ud = shared_dir() / "ud"
+    files = sorted(ud.glob("*/*-ud-*.conllu")) if ud.is_dir() else []
+    out = [s for f in files for s in read_conllu(f)][:n]
+    rng = random.Random(0)
+    words = [w for s in out for w in s.forms] or [f"w{i}{chr(97 + i % 26)}" for i in range(5000)]
+    while len(out) < n:  # synthetic sentences of 8-40 words when the shared treebanks are not here
+        forms = [rng.choice(words) for _ in range(rng.randint(8, 40))]
+        out.append(Sentence(sent_id=str(len(out)), text=" ".join(forms), forms=forms, upos=["X"] * len(forms),
+                            heads=[0] + [1] * (len(forms) - 1), deprels=["dep"] * len(forms)))
+    return out
+
+
+def build_model(folder: Path, texts: list[str]) -> None:
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
+
+    tok_file = shared_dir() / "models" / "xlmr-tokenizer" / "tokenizer.json"
+    if tok_file.is_file():
+        tok = XLMRobertaTokenizerFast(tokenizer_file=str(tok_file))
+    else:
+        from tokenizers import SentencePieceUnigramTokenizer
+
+        sp = SentencePieceUnigramTokenizer()
+        sp.train_from_iterator(texts, vocab_size=8000, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                               unk_token="<unk>", show_progress=False)
+        tok = XLMRobertaTokenizerFast(tokenizer_object=sp._tokenizer, bos_token="<s>", eos_token="</s>",
+                                      unk_token="<unk>", pad_token="<pad>", mask_token="<mask>")
+    config = XLMRobertaConfig(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                              intermediate_size=3072, max_position_embeddings=514, pad_token_id=1)
+    XLMRobertaModel(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+
+
+def bare_forward(ex: WordFeatureExtractor, sents: list[Sentence]) -> float:
+    """The same chunks and batches as xlp, forward pass only (bf16 autocast), no pooling, no copy out."""
+    chunks = sorted(ex._chunks([s.forms for s in sents]), key=lambda c: len(c[0]))
+    extra = len(ex.prefix) + len(ex.suffix)
+    batches, batch = [], []
+    for c in chunks:
+        if batch and (len(c[0]) + extra) * (len(batch) + 1) > ex.batch_tokens:
+            batches.append(batch)
+            batch = []
+        batch.append(c)
+    batches.append(batch)
+    tensors = []
+    for b in batches:
+        T = max(len(ids) for ids, _, _ in b) + extra
+        ids = torch.full((len(b), T), ex.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, (piece, _, _) in enumerate(b):
+            row = ex.prefix + piece + ex.suffix
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        tensors.append((ids.cuda(), mask.cuda()))  # on the device before timing: the best case
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+        for ids, mask in tensors:
+            ex.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sentences", type=int, default=20000)
+    ap.add_argument("--batch-tokens", type=int, default=16384)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run this on a GPU machine")
+    sents = sentences(args.sentences)
+    n = sum(len(s.forms) for s in sents)
+    tmp = Path(tempfile.mkdtemp())
+    build_model(tmp / "model", [s.text for s in sents[:5000]])
+    ex = WordFeatureExtractor(Checkpoint(0, str(tmp / "model")), layers="all", batch_tokens=args.batch_tokens,
+                              device="cuda")
+    ex.extract([s.forms for s in sents[:200]])  # warm up kernels and the allocator
+    t_bare = bare_forward(ex, sents)
+    t = time.perf_counter()
+    vecs = ex.extract([s.forms for s in sents])
+    pq.write_table(features_table(sents, vecs), tmp / "xlp.parquet", **PARQUET_OPTIONS)
+    t_xlp = time.perf_counter() - t
+    print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, {len(sents)} sentences, {n} words, "
+          f"13 layers of d = 768, batch_tokens {args.batch_tokens}")
+    print(f"bare forward pass (bf16, inputs on device): {n / t_bare:12,.0f} words/s")
+    print(f"xlp extraction path incl. Parquet write   : {n / t_xlp:12,.0f} words/s")
+    print(f"xlp / bare                                : {t_bare / t_xlp:12.1%} (target >= 70%)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""`xlp launch --submit`: the driver runs on the cluster as a Ray Job (Jobs API), so the laptop that
+submitted it can disconnect; `xlp status --job ID` follows it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from xlp.errors import XlpError
+from xlp.spec import Spec
+
+SPEC_NAME = "xlp-spec.yaml"
+
+
+def _client(address: str | None):
+    from ray.job_submission import JobSubmissionClient
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if not address:
+        raise XlpError("--submit needs the cluster's dashboard address: --address http://HEAD:8265 "
+                       "(or RAY_ADDRESS)")
+    try:
+        return JobSubmissionClient(address)
+    except Exception as e:  # noqa: BLE001 - connection errors of every kind are the user's to fix
+        raise XlpError(f"cannot reach the Ray Jobs API at {address}: {str(e).splitlines()[0]}") from None
+
+
+def submit(spec_path: Path, spec: Spec, address: str | None, verify: bool = False) -> str:
+    """Send `xlp launch` of this spec to the cluster; the spec travels in the job's runtime_env."""
+    relative = [what for what, value in [("output", spec.output)] + [
+        (f"checkpoints[{i}].path", c.path) for i, c in enumerate(spec.checkpoints) if c.path]
+        if "://" not in value and not os.path.isabs(os.path.expanduser(value))]
+    if relative:
+        raise XlpError(f"--submit: {', '.join(relative)} must be absolute paths (on a filesystem the cluster "
+                       f"shares) or URIs; relative ones would land in the job's temporary working directory")
+    client = _client(address or spec.cluster.address)
+    workdir = Path(tempfile.mkdtemp(prefix="xlp-job-"))
+    try:
+        shutil.copy(spec_path, workdir / SPEC_NAME)
+        entry = f"xlp launch {SPEC_NAME} --quiet" + (" --verify" if verify else "")
+        return client.submit_job(entrypoint=entry, runtime_env={"working_dir": str(workdir)},
+                                 metadata={"xlp_run": spec.name, "xlp_output": spec.output})
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def job_status(job_id: str, address: str | None, tail: int = 20) -> dict:
+    client = _client(address)
+    try:
+        info = client.get_job_info(job_id)
+        logs = client.get_job_logs(job_id)
+    except Exception as e:  # noqa: BLE001
+        raise XlpError(f"job {job_id}: {str(e).splitlines()[0]}") from None
+    return {"job": job_id, "status": str(info.status.value if hasattr(info.status, "value") else info.status),
+            "message": info.message, "run": (info.metadata or {}).get("xlp_output"),
+            "log_tail": logs.splitlines()[-tail:]}
