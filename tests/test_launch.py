@@ -142,7 +142,6 @@ def test_second_driver_is_refused_and_a_dead_drivers_lock_taken_over(tmp_path, t
     import json
     import socket
     import subprocess
-    import sys
 
     from xlp.errors import XlpError
     from xlp.orchestrator.lock import run_lock
