@@ -18,6 +18,12 @@ from xlp.models import quiet_transformers
 from xlp.models.checkpoints import Checkpoint, check_weights
 
 
+def default_batch_tokens(device: torch.device) -> int:
+    """A GPU wants big batches; on a CPU, batches of about 1k tokens measured 1.5x faster than 8k
+    (MiniLM, 2 cores: attention and activations stay in cache)."""
+    return 16384 if device.type == "cuda" else 1024
+
+
 def _truncate_encoder(model, n_layers: int) -> None:
     """Drop encoder layers above `n_layers` where hidden_states[i] is exactly layer i's output."""
     encoder = getattr(model, "encoder", None)
@@ -31,7 +37,7 @@ class WordFeatureExtractor:
     """Holds one loaded checkpoint; turns word-split sentences into per-layer word vectors."""
 
     def __init__(self, ckpt: Checkpoint, layers: Sequence[int] | str = "all", pooling: str = "first",
-                 batch_tokens: int = 8192, device: str | None = None, trust_remote_code: bool = False,
+                 batch_tokens: int | None = None, device: str | None = None, trust_remote_code: bool = False,
                  allow_pickle: bool = False):
         from transformers import AutoModel, AutoTokenizer
 
@@ -39,8 +45,8 @@ class WordFeatureExtractor:
         check_weights(ckpt, allow_pickle)
         self.ckpt = ckpt
         self.pooling = pooling
-        self.batch_tokens = batch_tokens
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
         kwargs = dict(trust_remote_code=trust_remote_code, **ckpt.hub_kwargs())
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(ckpt.location, use_fast=True, **kwargs)

@@ -37,11 +37,12 @@ def has_mlm_head(directory: Path) -> bool:
 
 
 class MlmScorer:
-    def __init__(self, location: str, hub_kwargs: dict, batch_tokens: int, device: str | None = None,
+    def __init__(self, location: str, hub_kwargs: dict, batch_tokens: int | None, device: str | None = None,
                  trust_remote_code: bool = False):
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
         from xlp.models import quiet_transformers
+        from xlp.models.extract import default_batch_tokens
 
         quiet_transformers()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -53,7 +54,7 @@ class MlmScorer:
             raise XlpError(f"checkpoint {location}: cannot load its masked-LM head: {str(e).splitlines()[0]}") from None
         if self.tokenizer.mask_token_id is None:
             raise XlpError(f"checkpoint {location}: its tokenizer has no mask token, so no MLM bits per character")
-        self.batch_tokens = batch_tokens
+        self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
         self.head = getattr(self.model, "lm_head", None) or getattr(self.model, "cls", None)
         limit = getattr(self.model.config, "max_position_embeddings", 512) - 2
         self.max_len = max(8, min(self.tokenizer.model_max_length, limit, 512))
