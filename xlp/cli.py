@@ -140,8 +140,9 @@ def status(
     job: Optional[str] = typer.Option(None, "--job", help="A job id from `xlp launch --submit`."),
     address: Optional[str] = typer.Option(None, help="The cluster's dashboard address, for --job."),
 ) -> None:
-    """Progress per stage (done / running / pending / failed, rows/s, ETA), what each node did, and the
-    last error of each failed unit; from the run folder alone, so it works from any machine that sees it.
+    """Progress per stage (done / running / pending / failed, rows/s, ETA), per node, and errors.
+
+    Reads the run folder alone, so it works from any machine that sees it, also after the cluster is gone.
 
     Example: xlp status runs/quickstart
     """

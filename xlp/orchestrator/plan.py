@@ -29,6 +29,11 @@ def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def probe_output(key: str) -> str:
+    """Where a probe-stage unit (probe or sentence task) writes its rows."""
+    return f"probes/{key}/part-0.parquet"
+
+
 def _file_identity(path: Path) -> str:
     st = path.stat()
     return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
@@ -69,7 +74,7 @@ class ProbeUnit:
 
     @property
     def output(self) -> str:
-        return f"probes/{self.key}/part-0.parquet"
+        return probe_output(self.key)
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,7 @@ class SentenceUnit:
 
     @property
     def output(self) -> str:
-        return f"probes/{self.key}/part-0.parquet"
+        return probe_output(self.key)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 
 from xlp.orchestrator.ledger import Ledger
-from xlp.orchestrator.plan import digest
+from xlp.orchestrator.plan import digest, probe_output
 from xlp.orchestrator.analysis import best_layers, control_selectivity, degradation_tests, emergence_table
 from xlp.report import write_report
 from xlp.spec import Spec
@@ -43,7 +43,7 @@ def reduce_run(store: Store, spec: Spec, force: bool = False, ledger: Ledger | N
     tick = on_step or (lambda n, total: None)
     plan = json.loads(store.read_bytes("plan.json"))
     ledger = ledger or Ledger(store)  # an output left by an older plan (another hash) is not a result
-    outputs = [f"probes/{key}/part-0.parquet" for key, h in plan["units"]["probe"].items()
+    outputs = [probe_output(key) for key, h in plan["units"]["probe"].items()
                if ledger.is_done("probe", key, h)]
     present = store.files("probes")
     # what the results are a function of: a relaunch with nothing new leaves them untouched

@@ -15,6 +15,7 @@ from xlp.orchestrator.plan import ExtractUnit, ProbeUnit, SentenceUnit, bpc_text
 from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, shard_path
+from xlp.storage.store import ChecksumMismatch
 from xlp.tasks import TASKS
 from xlp.tasks import xnli
 from xlp.tasks.bpc import METRIC as BPC_METRIC
@@ -48,6 +49,16 @@ def _ray_node() -> str | None:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
+def _store(spec: Spec, faults: dict | None) -> Store:
+    return Store(spec.output, fail_write=(faults or {}).get("write"))
+
+
+def _written(store: Store, output: str, nbytes: int, rows: int, start: float, **extra) -> dict:
+    """What the ledger records of a finished unit: its output's size and digest, and where and how long."""
+    return {"bytes": nbytes, "sha256": store.sha256(output), "rows": rows, "seconds": time.time() - start,
+            "node": socket.gethostname(), "ray_node": _ray_node(), **extra}
+
+
 class ExtractionWorker:
     """Holds one loaded checkpoint at a time and writes feature shards."""
 
@@ -70,19 +81,18 @@ class ExtractionWorker:
         vecs = self.extractor.extract([s.forms for s in sentences])
         table = features_table(sentences, vecs, self.spec.feature_dtype)
         nbytes = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)
-        return {"bytes": nbytes, "sha256": self.store.sha256(unit.output), "rows": table.num_rows,
-                "seconds": time.time() - start,
-                "node": socket.gethostname(), "ray_node": _ray_node(), "device": str(self.extractor.device)}
+        return _written(self.store, unit.output, nbytes, table.num_rows, start, device=str(self.extractor.device))
 
 
 def _read(store: Store, task, step: int, lang: str, split: str, layers: tuple[int, ...], digests: dict | None):
     """A shard's columns for the task, after checking its bytes against the ledger's digest."""
     path = shard_path(step, lang, split)
     key, digest = (digests or {}).get(path, (None, None))
-    if digest and store.sha256(path) != digest:
-        raise ShardChecksumError("extract", key, path)
     cols = [layer_column(layer) for layer in layers]
-    return store.read_table(path, columns=[*cols, *task.needs]), cols
+    try:
+        return store.read_table(path, columns=[*cols, *task.needs], sha256=digest), cols
+    except ChecksumMismatch:
+        raise ShardChecksumError("extract", key, path) from None
 
 
 def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None, digests: dict | None = None) -> dict:
@@ -90,7 +100,7 @@ def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None, digests: 
     neither the examples nor the fit), and score them on every target's test examples."""
     start = time.time()
     _fault_injection(unit.key, faults)
-    store = Store(spec.output, fail_write=(faults or {}).get("write"))
+    store = _store(spec, faults)
     task = TASKS[unit.task]
     step = unit.ckpt.step
     table, cols = _read(store, task, step, unit.src, unit.train_split, unit.layers, digests)
@@ -130,9 +140,7 @@ def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None, digests: 
                              "correct": np.packbits(correct[li]).tobytes()})
     if not rows:
         raise XlpError(f"probe {unit.key}: no targets")
-    nbytes = store.write_table(unit.output, pa.Table.from_pylist(rows))
-    return {"bytes": nbytes, "sha256": store.sha256(unit.output), "rows": len(rows), "seconds": time.time() - start,
-            "node": socket.gethostname(), "ray_node": _ray_node()}
+    return _written(store, unit.output, store.write_table(unit.output, pa.Table.from_pylist(rows)), len(rows), start)
 
 
 def run_sentence_unit(spec: Spec, unit: SentenceUnit, faults: dict | None = None, device: str | None = None) -> dict:
@@ -141,12 +149,10 @@ def run_sentence_unit(spec: Spec, unit: SentenceUnit, faults: dict | None = None
 
     start = time.time()
     _fault_injection(unit.key, faults)
-    store = Store(spec.output, fail_write=(faults or {}).get("write"))
+    store = _store(spec, faults)
     ud_root = resolve_ud_root(spec.data.ud_root, spec.data.languages, quiet=True)
     rows = {"retrieval": _retrieval_rows, "bpc": _bpc_rows, "xnli": _xnli_rows}[unit.task](spec, unit, ud_root, device)
-    nbytes = store.write_table(unit.output, pa.Table.from_pylist(rows))
-    return {"bytes": nbytes, "sha256": store.sha256(unit.output), "rows": len(rows), "seconds": time.time() - start,
-            "node": socket.gethostname(), "ray_node": _ray_node()}
+    return _written(store, unit.output, store.write_table(unit.output, pa.Table.from_pylist(rows)), len(rows), start)
 
 
 def _xnli_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> list[dict]:

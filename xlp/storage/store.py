@@ -24,6 +24,10 @@ DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota i
                errno.EACCES: "permission denied", errno.EROFS: "the filesystem is read-only"}
 
 
+class ChecksumMismatch(Exception):
+    """A stored file's bytes differ from the digest recorded when it was written."""
+
+
 class Store:
     def __init__(self, location: str, fail_write: str | None = None):
         self.location = location
@@ -86,9 +90,15 @@ class Store:
                 h.update(block)
         return h.hexdigest()
 
-    def read_table(self, rel: str, columns: list[str] | None = None) -> pa.Table:
-        with self.fs.open_input_file(self.path(rel)) as f:
-            return pq.read_table(f, columns=columns)
+    def read_table(self, rel: str, columns: list[str] | None = None, sha256: str | None = None) -> pa.Table:
+        """Read Parquet; with `sha256`, the file is read once into memory and checked before parsing."""
+        if sha256 is None:
+            with self.fs.open_input_file(self.path(rel)) as f:
+                return pq.read_table(f, columns=columns)
+        data = self.read_bytes(rel)
+        if hashlib.sha256(data).hexdigest() != sha256:
+            raise ChecksumMismatch(rel)
+        return pq.read_table(pa.BufferReader(data), columns=columns)
 
     def size(self, rel: str) -> int | None:
         info = self.fs.get_file_info(self.path(rel))
