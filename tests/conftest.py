@@ -81,3 +81,34 @@ def run_xlp(*args: str) -> subprocess.CompletedProcess:
     finally:
         sys.argv = argv
     return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+GRID_RESULTS = ["results/probes.parquet", "results/emergence.parquet", "results/probes.csv", "results/emergence.csv"]
+
+
+def grid_spec(tmp_path: Path, series: Path, output: Path, languages=("en", "de", "vi"), **overrides):
+    """The 3 checkpoints x 3 languages POS grid that the launch and cluster tests disturb."""
+    from xlp.spec import load_spec
+
+    return load_spec(write_spec(
+        tmp_path / "grid.yaml", name="grid", output=str(output),
+        checkpoints=[{"path": f"{series}/step_*"}],
+        data={"ud_root": "${XLP_SHARED}/ud", "languages": list(languages),
+              "max_train_sentences": 80, "max_test_sentences": 40},
+        tasks=["pos"], layers="all", probe={"seeds": [0, 1]}, **{"cluster": {"extractors": 1}, **overrides}))
+
+
+def snapshot(run: Path) -> dict[str, bytes]:
+    return {f: (run / f).read_bytes() for f in GRID_RESULTS}
+
+
+@pytest.fixture(scope="session")
+def clean_grid(tmp_path_factory, tiny_series, ray_local):
+    """An undisturbed run of the 3 x 3 grid, and its results' bytes."""
+    from xlp.orchestrator.driver import launch
+
+    tmp = tmp_path_factory.mktemp("clean")
+    run = tmp / "run"
+    spec = grid_spec(tmp, tiny_series, run)
+    first = launch(spec, quiet=True)
+    return spec, run, first, snapshot(run)

@@ -1,37 +1,56 @@
-"""A real multi-node Ray cluster on loopback: extraction actors land on the node with the (simulated) GPUs."""
+"""A real multi-node Ray cluster on loopback, driven by `xlp launch` as on a real cluster: extraction
+actors land on the nodes with the (simulated) GPUs, and losing a whole node mid-run costs only the
+units it was running, which are redone on the other node, with results identical to an undisturbed run."""
 
 import json
+import os
+import subprocess
+import sys
+import time
 
-import pyarrow.parquet as pq
+from conftest import grid_spec, snapshot
 
-from xlp.orchestrator.driver import launch
-from xlp.spec import load_spec
-from conftest import write_spec
+# notice a dead node within about a second (Ray's defaults take tens of seconds)
+FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 300,
+                      "health_check_timeout_ms": 300, "health_check_failure_threshold": 3}
 
 
-def test_extractors_are_placed_on_the_gpu_node(tmp_path, tiny_series):
-    import ray
+def test_gpu_placement_and_a_killed_node_loses_nothing(clean_grid, tmp_path, tiny_series):
     from ray.cluster_utils import Cluster
 
-    ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
-    gpu_node = cluster.add_node(num_cpus=1, num_gpus=2)
+    clean_snapshot = clean_grid[3]
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0, "include_dashboard": False,
+                                                            "_system_config": FAST_HEALTH_CHECKS})
+    gpu_nodes = [cluster.add_node(num_cpus=1, num_gpus=2) for _ in range(2)]
     try:
-        ray.init(address=cluster.address, logging_level="warning", log_to_driver=False)
         cluster.wait_for_nodes()
-        spec = load_spec(write_spec(
-            tmp_path / "c.yaml", name="c", output=str(tmp_path / "run"),
-            checkpoints=[{"path": f"{tiny_series}/step_*"}],
-            data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en", "vi"],
-                  "max_train_sentences": 30, "max_test_sentences": 20},
-            tasks=["pos"], layers=[1, 2],
-            cluster={"extractors": 2, "gpus_per_extractor": 1, "cpus_per_extractor": 0.5}))
-        res = launch(spec, quiet=True)
-        assert not res.failed and res.extracted == 3 * 4
-        records = [json.loads(p.read_text()) for p in (tmp_path / "run/ledger/extract").rglob("*.json")]
-        assert {r["ray_node"] for r in records} == {gpu_node.node_id}
-        probes = pq.read_table(tmp_path / "run/results/probes.parquet").to_pandas()
-        assert len(probes) == 3 * 2 * 2 * 2  # steps x layers x sources x targets (one seed)
+        run = tmp_path / "run"
+        grid_spec(tmp_path, tiny_series, run,
+                  cluster={"extractors": 2, "gpus_per_extractor": 1, "cpus_per_extractor": 0.5})
+        marker = tmp_path / "held"
+        # the unit is held where it runs until the test has taken its node down
+        env = {**os.environ, "RAY_ADDRESS": cluster.address,
+               "XLP_HOLD_IN_UNIT": "step=100/lang=de/split=test", "XLP_HOLD_MARKER": str(marker)}
+        driver = subprocess.Popen([sys.executable, "-c", "from xlp.cli import main; main()", "launch",
+                                   str(tmp_path / "grid.yaml"), "--json"], env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 120
+        while not marker.exists():
+            assert driver.poll() is None and time.time() < deadline, driver.communicate()
+            time.sleep(0.1)
+        held_on = marker.read_text()
+        victim = next(n for n in gpu_nodes if n.node_id == held_on)  # the unit runs on a GPU node
+        survivor = next(n for n in gpu_nodes if n is not victim)
+        cluster.remove_node(victim, allow_graceful=False)
+        out, err = driver.communicate(timeout=240)
+        assert driver.returncode == 0, err
+        summary = json.loads(out.splitlines()[-1])
+        assert summary["failed"] == {} and (summary["extracted"], summary["probed"]) == (18, 9)
+
+        extract = {r["key"]: r for r in (json.loads(p.read_text()) for p in (run / "ledger/extract").rglob("*.json"))}
+        assert len(extract) == 18
+        assert {r["ray_node"] for r in extract.values()} <= {n.node_id for n in gpu_nodes}  # placement
+        assert extract["step=100/lang=de/split=test"]["ray_node"] == survivor.node_id
+        assert snapshot(run) == clean_snapshot  # no missing, no duplicated, no different rows
     finally:
-        ray.shutdown()
         cluster.shutdown()

@@ -7,32 +7,7 @@ import pytest
 
 from xlp.orchestrator.driver import launch
 from xlp.spec import load_spec
-from conftest import MINILM, write_spec
-
-RESULTS = ["results/probes.parquet", "results/emergence.parquet", "results/probes.csv", "results/emergence.csv"]
-
-
-def _grid_spec(tmp_path, series, output, languages=("en", "de", "vi")):
-    return load_spec(write_spec(
-        tmp_path / "grid.yaml", name="grid", output=str(output),
-        checkpoints=[{"path": f"{series}/step_*"}],
-        data={"ud_root": "${XLP_SHARED}/ud", "languages": list(languages),
-              "max_train_sentences": 80, "max_test_sentences": 40},
-        tasks=["pos"], layers="all", probe={"seeds": [0, 1]}, cluster={"extractors": 1}))
-
-
-def _snapshot(run):
-    return {f: (run / f).read_bytes() for f in RESULTS}
-
-
-@pytest.fixture(scope="module")
-def clean_grid(tmp_path_factory, tiny_series, ray_local):
-    """An undisturbed run of the 3 x 3 grid, and its results' bytes."""
-    tmp = tmp_path_factory.mktemp("clean")
-    run = tmp / "run"
-    spec = _grid_spec(tmp, tiny_series, run)
-    first = launch(spec, quiet=True)
-    return spec, run, first, _snapshot(run)
+from conftest import MINILM, grid_spec, snapshot, write_spec
 
 
 def test_grid_resume_and_partial_redo(clean_grid):
@@ -49,7 +24,7 @@ def test_grid_resume_and_partial_redo(clean_grid):
 
     again = launch(spec, quiet=True)
     assert (again.extracted, again.probed) == (0, 0)
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
 
     victim = run / "features/step=100/lang=de/split=test/part-0.parquet"
     others = {p: p.stat().st_mtime_ns for p in (run / "features").rglob("*.parquet") if p != victim}
@@ -58,7 +33,7 @@ def test_grid_resume_and_partial_redo(clean_grid):
     assert (redo.extracted, redo.probed) == (1, 0)
     assert victim.exists()
     assert {p: p.stat().st_mtime_ns for p in others} == others
-    assert _snapshot(run) == before
+    assert snapshot(run) == before
 
 
 def test_crash_then_relaunch_finishes_identically(clean_grid, tmp_path, tiny_series, monkeypatch):
@@ -66,7 +41,7 @@ def test_crash_then_relaunch_finishes_identically(clean_grid, tmp_path, tiny_ser
     on, and a relaunch redoes exactly what failed, with results identical to an undisturbed run."""
     clean_snapshot = clean_grid[3]
     run = tmp_path / "crashy"
-    spec = _grid_spec(tmp_path, tiny_series, run)
+    spec = grid_spec(tmp_path, tiny_series, run)
     monkeypatch.setenv("XLP_FAIL_UNIT", "step=200/lang=en/split=test")
     monkeypatch.setenv("XLP_FAIL_WRITE", "probes/step=100/task=pos/layers=0_1_2/src=de")  # disk full there
     # and the extraction actor's process dies mid-checkpoint (as under the OOM killer): Ray restarts
@@ -90,7 +65,7 @@ def test_crash_then_relaunch_finishes_identically(clean_grid, tmp_path, tiny_ser
     resumed = launch(spec, quiet=True)
     assert (tmp_path / "probe-died").exists() and not resumed.failed
     assert (resumed.extracted, resumed.probed) == (1, 4)
-    assert _snapshot(run) == clean_snapshot  # same checkpoints and data: equal to the undisturbed run
+    assert snapshot(run) == clean_snapshot  # same checkpoints and data: equal to the undisturbed run
 
 
 @pytest.mark.skipif(os.environ.get("XLP_FAST") == "1", reason="XLP_FAST=1 skips the 2000-sentence MiniLM run")
@@ -148,7 +123,7 @@ def test_second_driver_is_refused_and_a_dead_drivers_lock_taken_over(tmp_path, t
     from xlp.storage import Store
 
     run = tmp_path / "locked"
-    spec = _grid_spec(tmp_path, tiny_series, run, languages=("vi",))
+    spec = grid_spec(tmp_path, tiny_series, run, languages=("vi",))
     run.mkdir()
     live = {"host": socket.gethostname(), "pid": os.getpid(), "since": 0}
     (run / "_driver.lock").write_text(json.dumps(live))
@@ -184,7 +159,7 @@ def test_results_never_mix_in_outputs_of_an_older_plan(clean_grid, tmp_path, mon
 def test_unsatisfiable_resources_are_an_error_not_a_hang(tmp_path, tiny_series, ray_local):
     from xlp.errors import XlpError
 
-    spec = _grid_spec(tmp_path, tiny_series, tmp_path / "gpu", languages=("vi",))
+    spec = grid_spec(tmp_path, tiny_series, tmp_path / "gpu", languages=("vi",))
     spec = spec.model_copy(update={"cluster": spec.cluster.model_copy(update={"gpus_per_extractor": 1})})
     with pytest.raises(XlpError, match="cluster.gpus_per_extractor: 1 GPU per worker, but the Ray cluster has 0 GPU"):
         launch(spec, quiet=True)
@@ -285,7 +260,7 @@ def test_driver_killed_at_a_random_point_then_relaunched(clean_grid, tmp_path, t
 
     clean_snapshot = clean_grid[3]
     run = tmp_path / "driverless"
-    _grid_spec(tmp_path, tiny_series, run)
+    grid_spec(tmp_path, tiny_series, run)
     after = random.Random(os.getpid()).randint(1, 12)  # units finished before the kill
     import ray
 
@@ -308,7 +283,7 @@ def test_driver_killed_at_a_random_point_then_relaunched(clean_grid, tmp_path, t
     assert st["stages"]["extract"]["pending"] == 18 - st["stages"]["extract"]["done"]
     resumed = launch(load_spec(tmp_path / "grid.yaml"), quiet=True)
     assert not resumed.failed and resumed.skipped == done
-    assert _snapshot(run) == clean_snapshot
+    assert snapshot(run) == clean_snapshot
     st = json.loads(run_xlp("status", run, "--json").stdout)
     assert {s: (v["done"], v["pending"]) for s, v in st["stages"].items()} == {"extract": (18, 0), "probe": (9, 0)}
     per_stage = {s: sum(n["units"] for n in st["nodes"] if n["stage"] == s) for s in ("extract", "probe")}
@@ -340,7 +315,7 @@ def test_changed_shard_fails_its_checksum_and_is_redone(clean_grid, tmp_path):
     # the refused shard is redone anyway; --verify also finds the one at rest that no probe read
     redone = launch(spec, quiet=True, verify=True)
     assert not redone.failed and (redone.extracted, redone.probed) == (2, 1)
-    assert _snapshot(copy) == clean_snapshot
+    assert snapshot(copy) == clean_snapshot
 
 
 def test_submit_runs_the_driver_as_a_ray_job(clean_grid, tmp_path, ray_local):
@@ -371,7 +346,7 @@ def test_submit_runs_the_driver_as_a_ray_job(clean_grid, tmp_path, ray_local):
         assert time.time() < deadline, st
         time.sleep(1)
     assert st["status"] == "SUCCEEDED", st["log_tail"]
-    assert st["run"] == str(copy) and _snapshot(copy) == clean_snapshot
+    assert st["run"] == str(copy) and snapshot(copy) == clean_snapshot
     assert (copy / "ledger/probe/step=200/task=pos/layers=0_1_2/src=de.json").stat().st_mtime > before  # redone
     relative = write_spec(tmp_path / "rel.yaml", **{**yaml.safe_load(path.read_text()), "output": "runs/rel"})
     r = run_xlp("launch", relative, "--submit", "--address", address)

@@ -17,6 +17,8 @@ STEP_IN_NAME = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)$", re.IGNORECASE)
 STEP_IN_REVISION = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 METADATA_FILE = "xlp_checkpoint.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "sentencepiece.bpe.model", "spiece.model", "vocab.txt", "vocab.json", "merges.txt")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,41 @@ class Checkpoint:
 
     def hub_kwargs(self) -> dict:
         return {"revision": self.revision} if self.revision else {}
+
+
+def tokenizer_files_digest(ckpt: Checkpoint) -> str | None:
+    """The bytes of a local checkpoint's tokenizer files: equal digests load equal tokenizers."""
+    if not ckpt.is_local:
+        return None
+    h = hashlib.sha256()
+    found = False
+    for name in TOKENIZER_FILES:
+        f = Path(ckpt.location) / name
+        if f.is_file():
+            found = True
+            h.update(f"{name}:{f.stat().st_size}:".encode())
+            with f.open("rb") as fh:
+                while block := fh.read(1 << 22):
+                    h.update(block)
+    return h.hexdigest() if found else None
+
+
+_TOKENIZERS: dict[str, object] = {}  # this process's last tokenizer, by tokenizer_files_digest
+
+
+def load_tokenizer(ckpt: Checkpoint, **kwargs):
+    """AutoTokenizer for a checkpoint, loaded once per process for a series that shares one (loading
+    XLM-R's 250k-piece tokenizer takes seconds; its files are identical in every checkpoint)."""
+    from transformers import AutoTokenizer
+
+    key = tokenizer_files_digest(ckpt)
+    if key is not None and key in _TOKENIZERS:
+        return _TOKENIZERS[key]
+    tok = AutoTokenizer.from_pretrained(ckpt.location, **ckpt.hub_kwargs(), **kwargs)
+    if key is not None:
+        _TOKENIZERS.clear()
+        _TOKENIZERS[key] = tok
+    return tok
 
 
 def step_of(directory: Path) -> int | None:

@@ -15,7 +15,7 @@ import torch
 
 from xlp.errors import XlpError
 from xlp.models import quiet_transformers
-from xlp.models.checkpoints import Checkpoint, check_weights
+from xlp.models.checkpoints import Checkpoint, check_weights, load_tokenizer
 
 
 def default_batch_tokens(device: torch.device) -> int:
@@ -39,7 +39,7 @@ class WordFeatureExtractor:
     def __init__(self, ckpt: Checkpoint, layers: Sequence[int] | str = "all", pooling: str = "first",
                  batch_tokens: int | None = None, device: str | None = None, trust_remote_code: bool = False,
                  allow_pickle: bool = False):
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         quiet_transformers()
         check_weights(ckpt, allow_pickle)
@@ -47,10 +47,10 @@ class WordFeatureExtractor:
         self.pooling = pooling
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
-        kwargs = dict(trust_remote_code=trust_remote_code, **ckpt.hub_kwargs())
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(ckpt.location, use_fast=True, **kwargs)
-            model = AutoModel.from_pretrained(ckpt.location, use_safetensors=not allow_pickle or None, **kwargs)
+            self.tokenizer = load_tokenizer(ckpt, use_fast=True, trust_remote_code=trust_remote_code)
+            model = AutoModel.from_pretrained(ckpt.location, use_safetensors=not allow_pickle or None,
+                                              trust_remote_code=trust_remote_code, **ckpt.hub_kwargs())
         except (OSError, ValueError, RuntimeError) as e:
             raise XlpError(f"checkpoint {ckpt.name}: cannot load: {str(e).splitlines()[0]}") from None
         if not self.tokenizer.is_fast:

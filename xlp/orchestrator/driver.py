@@ -105,7 +105,8 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     from xlp.orchestrator.work import ExtractionWorker, run_probe, run_sentence_unit
 
     fail = {"unit": os.environ.get("XLP_FAIL_UNIT"), "write": os.environ.get("XLP_FAIL_WRITE"),
-            "die": os.environ.get("XLP_DIE_IN_UNIT"), "marker": os.environ.get("XLP_DIE_MARKER")}
+            "die": os.environ.get("XLP_DIE_IN_UNIT"), "marker": os.environ.get("XLP_DIE_MARKER"),
+            "hold": os.environ.get("XLP_HOLD_IN_UNIT"), "hold_marker": os.environ.get("XLP_HOLD_MARKER")}
     todo_keys = {u.key for u in ext_todo}
     done_ext = {u.key for u in plan.extract} - todo_keys
     failed_ext: set[str] = set()

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import xlp
 from xlp.errors import XlpError
-from xlp.models.checkpoints import Checkpoint, check_weights, load_config, resolve_checkpoints
+from xlp.models.checkpoints import (Checkpoint, check_weights, load_config, resolve_checkpoints,
+                                   tokenizer_files_digest)
 from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.storage.features import shard_path
@@ -139,6 +140,23 @@ def _tokenizer_digest(ckpt: Checkpoint) -> str | None:
     return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest() if files else None
 
 
+def _check_one_tokenizer(checkpoints: list[Checkpoint]) -> None:
+    """Identical tokenizer files are the same tokenizer (a hash of the bytes); only files that differ
+    are parsed, to tell a reformatted tokenizer.json from another vocabulary."""
+    by_files: dict[str, Checkpoint] = {}
+    for c in checkpoints:
+        by_files.setdefault(tokenizer_files_digest(c) or c.name, c)
+    if len(by_files) < 2:
+        return
+    digests = {c.name: _tokenizer_digest(c) for c in by_files.values()}
+    distinct = {h for h in digests.values() if h is not None}
+    if len(distinct) > 1:
+        first = next(iter(digests))
+        other = next(n for n, h in digests.items() if h is not None and h != digests[first])
+        raise XlpError(f"checkpoints: {first} and {other} have different tokenizers; a series should "
+                       f"share one (set `allow_tokenizer_mismatch: true` to probe it anyway)")
+
+
 def check_series(checkpoints: list[Checkpoint], spec: Spec) -> tuple[dict[str, int], int]:
     """Pre-flight on the series: every config loads, one tokenizer throughout (unless allowed).
     Returns each checkpoint's depth and the largest hidden size."""
@@ -146,13 +164,7 @@ def check_series(checkpoints: list[Checkpoint], spec: Spec) -> tuple[dict[str, i
     for c in checkpoints:
         check_weights(c, spec.allow_pickle)
     if not spec.allow_tokenizer_mismatch:
-        digests = {c.name: _tokenizer_digest(c) for c in checkpoints}
-        distinct = {h for h in digests.values() if h is not None}
-        if len(distinct) > 1:
-            first = next(iter(digests))
-            other = next(n for n, h in digests.items() if h is not None and h != digests[first])
-            raise XlpError(f"checkpoints: {first} and {other} have different tokenizers; a series should "
-                           f"share one (set `allow_tokenizer_mismatch: true` to probe it anyway)")
+        _check_one_tokenizer(checkpoints)
     return ({n: c.num_hidden_layers for n, c in configs.items()},
             max(getattr(c, "hidden_size", 0) for c in configs.values()))
 

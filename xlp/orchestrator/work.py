@@ -30,17 +30,33 @@ def _fault_injection(key: str, faults: dict | None) -> None:
     """Tests break a chosen unit deterministically, from the driver's environment (the driver passes
     it along, so long-lived Ray workers need not see it): XLP_FAIL_UNIT=<substring of a unit key>
     raises in it; XLP_DIE_IN_UNIT=<substring> kills the worker process running it (as the OOM killer
-    or a lost machine would), once: XLP_DIE_MARKER names a file created on the way down."""
+    would), once: XLP_DIE_MARKER names a file created on the way down; XLP_HOLD_IN_UNIT=<substring>
+    holds it for up to a minute, once, after writing its Ray node id to XLP_HOLD_MARKER, so that a
+    test can take that node down while the unit runs there."""
     faults = faults or {}
     if faults.get("unit") and faults["unit"] in key:
         raise RuntimeError(f"injected failure in {key} (XLP_FAIL_UNIT)")
-    if faults.get("die") and faults["die"] in key and faults.get("marker"):
-        try:
-            fd = os.open(faults["marker"], os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return  # died here once already: the retry runs normally
-        os.close(fd)
+    if faults.get("die") and faults["die"] in key and _first_time(faults.get("marker")):
         os._exit(137)
+    if faults.get("hold") and faults["hold"] in key and _first_time(faults.get("hold_marker"), _ray_node() or ""):
+        time.sleep(60)
+
+
+def _first_time(marker: str | None, content: str = "") -> bool:
+    """Create the marker file; False if it exists already (the unit's retry runs normally)."""
+    if not marker:
+        return False
+    try:
+        fd = os.open(marker + ".tmp", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    os.write(fd, content.encode())
+    os.close(fd)
+    try:
+        os.link(marker + ".tmp", marker)  # appears whole, with its content
+    except FileExistsError:
+        return False
+    return True
 
 
 def _ray_node() -> str | None:
@@ -188,7 +204,7 @@ def _xnli_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> l
 
 def _bpc_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> list[dict]:
     texts = bpc_texts(spec, ud_root)
-    scorer = MlmScorer(unit.ckpt.location, unit.ckpt.hub_kwargs(), spec.batch_tokens, device, spec.trust_remote_code)
+    scorer = MlmScorer(unit.ckpt, spec.batch_tokens, device, spec.trust_remote_code)
     rows = []
     for lang in unit.langs:
         bits, chars, tokens = scorer.bits(texts[lang])

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from xlp.errors import XlpError
+from xlp.models.checkpoints import Checkpoint, load_tokenizer
 
 NAME = "bpc"
 METRIC = "bpc"
@@ -37,19 +38,20 @@ def has_mlm_head(directory: Path) -> bool:
 
 
 class MlmScorer:
-    def __init__(self, location: str, hub_kwargs: dict, batch_tokens: int | None, device: str | None = None,
+    def __init__(self, ckpt: Checkpoint, batch_tokens: int | None, device: str | None = None,
                  trust_remote_code: bool = False):
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+        from transformers import AutoModelForMaskedLM
 
         from xlp.models import quiet_transformers
         from xlp.models.extract import default_batch_tokens
 
         quiet_transformers()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        kwargs = dict(trust_remote_code=trust_remote_code, **hub_kwargs)
+        location = ckpt.name
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-            self.model = AutoModelForMaskedLM.from_pretrained(location, **kwargs).eval().to(self.device)
+            self.tokenizer = load_tokenizer(ckpt, trust_remote_code=trust_remote_code)
+            self.model = AutoModelForMaskedLM.from_pretrained(ckpt.location, trust_remote_code=trust_remote_code,
+                                                              **ckpt.hub_kwargs()).eval().to(self.device)
         except (OSError, ValueError, RuntimeError) as e:
             raise XlpError(f"checkpoint {location}: cannot load its masked-LM head: {str(e).splitlines()[0]}") from None
         if self.tokenizer.mask_token_id is None:
