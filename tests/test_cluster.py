@@ -1,6 +1,7 @@
 """A real multi-node Ray cluster on loopback, driven by `xlp launch` as on a real cluster: extraction
 actors land on the nodes with the (simulated) GPUs, and losing a whole node mid-run costs only the
-units it was running, which are redone on the other node, with results identical to an undisturbed run."""
+units it was running, which are redone on the other node, with results identical to an undisturbed run;
+a second launch on the same output meanwhile is refused and harms nothing."""
 
 import json
 import os
@@ -8,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import grid_spec, snapshot
+from conftest import grid_spec, run_xlp, snapshot
 
 # notice a dead node within about a second (Ray's defaults take tens of seconds)
 FAST_HEALTH_CHECKS = {"health_check_initial_delay_ms": 0, "health_check_period_ms": 300,
@@ -39,6 +40,10 @@ def test_gpu_placement_and_a_killed_node_loses_nothing(clean_grid, tmp_path, tin
             assert driver.poll() is None and time.time() < deadline, driver.communicate()
             time.sleep(0.1)
         held_on = marker.read_text()
+        # meanwhile a second launch on the same output is refused, and touches nothing
+        second = run_xlp("launch", tmp_path / "grid.yaml")
+        assert second.returncode == 1 and "being run by another xlp launch" in second.stderr
+        assert "Traceback" not in second.stderr
         victim = next(n for n in gpu_nodes if n.node_id == held_on)  # the unit runs on a GPU node
         survivor = next(n for n in gpu_nodes if n is not victim)
         cluster.remove_node(victim, allow_graceful=False)
