@@ -55,6 +55,28 @@ def test_long_sentence_is_split_not_truncated():
     assert (np.abs(vecs).sum(1) > 0).all()
 
 
+def test_long_text_vector_is_the_mean_over_every_window():
+    """A text longer than the model's window: its sentence vector is the mean over the tokens of every
+    window (computed here window by window with transformers), so the tail of a paragraph counts."""
+    ex = WordFeatureExtractor(Checkpoint(0, str(MINILM)), layers=[2])
+    ex.max_len = 12  # windows of 10 subwords between [CLS] and [SEP]
+    long = " ".join(s.text for s in read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-dev.conllu", max_sentences=3))
+    short = "A short one."
+    got = ex.sentence_means([long, short])[2]
+    tok, model = AutoTokenizer.from_pretrained(MINILM), AutoModel.from_pretrained(MINILM).eval()
+
+    def window_sum(ids):
+        with torch.no_grad():
+            ids = [tok.cls_token_id, *ids, tok.sep_token_id]
+            return model(torch.tensor([ids]), output_hidden_states=True).hidden_states[2][0, 1:-1].sum(0).numpy()
+
+    for text, vec in ((long, got[0]), (short, got[1])):
+        ids = tok(text, add_special_tokens=False).input_ids
+        want = sum(window_sum(ids[k: k + 10]) for k in range(0, len(ids), 10)) / len(ids)
+        np.testing.assert_allclose(vec, want, rtol=1e-4, atol=1e-5)
+    assert len(tok(long, add_special_tokens=False).input_ids) > 30  # four windows or more
+
+
 def test_out_of_memory_retries_with_smaller_batches(monkeypatch):
     """A device that cannot hold a batch of more than 600 tokens: the batches are halved until they
     fit and the features are the same; a single sequence that does not fit is a clear error."""

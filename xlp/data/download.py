@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import urllib.error
@@ -13,6 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn
 
 from xlp.errors import XlpError
+from xlp.hashing import sha256_stream
 
 CHUNK = 1 << 20
 
@@ -26,11 +26,8 @@ def cache_dir() -> Path:
 
 
 def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
+        return sha256_stream(f).hexdigest()
 
 
 def _fetch_once(url: str, part: Path, progress: Progress | None) -> None:

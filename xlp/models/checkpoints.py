@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xlp.errors import XlpError
+from xlp.hashing import sha256_stream
 
 STEP_IN_NAME = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)$", re.IGNORECASE)
 STEP_IN_REVISION = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)
@@ -63,8 +64,7 @@ def tokenizer_files_digest(ckpt: Checkpoint) -> str | None:
             found = True
             h.update(f"{name}:{f.stat().st_size}:".encode())
             with f.open("rb") as fh:
-                while block := fh.read(1 << 22):
-                    h.update(block)
+                sha256_stream(fh, h)
     return h.hexdigest() if found else None
 
 

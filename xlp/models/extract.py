@@ -117,36 +117,40 @@ class WordFeatureExtractor:
     @torch.inference_mode()
     def sentence_means(self, texts: Sequence[str]) -> dict[int, np.ndarray]:
         """Per requested layer, (n, d) float32: each text's mean subword vector (special tokens left
-        out), the text cut to the model's window; length-bucketed batches as for words."""
+        out). A text longer than the model's window is cut into windows and its mean is over all of
+        its tokens, so a long paragraph's tail counts; length-bucketed batches as for words."""
         room = self.max_len - len(self.prefix) - len(self.suffix)
-        ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=room)["input_ids"]
-        out = {layer: np.zeros((len(texts), self.hidden_size), dtype=np.float32) for layer in self.layers}
-        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        pieces = [(i, seq[k: k + room]) for i, seq in enumerate(ids) for k in range(0, max(len(seq), 1), room)]
+        sums = {layer: np.zeros((len(texts), self.hidden_size), dtype=np.float64) for layer in self.layers}
+        counts = np.zeros(len(texts))
+        order = sorted(range(len(pieces)), key=lambda j: len(pieces[j][1]))
         p, extra = len(self.prefix), len(self.prefix) + len(self.suffix)
         start = 0
         while start < len(order):
             end = start + 1
-            while end < len(order) and (len(ids[order[end]]) + extra) * (end - start + 1) <= self.batch_tokens:
+            while end < len(order) and (len(pieces[order[end]][1]) + extra) * (end - start + 1) <= self.batch_tokens:
                 end += 1
-            rows = order[start:end]
-            T = max(len(ids[i]) for i in rows) + extra
-            input_ids = torch.full((len(rows), T), self.pad_id, dtype=torch.long)
-            content = torch.zeros((len(rows), T), dtype=torch.float)
-            mask = torch.zeros((len(rows), T), dtype=torch.long)
-            for b, i in enumerate(rows):
-                row = self.prefix + ids[i] + self.suffix
+            batch = [pieces[j] for j in order[start:end]]
+            T = max(len(piece) for _, piece in batch) + extra
+            input_ids = torch.full((len(batch), T), self.pad_id, dtype=torch.long)
+            content = torch.zeros((len(batch), T), dtype=torch.float)
+            mask = torch.zeros((len(batch), T), dtype=torch.long)
+            for b, (_, piece) in enumerate(batch):
+                row = self.prefix + piece + self.suffix
                 input_ids[b, : len(row)] = torch.tensor(row)
                 mask[b, : len(row)] = 1
-                content[b, p: p + len(ids[i])] = 1
+                content[b, p: p + len(piece)] = 1
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 hidden = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
                                     output_hidden_states=True).hidden_states
             w = content.to(self.device)
+            owners = np.array([i for i, _ in batch])
+            np.add.at(counts, owners, [len(piece) for _, piece in batch])
             for layer in self.layers:
-                v = (hidden[layer].float() * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp_min(1)
-                out[layer][rows] = v.cpu().numpy()
+                np.add.at(sums[layer], owners, (hidden[layer].float() * w[..., None]).sum(1).cpu().numpy())
             start = end
-        return out
+        return {layer: (s / np.maximum(counts, 1)[:, None]).astype(np.float32) for layer, s in sums.items()}
 
     def _run_or_split(self, batch, out: dict[int, np.ndarray], p: int) -> None:
         """Out of memory: halve the batch (and the token budget for later batches) and retry."""

@@ -15,7 +15,7 @@ from xlp.orchestrator.plan import ExtractUnit, ProbeUnit, SentenceUnit, bpc_text
 from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, shard_path
-from xlp.storage.store import ChecksumMismatch
+from xlp.storage.store import ChecksumMismatch, Written
 from xlp.tasks import TASKS
 from xlp.tasks import xnli
 from xlp.tasks.bpc import METRIC as BPC_METRIC
@@ -69,10 +69,23 @@ def _store(spec: Spec, faults: dict | None) -> Store:
     return Store(spec.output, fail_write=(faults or {}).get("write"))
 
 
-def _written(store: Store, output: str, nbytes: int, rows: int, start: float, **extra) -> dict:
+def _written(written: Written, rows: int, start: float, **extra) -> dict:
     """What the ledger records of a finished unit: its output's size and digest, and where and how long."""
-    return {"bytes": nbytes, "sha256": store.sha256(output), "rows": rows, "seconds": time.time() - start,
+    return {"bytes": written.bytes, "sha256": written.sha256, "rows": rows, "seconds": time.time() - start,
             "node": socket.gethostname(), "ray_node": _ray_node(), **extra}
+
+
+def _row(unit: ProbeUnit | SentenceUnit, *, layer: int, src: str, tgt: str, seed: int, metric: str, value: float,
+         baseline: float, n_train: int, n_test: int, invariant: bool, correct: np.ndarray | None) -> dict:
+    """One row of probes.parquet; `correct` (per test item) is bit-packed for the reducer's paired bootstrap."""
+    return {"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "task": unit.task, "layer": layer,
+            "src_lang": src, "tgt_lang": tgt, "seed": seed, "metric": metric, "value": float(value),
+            "baseline": baseline, "n_train": n_train, "n_test": n_test, "seed_invariant": invariant,
+            "correct": None if correct is None else np.packbits(correct).tobytes()}
+
+
+def _write_rows(store: Store, unit: ProbeUnit | SentenceUnit, rows: list[dict], start: float) -> dict:
+    return _written(store.write_table(unit.output, pa.Table.from_pylist(rows)), len(rows), start)
 
 
 class ExtractionWorker:
@@ -96,8 +109,8 @@ class ExtractionWorker:
         sentences = read_conllu(unit.file, unit.max_sentences, (lambda _: None) if lenient else None)
         vecs = self.extractor.extract([s.forms for s in sentences])
         table = features_table(sentences, vecs, self.spec.feature_dtype)
-        nbytes = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)
-        return _written(self.store, unit.output, nbytes, table.num_rows, start, device=str(self.extractor.device))
+        written = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)
+        return _written(written, table.num_rows, start, device=str(self.extractor.device))
 
 
 def _read(store: Store, task, step: int, lang: str, split: str, layers: tuple[int, ...], digests: dict | None):
@@ -148,15 +161,12 @@ def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None, digests: 
                 scores[id(probe)] = evaluate(probe, test, cols) if evaluate else probe.score(Xt, yt, task.metric)
             values, correct = scores[id(probe)]
             for li, layer in enumerate(unit.layers):
-                rows.append({"checkpoint": unit.ckpt.name, "step": step, "task": unit.task, "layer": layer,
-                             "src_lang": unit.src, "tgt_lang": tgt, "seed": seed, "metric": task.metric,
-                             "value": float(values[li]), "baseline": baseline,
-                             "n_train": n_train[seed], "n_test": correct.shape[1], "seed_invariant": invariant,
-                             # per-item correctness, bit-packed: the reducer's paired bootstrap reads it
-                             "correct": np.packbits(correct[li]).tobytes()})
+                rows.append(_row(unit, layer=layer, src=unit.src, tgt=tgt, seed=seed, metric=task.metric,
+                                 value=values[li], baseline=baseline, n_train=n_train[seed],
+                                 n_test=correct.shape[1], invariant=invariant, correct=correct[li]))
     if not rows:
         raise XlpError(f"probe {unit.key}: no targets")
-    return _written(store, unit.output, store.write_table(unit.output, pa.Table.from_pylist(rows)), len(rows), start)
+    return _write_rows(store, unit, rows, start)
 
 
 def run_sentence_unit(spec: Spec, unit: SentenceUnit, faults: dict | None = None, device: str | None = None) -> dict:
@@ -168,7 +178,7 @@ def run_sentence_unit(spec: Spec, unit: SentenceUnit, faults: dict | None = None
     store = _store(spec, faults)
     ud_root = resolve_ud_root(spec.data.ud_root, spec.data.languages, quiet=True)
     rows = {"retrieval": _retrieval_rows, "bpc": _bpc_rows, "xnli": _xnli_rows}[unit.task](spec, unit, ud_root, device)
-    return _written(store, unit.output, store.write_table(unit.output, pa.Table.from_pylist(rows)), len(rows), start)
+    return _write_rows(store, unit, rows, start)
 
 
 def _xnli_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> list[dict]:
@@ -194,11 +204,9 @@ def _xnli_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> l
             values, correct = probe.score(Xt, yt, xnli.METRIC)
             for li, layer in enumerate(unit.layers):
                 for seed in spec.probe.seeds:  # the fit is deterministic: one probe for every seed
-                    rows.append({"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "task": unit.task,
-                                 "layer": layer, "src_lang": src, "tgt_lang": tgt, "seed": seed,
-                                 "metric": xnli.METRIC, "value": float(values[li]), "baseline": majority_accuracy(yt),
-                                 "n_train": len(y), "n_test": len(yt), "seed_invariant": True,
-                                 "correct": np.packbits(correct[li]).tobytes()})
+                    rows.append(_row(unit, layer=layer, src=src, tgt=tgt, seed=seed, metric=xnli.METRIC,
+                                     value=values[li], baseline=majority_accuracy(yt), n_train=len(y),
+                                     n_test=len(yt), invariant=True, correct=correct[li]))
     return rows
 
 
@@ -210,10 +218,9 @@ def _bpc_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> li
         bits, chars, tokens = scorer.bits(texts[lang])
         uniform = np.log2(scorer.vocab_size) * tokens.sum() / chars.sum()  # a model that knows nothing
         for seed in spec.probe.seeds:
-            rows.append({"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "task": unit.task,
-                         "layer": unit.layers[0], "src_lang": lang, "tgt_lang": lang, "seed": seed,
-                         "metric": BPC_METRIC, "value": float(bits.sum() / chars.sum()), "baseline": float(uniform),
-                         "n_train": 0, "n_test": len(bits), "seed_invariant": True, "correct": None})
+            rows.append(_row(unit, layer=unit.layers[0], src=lang, tgt=lang, seed=seed, metric=BPC_METRIC,
+                             value=bits.sum() / chars.sum(), baseline=float(uniform), n_train=0,
+                             n_test=len(bits), invariant=True, correct=None))
     return rows
 
 
@@ -230,9 +237,7 @@ def _retrieval_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None)
             for tgt in unit.langs:
                 hits = retrieval_hits(vectors[src][layer], vectors[tgt][layer])
                 for seed in spec.probe.seeds:  # no probe: one value, repeated so every task has the same rows
-                    rows.append({"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "task": unit.task,
-                                 "layer": layer, "src_lang": src, "tgt_lang": tgt, "seed": seed,
-                                 "metric": RETRIEVAL_METRIC, "value": float(hits.mean()), "baseline": 1.0 / n,
-                                 "n_train": 0, "n_test": n, "seed_invariant": True,
-                                 "correct": np.packbits(hits).tobytes()})
+                    rows.append(_row(unit, layer=layer, src=src, tgt=tgt, seed=seed, metric=RETRIEVAL_METRIC,
+                                     value=hits.mean(), baseline=1.0 / n, n_train=0, n_test=n, invariant=True,
+                                     correct=hits))
     return rows

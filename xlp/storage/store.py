@@ -12,16 +12,23 @@ import io
 import os
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from xlp.errors import XlpError
+from xlp.hashing import HashingWriter, sha256_stream
 
 # the storage's fault, not the program's: say what to do and keep everything finished
 DISK_ERRORS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
                errno.EACCES: "permission denied", errno.EROFS: "the filesystem is read-only"}
+
+
+class Written(NamedTuple):
+    bytes: int
+    sha256: str
 
 
 class ChecksumMismatch(Exception):
@@ -45,14 +52,15 @@ class Store:
         """The path on this machine's disk, if the store is local."""
         return Path(self.path(rel)) if isinstance(self.fs, pafs.LocalFileSystem) else None
 
-    def _atomic(self, rel: str, write) -> int:
+    def _atomic(self, rel: str, write) -> Written:
         final = self.path(rel)
         parent, name = final.rsplit("/", 1)
         self.fs.create_dir(parent, recursive=True)
         tmp = f"{parent}/_tmp-{uuid.uuid4().hex[:12]}-{name}"
         try:
             with self.fs.open_output_stream(tmp) as out:
-                write(out)
+                sink = HashingWriter(out)
+                write(sink)
                 if self.fail_write and self.fail_write in rel:
                     raise OSError(errno.ENOSPC, "No space left on device (injected by XLP_FAIL_WRITE)")
             self.fs.move(tmp, final)
@@ -65,16 +73,16 @@ class Store:
                 raise XlpError(f"cannot write {final}: {DISK_ERRORS[e.errno]} ({e.strerror}); nothing "
                                f"half-written was kept; free space or fix permissions and relaunch") from None
             raise
-        return self.size(rel)
+        return Written(self.size(rel), sink.sha.hexdigest())
 
-    def write_bytes(self, rel: str, data: bytes) -> int:
+    def write_bytes(self, rel: str, data: bytes) -> Written:
         return self._atomic(rel, lambda out: out.write(data))
 
-    def write_table(self, rel: str, table: pa.Table, **parquet_options) -> int:
-        """Write Parquet atomically; returns the file's size in bytes."""
+    def write_table(self, rel: str, table: pa.Table, **parquet_options) -> Written:
+        """Write Parquet atomically; returns the file's size and SHA-256 (hashed as it was written)."""
         return self._atomic(rel, lambda out: pq.write_table(table, out, **parquet_options))
 
-    def write_csv(self, rel: str, df) -> int:
+    def write_csv(self, rel: str, df) -> Written:
         buf = io.StringIO()
         df.to_csv(buf, index=False)
         return self.write_bytes(rel, buf.getvalue().encode())
@@ -84,11 +92,8 @@ class Store:
             return f.read()
 
     def sha256(self, rel: str) -> str:
-        h = hashlib.sha256()
         with self.fs.open_input_stream(self.path(rel)) as f:
-            while block := f.read(1 << 22):
-                h.update(block)
-        return h.hexdigest()
+            return sha256_stream(f).hexdigest()
 
     def read_table(self, rel: str, columns: list[str] | None = None, sha256: str | None = None) -> pa.Table:
         """Read Parquet; with `sha256`, the file is read once into memory and checked before parsing."""
