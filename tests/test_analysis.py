@@ -85,3 +85,13 @@ def test_lower_is_better_metric_bpc():
     e = emergence_table(pd.DataFrame(rows), 0.95).iloc[0]
     assert (e.best_step, e.best_value, e.emergence_step, e.emergence_step_normalized) == (200, 3.5, 200, 200)
     assert e.first_value == 5.0 and e.final_value == 3.6 and abs(e.final_minus_best - 0.1) < 1e-12
+
+
+def test_status_throughput_counts_parallel_workers_and_skips_gaps():
+    """Two units ran side by side (0-10 s and 2-8 s), then nothing for a while, then one more (20-25 s):
+    the cluster was busy 15 s, not the 21 worker-seconds, and the 10 s gap between launches is not counted."""
+    from xlp.orchestrator.status import busy_seconds
+
+    recs = [{"finished": 10, "seconds": 10}, {"finished": 8, "seconds": 6}, {"finished": 25, "seconds": 5}]
+    assert busy_seconds(recs) == 15
+    assert busy_seconds([]) == 0

@@ -35,6 +35,18 @@ def driver_state(store: Store) -> dict:
     return {"running": True, "detail": f"driver {where}, since {since}"}
 
 
+def busy_seconds(records: list[dict]) -> float:
+    """Wall-clock seconds during which at least one of these units ran (the union of their intervals):
+    throughput over it counts every worker of the cluster and skips the gaps between launches."""
+    spans = sorted((r["finished"] - r.get("seconds", 0), r["finished"]) for r in records if "finished" in r)
+    total, end = 0.0, float("-inf")
+    for a, b in spans:
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
 def run_status(run: str) -> dict:
     store = Store(run)
     plan = _read_json(store, "plan.json")
@@ -55,13 +67,13 @@ def run_status(run: str) -> dict:
             node["units"] += 1
             node["rows"] += r.get("rows", 0)
             node["seconds"] += r.get("seconds", 0)
-        seconds = sum(r.get("seconds", 0) for r in recs)
+        busy = busy_seconds(recs)
         rows = sum(r.get("rows", 0) for r in recs)
         pending = len(units) - len(done) - len(failed) - len(running)
-        per_unit = seconds / len(recs) if recs else None
+        per_unit = busy / len(recs) if recs else None
         stages[stage] = {
             "total": len(units), "done": len(done), "running": len(running), "pending": pending,
-            "failed": len(failed), "rows_per_s": round(rows / seconds, 1) if seconds else 0,
+            "failed": len(failed), "rows_per_s": round(rows / busy, 1) if busy else 0,
             "eta_s": round(per_unit * (pending + len(running) + len(failed))) if per_unit is not None else None,
             "errors": failed, "running_units": running,
         }
