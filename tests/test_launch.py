@@ -95,7 +95,10 @@ def test_minilm_arc_and_deprel_far_above_baselines(tmp_path, ray_local):
         data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"],
               "max_train_sentences": 300, "max_test_sentences": 150},
         tasks=["pos", "pos_control", "arc", "arc_uas", "deprel"], layers=[3], probe={"seeds": [0, 1]}))
-    assert not launch(spec, quiet=True).failed
+    res = launch(spec, quiet=True)
+    assert not res.failed
+    # arc_uas scores with the arc probe: one unit fits it once for both tasks
+    assert [u.task for u in res.plan.probe] == ["pos", "pos_control", "arc+arc_uas", "deprel"]
     df = pq.read_table(tmp_path / "run/results/probes.parquet").to_pandas()
     mean = df.groupby("task").value.mean()
     base = df.groupby("task").baseline.mean()
@@ -107,6 +110,16 @@ def test_minilm_arc_and_deprel_far_above_baselines(tmp_path, ray_local):
     # UAS 0.34 against 0.052 for a uniformly random head
     assert mean["arc_uas"] >= base["arc_uas"] + 0.2 and (df[df.task == "arc_uas"].metric == "uas").all()
     assert not df[df.task == "arc"].seed_invariant.any()  # seeds draw different non-arcs
+    # arc_uas alone fits its own arc probe: the same rows as with the shared fit
+    from xlp.orchestrator.plan import make_plan
+    from xlp.orchestrator.work import run_probe
+
+    alone = make_plan(spec.model_copy(update={"tasks": ["arc_uas"]})).probe[0]
+    run_probe(spec, alone)
+    own = pq.read_table(tmp_path / "run" / alone.output).to_pandas()
+    shared = df[df.task == "arc_uas"]
+    cols = ["task", "layer", "src_lang", "tgt_lang", "seed", "value", "n_train", "n_test"]
+    assert len(own) == 2 and own[cols].equals(shared[cols].reset_index(drop=True))
     sel = pq.read_table(tmp_path / "run/results/selectivity.parquet").to_pandas()
     assert (sel.selectivity > 0.2).all()
 

@@ -61,13 +61,17 @@ class ExtractUnit:
 @dataclass(frozen=True)
 class ProbeUnit:
     ckpt: Checkpoint
-    task: str
+    tasks: tuple[str, ...]  # the first one's probe is fit; the others score with it (arc, arc_uas)
     layers: tuple[int, ...]
     src: str
     train_split: str
     targets: tuple[tuple[str, str], ...]  # (language, test split)
     needs: tuple[str, ...]  # extraction unit keys
     hash: str
+
+    @property
+    def task(self) -> str:
+        return "+".join(self.tasks)
 
     @property
     def key(self) -> str:
@@ -259,7 +263,7 @@ def make_plan(spec: Spec) -> Plan:
     size = spec.probe.layers_per_unit or len(layers)
     layer_groups = [tuple(layers[i:i + size]) for i in range(0, len(layers), size)]
     for ckpt in ckpts:
-        for task in word_tasks:
+        for tasks in _fit_groups(word_tasks):
             for group in layer_groups:
                 for src in plan.sources:
                     tgts = plan.targets if spec.cross_lingual else [t for t in plan.targets if t == src]
@@ -269,9 +273,9 @@ def make_plan(spec: Spec) -> Plan:
                     needs = (ext_keys[(ckpt.step, src, train_files[src][0])],
                              *(ext_keys[(ckpt.step, t, s)] for t, s in targets))
                     needs = tuple(dict.fromkeys(needs))
-                    h = digest({**probe_common, "task": task, "layers": group, "src": src,
+                    h = digest({**probe_common, "task": "+".join(tasks), "layers": group, "src": src,
                                 "targets": targets, "inputs": [ext_hash[k] for k in needs]})
-                    plan.probe.append(ProbeUnit(ckpt=ckpt, task=task, layers=group, src=src,
+                    plan.probe.append(ProbeUnit(ckpt=ckpt, tasks=tasks, layers=group, src=src,
                                                 train_split=train_files[src][0], targets=targets,
                                                 needs=needs, hash=h))
     if "retrieval" in spec.tasks:
@@ -281,6 +285,16 @@ def make_plan(spec: Spec) -> Plan:
     if "xnli" in spec.tasks:
         _plan_xnli(spec, plan, ckpts, layers)
     return plan
+
+
+def _fit_groups(word_tasks: list[str]) -> list[tuple[str, ...]]:
+    """The word tasks in probe units: a task that scores with another's probe (`fit_with`) joins that
+    task's unit when both run, so the probe is fit once; otherwise each task is a unit of its own."""
+    groups: dict[str, list[str]] = {}
+    for task in word_tasks:
+        owner = getattr(TASKS[task], "fit_with", None)
+        groups.setdefault(owner if owner in word_tasks else task, []).append(task)
+    return [tuple(sorted(g, key=lambda t: t != owner)) for owner, g in groups.items()]
 
 
 def _plan_xnli(spec: Spec, plan: Plan, ckpts: list[Checkpoint], layers: list[int]) -> None:

@@ -75,10 +75,10 @@ def _written(written: Written, rows: int, start: float, **extra) -> dict:
             "node": socket.gethostname(), "ray_node": _ray_node(), **extra}
 
 
-def _row(unit: ProbeUnit | SentenceUnit, *, layer: int, src: str, tgt: str, seed: int, metric: str, value: float,
-         baseline: float, n_train: int, n_test: int, invariant: bool, correct: np.ndarray | None) -> dict:
+def _row(unit: ProbeUnit | SentenceUnit, *, task: str, layer: int, src: str, tgt: str, seed: int, metric: str,
+         value: float, baseline: float, n_train: int, n_test: int, invariant: bool, correct: np.ndarray | None) -> dict:
     """One row of probes.parquet; `correct` (per test item) is bit-packed for the reducer's paired bootstrap."""
-    return {"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "task": unit.task, "layer": layer,
+    return {"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "task": task, "layer": layer,
             "src_lang": src, "tgt_lang": tgt, "seed": seed, "metric": metric, "value": float(value),
             "baseline": baseline, "n_train": n_train, "n_test": n_test, "seed_invariant": invariant,
             "correct": None if correct is None else np.packbits(correct).tobytes()}
@@ -113,34 +113,38 @@ class ExtractionWorker:
         return _written(written, table.num_rows, start, device=str(self.extractor.device))
 
 
-def _read(store: Store, task, step: int, lang: str, split: str, layers: tuple[int, ...], digests: dict | None):
-    """A shard's columns for the task, after checking its bytes against the ledger's digest."""
+def _read(store: Store, needs: tuple[str, ...], step: int, lang: str, split: str, layers: tuple[int, ...],
+          digests: dict | None):
+    """A shard's layer columns and the label columns `needs`, after checking its bytes against the ledger's digest."""
     path = shard_path(step, lang, split)
     key, digest = (digests or {}).get(path, (None, None))
     cols = [layer_column(layer) for layer in layers]
     try:
-        return store.read_table(path, columns=[*cols, *task.needs], sha256=digest), cols
+        return store.read_table(path, columns=[*cols, *needs], sha256=digest), cols
     except ChecksumMismatch:
         raise ShardChecksumError("extract", key, path) from None
 
 
 def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None, digests: dict | None = None) -> dict:
     """Fit the source's probes for every layer of the unit, per seed (once when the seed can change
-    neither the examples nor the fit), and score them on every target's test examples."""
+    neither the examples nor the fit), and score them on every target's test examples, for each of
+    the unit's tasks (the first task's probe serves the others: arc and arc_uas share one fit)."""
     start = time.time()
     _fault_injection(unit.key, faults)
     store = _store(spec, faults)
-    task = TASKS[unit.task]
+    tasks = [TASKS[name] for name in unit.tasks]
+    fit = tasks[0]
+    needs = tuple(dict.fromkeys(c for task in tasks for c in task.needs))
     step = unit.ckpt.step
-    table, cols = _read(store, task, step, unit.src, unit.train_split, unit.layers, digests)
+    table, cols = _read(store, needs, step, unit.src, unit.train_split, unit.layers, digests)
     cap = spec.probe.max_train_words
     probes, n_train, invariant = {}, {}, False
     for seed in spec.probe.seeds:
         if invariant:
             probes[seed], n_train[seed] = probes[spec.probe.seeds[0]], n_train[spec.probe.seeds[0]]
             continue
-        X, y = task.examples(table, cols, seed)
-        invariant = not task.seeded and (cap is None or len(y) <= cap)
+        X, y = fit.examples(table, cols, seed)
+        invariant = not fit.seeded and (cap is None or len(y) <= cap)
         if cap is not None and len(y) > cap:
             idx = np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
             X, y = X[:, idx], y[idx]
@@ -148,25 +152,34 @@ def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None, digests: 
     del table
     rows = []
     for tgt, split in unit.targets:
-        test, cols = _read(store, task, step, tgt, split, unit.layers, digests)
-        evaluate = getattr(task, "evaluate", None)  # a task that scores its own way (head selection)
-        if evaluate is None:
-            Xt, yt = task.examples(test, cols, 0)  # one fixed test set for every seed and checkpoint
-            baseline = majority_accuracy(yt)
-        else:
-            baseline = task.test_baseline(test)
-        scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for seed, probe in probes.items():
-            if id(probe) not in scores:
-                scores[id(probe)] = evaluate(probe, test, cols) if evaluate else probe.score(Xt, yt, task.metric)
-            values, correct = scores[id(probe)]
-            for li, layer in enumerate(unit.layers):
-                rows.append(_row(unit, layer=layer, src=unit.src, tgt=tgt, seed=seed, metric=task.metric,
-                                 value=values[li], baseline=baseline, n_train=n_train[seed],
-                                 n_test=correct.shape[1], invariant=invariant, correct=correct[li]))
+        test, cols = _read(store, needs, step, tgt, split, unit.layers, digests)
+        for task in tasks:
+            rows += _score(unit, task, probes, n_train, invariant, tgt, test, cols)
     if not rows:
         raise XlpError(f"probe {unit.key}: no targets")
     return _write_rows(store, unit, rows, start)
+
+
+def _score(unit: ProbeUnit, task, probes: dict, n_train: dict, invariant: bool, tgt: str, test: pa.Table,
+           cols: list[str]) -> list[dict]:
+    """One task's rows on one target: every seed's probe scored on the target's test examples."""
+    evaluate = getattr(task, "evaluate", None)  # a task that scores its own way (head selection)
+    if evaluate is None:
+        Xt, yt = task.examples(test, cols, 0)  # one fixed test set for every seed and checkpoint
+        baseline = majority_accuracy(yt)
+    else:
+        baseline = task.test_baseline(test)
+    scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    rows = []
+    for seed, probe in probes.items():
+        if id(probe) not in scores:
+            scores[id(probe)] = evaluate(probe, test, cols) if evaluate else probe.score(Xt, yt, task.metric)
+        values, correct = scores[id(probe)]
+        for li, layer in enumerate(unit.layers):
+            rows.append(_row(unit, task=task.name, layer=layer, src=unit.src, tgt=tgt, seed=seed,
+                             metric=task.metric, value=values[li], baseline=baseline, n_train=n_train[seed],
+                             n_test=correct.shape[1], invariant=invariant, correct=correct[li]))
+    return rows
 
 
 def run_sentence_unit(spec: Spec, unit: SentenceUnit, faults: dict | None = None, device: str | None = None) -> dict:
@@ -204,9 +217,9 @@ def _xnli_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> l
             values, correct = probe.score(Xt, yt, xnli.METRIC)
             for li, layer in enumerate(unit.layers):
                 for seed in spec.probe.seeds:  # the fit is deterministic: one probe for every seed
-                    rows.append(_row(unit, layer=layer, src=src, tgt=tgt, seed=seed, metric=xnli.METRIC,
-                                     value=values[li], baseline=majority_accuracy(yt), n_train=len(y),
-                                     n_test=len(yt), invariant=True, correct=correct[li]))
+                    rows.append(_row(unit, task=unit.task, layer=layer, src=src, tgt=tgt, seed=seed,
+                                     metric=xnli.METRIC, value=values[li], baseline=majority_accuracy(yt),
+                                     n_train=len(y), n_test=len(yt), invariant=True, correct=correct[li]))
     return rows
 
 
@@ -218,9 +231,9 @@ def _bpc_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> li
         bits, chars, tokens = scorer.bits(texts[lang])
         uniform = np.log2(scorer.vocab_size) * tokens.sum() / chars.sum()  # a model that knows nothing
         for seed in spec.probe.seeds:
-            rows.append(_row(unit, layer=unit.layers[0], src=lang, tgt=lang, seed=seed, metric=BPC_METRIC,
-                             value=bits.sum() / chars.sum(), baseline=float(uniform), n_train=0,
-                             n_test=len(bits), invariant=True, correct=None))
+            rows.append(_row(unit, task=unit.task, layer=unit.layers[0], src=lang, tgt=lang, seed=seed,
+                             metric=BPC_METRIC, value=bits.sum() / chars.sum(), baseline=float(uniform),
+                             n_train=0, n_test=len(bits), invariant=True, correct=None))
     return rows
 
 
@@ -237,7 +250,7 @@ def _retrieval_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None)
             for tgt in unit.langs:
                 hits = retrieval_hits(vectors[src][layer], vectors[tgt][layer])
                 for seed in spec.probe.seeds:  # no probe: one value, repeated so every task has the same rows
-                    rows.append(_row(unit, layer=layer, src=src, tgt=tgt, seed=seed, metric=RETRIEVAL_METRIC,
-                                     value=hits.mean(), baseline=1.0 / n, n_train=0, n_test=n, invariant=True,
-                                     correct=hits))
+                    rows.append(_row(unit, task=unit.task, layer=layer, src=src, tgt=tgt, seed=seed,
+                                     metric=RETRIEVAL_METRIC, value=hits.mean(), baseline=1.0 / n, n_train=0,
+                                     n_test=n, invariant=True, correct=hits))
     return rows

@@ -2,7 +2,8 @@
 
 A task turns a feature shard into probe examples: `examples(table, layer_columns, seed)` returns
 features (L, n, d) and labels (n,); `needs` names the label columns it reads, `metric` what is
-reported, and `seeded` whether the examples themselves depend on the seed.
+reported, and `seeded` whether the examples themselves depend on the seed. A task that scores its
+own way (`evaluate`) with another task's probe names that task in `fit_with`.
 """
 
 from xlp.tasks.arc import ArcHeadTask, ArcTask

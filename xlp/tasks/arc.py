@@ -29,6 +29,7 @@ class ArcHeadTask(ArcTask):
 
     name = "arc_uas"
     metric = "uas"
+    fit_with = "arc"  # the same probe: with both tasks in a run it is fit once
     CHUNK = 1024  # candidate pairs scored at a time (L x CHUNK x 3d floats)
 
     def test_baseline(self, table: pa.Table) -> float:
