@@ -68,7 +68,7 @@ def tokenizer_files_digest(ckpt: Checkpoint) -> str | None:
     return h.hexdigest() if found else None
 
 
-_TOKENIZERS: dict[str, object] = {}  # this process's last tokenizer, by tokenizer_files_digest
+_TOKENIZERS: dict[tuple, object] = {}  # this process's last tokenizer, by its files' digest and options
 
 
 def load_tokenizer(ckpt: Checkpoint, **kwargs):
@@ -76,11 +76,12 @@ def load_tokenizer(ckpt: Checkpoint, **kwargs):
     XLM-R's 250k-piece tokenizer takes seconds; its files are identical in every checkpoint)."""
     from transformers import AutoTokenizer
 
-    key = tokenizer_files_digest(ckpt)
-    if key is not None and key in _TOKENIZERS:
+    files = tokenizer_files_digest(ckpt)
+    key = (files, tuple(sorted(kwargs.items())))
+    if files is not None and key in _TOKENIZERS:
         return _TOKENIZERS[key]
     tok = AutoTokenizer.from_pretrained(ckpt.location, **ckpt.hub_kwargs(), **kwargs)
-    if key is not None:
+    if files is not None:
         _TOKENIZERS.clear()
         _TOKENIZERS[key] = tok
     return tok

@@ -49,7 +49,7 @@ class MlmScorer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         location = ckpt.name
         try:
-            self.tokenizer = load_tokenizer(ckpt, trust_remote_code=trust_remote_code)
+            self.tokenizer = load_tokenizer(ckpt, use_fast=True, trust_remote_code=trust_remote_code)
             self.model = AutoModelForMaskedLM.from_pretrained(ckpt.location, trust_remote_code=trust_remote_code,
                                                               **ckpt.hub_kwargs()).eval().to(self.device)
         except (OSError, ValueError, RuntimeError) as e:
