@@ -1,13 +1,14 @@
 """The whole pipeline through real Ray: grid completeness, no-op relaunch, partial redo, crash resume."""
 
 import os
+import re
 
 import pyarrow.parquet as pq
 import pytest
 
 from xlp.orchestrator.driver import launch
 from xlp.spec import load_spec
-from conftest import MINILM, grid_spec, snapshot, write_spec
+from conftest import MINILM, grid_spec, run_xlp, snapshot, write_spec
 
 
 def test_grid_resume_and_partial_redo(clean_grid):
@@ -120,6 +121,8 @@ def test_minilm_arc_and_deprel_far_above_baselines(tmp_path, ray_local):
     shared = df[df.task == "arc_uas"]
     cols = ["task", "layer", "src_lang", "tgt_lang", "seed", "value", "n_train", "n_test"]
     assert len(own) == 2 and own[cols].equals(shared[cols].reset_index(drop=True))
+    r = run_xlp("validate", tmp_path / "pairs.yaml")  # the grid it announces is the grid that ran
+    assert re.search(r"probe rows\W+([\d,]+)", r.stdout).group(1) == f"{len(df):,}"
     sel = pq.read_table(tmp_path / "run/results/selectivity.parquet").to_pandas()
     assert (sel.selectivity > 0.2).all()
 

@@ -3,13 +3,14 @@ the aligned corpora, a real run of MiniLM over the 12 UDHR languages through rea
 sentence pairs, and bpc's note for a checkpoint without an MLM head."""
 
 import csv
+import re
 import random
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import MINILM, SHARED, UD, write_spec
+from conftest import MINILM, SHARED, UD, run_xlp, write_spec
 from xlp.errors import XlpError
 from xlp.orchestrator.driver import launch
 from xlp.spec import load_spec
@@ -91,6 +92,9 @@ def test_minilm_sentence_tasks(tmp_path, ray_local):
     assert np.mean(western) >= 0.25 and np.mean(western) > np.mean([pair[(0, "en", t)] for t in ("de", "fr", "es")])
     emergence = pq.read_table(tmp_path / "run/results/emergence.parquet").to_pandas()
     assert set(emergence.task) == {"retrieval", "xnli"} and len(emergence) == 2 * 12 * 12 + 2 * 2 * 2
+    r = run_xlp("validate", tmp_path / "r.yaml")  # the grid it announces is the grid that ran
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"probe rows\W+([\d,]+)", r.stdout).group(1) == f"{len(df) + len(nli):,}"
 
 
 def test_xnli_without_data_is_a_note_not_an_error(tmp_path):

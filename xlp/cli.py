@@ -124,7 +124,7 @@ def validate(
     t.add_row("seeds", str(n_seeds), str(s.probe.seeds))
     t.add_row("extraction units", str(len(plan.extract)), "checkpoint x language x split")
     t.add_row("probe units", str(len(plan.probe)), "checkpoint x task x source (layers, seeds, targets inside)")
-    t.add_row("probe rows", str(sum(len(u.targets) * len(u.layers) for u in plan.probe) * n_seeds),
+    t.add_row("probe rows", f"{plan.probe_rows(n_seeds, s.cross_lingual):,}",
               "checkpoint x task x layer x source x target x seed")
     t.add_row("words to extract", f"{plan.words:,}", f"features about {plan.feature_bytes / 2**30:.2f} GiB")
     stdout.print(t)

@@ -115,6 +115,18 @@ class Plan:
     words: int = 0  # words to extract over all units
     feature_bytes: int = 0
 
+    def probe_rows(self, seeds: int, cross_lingual: bool) -> int:
+        """Rows the probe stage adds to probes.parquet (XNLI's sources are the languages with a dev split,
+        so for it this is an upper bound)."""
+        n = 0
+        for u in self.probe:
+            if isinstance(u, ProbeUnit):
+                n += len(u.tasks) * len(u.targets) * len(u.layers)
+            else:
+                pairs = u.task == "retrieval" or (u.task == "xnli" and cross_lingual)
+                n += len(u.layers) * len(u.langs) ** (2 if pairs else 1)
+        return n * seeds
+
     def summary(self) -> dict:
         return {
             "checkpoints": len(self.checkpoints), "steps": [c.step for c in self.checkpoints],
