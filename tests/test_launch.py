@@ -367,3 +367,33 @@ def test_submit_runs_the_driver_as_a_ray_job(clean_grid, tmp_path, ray_local):
     relative = write_spec(tmp_path / "rel.yaml", **{**yaml.safe_load(path.read_text()), "output": "runs/rel"})
     r = run_xlp("launch", relative, "--submit", "--address", address)
     assert r.returncode == 1 and "output must be absolute" in r.stderr.replace("\n", " ")
+
+
+def test_moved_series_is_not_redone_and_a_changed_checkpoint_is(clean_grid, tmp_path, tiny_series):
+    """Checkpoints are known by their content: the series copied elsewhere (new paths, new mtimes)
+    redoes nothing and its results carry the new names; a checkpoint whose weights change is redone,
+    and only its units."""
+    import shutil
+
+    import pandas as pd
+
+    run = clean_grid[1]
+    series, copy = tmp_path / "moved", tmp_path / "run"
+    shutil.copytree(tiny_series, series, copy_function=shutil.copy)  # new mtimes
+    shutil.copytree(run, copy)
+    moved = grid_spec(tmp_path, series, copy)  # the clean grid's spec, but for the moved series
+    res = launch(moved, quiet=True)
+    assert (res.extracted, res.probed) == (0, 0)
+    before = pd.read_parquet(run / "results/probes.parquet")
+    after = pd.read_parquet(copy / "results/probes.parquet")
+    assert after.drop(columns="checkpoint").equals(before.drop(columns="checkpoint"))
+    assert set(after.checkpoint) == {str(series / f"step_{s}") for s in (0, 100, 200)}
+
+    shutil.copy(series / "step_200/model.safetensors", series / "step_100/model.safetensors")
+    res = launch(moved, quiet=True)
+    assert (res.extracted, res.probed) == (6, 3)  # step 100: 3 languages x 2 splits, 3 sources
+    after = pd.read_parquet(copy / "results/probes.parquet")
+    keys = ["layer", "src_lang", "tgt_lang", "seed"]
+    same_weights = [after[after.step == s].set_index(keys).value.sort_index() for s in (100, 200)]
+    assert same_weights[0].equals(same_weights[1])  # step 100 now holds step 200's weights
+    assert after[after.step == 0].value.tolist() == before[before.step == 0].value.tolist()

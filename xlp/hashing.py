@@ -1,9 +1,17 @@
-"""SHA-256 of streams, read in blocks (files of any size), and of streams as they are written."""
+"""SHA-256 of streams, read in blocks (files of any size), of streams as they are written, and of
+files by content, remembered across runs."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable
+
+from xlp.paths import cache_dir
 
 BLOCK = 1 << 22
 
@@ -29,3 +37,64 @@ class HashingWriter(io.RawIOBase):
         self.sha.update(data)
         self.out.write(data)
         return len(data)
+
+
+def _sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return sha256_stream(f).hexdigest()
+
+
+def _stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+
+
+_memo: dict[str, str] | None = None  # stamp -> digest, this process's view of the cache file
+
+
+def _cache_file() -> Path:
+    return cache_dir() / "digests.json"
+
+
+def _load() -> dict[str, str]:
+    global _memo
+    if _memo is None:
+        try:
+            _memo = json.loads(_cache_file().read_text())
+        except (OSError, ValueError):
+            _memo = {}
+    return _memo
+
+
+def _save(memo: dict[str, str]) -> None:
+    """Merge into the cache file (another driver may have added to it), drop files that are gone,
+    write atomically; a cache that cannot be written only costs hashing again next time."""
+    path = _cache_file()
+    try:
+        on_disk = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        on_disk = {}
+    merged = {k: v for k, v in {**on_disk, **memo}.items() if os.path.exists(k.rsplit("|", 2)[0])}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"_tmp-{os.getpid()}-{path.name}")
+        tmp.write_text(json.dumps(merged))
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    memo.update(merged)
+
+
+def file_digests(paths: Iterable[Path]) -> dict[Path, str]:
+    """SHA-256 of each file's bytes, remembered across runs by (real path, size, mtime) in the xlp
+    cache folder: a relaunch reads nothing, and a file that was moved or copied is known by its
+    content. New files are hashed in parallel threads (hashlib releases the GIL)."""
+    memo = _load()
+    stamps = {Path(p): _stamp(Path(p)) for p in paths}
+    todo = [p for p, s in stamps.items() if s not in memo]
+    if todo:
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            for p, digest in zip(todo, pool.map(_sha256_file, todo)):
+                memo[stamps[p]] = digest
+        _save(memo)
+    return {p: memo[s] for p, s in stamps.items()}

@@ -18,6 +18,14 @@ def shared_dir() -> Path:
     return beside_repo if beside_repo.exists() else Path.cwd().parent / "shared"
 
 
+def cache_dir() -> Path:
+    """`XLP_CACHE`, else `$XDG_CACHE_HOME/xlp`, else `~/.cache/xlp`."""
+    if os.environ.get("XLP_CACHE"):
+        return Path(os.environ["XLP_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "xlp"
+
+
 def is_safe_name(name: str) -> bool:
     """True if `name` can be one path component without escaping its folder."""
     return bool(SAFE_NAME.match(name)) and name not in {".", ".."}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,14 +14,6 @@ from xlp.errors import XlpError
 from xlp.hashing import sha256_stream
 
 CHUNK = 1 << 20
-
-
-def cache_dir() -> Path:
-    """`XLP_CACHE`, else `$XDG_CACHE_HOME/xlp`, else `~/.cache/xlp`."""
-    if os.environ.get("XLP_CACHE"):
-        return Path(os.environ["XLP_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "xlp"
 
 
 def sha256_of(path: Path) -> str:

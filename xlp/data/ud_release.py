@@ -15,7 +15,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from xlp.data.download import cache_dir, download
+from xlp.data.download import download
+from xlp.paths import cache_dir
 from xlp.errors import XlpError
 
 # The releases' published archives (LINDAT handle per version) and their SHA-256 digests.

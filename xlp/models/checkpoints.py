@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xlp.errors import XlpError
-from xlp.hashing import sha256_stream
+from xlp.hashing import file_digests
 
 STEP_IN_NAME = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)$", re.IGNORECASE)
 STEP_IN_REVISION = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)
@@ -37,35 +37,42 @@ class Checkpoint:
         return self.revision is None
 
     def identity(self) -> str:
-        """What the ledger hashes: config and the weights' size and mtime (local), or repo@revision."""
+        """What the ledger hashes: the content of the files that make the model and its tokenizer
+        (config, weights, tokenizer, remote code), not where they lie, so a series that was moved or
+        copied is not redone; repo@revision for a hub checkpoint."""
         if not self.is_local:
             return self.name
-        d = Path(self.location)
-        parts = [str(d.resolve())]
-        for f in sorted(d.iterdir()):
-            if f.is_file():
-                st = f.stat()
-                parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
-        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        files = _model_files(self)
+        digests = file_digests(files)
+        return hashlib.sha256("\n".join(f"{f.name}:{digests[f]}" for f in files).encode()).hexdigest()
 
     def hub_kwargs(self) -> dict:
         return {"revision": self.revision} if self.revision else {}
+
+
+def _defines_model(name: str) -> bool:
+    return (name == "config.json" or name in TOKENIZER_FILES or name.endswith(".py")
+            or (name.startswith(("model", "pytorch_model")) and name.endswith((".safetensors", ".bin", ".json"))))
+
+
+def _model_files(ckpt: Checkpoint) -> list[Path]:
+    """A local checkpoint's files that decide its features (not optimizer states or logs)."""
+    return [f for f in sorted(Path(ckpt.location).iterdir()) if f.is_file() and _defines_model(f.name)]
+
+
+def series_identities(ckpts: list[Checkpoint]) -> dict[str, str]:
+    """Every checkpoint's identity; new files of the whole series are hashed at once, in parallel."""
+    file_digests([f for c in ckpts if c.is_local for f in _model_files(c)])
+    return {c.name: c.identity() for c in ckpts}
 
 
 def tokenizer_files_digest(ckpt: Checkpoint) -> str | None:
     """The bytes of a local checkpoint's tokenizer files: equal digests load equal tokenizers."""
     if not ckpt.is_local:
         return None
-    h = hashlib.sha256()
-    found = False
-    for name in TOKENIZER_FILES:
-        f = Path(ckpt.location) / name
-        if f.is_file():
-            found = True
-            h.update(f"{name}:{f.stat().st_size}:".encode())
-            with f.open("rb") as fh:
-                sha256_stream(fh, h)
-    return h.hexdigest() if found else None
+    files = [Path(ckpt.location) / name for name in TOKENIZER_FILES if (Path(ckpt.location) / name).is_file()]
+    digests = file_digests(files)
+    return hashlib.sha256("\n".join(f"{f.name}:{digests[f]}" for f in files).encode()).hexdigest() if files else None
 
 
 _TOKENIZERS: dict[tuple, object] = {}  # this process's last tokenizer, by its files' digest and options

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import xlp
 from xlp.errors import XlpError
+from xlp.hashing import file_digests
 from xlp.models.checkpoints import (Checkpoint, check_weights, load_config, resolve_checkpoints,
-                                   tokenizer_files_digest)
+                                   series_identities, tokenizer_files_digest)
 from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.storage.features import shard_path
@@ -36,8 +37,8 @@ def probe_output(key: str) -> str:
 
 
 def _file_identity(path: Path) -> str:
-    st = path.stat()
-    return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    """A data file by its content (moving the data does not redo the run)."""
+    return file_digests([path])[path]
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class Plan:
         return json.dumps({
             "xlp_version": xlp.__version__,
             "summary": self.summary(),
+            "checkpoints": {str(c.step): c.name for c in self.checkpoints},  # where each step is now
             "notes": self.notes,
             "units": {"extract": {u.key: u.hash for u in self.extract}, "probe": {u.key: u.hash for u in self.probe}},
         }, indent=1, sort_keys=True)
@@ -202,6 +204,7 @@ def make_plan(spec: Spec) -> Plan:
     """Resolve checkpoints and treebanks, check them, and lay out every unit with its ledger hash."""
     ckpts = resolve_checkpoints(spec.checkpoints)
     depths, hidden = check_series(ckpts, spec)
+    identities = series_identities(ckpts)  # reads only files new to the digest cache, in parallel
     depth = min(depths.values())
     if spec.layers == "all":
         if len(set(depths.values())) > 1:
@@ -249,7 +252,7 @@ def make_plan(spec: Spec) -> Plan:
     checked: dict[tuple[Path, int | None], int] = {}  # words per (file, cap)
     words = 0
     for ckpt in ckpts:
-        ident = ckpt.identity()
+        ident = identities[ckpt.name]
         wanted = {(lang, *train_files[lang], d.max_train_sentences) for lang in plan.sources}
         wanted |= {(lang, *test_files[lang], d.max_test_sentences) for lang in plan.targets}
         for lang, split, path, cap in sorted(wanted, key=lambda w: (w[0], w[1])):

@@ -61,6 +61,8 @@ def reduce_run(store: Store, spec: Spec, force: bool = False, ledger: Ledger | N
         tick(1, total)
     probes = pa.concat_tables(tables, promote_options="default").to_pandas() if tables else pd.DataFrame(columns=PROBE_ORDER)
     probes = probes.sort_values(PROBE_ORDER, kind="stable").reset_index(drop=True)
+    if len(probes) and plan.get("checkpoints"):  # a series that moved keeps its results, under its new name
+        probes["checkpoint"] = probes.step.astype(str).map(plan["checkpoints"]).fillna(probes.checkpoint)
     emergence = degradation_tests(probes, emergence_table(probes, spec.analysis.emergence_threshold))
     probes = probes.drop(columns=["correct"], errors="ignore")
     tick(1, total)
