@@ -20,24 +20,27 @@ def test_gpu_placement_and_a_killed_node_loses_nothing(clean_grid, tmp_path, tin
     from ray.cluster_utils import Cluster
 
     clean_snapshot = clean_grid[3]
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0, "include_dashboard": False,
-                                                            "_system_config": FAST_HEALTH_CHECKS})
+    # shut down by hand below: Cluster.shutdown() would also reset this process's link to the session's Ray
+    cluster = Cluster(initialize_head=True, shutdown_at_exit=False,
+                      head_node_args={"num_cpus": 2, "num_gpus": 0, "include_dashboard": False,
+                                      "_system_config": FAST_HEALTH_CHECKS})
     gpu_nodes = [cluster.add_node(num_cpus=1, num_gpus=2) for _ in range(2)]
+    driver = None
     try:
         cluster.wait_for_nodes()
         run = tmp_path / "run"
         grid_spec(tmp_path, tiny_series, run,
                   cluster={"extractors": 2, "gpus_per_extractor": 1, "cpus_per_extractor": 0.5})
         marker = tmp_path / "held"
-        # the unit is held where it runs until the test has taken its node down
+        # the unit is held where it runs until the test has taken its node down and deleted the marker
         env = {**os.environ, "RAY_ADDRESS": cluster.address,
                "XLP_HOLD_IN_UNIT": "step=100/lang=de/split=test", "XLP_HOLD_MARKER": str(marker)}
-        driver = subprocess.Popen([sys.executable, "-c", "from xlp.cli import main; main()", "launch",
-                                   str(tmp_path / "grid.yaml"), "--json"], env=env, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        with open(tmp_path / "driver.out", "w") as out, open(tmp_path / "driver.err", "w") as err:
+            driver = subprocess.Popen([sys.executable, "-c", "from xlp.cli import main; main()", "launch",
+                                       str(tmp_path / "grid.yaml"), "--json"], env=env, stdout=out, stderr=err)
         deadline = time.time() + 120
         while not marker.exists():
-            assert driver.poll() is None and time.time() < deadline, driver.communicate()
+            assert driver.poll() is None and time.time() < deadline, (tmp_path / "driver.err").read_text()
             time.sleep(0.1)
         held_on = marker.read_text()
         # meanwhile a second launch on the same output is refused, and touches nothing
@@ -47,9 +50,9 @@ def test_gpu_placement_and_a_killed_node_loses_nothing(clean_grid, tmp_path, tin
         victim = next(n for n in gpu_nodes if n.node_id == held_on)  # the unit runs on a GPU node
         survivor = next(n for n in gpu_nodes if n is not victim)
         cluster.remove_node(victim, allow_graceful=False)
-        out, err = driver.communicate(timeout=240)
-        assert driver.returncode == 0, err
-        summary = json.loads(out.splitlines()[-1])
+        marker.unlink()
+        assert driver.wait(timeout=240) == 0, (tmp_path / "driver.err").read_text()
+        summary = json.loads((tmp_path / "driver.out").read_text().splitlines()[-1])
         assert summary["failed"] == {} and (summary["extracted"], summary["probed"]) == (18, 9)
 
         extract = {r["key"]: r for r in (json.loads(p.read_text()) for p in (run / "ledger/extract").rglob("*.json"))}
@@ -58,4 +61,8 @@ def test_gpu_placement_and_a_killed_node_loses_nothing(clean_grid, tmp_path, tin
         assert extract["step=100/lang=de/split=test"]["ray_node"] == survivor.node_id
         assert snapshot(run) == clean_snapshot  # no missing, no duplicated, no different rows
     finally:
-        cluster.shutdown()
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        for node in [*cluster.worker_nodes, cluster.head_node]:
+            cluster.remove_node(node)

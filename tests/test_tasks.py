@@ -40,3 +40,21 @@ def test_task_shapes_and_labels():
     X, y = TASKS["deprel"].examples(table, ["layer_2"])
     n_arcs = sum(1 for s in sents for h in s.heads if h > 0)
     assert X.shape == (1, n_arcs, 12) and ":" not in "".join(y)
+
+
+def test_probe_units_group_tasks_that_share_a_probe_and_run_each_task_once(tmp_path):
+    """arc_uas joins arc's unit (the arc probe first, whatever the spec's order); a task named twice
+    runs once; arc_uas alone is a unit of its own."""
+    from xlp.orchestrator.plan import make_plan
+    from xlp.spec import load_spec
+    from conftest import MINILM, write_spec
+
+    def units(tasks):
+        spec = load_spec(write_spec(tmp_path / "t.yaml", name="t", output=str(tmp_path / "run"),
+                                    checkpoints=[{"path": str(MINILM), "step": 0}],
+                                    data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"], "max_train_sentences": 5,
+                                          "max_test_sentences": 5}, tasks=tasks, layers=[1]))
+        return [u.task for u in make_plan(spec).probe]
+
+    assert units(["pos", "arc_uas", "pos", "arc"]) == ["pos", "arc+arc_uas"]
+    assert units(["arc_uas"]) == ["arc_uas"]

@@ -67,10 +67,14 @@ def series_identities(ckpts: list[Checkpoint]) -> dict[str, str]:
 
 
 def tokenizer_files_digest(ckpt: Checkpoint) -> str | None:
-    """The bytes of a local checkpoint's tokenizer files: equal digests load equal tokenizers."""
-    if not ckpt.is_local:
+    """The bytes of what a local checkpoint's tokenizer is loaded from (its tokenizer.json, the other
+    tokenizer files, config.json, which can choose the class, and remote code): equal digests load
+    equal tokenizers. None without a tokenizer.json (a tokenizer converted from other files)."""
+    d = Path(ckpt.location)
+    if not ckpt.is_local or not (d / "tokenizer.json").is_file():
         return None
-    files = [Path(ckpt.location) / name for name in TOKENIZER_FILES if (Path(ckpt.location) / name).is_file()]
+    files = [f for f in sorted(d.iterdir()) if f.is_file() and (f.name in TOKENIZER_FILES or f.name == "config.json"
+                                                                 or f.suffix == ".py")]
     digests = file_digests(files)
     return hashlib.sha256("\n".join(f"{f.name}:{digests[f]}" for f in files).encode()).hexdigest() if files else None
 

@@ -27,6 +27,10 @@ from xlp.tasks.retrieval import parallel_pud, parallel_udhr
 from xlp.tasks.ud import find_treebank, read_conllu
 
 
+# how retrieval and XNLI pool a text (in their hashes, so outputs pooled another way are redone)
+SENTENCE_VECTORS = "mean over the subwords of every window"
+
+
 def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -306,7 +310,7 @@ def _fit_groups(word_tasks: list[str]) -> list[tuple[str, ...]]:
     """The word tasks in probe units: a task that scores with another's probe (`fit_with`) joins that
     task's unit when both run, so the probe is fit once; otherwise each task is a unit of its own."""
     groups: dict[str, list[str]] = {}
-    for task in word_tasks:
+    for task in dict.fromkeys(word_tasks):  # a task named twice runs once
         owner = getattr(TASKS[task], "fit_with", None)
         groups.setdefault(owner if owner in word_tasks else task, []).append(task)
     return [tuple(sorted(g, key=lambda t: t != owner)) for owner, g in groups.items()]
@@ -324,7 +328,7 @@ def _plan_xnli(spec: Spec, plan: Plan, ckpts: list[Checkpoint], layers: list[int
     if not any(lang in dev for lang in langs) or not test:
         plan.notes.append(f"xnli: not run, none of {d.languages} has both a dev and a test split in {d.xnli}")
         return
-    common = {"task": "xnli", "langs": langs, "layers": layers, "probe": spec.probe.model_dump(),
+    common = {"task": "xnli", "sentence_vectors": SENTENCE_VECTORS, "langs": langs, "layers": layers, "probe": spec.probe.model_dump(),
               "cross_lingual": spec.cross_lingual, "caps": [d.max_train_sentences, d.max_test_sentences],
               "files": [_file_identity(xnli.xnli_file(d.xnli, s)) for s in xnli.SPLITS], "code": xlp.__version__}
     for ckpt in ckpts:
@@ -378,7 +382,7 @@ def _plan_retrieval(spec: Spec, plan: Plan, ckpts: list[Checkpoint], layers: lis
     missing = [lang for lang in spec.data.languages if lang not in texts]
     if missing:
         plan.notes.append(f"retrieval: no {spec.retrieval.corpus} text for {', '.join(missing)}; left out")
-    common = {"task": "retrieval", "retrieval": spec.retrieval.model_dump(exclude={"udhr"}), "layers": layers,
+    common = {"task": "retrieval", "sentence_vectors": SENTENCE_VECTORS, "retrieval": spec.retrieval.model_dump(exclude={"udhr"}), "layers": layers,
               "langs": sorted(texts), "files": [_file_identity(f) for f in files], "code": xlp.__version__}
     for ckpt in ckpts:
         plan.probe.append(SentenceUnit(ckpt=ckpt, task="retrieval", layers=tuple(layers),

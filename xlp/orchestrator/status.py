@@ -70,7 +70,7 @@ def run_status(run: str) -> dict:
         busy = busy_seconds(recs)
         rows = sum(r.get("rows", 0) for r in recs)
         pending = len(units) - len(done) - len(failed) - len(running)
-        per_unit = busy / len(recs) if recs else None
+        per_unit = busy / len(recs) if busy else None
         stages[stage] = {
             "total": len(units), "done": len(done), "running": len(running), "pending": pending,
             "failed": len(failed), "rows_per_s": round(rows / busy, 1) if busy else 0,
