@@ -1,10 +1,13 @@
 """A real multi-node Ray cluster on loopback, driven by `xlp launch` as on a real cluster: extraction
 actors land on the nodes with the (simulated) GPUs, and losing a whole node mid-run costs only the
 units it was running, which are redone on the other node, with results identical to an undisturbed run;
-a second launch on the same output meanwhile is refused and harms nothing."""
+a second launch on the same output meanwhile is refused and harms nothing; `xlp status --watch`
+follows the run to its end."""
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -42,7 +45,7 @@ def test_gpu_placement_and_a_killed_node_loses_nothing(clean_grid, tmp_path, tin
         while not marker.exists():
             assert driver.poll() is None and time.time() < deadline, (tmp_path / "driver.err").read_text()
             time.sleep(0.1)
-        held_on = marker.read_text()
+        held_on, pid = marker.read_text().split()
         # meanwhile a second launch on the same output is refused, and touches nothing
         second = run_xlp("launch", tmp_path / "grid.yaml")
         assert second.returncode == 1 and "being run by another xlp launch" in second.stderr
@@ -50,7 +53,14 @@ def test_gpu_placement_and_a_killed_node_loses_nothing(clean_grid, tmp_path, tin
         victim = next(n for n in gpu_nodes if n.node_id == held_on)  # the unit runs on a GPU node
         survivor = next(n for n in gpu_nodes if n is not victim)
         cluster.remove_node(victim, allow_graceful=False)
+        with contextlib.suppress(ProcessLookupError):  # a lost machine takes its worker processes with it
+            os.kill(int(pid), signal.SIGKILL)
         marker.unlink()
+        # `xlp status --watch` follows the run from its folder until the driver is done
+        looks = [json.loads(line) for line in run_xlp("status", run, "--watch", "0.5", "--json").stdout.splitlines()]
+        assert looks[0]["driver"]["running"] and not looks[-1]["driver"]["running"]
+        assert {s: (v["done"], v["total"]) for s, v in looks[-1]["stages"].items()} == {"extract": (18, 18),
+                                                                                      "probe": (9, 9)}
         assert driver.wait(timeout=240) == 0, (tmp_path / "driver.err").read_text()
         summary = json.loads((tmp_path / "driver.out").read_text().splitlines()[-1])
         assert summary["failed"] == {} and (summary["extracted"], summary["probed"]) == (18, 9)

@@ -136,7 +136,9 @@ def validate(
 @app.command()
 def status(
     target: Optional[Path] = typer.Argument(None, help="A run folder, or the spec that names it."),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output (with --watch, one line per look)."),
+    watch: Optional[float] = typer.Option(None, "--watch", metavar="SECONDS",
+                                          help="Look again every SECONDS until no driver runs the folder."),
     job: Optional[str] = typer.Option(None, "--job", help="A job id from `xlp launch --submit`."),
     address: Optional[str] = typer.Option(None, help="The cluster's dashboard address, for --job."),
 ) -> None:
@@ -144,8 +146,13 @@ def status(
 
     Reads the run folder alone, so it works from any machine that sees it, also after the cluster is gone.
 
-    Example: xlp status runs/quickstart
+    Example: xlp status runs/quickstart --watch 5
     """
+    import time
+
+    from rich.console import Group
+    from rich.live import Live
+
     from xlp.orchestrator.status import run_status
 
     if job:
@@ -165,27 +172,50 @@ def status(
     run = _load(target).output if target.is_file() else str(target)
     st = run_status(run)
     if as_json:
-        stdout.print_json(json.dumps(st))
+        print(json.dumps(st), flush=True)
+        while watch and st["driver"]["running"]:
+            time.sleep(watch)
+            st = run_status(run)
+            print(json.dumps(st), flush=True)
         return
+    if not watch:
+        stdout.print(Group(*_status_view(run, st)))
+        return
+    with Live(Group(*_status_view(run, st)), console=stdout, auto_refresh=False) as live:
+        while st["driver"]["running"]:
+            time.sleep(watch)
+            st = run_status(run)
+            live.update(Group(*_status_view(run, st)), refresh=True)
+
+
+def _status_view(run: str, st: dict) -> list:
     t = Table(title=f"xlp status: {run}", caption=st["driver"]["detail"])
-    for col in ("stage", "total", "done", "running", "pending", "failed", "rows/s", "ETA (s)"):
+    for col in ("stage", "total", "done", "running", "pending", "failed", "rows/s", "ETA"):
         t.add_column(col, justify="left" if col == "stage" else "right")
     for stage, row in st["stages"].items():
-        t.add_row(stage, *(str(row[k]) for k in ("total", "done", "running", "pending", "failed", "rows_per_s", "eta_s")))
-    stdout.print(t)
+        eta = "" if row["eta_s"] is None else _duration(row["eta_s"])
+        t.add_row(stage, *(str(row[k]) for k in ("total", "done", "running", "pending", "failed", "rows_per_s")), eta)
+    view: list = [t]
     if st["nodes"]:
         n = Table(title="done per node")
         for col in ("node", "ray node", "stage", "units", "rows", "worker s"):
             n.add_column(col, justify="right" if col in ("units", "rows", "worker s") else "left")
         for r in st["nodes"]:
             n.add_row(r["node"], r["ray_node"], r["stage"], str(r["units"]), f"{r['rows']:,}", f"{r['seconds']:,.1f}")
-        stdout.print(n)
+        view.append(n)
     for stage, row in st["stages"].items():
-        for key in row["running_units"][:10]:
-            stdout.print(f"[yellow]running[/] {stage} {key}")
+        view += [f"[yellow]running[/] {stage} {key}" for key in row["running_units"][:10]]
     for stage, row in st["stages"].items():
-        for key, error in list(row["errors"].items())[:10]:
-            stdout.print(f"[red]failed[/] {stage} {key}: {error}")
+        view += [f"[red]failed[/] {stage} {key}: {error}" for key, error in list(row["errors"].items())[:10]]
+    return view
+
+
+def _duration(seconds: float) -> str:
+    """3725 -> '1:02:05'; a day or more -> '2d 03:04:05'."""
+    days, rest = divmod(int(round(seconds)), 86400)
+    h, rest = divmod(rest, 3600)
+    clock = f"{h}:{rest // 60:02d}:{rest % 60:02d}"
+    return f"{days}d {h:02d}:{rest // 60:02d}:{rest % 60:02d}" if days else clock
 
 
 @app.command()

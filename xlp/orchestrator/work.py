@@ -31,16 +31,17 @@ def _fault_injection(key: str, faults: dict | None) -> None:
     it along, so long-lived Ray workers need not see it): XLP_FAIL_UNIT=<substring of a unit key>
     raises in it; XLP_DIE_IN_UNIT=<substring> kills the worker process running it (as the OOM killer
     would), once: XLP_DIE_MARKER names a file created on the way down; XLP_HOLD_IN_UNIT=<substring>
-    holds it, once, after writing its Ray node id to XLP_HOLD_MARKER, until the test deletes that
-    file (at most two minutes), so that the test can take the node down while the unit runs there."""
+    holds it, once, after writing its Ray node id and pid to XLP_HOLD_MARKER, until the test deletes
+    that file (at most two minutes), so that the test can take the node down while the unit runs there."""
     faults = faults or {}
     if faults.get("unit") and faults["unit"] in key:
         raise RuntimeError(f"injected failure in {key} (XLP_FAIL_UNIT)")
     if faults.get("die") and faults["die"] in key and _first_time(faults.get("marker")):
         os._exit(137)
-    if faults.get("hold") and faults["hold"] in key and _first_time(faults.get("hold_marker"), _ray_node() or ""):
+    hold = faults.get("hold_marker")
+    if faults.get("hold") and faults["hold"] in key and _first_time(hold, f"{_ray_node()} {os.getpid()}"):
         deadline = time.time() + 120
-        while os.path.exists(faults["hold_marker"]) and time.time() < deadline:
+        while os.path.exists(hold) and time.time() < deadline:
             time.sleep(0.1)
 
 
