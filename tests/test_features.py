@@ -79,15 +79,23 @@ def test_long_text_vector_is_the_mean_over_every_window():
 
 def test_out_of_memory_retries_with_smaller_batches(monkeypatch):
     """A device that cannot hold a batch of more than 600 tokens: the batches are halved until they
-    fit and the features are the same; a single sequence that does not fit is a clear error."""
+    fit and the word features and sentence vectors are the same; a single sequence that does not fit
+    is a clear error."""
     sents = [s.forms for s in read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-dev.conllu", max_sentences=80)]
+    texts = [" ".join(s) for s in sents]
     ckpt = Checkpoint(step=0, location=str(MINILM))
-    plain = WordFeatureExtractor(ckpt, [2], batch_tokens=4096).extract(sents)
+    roomy = WordFeatureExtractor(ckpt, [2], batch_tokens=4096)
+    plain, plain_means = roomy.extract(sents), roomy.sentence_means(texts)
     monkeypatch.setenv("XLP_OOM_ABOVE_TOKENS", "600")
     small = WordFeatureExtractor(ckpt, [2], batch_tokens=4096)
     np.testing.assert_allclose(small.extract(sents)[2].astype(np.float32), plain[2].astype(np.float32),
                                rtol=2e-3, atol=2e-3)  # other batch compositions: float16 rounding
     assert small.oom_retries > 0 and small.batch_tokens < 4096
+    small = WordFeatureExtractor(ckpt, [2], batch_tokens=4096)
+    np.testing.assert_allclose(small.sentence_means(texts)[2], plain_means[2], rtol=1e-4, atol=1e-5)
+    assert small.oom_retries > 0 and small.batch_tokens < 4096
     monkeypatch.setenv("XLP_OOM_ABOVE_TOKENS", "5")
     with pytest.raises(XlpError, match="out of memory on a single sequence"):
         WordFeatureExtractor(ckpt, [2]).extract(sents)
+    with pytest.raises(XlpError, match="out of memory on a single sequence"):
+        WordFeatureExtractor(ckpt, [2]).sentence_means(texts)

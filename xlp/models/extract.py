@@ -108,71 +108,81 @@ class WordFeatureExtractor:
         for chunk in chunks + [None]:
             width = len(self.prefix) + len(self.suffix) + (len(chunk[0]) if chunk else 0)
             if batch and (chunk is None or width * (len(batch) + 1) > self.batch_tokens):
-                self._run_or_split(batch, out, p)
+                self._run_or_split(batch, lambda b: self._run_batch(b, out, p))
                 batch = []
             if chunk is not None:
                 batch.append(chunk)
         return out
 
-    @torch.inference_mode()
     def sentence_means(self, texts: Sequence[str]) -> dict[int, np.ndarray]:
         """Per requested layer, (n, d) float32: each text's mean subword vector (special tokens left
         out). A text longer than the model's window is cut into windows and its mean is over all of
         its tokens, so a long paragraph's tail counts; length-bucketed batches as for words."""
         room = self.max_len - len(self.prefix) - len(self.suffix)
         ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        pieces = [(i, seq[k: k + room]) for i, seq in enumerate(ids) for k in range(0, max(len(seq), 1), room)]
+        pieces = sorted(((seq[k: k + room], i) for i, seq in enumerate(ids) for k in range(0, max(len(seq), 1), room)),
+                        key=lambda piece: len(piece[0]))
         sums = {layer: np.zeros((len(texts), self.hidden_size), dtype=np.float64) for layer in self.layers}
         counts = np.zeros(len(texts))
-        order = sorted(range(len(pieces)), key=lambda j: len(pieces[j][1]))
-        p, extra = len(self.prefix), len(self.prefix) + len(self.suffix)
+        extra = len(self.prefix) + len(self.suffix)
         start = 0
-        while start < len(order):
+        while start < len(pieces):
             end = start + 1
-            while end < len(order) and (len(pieces[order[end]][1]) + extra) * (end - start + 1) <= self.batch_tokens:
+            while end < len(pieces) and (len(pieces[end][0]) + extra) * (end - start + 1) <= self.batch_tokens:
                 end += 1
-            batch = [pieces[j] for j in order[start:end]]
-            T = max(len(piece) for _, piece in batch) + extra
-            input_ids = torch.full((len(batch), T), self.pad_id, dtype=torch.long)
-            content = torch.zeros((len(batch), T), dtype=torch.float)
-            mask = torch.zeros((len(batch), T), dtype=torch.long)
-            for b, (_, piece) in enumerate(batch):
-                row = self.prefix + piece + self.suffix
-                input_ids[b, : len(row)] = torch.tensor(row)
-                mask[b, : len(row)] = 1
-                content[b, p: p + len(piece)] = 1
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                hidden = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
-                                    output_hidden_states=True).hidden_states
-            w = content.to(self.device)
-            owners = np.array([i for i, _ in batch])
-            np.add.at(counts, owners, [len(piece) for _, piece in batch])
-            for layer in self.layers:
-                np.add.at(sums[layer], owners, (hidden[layer].float() * w[..., None]).sum(1).cpu().numpy())
+            self._run_or_split(pieces[start:end], lambda batch: self._sentence_batch(batch, sums, counts))
             start = end
         return {layer: (s / np.maximum(counts, 1)[:, None]).astype(np.float32) for layer, s in sums.items()}
 
-    def _run_or_split(self, batch, out: dict[int, np.ndarray], p: int) -> None:
-        """Out of memory: halve the batch (and the token budget for later batches) and retry."""
+    @torch.inference_mode()
+    def _sentence_batch(self, batch, sums: dict[int, np.ndarray], counts: np.ndarray) -> None:
+        """Add each piece's subword vectors (and how many) to its text's sums."""
+        T = max(len(piece) for piece, _ in batch) + len(self.prefix) + len(self.suffix)
+        self._simulated_oom(T * len(batch))
+        p = len(self.prefix)
+        input_ids = torch.full((len(batch), T), self.pad_id, dtype=torch.long)
+        content = torch.zeros((len(batch), T), dtype=torch.float)
+        mask = torch.zeros((len(batch), T), dtype=torch.long)
+        for b, (piece, _) in enumerate(batch):
+            row = self.prefix + piece + self.suffix
+            input_ids[b, : len(row)] = torch.tensor(row)
+            mask[b, : len(row)] = 1
+            content[b, p: p + len(piece)] = 1
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            hidden = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
+                                output_hidden_states=True).hidden_states
+        w = content.to(self.device)
+        owners = np.array([i for _, i in batch])
+        np.add.at(counts, owners, [len(piece) for piece, _ in batch])
+        for layer in self.layers:
+            np.add.at(sums[layer], owners, (hidden[layer].float() * w[..., None]).sum(1).cpu().numpy())
+
+    def _simulated_oom(self, tokens: int) -> None:
+        if self._oom_above and tokens > self._oom_above:
+            raise torch.OutOfMemoryError(f"injected: {tokens} tokens > XLP_OOM_ABOVE_TOKENS")
+
+    def _run_or_split(self, batch: list, run) -> None:
+        """Out of memory: halve the batch (and the token budget for later batches) and retry. Each
+        item of a batch starts with its token ids."""
         try:
-            self._run_batch(batch, out, p)
+            run(batch)
         except torch.OutOfMemoryError:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             if len(batch) == 1:
+                tokens = len(batch[0][0]) + len(self.prefix) + len(self.suffix)
                 raise XlpError(f"checkpoint {self.ckpt.name}: out of memory on a single sequence of "
-                               f"{len(batch[0][0]) + p + len(self.suffix)} tokens on {self.device}") from None
+                               f"{tokens} tokens on {self.device}") from None
             self.oom_retries += 1
             self.batch_tokens = max(1, self.batch_tokens // 2)
             half = len(batch) // 2
-            self._run_or_split(batch[:half], out, p)
-            self._run_or_split(batch[half:], out, p)
+            self._run_or_split(batch[:half], run)
+            self._run_or_split(batch[half:], run)
 
     @torch.inference_mode()
     def _run_batch(self, batch, out: dict[int, np.ndarray], p: int) -> None:
         T = max(len(ids) for ids, _, _ in batch) + p + len(self.suffix)
-        if self._oom_above and T * len(batch) > self._oom_above:
-            raise torch.OutOfMemoryError(f"injected: {T * len(batch)} tokens > XLP_OOM_ABOVE_TOKENS")
+        self._simulated_oom(T * len(batch))
         input_ids = torch.full((len(batch), T), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), T), dtype=torch.long)
         tok_pos, tok_word, word_rows = [], [], []
