@@ -202,6 +202,8 @@ def test_report_of_a_real_run_matches_its_results(clean_grid):
         assert (run / f"report/figures/{name}.svg").stat().st_size > 1000
     assert page.count("data:image/png;base64,") == 3 and "dotted = the step-0" in page
     assert "timing: extract" in _section(page, "summary") and "transformers" in _section(page, "summary")
+    defined = re.findall(r"<dt>(.*?)</dt>", _section(page, "definitions"))
+    assert "pos" in defined and not {"bpc", "retrieval", "arc"} & set(defined)  # the run's tasks only
     emergence = pd.read_parquet(run / "results/emergence.parquet")
     table = _section(page, "emergence")
     header = re.findall(r"<th>(.*?)</th>", table)

@@ -44,6 +44,12 @@ TASK_DEFINITIONS = {
               "baseline = the majority relation.",
     "xnli": "premise/hypothesis pairs as [u; v; |u - v|; u * v] of mean-pooled sentence vectors; probes fit on a "
             "language's dev split, scored on test splits; accuracy; baseline = the majority label.",
+    "bpc": f"masked-LM bits per character of each language's test text: {PASSES} masking passes, pass j masks the "
+           f"tokens whose index is j mod {PASSES}, so every token is predicted once; bits / characters covered. Its "
+           "row's layer is the model's last (the head reads it); baseline = a uniform distribution over the vocabulary.",
+    "retrieval": "accuracy@1 of cosine nearest-neighbour search between mean-pooled subword vectors of parallel "
+                 "sentences (special tokens left out; a text longer than the model's window is the mean over all "
+                 "its windows); baseline = chance.",
 }
 PAIRWISE_ONLY = {"retrieval"}  # a sentence trivially retrieves itself: curves use the other languages
 
@@ -258,11 +264,6 @@ The normalised variant is the first checkpoint with (value − first) / (best �
 <dt>Best checkpoint</dt><dd>the argmax of the curve (argmin for bits per character), the earliest on ties;
 final_minus_best = final value − best value.</dd>
 {"".join(f"<dt>{esc(t)}</dt><dd>{esc(TASK_DEFINITIONS[t])}</dd>" for t in spec.tasks if t in TASK_DEFINITIONS)}
-<dt>bpc</dt><dd>masked-LM bits per character of each language's test text: {PASSES} masking passes, pass j masks the
-tokens whose index is j mod {PASSES}, so every token is predicted once; bits / characters covered. Its row's
-layer is the model's last (the head reads it); baseline = a uniform distribution over the vocabulary.</dd>
-<dt>retrieval</dt><dd>accuracy@1 of cosine nearest-neighbour search between mean-pooled subword vectors of parallel
-sentences (special tokens left out); baseline = chance.</dd>
 <dt>Single best-on-average checkpoint</dt><dd>the step maximising the mean over languages of the in-language curve
 (last layer); a language's regret = its best value − its value at that step.</dd>
 <dt>Probe</dt><dd>L2-regularised (l2 = {spec.probe.l2}) multinomial logistic regression on frozen word vectors
