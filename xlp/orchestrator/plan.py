@@ -250,6 +250,7 @@ def make_plan(spec: Spec) -> Plan:
     if word_tasks and not plan.sources:
         raise XlpError("data.languages: no language has a train (or dev) split to fit probes on")
 
+    file_digests([path for _, path in [*train_files.values(), *test_files.values()]])  # new ones at once
     extract_common = {"layers": layers, "pooling": spec.pooling, "dtype": spec.feature_dtype,
                       "code": xlp.__version__}
     ext_keys: dict[tuple[int, str, str], str] = {}
