@@ -170,21 +170,21 @@ def status(
     if target is None:
         raise XlpError("give a run folder or spec (or --job ID)")
     run = _load(target).output if target.is_file() else str(target)
-    st = run_status(run)
-    if as_json:
-        print(json.dumps(st), flush=True)
+
+    def looks():  # the run's status now, then with --watch every `watch` seconds while a driver runs
+        st = run_status(run)
+        yield st
         while watch and st["driver"]["running"]:
             time.sleep(watch)
             st = run_status(run)
+            yield st
+
+    if as_json:
+        for st in looks():
             print(json.dumps(st), flush=True)
         return
-    if not watch:
-        stdout.print(Group(*_status_view(run, st)))
-        return
-    with Live(Group(*_status_view(run, st)), console=stdout, auto_refresh=False) as live:
-        while st["driver"]["running"]:
-            time.sleep(watch)
-            st = run_status(run)
+    with Live(console=stdout, auto_refresh=False) as live:
+        for st in looks():
             live.update(Group(*_status_view(run, st)), refresh=True)
 
 
@@ -212,10 +212,10 @@ def _status_view(run: str, st: dict) -> list:
 
 def _duration(seconds: float) -> str:
     """3725 -> '1:02:05'; a day or more -> '2d 03:04:05'."""
-    days, rest = divmod(int(round(seconds)), 86400)
+    days, rest = divmod(round(seconds), 86400)
     h, rest = divmod(rest, 3600)
-    clock = f"{h}:{rest // 60:02d}:{rest % 60:02d}"
-    return f"{days}d {h:02d}:{rest // 60:02d}:{rest % 60:02d}" if days else clock
+    m, s = divmod(rest, 60)
+    return f"{days}d {h:02d}:{m:02d}:{s:02d}" if days else f"{h}:{m:02d}:{s:02d}"
 
 
 @app.command()

@@ -42,41 +42,44 @@ class Checkpoint:
         copied is not redone; repo@revision for a hub checkpoint."""
         if not self.is_local:
             return self.name
-        files = _model_files(self)
-        digests = file_digests(files)
-        return hashlib.sha256("\n".join(f"{f.name}:{digests[f]}" for f in files).encode()).hexdigest()
+        return _content_digest(_files(self, _defines_model))
 
     def hub_kwargs(self) -> dict:
         return {"revision": self.revision} if self.revision else {}
 
 
+def _defines_tokenizer(name: str) -> bool:
+    """The tokenizer's files, config.json (it can choose the tokenizer's class) and remote code."""
+    return name in TOKENIZER_FILES or name == "config.json" or name.endswith(".py")
+
+
 def _defines_model(name: str) -> bool:
-    return (name == "config.json" or name in TOKENIZER_FILES or name.endswith(".py")
-            or (name.startswith(("model", "pytorch_model")) and name.endswith((".safetensors", ".bin", ".json"))))
+    """What decides a checkpoint's features: the tokenizer's files and the weights (not optimizer states or logs)."""
+    return _defines_tokenizer(name) or (name.startswith(("model", "pytorch_model"))
+                                        and name.endswith((".safetensors", ".bin", ".json")))
 
 
-def _model_files(ckpt: Checkpoint) -> list[Path]:
-    """A local checkpoint's files that decide its features (not optimizer states or logs)."""
-    return [f for f in sorted(Path(ckpt.location).iterdir()) if f.is_file() and _defines_model(f.name)]
+def _files(ckpt: Checkpoint, wanted) -> list[Path]:
+    return [f for f in sorted(Path(ckpt.location).iterdir()) if f.is_file() and wanted(f.name)]
+
+
+def _content_digest(files: list[Path]) -> str:
+    digests = file_digests(files)
+    return hashlib.sha256("\n".join(f"{f.name}:{digests[f]}" for f in files).encode()).hexdigest()
 
 
 def series_identities(ckpts: list[Checkpoint]) -> dict[str, str]:
     """Every checkpoint's identity; new files of the whole series are hashed at once, in parallel."""
-    file_digests([f for c in ckpts if c.is_local for f in _model_files(c)])
+    file_digests([f for c in ckpts if c.is_local for f in _files(c, _defines_model)])
     return {c.name: c.identity() for c in ckpts}
 
 
 def tokenizer_files_digest(ckpt: Checkpoint) -> str | None:
-    """The bytes of what a local checkpoint's tokenizer is loaded from (its tokenizer.json, the other
-    tokenizer files, config.json, which can choose the class, and remote code): equal digests load
-    equal tokenizers. None without a tokenizer.json (a tokenizer converted from other files)."""
-    d = Path(ckpt.location)
-    if not ckpt.is_local or not (d / "tokenizer.json").is_file():
+    """The bytes of what a local checkpoint's tokenizer is loaded from: equal digests load equal
+    tokenizers. None without a tokenizer.json (a tokenizer converted from other files)."""
+    if not ckpt.is_local or not (Path(ckpt.location) / "tokenizer.json").is_file():
         return None
-    files = [f for f in sorted(d.iterdir()) if f.is_file() and (f.name in TOKENIZER_FILES or f.name == "config.json"
-                                                                 or f.suffix == ".py")]
-    digests = file_digests(files)
-    return hashlib.sha256("\n".join(f"{f.name}:{digests[f]}" for f in files).encode()).hexdigest() if files else None
+    return _content_digest(_files(ckpt, _defines_tokenizer))
 
 
 _TOKENIZERS: dict[tuple, object] = {}  # this process's last tokenizer, by its files' digest and options

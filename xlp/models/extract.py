@@ -102,17 +102,23 @@ class WordFeatureExtractor:
         """Per requested layer, an (n_words, d) float16 array in sentence and word order."""
         n_words = sum(len(s) for s in sentences)
         out = {layer: np.zeros((n_words, self.hidden_size), dtype=np.float16) for layer in self.layers}
-        chunks = sorted(self._chunks(sentences), key=lambda c: len(c[0]))
         p = len(self.prefix)
-        batch: list = []
-        for chunk in chunks + [None]:
-            width = len(self.prefix) + len(self.suffix) + (len(chunk[0]) if chunk else 0)
-            if batch and (chunk is None or width * (len(batch) + 1) > self.batch_tokens):
-                self._run_or_split(batch, lambda b: self._run_batch(b, out, p))
-                batch = []
-            if chunk is not None:
-                batch.append(chunk)
+        for batch in self._batches(sorted(self._chunks(sentences), key=lambda c: len(c[0]))):
+            self._run_or_split(batch, lambda b: self._run_batch(b, out, p))
         return out
+
+    def _batches(self, items: list):
+        """Length-sorted items (each starting with its token ids) in padded batches under the token
+        budget (read as it goes: an out-of-memory retry lowers it for later batches)."""
+        extra = len(self.prefix) + len(self.suffix)
+        batch: list = []
+        for item in items:
+            if batch and (len(item[0]) + extra) * (len(batch) + 1) > self.batch_tokens:
+                yield batch
+                batch = []
+            batch.append(item)
+        if batch:
+            yield batch
 
     def sentence_means(self, texts: Sequence[str]) -> dict[int, np.ndarray]:
         """Per requested layer, (n, d) float32: each text's mean subword vector (special tokens left
@@ -124,14 +130,8 @@ class WordFeatureExtractor:
                         key=lambda piece: len(piece[0]))
         sums = {layer: np.zeros((len(texts), self.hidden_size), dtype=np.float64) for layer in self.layers}
         counts = np.zeros(len(texts))
-        extra = len(self.prefix) + len(self.suffix)
-        start = 0
-        while start < len(pieces):
-            end = start + 1
-            while end < len(pieces) and (len(pieces[end][0]) + extra) * (end - start + 1) <= self.batch_tokens:
-                end += 1
-            self._run_or_split(pieces[start:end], lambda batch: self._sentence_batch(batch, sums, counts))
-            start = end
+        for batch in self._batches(pieces):
+            self._run_or_split(batch, lambda b: self._sentence_batch(b, sums, counts))
         return {layer: (s / np.maximum(counts, 1)[:, None]).astype(np.float32) for layer, s in sums.items()}
 
     @torch.inference_mode()

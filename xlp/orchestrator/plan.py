@@ -329,8 +329,8 @@ def _plan_xnli(spec: Spec, plan: Plan, ckpts: list[Checkpoint], layers: list[int
     if not any(lang in dev for lang in langs) or not test:
         plan.notes.append(f"xnli: not run, none of {d.languages} has both a dev and a test split in {d.xnli}")
         return
-    common = {"task": "xnli", "sentence_vectors": SENTENCE_VECTORS, "langs": langs, "layers": layers, "probe": spec.probe.model_dump(),
-              "cross_lingual": spec.cross_lingual, "caps": [d.max_train_sentences, d.max_test_sentences],
+    common = {"task": "xnli", "sentence_vectors": SENTENCE_VECTORS, "langs": langs, "layers": layers,
+              "probe": spec.probe.model_dump(), "cross_lingual": spec.cross_lingual, "caps": [d.max_train_sentences, d.max_test_sentences],
               "files": [_file_identity(xnli.xnli_file(d.xnli, s)) for s in xnli.SPLITS], "code": xlp.__version__}
     for ckpt in ckpts:
         plan.probe.append(SentenceUnit(ckpt=ckpt, task="xnli", layers=tuple(layers), corpus="xnli", langs=langs,
@@ -383,8 +383,8 @@ def _plan_retrieval(spec: Spec, plan: Plan, ckpts: list[Checkpoint], layers: lis
     missing = [lang for lang in spec.data.languages if lang not in texts]
     if missing:
         plan.notes.append(f"retrieval: no {spec.retrieval.corpus} text for {', '.join(missing)}; left out")
-    common = {"task": "retrieval", "sentence_vectors": SENTENCE_VECTORS, "retrieval": spec.retrieval.model_dump(exclude={"udhr"}), "layers": layers,
-              "langs": sorted(texts), "files": [_file_identity(f) for f in files], "code": xlp.__version__}
+    common = {"task": "retrieval", "sentence_vectors": SENTENCE_VECTORS,
+              "retrieval": spec.retrieval.model_dump(exclude={"udhr"}), "layers": layers, "langs": sorted(texts), "files": [_file_identity(f) for f in files], "code": xlp.__version__}
     for ckpt in ckpts:
         plan.probe.append(SentenceUnit(ckpt=ckpt, task="retrieval", layers=tuple(layers),
                                         corpus=spec.retrieval.corpus, langs=tuple(texts),

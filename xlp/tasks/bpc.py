@@ -47,15 +47,14 @@ class MlmScorer:
 
         quiet_transformers()
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        location = ckpt.name
         try:
             self.tokenizer = load_tokenizer(ckpt, use_fast=True, trust_remote_code=trust_remote_code)
             self.model = AutoModelForMaskedLM.from_pretrained(ckpt.location, trust_remote_code=trust_remote_code,
                                                               **ckpt.hub_kwargs()).eval().to(self.device)
         except (OSError, ValueError, RuntimeError) as e:
-            raise XlpError(f"checkpoint {location}: cannot load its masked-LM head: {str(e).splitlines()[0]}") from None
+            raise XlpError(f"checkpoint {ckpt.name}: cannot load its masked-LM head: {str(e).splitlines()[0]}") from None
         if self.tokenizer.mask_token_id is None:
-            raise XlpError(f"checkpoint {location}: its tokenizer has no mask token, so no MLM bits per character")
+            raise XlpError(f"checkpoint {ckpt.name}: its tokenizer has no mask token, so no MLM bits per character")
         self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
         self.head = getattr(self.model, "lm_head", None) or getattr(self.model, "cls", None)
         limit = getattr(self.model.config, "max_position_embeddings", 512) - 2
