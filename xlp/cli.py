@@ -179,9 +179,12 @@ def status(
             st = run_status(run)
             yield st
 
-    if as_json:
+    if as_json or not (watch and stdout.is_terminal):  # not a live screen: every look printed in full
         for st in looks():
-            print(json.dumps(st), flush=True)
+            if as_json:
+                print(json.dumps(st), flush=True)
+            else:
+                stdout.print(Group(*_status_view(run, st)))
         return
     with Live(console=stdout, auto_refresh=False) as live:
         for st in looks():
