@@ -19,7 +19,7 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from xlp.models.checkpoints import Checkpoint
-from xlp.models.extract import WordFeatureExtractor
+from xlp.models.extract import FeatureExtractor
 from xlp.paths import shared_dir
 from xlp.storage.features import PARQUET_OPTIONS, features_table, vectors
 from xlp.tasks.ud import read_conllu
@@ -46,7 +46,7 @@ def naive(model_dir: str, sentences, out: Path) -> dict[int, np.ndarray]:
 
 
 def fast(model_dir: str, sentences, out: Path) -> dict[int, np.ndarray]:
-    ex = WordFeatureExtractor(Checkpoint(0, model_dir), layers="all")
+    ex = FeatureExtractor(Checkpoint(0, model_dir), layers="all")
     vecs = ex.extract([s.forms for s in sentences])
     pq.write_table(features_table(sentences, vecs), out, **PARQUET_OPTIONS)
     return vecs

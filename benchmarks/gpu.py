@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import torch
 
 from xlp.models.checkpoints import Checkpoint
-from xlp.models.extract import WordFeatureExtractor
+from xlp.models.extract import FeatureExtractor
 from xlp.paths import shared_dir
 from xlp.storage.features import PARQUET_OPTIONS, features_table
 from xlp.tasks.ud import Sentence, read_conllu
@@ -60,7 +60,7 @@ def build_model(folder: Path, texts: list[str]) -> None:
     tok.save_pretrained(folder)
 
 
-def bare_forward(ex: WordFeatureExtractor, sents: list[Sentence]) -> float:
+def bare_forward(ex: FeatureExtractor, sents: list[Sentence]) -> float:
     """The same chunks and batches as xlp, forward pass only (bf16 autocast), no pooling, no copy out."""
     chunks = sorted(ex._chunks([s.forms for s in sents]), key=lambda c: len(c[0]))
     extra = len(ex.prefix) + len(ex.suffix)
@@ -101,7 +101,7 @@ def main() -> None:
     n = sum(len(s.forms) for s in sents)
     tmp = Path(tempfile.mkdtemp())
     build_model(tmp / "model", [s.text for s in sents[:5000]])
-    ex = WordFeatureExtractor(Checkpoint(0, str(tmp / "model")), layers="all", batch_tokens=args.batch_tokens,
+    ex = FeatureExtractor(Checkpoint(0, str(tmp / "model")), layers="all", batch_tokens=args.batch_tokens,
                               device="cuda")
     ex.extract([s.forms for s in sents[:200]])  # warm up kernels and the allocator
     t_bare = bare_forward(ex, sents)

@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from xlp.models.checkpoints import Checkpoint
-from xlp.models.extract import WordFeatureExtractor
+from xlp.models.extract import FeatureExtractor
 from xlp.paths import shared_dir
 from xlp.spec import ProbeSpec
 from xlp.tasks.probe import fit_probes
@@ -32,7 +32,7 @@ def main() -> None:
     ud = shared_dir() / "ud" / "UD_English-EWT"
     tr = read_conllu(ud / "en_ewt-ud-dev.conllu", args.train)
     te = read_conllu(ud / "en_ewt-ud-test.conllu", args.test)
-    ex = WordFeatureExtractor(Checkpoint(0, str(shared_dir() / "models" / "all-MiniLM-L6-v2")), layers="all")
+    ex = FeatureExtractor(Checkpoint(0, str(shared_dir() / "models" / "all-MiniLM-L6-v2")), layers="all")
     f_tr, f_te = ex.extract([s.forms for s in tr]), ex.extract([s.forms for s in te])
     layers = sorted(f_tr)
     X = np.stack([f_tr[k] for k in layers]).astype(np.float32)

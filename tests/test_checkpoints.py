@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import make_tiny_xlmr, write_spec
 
 from xlp.errors import XlpError
 from xlp.models.checkpoints import resolve_checkpoints, step_of
 from xlp.spec import CheckpointSpec
-from conftest import make_tiny_xlmr, write_spec
 
 
 def test_steps_from_names_and_metadata(tmp_path):
@@ -75,9 +75,10 @@ def test_hub_revisions_all_or_a_pattern_come_from_the_cache_offline(tmp_path, mo
 
 
 def test_series_with_two_tokenizers_is_refused_unless_allowed(tiny_series, tmp_path):
+    from conftest import MINILM
+
     from xlp.orchestrator.plan import make_plan
     from xlp.spec import load_spec
-    from conftest import MINILM
 
     other = tmp_path / "step_300"
     shutil.copytree(tiny_series / "step_200", other)

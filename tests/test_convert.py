@@ -6,7 +6,6 @@ import csv
 import pytest
 import sentencepiece
 import torch
-
 from conftest import SHARED, run_xlp
 
 # The fairseq names of XLMRobertaForMaskedLM's weights, written out by hand (fairseq >= 0.10 layout).

@@ -7,8 +7,8 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-
 from conftest import UD, run_xlp, write_spec
+
 from xlp.data.download import download
 from xlp.data.ud_release import fetch_ud
 from xlp.errors import XlpError

@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 import torch
+from conftest import MINILM, UD
 from transformers import AutoModel, AutoTokenizer
 
 from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint
-from xlp.models.extract import WordFeatureExtractor
+from xlp.models.extract import FeatureExtractor
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, shard_path, vectors
 from xlp.tasks.ud import read_conllu
-from conftest import MINILM, UD
 
 
 def _reference(model, tok, words, layer, pooling):
@@ -29,7 +29,7 @@ def _reference(model, tok, words, layer, pooling):
 @pytest.mark.parametrize("pooling", ["first", "mean", "last"])
 def test_parquet_features_equal_transformers_hidden_states(tmp_path, pooling):
     sents = read_conllu(UD / "UD_German-GSD" / "de_gsd-ud-test.conllu", max_sentences=60)
-    ex = WordFeatureExtractor(Checkpoint(0, str(MINILM)), layers=[0, 2, 4], pooling=pooling, batch_tokens=600)
+    ex = FeatureExtractor(Checkpoint(0, str(MINILM)), layers=[0, 2, 4], pooling=pooling, batch_tokens=600)
     assert len(ex.model.encoder.layer) == 4  # nothing above the highest requested layer is computed
     store = Store(str(tmp_path))
     table = features_table(sents, ex.extract([s.forms for s in sents]))
@@ -47,7 +47,7 @@ def test_parquet_features_equal_transformers_hidden_states(tmp_path, pooling):
 
 
 def test_long_sentence_is_split_not_truncated():
-    ex = WordFeatureExtractor(Checkpoint(0, str(MINILM)), layers=[1])
+    ex = FeatureExtractor(Checkpoint(0, str(MINILM)), layers=[1])
     ex.max_len = 16  # force windows
     words = [f"w{i}ord" for i in range(40)]
     vecs = ex.extract([words])[1]
@@ -58,7 +58,7 @@ def test_long_sentence_is_split_not_truncated():
 def test_long_text_vector_is_the_mean_over_every_window():
     """A text longer than the model's window: its sentence vector is the mean over the tokens of every
     window (computed here window by window with transformers), so the tail of a paragraph counts."""
-    ex = WordFeatureExtractor(Checkpoint(0, str(MINILM)), layers=[2])
+    ex = FeatureExtractor(Checkpoint(0, str(MINILM)), layers=[2])
     ex.max_len = 12  # windows of 10 subwords between [CLS] and [SEP]
     long = " ".join(s.text for s in read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-dev.conllu", max_sentences=3))
     short = "A short one."
@@ -84,18 +84,28 @@ def test_out_of_memory_retries_with_smaller_batches(monkeypatch):
     sents = [s.forms for s in read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-dev.conllu", max_sentences=80)]
     texts = [" ".join(s) for s in sents]
     ckpt = Checkpoint(step=0, location=str(MINILM))
-    roomy = WordFeatureExtractor(ckpt, [2], batch_tokens=4096)
+    roomy = FeatureExtractor(ckpt, [2], batch_tokens=4096)
     plain, plain_means = roomy.extract(sents), roomy.sentence_means(texts)
     monkeypatch.setenv("XLP_OOM_ABOVE_TOKENS", "600")
-    small = WordFeatureExtractor(ckpt, [2], batch_tokens=4096)
+    small = FeatureExtractor(ckpt, [2], batch_tokens=4096)
     np.testing.assert_allclose(small.extract(sents)[2].astype(np.float32), plain[2].astype(np.float32),
                                rtol=2e-3, atol=2e-3)  # other batch compositions: float16 rounding
     assert small.oom_retries > 0 and small.batch_tokens < 4096
-    small = WordFeatureExtractor(ckpt, [2], batch_tokens=4096)
+    small = FeatureExtractor(ckpt, [2], batch_tokens=4096)
     np.testing.assert_allclose(small.sentence_means(texts)[2], plain_means[2], rtol=1e-4, atol=1e-5)
     assert small.oom_retries > 0 and small.batch_tokens < 4096
     monkeypatch.setenv("XLP_OOM_ABOVE_TOKENS", "5")
     with pytest.raises(XlpError, match="out of memory on a single sequence"):
-        WordFeatureExtractor(ckpt, [2]).extract(sents)
+        FeatureExtractor(ckpt, [2]).extract(sents)
     with pytest.raises(XlpError, match="out of memory on a single sequence"):
-        WordFeatureExtractor(ckpt, [2]).sentence_means(texts)
+        FeatureExtractor(ckpt, [2]).sentence_means(texts)
+
+
+def test_float32_features_are_not_float16_rounded():
+    """`feature_dtype: float32` stores what the model computed, not float16 values at twice the size."""
+    ex = FeatureExtractor(Checkpoint(0, str(MINILM)), layers=[2])
+    sents = [s.forms for s in read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-dev.conllu", max_sentences=5)]
+    f32, f16 = ex.extract(sents, "float32")[2], ex.extract(sents)[2]
+    assert f32.dtype == np.float32 and f16.dtype == np.float16
+    assert not np.array_equal(f32, f32.astype(np.float16).astype(np.float32))
+    np.testing.assert_allclose(f16.astype(np.float32), f32, rtol=2e-3, atol=2e-3)

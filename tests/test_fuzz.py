@@ -57,7 +57,7 @@ def test_conllu_reader_answers_sentences_or_a_located_error(lines, ending, garbl
         assert str(path) in str(e)
     skipped = []
     try:  # lenient: bad sentences are skipped and reported, the rest is read
-        read_conllu(path, on_error=skipped.append)
+        read_conllu(path, lenient=True, skipped=skipped)
     except XlpError as e:
         assert str(path) in str(e) and re.search(r"UTF-8|cannot read", str(e))
     finally:

@@ -5,10 +5,10 @@ import re
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import MINILM, grid_spec, run_xlp, snapshot, write_spec
 
 from xlp.orchestrator.driver import launch
 from xlp.spec import load_spec
-from conftest import MINILM, grid_spec, run_xlp, snapshot, write_spec
 
 
 def test_grid_resume_and_partial_redo(clean_grid):
@@ -116,7 +116,7 @@ def test_minilm_arc_and_deprel_far_above_baselines(tmp_path, ray_local):
     from xlp.orchestrator.work import run_probe
 
     alone = make_plan(spec.model_copy(update={"tasks": ["arc_uas"]})).probe[0]
-    run_probe(spec, alone)
+    run_probe(spec.output, alone)
     own = pq.read_table(tmp_path / "run" / alone.output).to_pandas()
     shared = df[df.task == "arc_uas"]
     cols = ["task", "layer", "src_lang", "tgt_lang", "seed", "value", "n_train", "n_test"]
@@ -344,7 +344,6 @@ def test_submit_runs_the_driver_as_a_ray_job(clean_grid, tmp_path, ray_local):
     import time
 
     import yaml
-
     from conftest import DASHBOARD, run_xlp, write_spec
 
     spec, run, _, clean_snapshot = clean_grid

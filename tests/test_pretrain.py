@@ -78,9 +78,10 @@ def test_refuses_folder_of_another_run(series):
 def test_default_model_learns_pos_during_pretraining(tmp_path, ray_local):
     """Real dynamics on a shorter schedule of the default model: held-out MLM loss falls, and the
     mean in-language POS accuracy over languages and layers is higher at the last checkpoint."""
+    from conftest import write_spec
+
     from xlp.orchestrator.driver import launch
     from xlp.spec import load_spec
-    from conftest import write_spec
 
     out = tmp_path / "mini"
     dirs = pretrain(PretrainSpec(out=str(out), steps=400, save_steps=[0, 400]), quiet=True)

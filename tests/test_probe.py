@@ -2,19 +2,19 @@
 
 import numpy as np
 import pytest
+from conftest import MINILM, UD
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from xlp.models.checkpoints import Checkpoint
-from xlp.models.extract import WordFeatureExtractor
+from xlp.models.extract import FeatureExtractor
 from xlp.tasks.probe import fit_probes, majority_accuracy
 from xlp.tasks.ud import read_conllu
-from conftest import MINILM, UD
 
 
 @pytest.fixture(scope="module")
 def minilm_pos():
-    ex = WordFeatureExtractor(Checkpoint(0, str(MINILM)), layers=[1, 3])
+    ex = FeatureExtractor(Checkpoint(0, str(MINILM)), layers=[1, 3])
     tr = read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-dev.conllu", 400)
     te = read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-test.conllu", 200)
     f_tr, f_te = ex.extract([s.forms for s in tr]), ex.extract([s.forms for s in te])

@@ -3,14 +3,14 @@ the aligned corpora, a real run of MiniLM over the 12 UDHR languages through rea
 sentence pairs, and bpc's note for a checkpoint without an MLM head."""
 
 import csv
-import re
 import random
+import re
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import MINILM, SHARED, UD, run_xlp, write_spec
+
 from xlp.errors import XlpError
 from xlp.orchestrator.driver import launch
 from xlp.spec import load_spec
@@ -31,7 +31,8 @@ def test_corpora_are_aligned_across_languages(tmp_path):
     udhr = parallel_udhr(SHARED / "udhr" / "udhr.tsv", UDHR_LANGS, None)
     assert list(udhr) == UDHR_LANGS and {len(v) for v in udhr.values()} == {50}
     assert udhr["en"][0].startswith("All human beings are born free")
-    pud = parallel_pud(UD, ["en", "de", "xx"], 100)
+    files = {lang: next(UD.glob(f"*/{lang}_pud-ud-test.conllu")) for lang in ("en", "de")}
+    pud = parallel_pud(files, ["en", "de", "xx"], 100)
     assert list(pud) == ["en", "de"] and len(pud["en"]) == len(pud["de"]) == 100
     (tmp_path / "bad.tsv").write_text("lang\ttext\nen\thello\n")
     with pytest.raises(XlpError, match="bad.tsv:2: expected columns"):

@@ -2,10 +2,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import MINILM, UD, run_xlp, write_spec
 
 from xlp.errors import XlpError
 from xlp.spec import load_spec
-from conftest import MINILM, UD, run_xlp, write_spec
 
 
 def _spec(tmp_path, **over):

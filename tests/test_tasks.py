@@ -1,12 +1,12 @@
 """Task example builders on a real feature shard layout (labels from real CoNLL-U)."""
 
 import numpy as np
+from conftest import UD
 
 from xlp.storage.features import features_table
-from xlp.tasks import TASKS
+from xlp.tasks import BUILT_IN as TASKS
 from xlp.tasks.pairs import arcs_and_non_arcs, sentence_rows
 from xlp.tasks.ud import read_conllu
-from conftest import UD
 
 
 def _table(n=50, d=4):
@@ -45,9 +45,10 @@ def test_task_shapes_and_labels():
 def test_probe_units_group_tasks_that_share_a_probe_and_run_each_task_once(tmp_path):
     """arc_uas joins arc's unit (the arc probe first, whatever the spec's order); a task named twice
     runs once; arc_uas alone is a unit of its own."""
+    from conftest import MINILM, write_spec
+
     from xlp.orchestrator.plan import make_plan
     from xlp.spec import load_spec
-    from conftest import MINILM, write_spec
 
     def units(tasks):
         spec = load_spec(write_spec(tmp_path / "t.yaml", name="t", output=str(tmp_path / "run"),

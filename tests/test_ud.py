@@ -1,10 +1,10 @@
 import csv
 
 import pytest
+from conftest import UD
 
 from xlp.errors import XlpError
 from xlp.tasks.ud import find_treebank, read_conllu
-from conftest import UD
 
 
 def test_word_counts_match_the_release_manifest():
@@ -68,9 +68,10 @@ def test_cycle_is_refused(tmp_path):
 
 
 def test_lenient_mode_skips_and_reports_malformed_sentences(tmp_path):
+    from conftest import MINILM, write_spec
+
     from xlp.orchestrator.plan import make_plan
     from xlp.spec import load_spec
-    from conftest import MINILM, write_spec
 
     tb = tmp_path / "ud" / "UD_Xx-Mixed"
     tb.mkdir(parents=True)
@@ -87,13 +88,14 @@ def test_lenient_mode_skips_and_reports_malformed_sentences(tmp_path):
         "ud_root": str(tmp_path / "ud"), "languages": ["xx"], "conllu": "lenient"})))
     assert plan.words == 2 * 4  # two good sentences of two words, in dev and in test
     assert sum("skipped 1 malformed sentences" in n for n in plan.notes) == 2
-    assert read_conllu(tb / "xx_mixed-ud-test.conllu", on_error=lambda m: None)[1].forms == ["Hi", "you"]
+    assert read_conllu(tb / "xx_mixed-ud-test.conllu", lenient=True)[1].forms == ["Hi", "you"]
 
 
 def test_train_and_test_on_the_same_split_is_refused(tmp_path):
+    from conftest import MINILM, write_spec
+
     from xlp.orchestrator.plan import make_plan
     from xlp.spec import load_spec
-    from conftest import MINILM, write_spec
 
     spec = write_spec(tmp_path / "s.yaml", name="same", output=str(tmp_path / "run"),
                       checkpoints=[{"path": str(MINILM), "step": 0}], tasks=["pos"], layers=[1],

@@ -63,9 +63,7 @@ def launch(
     if s.pretrain is not None:  # build the checkpoint series first if it is not there yet
         from xlp.pretrain import pretrain
 
-        cfg = s.pretrain.model_copy(update={"ud_root": s.pretrain.ud_root or s.data.ud_root,
-                                            "languages": s.pretrain.languages or sorted(s.data.languages)})
-        pretrain(cfg, console=err, quiet=quiet)
+        pretrain(s.pretrain, console=err, quiet=quiet)
     emit = (lambda event: print(json.dumps(event), flush=True)) if as_json else None
     result = run_launch(s, console=err, quiet=quiet or as_json, address=address, events=emit, verify=verify)
     summary = {"run": s.output, "extracted": result.extracted, "probed": result.probed,
@@ -95,9 +93,8 @@ def validate(
     if schema_only:
         stdout.print(f"[green]{spec}: spec is valid[/] (schema only)")
         return
+    from xlp.orchestrator import preflight
     from xlp.orchestrator.plan import make_plan
-    from xlp.data.ud_release import resolve_ud_root
-    from xlp.tasks.ud import find_treebank
 
     if s.pretrain is not None:
         from xlp.pretrain import is_complete, save_schedule
@@ -106,9 +103,7 @@ def validate(
             stdout.print(f"checkpoints: `xlp launch` first pretrains the series into {s.pretrain.out} "
                          f"(steps {', '.join(map(str, save_schedule(s.pretrain)))}); "
                          f"run `xlp pretrain {spec}` to validate the grid before launching")
-            ud_root = resolve_ud_root(s.data.ud_root, s.data.languages, console=err)
-            for lang in s.data.languages:
-                find_treebank(ud_root, lang, s.data.treebanks.get(lang))
+            preflight.check_data_only(s)
             stdout.print("[green]spec and data are valid[/]")
             return
     plan = make_plan(s)

@@ -8,10 +8,10 @@ class XlpError(Exception):
 class ShardChecksumError(XlpError):
     """A stored output no longer matches the digest the ledger recorded when it was written."""
 
-    def __init__(self, stage: str, key: str, path: str):
+    def __init__(self, path: str):
         super().__init__(f"{path} does not match its checksum in the ledger (changed or corrupted since it was "
                          f"written); it is marked for redoing: relaunch")
-        self.stage, self.key, self.path = stage, key, path
+        self.path = path
 
     def __reduce__(self):
-        return (ShardChecksumError, (self.stage, self.key, self.path))
+        return (ShardChecksumError, (self.path,))

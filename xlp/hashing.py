@@ -8,6 +8,7 @@ import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -98,3 +99,16 @@ def file_digests(paths: Iterable[Path]) -> dict[Path, str]:
                 memo[stamps[p]] = digest
         _save(memo)
     return {p: memo[s] for p, s in stamps.items()}
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """An input file a unit reads: where it is now, and what it is (its content's SHA-256, which is
+    what a unit's hash takes, so data that moved is not redone)."""
+    path: str
+    sha256: str
+
+
+def data_files(paths: Iterable[Path]) -> dict[Path, DataFile]:
+    """Each path as a DataFile; new files are hashed at once, in parallel."""
+    return {p: DataFile(str(p), d) for p, d in file_digests(paths).items()}

@@ -23,12 +23,12 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from xlp.data.ud_release import resolve_ud_root
 from xlp.errors import XlpError
 from xlp.models import quiet_transformers
 from xlp.models.checkpoints import METADATA_FILE
 from xlp.paths import shared_dir
 from xlp.spec import PretrainSpec
-from xlp.data.ud_release import resolve_ud_root
 from xlp.tasks.ud import read_conllu
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]

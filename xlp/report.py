@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import Normalize, SymLogNorm  # noqa: E402
 
 from xlp.orchestrator.analysis import direction  # noqa: E402
-from xlp.tasks.bpc import PASSES  # noqa: E402
+from xlp.tasks import BUILT_IN, resolve_tasks  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette; past 8 languages colours repeat with another marker
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
@@ -30,28 +30,6 @@ th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}figcaption{font-siz
 pre{background:#f6f6f6;padding:1em;font-size:12px;overflow:auto}dt{font-weight:600}dd{margin:0 0 .6em 1.5em}"""
 
 esc = html.escape
-TASK_DEFINITIONS = {
-    "pos": "one example per word, its UPOS tag; accuracy; baseline = the target's majority tag.",
-    "pos_control": "Hewitt & Liang's control task: each word type (lowercased form) gets a fixed tag, a stable hash "
-                   "mapped uniformly onto the 17 UPOS tags; selectivity = pos accuracy - control accuracy.",
-    "arc": "binary classification of word pairs as [h_head; h_dep; h_head * h_dep]: every gold (head, dependent) arc "
-           "against one non-arc per arc (same dependent, another word of its sentence as head, drawn by the seed); "
-           "balanced accuracy, chance 0.5.",
-    "arc_uas": "head selection with the arc probe: for each dependent whose head is a word, every other word of the "
-               "sentence is scored as its head (arc-vs-non-arc margin) and the best chosen; UAS over those "
-               "dependents (the root is not scored); baseline = a uniformly random head.",
-    "deprel": "a gold arc's universal relation (the label before ':') from the same pair features; accuracy; "
-              "baseline = the majority relation.",
-    "xnli": "premise/hypothesis pairs as [u; v; |u - v|; u * v] of mean-pooled sentence vectors; probes fit on a "
-            "language's dev split, scored on test splits; accuracy; baseline = the majority label.",
-    "bpc": f"masked-LM bits per character of each language's test text: {PASSES} masking passes, pass j masks the "
-           f"tokens whose index is j mod {PASSES}, so every token is predicted once; bits / characters covered. Its "
-           "row's layer is the model's last (the head reads it); baseline = a uniform distribution over the vocabulary.",
-    "retrieval": "accuracy@1 of cosine nearest-neighbour search between mean-pooled subword vectors of parallel "
-                 "sentences (special tokens left out; a text longer than the model's window is the mean over all "
-                 "its windows); baseline = chance.",
-}
-PAIRWISE_ONLY = {"retrieval"}  # a sentence trivially retrieves itself: curves use the other languages
 
 
 def _version(pkg: str) -> str:
@@ -92,8 +70,10 @@ class _Report:
         self.notes: list[str] = []
         self.inlang = probes[probes["src_lang"] == probes["tgt_lang"]] if not probes.empty else probes
         present = list(dict.fromkeys(probes["task"])) if not probes.empty else []
-        self.tasks = [t for t in spec.tasks if t in present] + [t for t in present if t not in spec.tasks]
-        for t in spec.tasks:
+        self.task_of = {**BUILT_IN, **{t.name: t for t in resolve_tasks(spec.tasks)}}
+        names = [t.name for t in resolve_tasks(spec.tasks)]
+        self.tasks = [t for t in names if t in present] + [t for t in present if t not in names]
+        for t in names:
             if t not in present:
                 self.notes.append(f"No probe results for task {t}; its figures and rows are skipped.")
         langs = list(spec.data.languages)
@@ -125,10 +105,15 @@ class _Report:
         return (f'<figure><img alt="{esc(name)}" src="data:image/png;base64,{data}">'
                 f"<figcaption>{esc(caption)} (<code>figures/{esc(name)}.svg</code>)</figcaption></figure>")
 
+    def pairwise(self, task: str) -> bool:
+        """A task whose in-language values are trivial (retrieval): its curves use the other languages."""
+        known = self.task_of.get(task)
+        return bool(known and known.pairwise_only)
+
     def curve_rows(self, task: str, layer: int | None = None) -> pd.DataFrame:
         """The rows of each language's curve: in-language, or for retrieval (where a sentence trivially
         finds itself) the language as source against every other target; one layer or all."""
-        if task in PAIRWISE_ONLY:
+        if self.pairwise(task):
             d = self.probes[self.probes["src_lang"] != self.probes["tgt_lang"]]
         else:
             d = self.inlang
@@ -136,7 +121,7 @@ class _Report:
 
     def curves(self, task: str) -> str:
         layer = self.last_layer(task)
-        pairwise = task in PAIRWISE_ONLY
+        pairwise = self.pairwise(task)
         d = self.curve_rows(task, layer)
         if d.empty:
             return ""
@@ -203,7 +188,7 @@ class _Report:
 
     def layers(self, task: str) -> str:
         d = self.curve_rows(task)
-        what = "cross-lingual" if task in PAIRWISE_ONLY else "in-language"
+        what = "cross-lingual" if self.pairwise(task) else "in-language"
         grid = d.groupby(["layer", "step"])["value"].mean().unstack("step")
         if grid.empty:
             return ""
@@ -263,7 +248,7 @@ def write_report(store, spec, plan: dict, probes: pd.DataFrame, emergence: pd.Da
 The normalised variant is the first checkpoint with (value − first) / (best − first) ≥ θ.</dd>
 <dt>Best checkpoint</dt><dd>the argmax of the curve (argmin for bits per character), the earliest on ties;
 final_minus_best = final value − best value.</dd>
-{"".join(f"<dt>{esc(t)}</dt><dd>{esc(TASK_DEFINITIONS[t])}</dd>" for t in spec.tasks if t in TASK_DEFINITIONS)}
+{"".join(f"<dt>{esc(t.name)}</dt><dd>{esc(t.definition)}</dd>" for t in resolve_tasks(spec.tasks))}
 <dt>Single best-on-average checkpoint</dt><dd>the step maximising the mean over languages of the in-language curve
 (last layer); a language's regret = its best value − its value at that step.</dd>
 <dt>Probe</dt><dd>L2-regularised (l2 = {spec.probe.l2}) multinomial logistic regression on frozen word vectors

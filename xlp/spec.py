@@ -115,7 +115,7 @@ class Spec(_Strict):
     cluster: ClusterSpec = ClusterSpec()
     checkpoints: list[CheckpointSpec] = Field(min_length=1)
     data: DataSpec
-    tasks: list[str] = Field(["pos"], min_length=1)
+    tasks: list[str] = Field(default_factory=lambda: [_default_task()], min_length=1)
     layers: Literal["all"] | list[int] = "all"
     pooling: Literal["first", "mean", "last"] = "first"
     probe: ProbeSpec = ProbeSpec()
@@ -140,12 +140,24 @@ class Spec(_Strict):
     @field_validator("tasks")
     @classmethod
     def _known_tasks(cls, tasks: list[str]) -> list[str]:
-        from xlp.tasks import SENTENCE_TASKS, TASKS
+        from xlp.tasks import get_task
 
         for task in tasks:
-            if task not in TASKS and task not in SENTENCE_TASKS:
-                raise ValueError(f"unknown task {task!r}; known: {', '.join(sorted([*TASKS, *SENTENCE_TASKS]))}")
+            try:
+                get_task(task)
+            except XlpError as e:
+                raise ValueError(str(e)) from None
         return tasks
+
+    @model_validator(mode="after")
+    def _pretrain_defaults(self) -> "Spec":
+        """The series is pretrained on the text of the run's own data unless the section says otherwise,
+        whichever command (`xlp pretrain SPEC` or `xlp launch SPEC`) builds it."""
+        if self.pretrain is not None:
+            self.pretrain = self.pretrain.model_copy(update={
+                "ud_root": self.pretrain.ud_root or self.data.ud_root,
+                "languages": self.pretrain.languages or sorted(self.data.languages)})
+        return self
 
     @field_validator("layers")
     @classmethod
@@ -155,6 +167,12 @@ class Spec(_Strict):
                 raise ValueError("layers are non-negative ints (0 = embeddings), or 'all'")
             return sorted(set(layers))
         return layers
+
+
+def _default_task() -> str:
+    from xlp.tasks.pos import PosTask
+
+    return PosTask.name
 
 
 def _expand(value: Any, where: str, path: Path) -> Any:

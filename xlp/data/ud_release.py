@@ -16,8 +16,8 @@ from pathlib import Path
 from rich.console import Console
 
 from xlp.data.download import download
-from xlp.paths import cache_dir
 from xlp.errors import XlpError
+from xlp.paths import cache_dir
 
 # The releases' published archives (LINDAT handle per version) and their SHA-256 digests.
 RELEASE_URL = "https://lindat.mff.cuni.cz/repository/xmlui/bitstream/handle/11234/{handle}/ud-treebanks-v{version}.tgz"

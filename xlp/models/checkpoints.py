@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from xlp.errors import XlpError
@@ -27,6 +27,7 @@ class Checkpoint:
     step: int
     location: str  # local directory, or hub repo id
     revision: str | None = None
+    digest: str | None = field(default=None, compare=False, repr=False)  # identity(), once computed
 
     @property
     def name(self) -> str:
@@ -40,6 +41,8 @@ class Checkpoint:
         """What the ledger hashes: the content of the files that make the model and its tokenizer
         (config, weights, tokenizer, remote code), not where they lie, so a series that was moved or
         copied is not redone; repo@revision for a hub checkpoint."""
+        if self.digest is not None:
+            return self.digest
         if not self.is_local:
             return self.name
         return _content_digest(_files(self, _defines_model))
@@ -68,10 +71,11 @@ def _content_digest(files: list[Path]) -> str:
     return hashlib.sha256("\n".join(f"{f.name}:{digests[f]}" for f in files).encode()).hexdigest()
 
 
-def series_identities(ckpts: list[Checkpoint]) -> dict[str, str]:
-    """Every checkpoint's identity; new files of the whole series are hashed at once, in parallel."""
+def with_identities(ckpts: list[Checkpoint]) -> list[Checkpoint]:
+    """The series with each checkpoint's identity computed once; new files of the whole series are
+    hashed at once, in parallel."""
     file_digests([f for c in ckpts if c.is_local for f in _files(c, _defines_model)])
-    return {c.name: c.identity() for c in ckpts}
+    return [replace(c, digest=c.identity()) for c in ckpts]
 
 
 def tokenizer_files_digest(ckpt: Checkpoint) -> str | None:
@@ -80,6 +84,36 @@ def tokenizer_files_digest(ckpt: Checkpoint) -> str | None:
     if not ckpt.is_local or not (Path(ckpt.location) / "tokenizer.json").is_file():
         return None
     return _content_digest(_files(ckpt, _defines_tokenizer))
+
+
+def _tokenizer_meaning(ckpt: Checkpoint) -> str | None:
+    """What the tokenizer maps text to: tokenizer.json's model, normaliser, pre-tokeniser and added
+    tokens (not its formatting); else the bytes of its vocabulary files."""
+    d = Path(ckpt.location)
+    if not ckpt.is_local:
+        return None
+    if (d / "tokenizer.json").is_file():
+        tok = json.loads((d / "tokenizer.json").read_text(encoding="utf-8"))
+        parts = {k: tok.get(k) for k in ("model", "normalizer", "pre_tokenizer", "added_tokens")}
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    files = [d / f for f in ("sentencepiece.bpe.model", "vocab.txt", "vocab.json") if (d / f).is_file()]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest() if files else None
+
+
+def check_one_tokenizer(checkpoints: list[Checkpoint]) -> None:
+    """A series shares one tokenizer. Identical tokenizer files are the same tokenizer (a hash of the
+    bytes); only files that differ are parsed, to tell a reformatted tokenizer.json from another vocabulary."""
+    by_files: dict[str, Checkpoint] = {}
+    for c in checkpoints:
+        by_files.setdefault(tokenizer_files_digest(c) or c.name, c)
+    if len(by_files) < 2:
+        return
+    meanings = {c.name: _tokenizer_meaning(c) for c in by_files.values()}
+    if len({h for h in meanings.values() if h is not None}) > 1:
+        first = next(iter(meanings))
+        other = next(n for n, h in meanings.items() if h is not None and h != meanings[first])
+        raise XlpError(f"checkpoints: {first} and {other} have different tokenizers; a series should "
+                       f"share one (set `allow_tokenizer_mismatch: true` to probe it anyway)")
 
 
 _TOKENIZERS: dict[tuple, object] = {}  # this process's last tokenizer, by its files' digest and options

@@ -7,21 +7,14 @@ gather/scatter pooling on the device, and one float16 copy per batch to the host
 
 from __future__ import annotations
 
-import os
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from xlp.errors import XlpError
-from xlp.models import quiet_transformers
-from xlp.models.checkpoints import Checkpoint, check_weights, load_tokenizer
-
-
-def default_batch_tokens(device: torch.device) -> int:
-    """A GPU wants big batches; on a CPU, batches of about 1k tokens measured 1.5x faster than 8k
-    (MiniLM, 2 cores: attention and activations stay in cache)."""
-    return 16384 if device.type == "cuda" else 1024
+from xlp.models.checkpoints import Checkpoint, load_tokenizer
+from xlp.models.loading import TokenBatches, load_model, pick_device
 
 
 def _truncate_encoder(model, n_layers: int) -> None:
@@ -33,26 +26,23 @@ def _truncate_encoder(model, n_layers: int) -> None:
         model.config.num_hidden_layers = n_layers
 
 
-class WordFeatureExtractor:
-    """Holds one loaded checkpoint; turns word-split sentences into per-layer word vectors."""
+class FeatureExtractor:
+    """Holds one loaded checkpoint; turns word-split sentences into per-layer word vectors
+    (`extract`) and texts into per-layer mean subword vectors (`sentence_means`)."""
 
     def __init__(self, ckpt: Checkpoint, layers: Sequence[int] | str = "all", pooling: str = "first",
                  batch_tokens: int | None = None, device: str | None = None, trust_remote_code: bool = False,
                  allow_pickle: bool = False):
         from transformers import AutoModel
 
-        quiet_transformers()
-        check_weights(ckpt, allow_pickle)
         self.ckpt = ckpt
         self.pooling = pooling
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
+        self.device = pick_device(device)
+        model = load_model(ckpt, AutoModel, trust_remote_code, allow_pickle)
         try:
             self.tokenizer = load_tokenizer(ckpt, use_fast=True, trust_remote_code=trust_remote_code)
-            model = AutoModel.from_pretrained(ckpt.location, use_safetensors=not allow_pickle or None,
-                                              trust_remote_code=trust_remote_code, **ckpt.hub_kwargs())
         except (OSError, ValueError, RuntimeError) as e:
-            raise XlpError(f"checkpoint {ckpt.name}: cannot load: {str(e).splitlines()[0]}") from None
+            raise XlpError(f"checkpoint {ckpt.name}: cannot load its tokenizer: {str(e).splitlines()[0]}") from None
         if not self.tokenizer.is_fast:
             raise XlpError(f"checkpoint {ckpt.name}: needs a fast tokenizer (tokenizer.json) for word alignment")
         depth = model.config.num_hidden_layers
@@ -69,9 +59,15 @@ class WordFeatureExtractor:
         limit = min(self.tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", 512) - 2)
         self.max_len = max(8, min(limit, 512))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        self.oom_retries = 0
-        # tests simulate a device that runs out of memory above this many tokens per batch
-        self._oom_above = int(os.environ.get("XLP_OOM_ABOVE_TOKENS", "0"))
+        self.batches = TokenBatches(ckpt, self.device, batch_tokens, len(self.prefix) + len(self.suffix))
+
+    @property
+    def batch_tokens(self) -> int:
+        return self.batches.batch_tokens
+
+    @property
+    def oom_retries(self) -> int:
+        return self.batches.oom_retries
 
     @property
     def hidden_size(self) -> int:
@@ -98,27 +94,13 @@ class WordFeatureExtractor:
                     start += 1  # remainder of a word cut at the window edge
             offset += len(words)
 
-    def extract(self, sentences: Sequence[Sequence[str]]) -> dict[int, np.ndarray]:
-        """Per requested layer, an (n_words, d) float16 array in sentence and word order."""
+    def extract(self, sentences: Sequence[Sequence[str]], dtype: str = "float16") -> dict[int, np.ndarray]:
+        """Per requested layer, an (n_words, d) array of `dtype` in sentence and word order."""
         n_words = sum(len(s) for s in sentences)
-        out = {layer: np.zeros((n_words, self.hidden_size), dtype=np.float16) for layer in self.layers}
+        out = {layer: np.zeros((n_words, self.hidden_size), dtype=dtype) for layer in self.layers}
         p = len(self.prefix)
-        for batch in self._batches(sorted(self._chunks(sentences), key=lambda c: len(c[0]))):
-            self._run_or_split(batch, lambda b: self._run_batch(b, out, p))
+        self.batches.run(sorted(self._chunks(sentences), key=lambda c: len(c[0])), lambda b: self._run_batch(b, out, p))
         return out
-
-    def _batches(self, items: list):
-        """Length-sorted items (each starting with its token ids) in padded batches under the token
-        budget (read as it goes: an out-of-memory retry lowers it for later batches)."""
-        extra = len(self.prefix) + len(self.suffix)
-        batch: list = []
-        for item in items:
-            if batch and (len(item[0]) + extra) * (len(batch) + 1) > self.batch_tokens:
-                yield batch
-                batch = []
-            batch.append(item)
-        if batch:
-            yield batch
 
     def sentence_means(self, texts: Sequence[str]) -> dict[int, np.ndarray]:
         """Per requested layer, (n, d) float32: each text's mean subword vector (special tokens left
@@ -130,15 +112,14 @@ class WordFeatureExtractor:
                         key=lambda piece: len(piece[0]))
         sums = {layer: np.zeros((len(texts), self.hidden_size), dtype=np.float64) for layer in self.layers}
         counts = np.zeros(len(texts))
-        for batch in self._batches(pieces):
-            self._run_or_split(batch, lambda b: self._sentence_batch(b, sums, counts))
+        self.batches.run(pieces, lambda b: self._sentence_batch(b, sums, counts))
         return {layer: (s / np.maximum(counts, 1)[:, None]).astype(np.float32) for layer, s in sums.items()}
 
     @torch.inference_mode()
     def _sentence_batch(self, batch, sums: dict[int, np.ndarray], counts: np.ndarray) -> None:
         """Add each piece's subword vectors (and how many) to its text's sums."""
         T = max(len(piece) for piece, _ in batch) + len(self.prefix) + len(self.suffix)
-        self._simulated_oom(T * len(batch))
+        self.batches.check_memory(T * len(batch))
         p = len(self.prefix)
         input_ids = torch.full((len(batch), T), self.pad_id, dtype=torch.long)
         content = torch.zeros((len(batch), T), dtype=torch.float)
@@ -157,32 +138,10 @@ class WordFeatureExtractor:
         for layer in self.layers:
             np.add.at(sums[layer], owners, (hidden[layer].float() * w[..., None]).sum(1).cpu().numpy())
 
-    def _simulated_oom(self, tokens: int) -> None:
-        if self._oom_above and tokens > self._oom_above:
-            raise torch.OutOfMemoryError(f"injected: {tokens} tokens > XLP_OOM_ABOVE_TOKENS")
-
-    def _run_or_split(self, batch: list, run) -> None:
-        """Out of memory: halve the batch (and the token budget for later batches) and retry. Each
-        item of a batch starts with its token ids."""
-        try:
-            run(batch)
-        except torch.OutOfMemoryError:
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            if len(batch) == 1:
-                tokens = len(batch[0][0]) + len(self.prefix) + len(self.suffix)
-                raise XlpError(f"checkpoint {self.ckpt.name}: out of memory on a single sequence of "
-                               f"{tokens} tokens on {self.device}") from None
-            self.oom_retries += 1
-            self.batch_tokens = max(1, self.batch_tokens // 2)
-            half = len(batch) // 2
-            self._run_or_split(batch[:half], run)
-            self._run_or_split(batch[half:], run)
-
     @torch.inference_mode()
     def _run_batch(self, batch, out: dict[int, np.ndarray], p: int) -> None:
         T = max(len(ids) for ids, _, _ in batch) + p + len(self.suffix)
-        self._simulated_oom(T * len(batch))
+        self.batches.check_memory(T * len(batch))
         input_ids = torch.full((len(batch), T), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), T), dtype=torch.long)
         tok_pos, tok_word, word_rows = [], [], []
@@ -213,4 +172,4 @@ class WordFeatureExtractor:
                 v = torch.zeros(n, h.shape[1], device=self.device).index_add_(0, seg, h[pos]) / counts.clamp_min(1)[:, None]
             else:
                 v = h[pick] * (counts > 0)[:, None]
-            out[layer][rows] = v.to(torch.float16).cpu().numpy()
+            out[layer][rows] = v.to(getattr(torch, out[layer].dtype.name)).cpu().numpy()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from xlp.tasks import metric_direction
+
 CURVE_KEYS = ["task", "layer", "src_lang", "tgt_lang"]
-LOWER_IS_BETTER = {"bpc"}  # metrics where the best checkpoint is the minimum
 
 
 def direction(metric: str) -> int:
     """+1 where higher is better, -1 where lower is (the curve is scored as -value, reported as value)."""
-    return -1 if metric in LOWER_IS_BETTER else 1
+    return metric_direction(metric)
 
 
 def curve_stats(steps: np.ndarray, values: np.ndarray, threshold: float = 0.95) -> dict:
@@ -43,7 +44,7 @@ def emergence_table(probes: pd.DataFrame, threshold: float = 0.95) -> pd.DataFra
     if probes.empty:
         return pd.DataFrame(columns=CURVE_KEYS + ["metric", "n_steps", "emergence_step", "best_step"])
     curves = (probes.groupby(CURVE_KEYS + ["metric", "step"], sort=True)
-              .agg(value=("value", "mean"), seed_std=("value", "std"), baseline=("baseline", "mean"))
+              .agg(value=("value", "mean"), baseline=("baseline", "mean"))
               .reset_index())
     rows = []
     for key, c in curves.groupby(CURVE_KEYS + ["metric"], sort=True):
@@ -123,15 +124,3 @@ def best_layers(probes: pd.DataFrame) -> pd.DataFrame:
         out.loc[g.index, "last_layer_best_step"] = int(best.step)
         out.loc[g.index, "last_layer_final_minus_best"] = g.last_layer_value.iloc[-1] - best.last_layer_value
     return out.astype({"last_layer_best_step": int})
-
-
-def control_selectivity(probes: pd.DataFrame) -> pd.DataFrame:
-    """POS accuracy minus the control task's (Hewitt & Liang), per (step, layer, source, target),
-    averaged over seeds; empty unless both tasks ran."""
-    keys = ["step", "layer", "src_lang", "tgt_lang"]
-    if not {"pos", "pos_control"} <= set(probes.get("task", ())):
-        return pd.DataFrame(columns=keys + ["pos", "control", "selectivity"])
-    mean = probes[probes.task.isin(["pos", "pos_control"])].groupby(keys + ["task"]).value.mean().unstack("task")
-    out = mean.rename(columns={"pos_control": "control"}).reset_index()
-    out["selectivity"] = out["pos"] - out["control"]
-    return out[keys + ["pos", "control", "selectivity"]]

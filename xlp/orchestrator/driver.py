@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from xlp.orchestrator.reduce import reduce_run
 from xlp.orchestrator.status import INFLIGHT
 from xlp.spec import Spec
 from xlp.storage import Store
+from xlp.tasks.base import Runtime
 
 
 @dataclass
@@ -99,6 +101,17 @@ def _publish_inflight(store: Store, inflight: dict) -> None:
     store.write_bytes(INFLIGHT, json.dumps({"updated": time.time(), "units": units}).encode())
 
 
+def _ship_plugin_tasks(plan: Plan) -> None:
+    """Tasks defined outside xlp travel to the workers by value, so worker nodes need not import them."""
+    import ray
+
+    for unit in plan.probe:
+        for task in getattr(unit, "tasks", None) or (unit.sentence_task,):
+            module = sys.modules[type(task).__module__]
+            if not module.__name__.startswith("xlp."):
+                ray.cloudpickle.register_pickle_by_value(module)
+
+
 def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> None:
     import ray
 
@@ -118,10 +131,12 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     _check_resources(ray.cluster_resources(), cl, bool(ext_todo))
     Actor = ray.remote(ExtractionWorker)
     n_actors = min(cl.extractors, len(by_ckpt))
-    spec_ref = ray.put(spec)
+    runtime = Runtime(batch_tokens=spec.batch_tokens, trust_remote_code=spec.trust_remote_code,
+                      allow_pickle=spec.allow_pickle)
+    _ship_plugin_tasks(plan)
     actors = [Actor.options(num_cpus=cl.cpus_per_extractor, num_gpus=cl.gpus_per_extractor,
                             max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD")
-              .remote(spec, plan.layers) for _ in range(n_actors)]
+              .remote(spec.output, runtime) for _ in range(n_actors)]
     probe_task = ray.remote(run_probe).options(num_cpus=cl.cpus_per_probe, max_retries=2)
     # sentence tasks run the model: they get an extractor's resources
     sentence_task = ray.remote(run_sentence_unit).options(num_cpus=cl.cpus_per_extractor,
@@ -144,11 +159,10 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
                 ledger.record_failure("probe", u.key, u.hash, "an input shard failed to extract")
                 result.failed[f"probe {u.key}"] = "input shard failed"
             elif isinstance(u, SentenceUnit):
-                inflight[sentence_task.remote(spec_ref, u, fail)] = ("probe", u, None)
+                inflight[sentence_task.remote(spec.output, u, runtime, fail)] = ("probe", u, None)
             elif all(k in done_ext for k in u.needs):
-                recs = {k: ledger.records("extract").get(k, {}) for k in u.needs}
-                digests = {r["output"]: (k, r.get("sha256")) for k, r in recs.items() if r}
-                inflight[probe_task.remote(spec_ref, u, fail, digests)] = ("probe", u, None)
+                digests = ledger.output_digests("extract", u.needs)
+                inflight[probe_task.remote(spec.output, u, fail, digests)] = ("probe", u, None)
             else:
                 still.append(u)
         waiting[:] = still
@@ -177,7 +191,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
             ledger.record_failure(stage, unit.key, unit.hash, _error_text(e))
             bad = getattr(e, "cause", e)
             if isinstance(bad, ShardChecksumError):  # the input, not this unit, is broken: redo it next time
-                ledger.forget(bad.stage, bad.key)
+                ledger.forget_output(bad.path)
             result.failed[f"{stage} {unit.key}"] = _error_text(e)
             if stage == "extract":
                 failed_ext.add(unit.key)

@@ -51,6 +51,17 @@ class Ledger:
             return False
         return done
 
+    def output_digests(self, stage: str, keys) -> dict[str, str]:
+        """The recorded SHA-256 of these units' outputs, by output path (what a reader checks bytes against)."""
+        recs = [self._records[stage].get(k) for k in keys]
+        return {r["output"]: r["sha256"] for r in recs if r and r.get("sha256")}
+
+    def forget_output(self, output: str) -> None:
+        """Drop the record of whichever unit wrote this output (found changed by a reader), so it is redone."""
+        for stage, recs in self._records.items():
+            for key in [k for k, r in recs.items() if r.get("output") == output]:
+                self.forget(stage, key)
+
     def forget(self, stage: str, key: str) -> None:
         """Drop a unit's record, so that it is redone."""
         self.store.delete(self._path(stage, key))

@@ -8,12 +8,14 @@ from typing import Callable
 import pandas as pd
 import pyarrow as pa
 
+from xlp.orchestrator.analysis import best_layers, degradation_tests, emergence_table
 from xlp.orchestrator.ledger import Ledger
-from xlp.orchestrator.plan import digest, probe_output
-from xlp.orchestrator.analysis import best_layers, control_selectivity, degradation_tests, emergence_table
+from xlp.orchestrator.status import busy_seconds
+from xlp.orchestrator.units import digest, probe_output
 from xlp.report import write_report
 from xlp.spec import Spec
 from xlp.storage import Store
+from xlp.tasks import resolve_tasks
 
 REDUCED = "results/_reduced.json"
 PROBE_ORDER = ["step", "task", "layer", "src_lang", "tgt_lang", "seed"]
@@ -25,14 +27,14 @@ def _write(store: Store, name: str, df: pd.DataFrame) -> None:
 
 
 def _timings(ledger: Ledger, plan: dict) -> dict[str, str]:
-    """Per stage: units done, worker seconds, rows, and the wall-clock span they were done in."""
+    """Per stage: units done, worker seconds, rows, and the wall-clock time in which any of them ran
+    (the same busy time as `xlp status`: gaps between launches do not count)."""
     out = {}
     for stage, units in plan["units"].items():
         recs = [r for k, r in ledger.records(stage).items() if k in units and "seconds" in r]
         if recs:
-            span = max(r["finished"] for r in recs) - min(r["finished"] - r["seconds"] for r in recs)
             out[stage] = (f"{len(recs)} units, {sum(r['seconds'] for r in recs):,.1f} s of worker time, "
-                          f"{sum(r.get('rows', 0) for r in recs):,} rows, done within {span:,.1f} s")
+                          f"{sum(r.get('rows', 0) for r in recs):,} rows, {busy_seconds(recs):,.1f} s busy")
     return out
 
 
@@ -67,14 +69,14 @@ def reduce_run(store: Store, spec: Spec, force: bool = False, ledger: Ledger | N
     probes = probes.drop(columns=["correct"], errors="ignore")
     tick(1, total)
     layers = best_layers(probes)
-    selectivity = control_selectivity(probes)
     _write(store, "probes", probes)
     _write(store, "emergence", emergence)
     _write(store, "layers", layers)
     extra = {"best layer per checkpoint (in-language)": layers}
-    if not selectivity.empty:
-        _write(store, "selectivity", selectivity)
-        extra["POS selectivity (accuracy minus control-task accuracy)"] = selectivity
+    for task in resolve_tasks(spec.tasks):
+        for name, (title, table) in task.extra_tables(probes).items():
+            _write(store, name, table)
+            extra[title] = table
     write_report(store, spec, plan, probes, emergence, extra, timings=_timings(ledger, plan))
     store.write_bytes(REDUCED, json.dumps({"inputs": inputs}).encode())
     tick(1, total)

@@ -32,6 +32,7 @@ def features_table(sentences: Sequence, layer_vectors: dict[int, np.ndarray], dt
         "word_id": pa.array(word_id),
         "form": pa.array([f for s in sentences for f in s.forms], pa.string()),
         "upos": pa.array([t for s in sentences for t in s.upos], pa.string()),
+        "feats": pa.array([f for s in sentences for f in s.feats], pa.string()),
         "head": pa.array(np.fromiter((h for s in sentences for h in s.heads), dtype=np.int32, count=n)),
         "deprel": pa.array([d for s in sentences for d in s.deprels], pa.string()),
     }
@@ -45,7 +46,7 @@ def features_table(sentences: Sequence, layer_vectors: dict[int, np.ndarray], dt
 
 PARQUET_OPTIONS = dict(
     compression="zstd", compression_level=1,
-    use_dictionary=["sent_id", "upos", "deprel"],
+    use_dictionary=["sent_id", "upos", "feats", "deprel"],
     write_statistics=["sent_idx", "word_id"],
 )
 

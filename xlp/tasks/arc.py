@@ -8,12 +8,16 @@ import numpy as np
 import pyarrow as pa
 
 from xlp.storage.features import vectors
+from xlp.tasks.base import WordTask
 from xlp.tasks.pairs import arcs_and_non_arcs, pair_features, sentence_rows
 
 
-class ArcTask:
+class ArcTask(WordTask):
     name = "arc"
     metric = "balanced_accuracy"
+    definition = ("binary classification of word pairs as [h_head; h_dep; h_head * h_dep]: every gold (head, dependent) "
+                  "arc against one non-arc per arc (same dependent, another word of its sentence as head, drawn by the "
+                  "seed); balanced accuracy, chance 0.5.")
     needs = ("sent_idx", "word_id", "head")
     seeded = True  # the sampled non-arcs depend on the seed
 
@@ -29,6 +33,9 @@ class ArcHeadTask(ArcTask):
 
     name = "arc_uas"
     metric = "uas"
+    definition = ("head selection with the arc probe: for each dependent whose head is a word, every other word of the "
+                  "sentence is scored as its head (arc-vs-non-arc margin) and the best chosen; UAS over those "
+                  "dependents (the root is not scored); baseline = a uniformly random head.")
     fit_with = "arc"  # the same probe: with both tasks in a run it is fit once
     CHUNK = 1024  # candidate pairs scored at a time (L x CHUNK x 3d floats)
 

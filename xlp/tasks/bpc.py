@@ -10,52 +10,78 @@ characters of the text the tokens cover.
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint, load_tokenizer
+from xlp.models.loading import TokenBatches, has_mlm_head, load_model, pick_device
+from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, result_row
+from xlp.tasks.ud import read_conllu
 
-NAME = "bpc"
-METRIC = "bpc"
+if TYPE_CHECKING:
+    from xlp.spec import Spec
+
 PASSES = 7
-HEAD_PREFIXES = ("lm_head.", "cls.predictions.", "generator_lm_head.", "pred_layer.")
 
 
-def has_mlm_head(directory: Path) -> bool:
-    """Whether a local checkpoint's weights hold a masked-LM head (read from the safetensors index only)."""
-    from safetensors import safe_open
+class BpcTask(SentenceTask):
+    name = "bpc"
+    metric = "bpc"
+    higher_is_better = False
+    definition = (f"masked-LM bits per character of each language's test text: {PASSES} masking passes, pass j masks "
+                  f"the tokens whose index is j mod {PASSES}, so every token is predicted once; bits / characters "
+                  "covered. Its row's layer is the model's last (the head reads it); baseline = a uniform "
+                  "distribution over the vocabulary.")
 
-    files = sorted(Path(directory).glob("*.safetensors"))
-    for f in files:
-        with safe_open(str(f), framework="pt") as st:
-            if any(k.startswith(HEAD_PREFIXES) or ".lm_head." in k for k in st.keys()):
-                return True
-    return False
+    def inputs(self, spec: Spec, data: RunData, notes: list[str]) -> SentenceInputs | None:
+        files = data.test_files(spec.data.languages)
+        return SentenceInputs(langs=tuple(files), files=tuple(files.values()), corpus=spec.data.test_split,
+                              options=(("max_sentences", spec.data.max_test_sentences),
+                                       ("lenient", spec.data.conllu == "lenient")))
+
+    def skip(self, ckpt: Checkpoint, spec: Spec) -> str | None:
+        if not has_mlm_head(ckpt, spec.trust_remote_code):
+            return f"bpc: {ckpt.name} has no masked-LM head; no bits per character for it"
+        return None
+
+    def unit_layers(self, layers: list[int], depth: int) -> tuple[int, ...]:
+        return (depth,)
+
+    def rows_per_unit(self, n_langs: int, n_layers: int, cross_lingual: bool) -> int:
+        return n_langs
+
+    def rows(self, unit, runtime: Runtime) -> list[dict]:
+        cap, lenient = unit.inputs.option("max_sentences"), unit.inputs.option("lenient")
+        scorer = MlmScorer(unit.ckpt, runtime)
+        rows = []
+        for lang, file in zip(unit.langs, unit.inputs.files):
+            texts = [s.text for s in read_conllu(file.path, cap, lenient=lenient) if s.text]
+            bits, chars, tokens = scorer.bits(texts)
+            uniform = np.log2(scorer.vocab_size) * tokens.sum() / chars.sum()  # a model that knows nothing
+            for seed in unit.seeds:
+                rows.append(result_row(unit, task=self.name, layer=unit.layers[0], src=lang, tgt=lang, seed=seed,
+                                       metric=self.metric, value=bits.sum() / chars.sum(), baseline=float(uniform),
+                                       n_train=0, n_test=len(bits), invariant=True, correct=None))
+        return rows
 
 
 class MlmScorer:
-    def __init__(self, ckpt: Checkpoint, batch_tokens: int | None, device: str | None = None,
-                 trust_remote_code: bool = False):
+    def __init__(self, ckpt: Checkpoint, runtime: Runtime):
         from transformers import AutoModelForMaskedLM
 
-        from xlp.models import quiet_transformers
-        from xlp.models.extract import default_batch_tokens
-
-        quiet_transformers()
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = pick_device(runtime.device)
+        self.model = load_model(ckpt, AutoModelForMaskedLM, runtime.trust_remote_code, runtime.allow_pickle,
+                                "load its masked-LM head").eval().to(self.device)
         try:
-            self.tokenizer = load_tokenizer(ckpt, use_fast=True, trust_remote_code=trust_remote_code)
-            self.model = AutoModelForMaskedLM.from_pretrained(ckpt.location, trust_remote_code=trust_remote_code,
-                                                              **ckpt.hub_kwargs()).eval().to(self.device)
+            self.tokenizer = load_tokenizer(ckpt, use_fast=True, trust_remote_code=runtime.trust_remote_code)
         except (OSError, ValueError, RuntimeError) as e:
-            raise XlpError(f"checkpoint {ckpt.name}: cannot load its masked-LM head: {str(e).splitlines()[0]}") from None
+            raise XlpError(f"checkpoint {ckpt.name}: cannot load its tokenizer: {str(e).splitlines()[0]}") from None
         if self.tokenizer.mask_token_id is None:
             raise XlpError(f"checkpoint {ckpt.name}: its tokenizer has no mask token, so no MLM bits per character")
-        self.batch_tokens = batch_tokens or default_batch_tokens(self.device)
+        self.batches = TokenBatches(ckpt, self.device, runtime.batch_tokens)
         self.head = getattr(self.model, "lm_head", None) or getattr(self.model, "cls", None)
         limit = getattr(self.model.config, "max_position_embeddings", 512) - 2
         self.max_len = max(8, min(self.tokenizer.model_max_length, limit, 512))
@@ -69,7 +95,7 @@ class MlmScorer:
         """Per text: bits of its tokens, the characters they cover, and how many tokens were scored."""
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_len, return_offsets_mapping=True,
                              return_special_tokens_mask=True)
-        jobs = []  # (text index, pass, ids, positions to mask)
+        jobs = []  # (ids, text index, positions to mask)
         chars = np.zeros(len(texts))
         counts = np.zeros(len(texts), dtype=int)
         for i, (ids, special, offsets) in enumerate(zip(enc["input_ids"], enc["special_tokens_mask"],
@@ -80,36 +106,35 @@ class MlmScorer:
             for j in range(PASSES):
                 masked = content[j::PASSES]
                 if masked:
-                    jobs.append((i, ids, masked))
+                    jobs.append((ids, i, masked))
         bits = np.zeros(len(texts))
-        jobs.sort(key=lambda job: len(job[1]))
-        start = 0
-        while start < len(jobs):
-            end = start + 1
-            while end < len(jobs) and len(jobs[end][1]) * (end - start + 1) <= self.batch_tokens:
-                end += 1
-            batch = jobs[start:end]
-            T = max(len(ids) for _, ids, _ in batch)
-            input_ids = torch.full((len(batch), T), self.tokenizer.pad_token_id or 0, dtype=torch.long)
-            attn = torch.zeros((len(batch), T), dtype=torch.long)
-            rows, cols, owner = [], [], []
-            for b, (i, ids, masked) in enumerate(batch):
-                input_ids[b, : len(ids)] = torch.tensor(ids)
-                attn[b, : len(ids)] = 1
-                for p in masked:
-                    rows.append(b)
-                    cols.append(p)
-                    owner.append(i)
-            true = input_ids[rows, cols].clone()
-            input_ids[rows, cols] = self.tokenizer.mask_token_id
-            r, c = torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                inputs = dict(input_ids=input_ids.to(self.device), attention_mask=attn.to(self.device))
-                if self.head is not None:  # the vocabulary projection on masked rows only
-                    logits = self.head(self.model.base_model(**inputs).last_hidden_state[r, c]).float()
-                else:
-                    logits = self.model(**inputs).logits[r, c].float()
-            nll = -torch.log_softmax(logits, -1)[torch.arange(len(rows)), true.to(self.device)] / math.log(2)
-            np.add.at(bits, np.asarray(owner), nll.cpu().numpy())
-            start = end
+        jobs.sort(key=lambda job: len(job[0]))
+        self.batches.run(jobs, lambda batch: self._score_batch(batch, bits))
         return bits, chars, counts
+
+    @torch.inference_mode()
+    def _score_batch(self, batch: list, bits: np.ndarray) -> None:
+        """Add the bits of each job's masked tokens to its text's total."""
+        T = max(len(ids) for ids, _, _ in batch)
+        self.batches.check_memory(T * len(batch))
+        input_ids = torch.full((len(batch), T), self.tokenizer.pad_token_id or 0, dtype=torch.long)
+        attn = torch.zeros((len(batch), T), dtype=torch.long)
+        rows, cols, owner = [], [], []
+        for b, (ids, i, masked) in enumerate(batch):
+            input_ids[b, : len(ids)] = torch.tensor(ids)
+            attn[b, : len(ids)] = 1
+            for p in masked:
+                rows.append(b)
+                cols.append(p)
+                owner.append(i)
+        true = input_ids[rows, cols].clone()
+        input_ids[rows, cols] = self.tokenizer.mask_token_id
+        r, c = torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            inputs = dict(input_ids=input_ids.to(self.device), attention_mask=attn.to(self.device))
+            if self.head is not None:  # the vocabulary projection on masked rows only
+                logits = self.head(self.model.base_model(**inputs).last_hidden_state[r, c]).float()
+            else:
+                logits = self.model(**inputs).logits[r, c].float()
+        nll = -torch.log_softmax(logits, -1)[torch.arange(len(rows)), true.to(self.device)] / math.log(2)
+        np.add.at(bits, np.asarray(owner), nll.cpu().numpy())

@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from xlp.tasks.base import WordTask
 from xlp.tasks.pairs import pair_features, sentence_rows
 
 
-class DeprelTask:
+class DeprelTask(WordTask):
     name = "deprel"
     metric = "accuracy"
+    definition = ("a gold arc's universal relation (the label before ':') from the same pair features; accuracy; "
+                  "baseline = the majority relation.")
     needs = ("sent_idx", "word_id", "head", "deprel")
-    seeded = False
 
     def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         head_row, _, _ = sentence_rows(table)

@@ -6,13 +6,14 @@ import numpy as np
 import pyarrow as pa
 
 from xlp.storage.features import layer_stack
+from xlp.tasks.base import WordTask
 
 
-class PosTask:
+class PosTask(WordTask):
     name = "pos"
     metric = "accuracy"
+    definition = "one example per word, its UPOS tag; accuracy; baseline = the target's majority tag."
     needs = ("upos",)
-    seeded = False
 
     def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Features (L, n_words, d) of the given layer columns, and each word's UPOS tag."""

@@ -11,9 +11,12 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from xlp.storage.features import layer_stack
+from xlp.tasks.base import WordTask
+from xlp.tasks.pos import PosTask
 
 UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
         "PUNCT", "SCONJ", "SYM", "VERB", "X")
@@ -24,12 +27,26 @@ def control_tag(form: str) -> str:
     return UPOS[int.from_bytes(digest, "little") % len(UPOS)]
 
 
-class PosControlTask:
+class PosControlTask(WordTask):
     name = "pos_control"
     metric = "accuracy"
+    definition = ("Hewitt & Liang's control task: each word type (lowercased form) gets a fixed tag, a stable hash "
+                  "mapped uniformly onto the 17 UPOS tags; selectivity = pos accuracy - control accuracy.")
     needs = ("form",)
-    seeded = False
 
     def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         forms = table.column("form").to_numpy(zero_copy_only=False)
         return layer_stack(table, layer_columns), np.array([control_tag(f) for f in forms])
+
+    def extra_tables(self, probes: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
+        """Selectivity: POS accuracy minus this task's, per (step, layer, source, target), averaged over
+        seeds; nothing unless POS ran too."""
+        keys = ["step", "layer", "src_lang", "tgt_lang"]
+        if PosTask.name not in set(probes.get("task", ())):
+            return {}
+        both = probes[probes.task.isin([PosTask.name, self.name])]
+        mean = both.groupby(keys + ["task"]).value.mean().unstack("task")
+        out = mean.rename(columns={PosTask.name: "pos", self.name: "control"}).reset_index()
+        out["selectivity"] = out["pos"] - out["control"]
+        return {"selectivity": ("POS selectivity (accuracy minus control-task accuracy)",
+                                out[keys + ["pos", "control", "selectivity"]])}

@@ -6,14 +6,77 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from xlp.errors import XlpError
-from xlp.tasks.ud import read_conllu
+from xlp.hashing import data_files
+from xlp.paths import shared_dir
+from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, result_row
+from xlp.tasks.ud import find_files, read_conllu
 
-NAME = "retrieval"
-METRIC = "accuracy@1"
+if TYPE_CHECKING:
+    from xlp.spec import Spec
+
+
+class RetrievalTask(SentenceTask):
+    name = "retrieval"
+    metric = "accuracy@1"
+    pairwise_only = True  # a sentence trivially retrieves itself: curves use the other languages
+    definition = ("accuracy@1 of cosine nearest-neighbour search between mean-pooled subword vectors of parallel "
+                  "sentences (special tokens left out; a text longer than the model's window is the mean over all "
+                  "its windows); baseline = chance.")
+
+    def inputs(self, spec: Spec, data: RunData, notes: list[str]) -> SentenceInputs | None:
+        """The corpus is read and aligned now (pre-flight); the unit reads the same files again."""
+        r, langs = spec.retrieval, spec.data.languages
+        if r.corpus == "udhr":
+            files = {lang: Path(r.udhr) if r.udhr else shared_dir() / "udhr" / "udhr.tsv" for lang in langs}
+        else:
+            files = {lang: found[0] for lang in langs if (found := find_files(data.ud_root, f"{lang}_pud-ud-test.conllu"))}
+        texts = _parallel(r.corpus, files, langs, r.max_sentences)
+        missing = [lang for lang in langs if lang not in texts]
+        if missing:
+            notes.append(f"retrieval: no {r.corpus} text for {', '.join(missing)}; left out")
+        digests = data_files(set(files.values()))
+        return SentenceInputs(langs=tuple(texts), files=tuple(digests[files[lang]] for lang in texts), corpus=r.corpus,
+                              options=(("max_sentences", r.max_sentences), ("sentence_vectors", SENTENCE_VECTORS)))
+
+    def rows_per_unit(self, n_langs: int, n_layers: int, cross_lingual: bool) -> int:
+        return n_layers * n_langs ** 2
+
+    def rows(self, unit, runtime: Runtime) -> list[dict]:
+        """Sentence vectors of every language's aligned text at every layer; accuracy@1 for each pair."""
+        from xlp.models.extract import FeatureExtractor
+
+        files = {lang: Path(f.path) for lang, f in zip(unit.langs, unit.inputs.files)}
+        texts = _parallel(unit.inputs.corpus, files, list(unit.langs), unit.inputs.option("max_sentences"))
+        extractor = FeatureExtractor(unit.ckpt, list(unit.layers), batch_tokens=runtime.batch_tokens,
+                                     device=runtime.device, trust_remote_code=runtime.trust_remote_code,
+                                     allow_pickle=runtime.allow_pickle)
+        vectors = {lang: extractor.sentence_means(texts[lang]) for lang in unit.langs}
+        n = len(texts[unit.langs[0]])
+        rows = []
+        for layer in unit.layers:
+            for src in unit.langs:
+                for tgt in unit.langs:
+                    hits = retrieval_hits(vectors[src][layer], vectors[tgt][layer])
+                    for seed in unit.seeds:  # no probe: one value, repeated so every task has the same rows
+                        rows.append(result_row(unit, task=self.name, layer=layer, src=src, tgt=tgt, seed=seed,
+                                               metric=self.metric, value=hits.mean(), baseline=1.0 / n, n_train=0,
+                                               n_test=n, invariant=True, correct=hits))
+        return rows
+
+
+# how retrieval and XNLI pool a text (in their hashes, so outputs pooled another way are redone)
+SENTENCE_VECTORS = "mean over the subwords of every window"
+
+
+def _parallel(corpus: str, files: dict[str, Path], langs: list[str], cap: int | None) -> dict[str, list[str]]:
+    if corpus == "udhr":
+        return parallel_udhr(next(iter(files.values())), langs, cap)
+    return parallel_pud(files, langs, cap)
 
 
 def parallel_udhr(path: Path, langs: list[str], cap: int | None) -> dict[str, list[str]]:
@@ -30,14 +93,11 @@ def parallel_udhr(path: Path, langs: list[str], cap: int | None) -> dict[str, li
     return _aligned(by_lang, langs, cap, str(path))
 
 
-def parallel_pud(ud_root: Path, langs: list[str], cap: int | None) -> dict[str, list[str]]:
-    """The Parallel UD test sentences, aligned by sent_id across languages."""
-    by_lang = {}
-    for lang in langs:
-        files = sorted(Path(ud_root).glob(f"**/{lang}_pud-ud-test.conllu"))
-        if files:
-            by_lang[lang] = {s.sent_id: s.text for s in read_conllu(files[0])}
-    return _aligned(by_lang, langs, cap, f"{ud_root} (PUD treebanks)")
+def parallel_pud(files: dict[str, Path], langs: list[str], cap: int | None) -> dict[str, list[str]]:
+    """The Parallel UD test sentences (each language's `<lang>_pud-ud-test.conllu`), aligned by sent_id."""
+    by_lang = {lang: {s.sent_id: s.text for s in read_conllu(files[lang])} for lang in langs if lang in files}
+    where = f"{Path(next(iter(files.values()))).parent.parent} (PUD treebanks)" if files else "the PUD treebanks"
+    return _aligned(by_lang, langs, cap, where)
 
 
 def _aligned(by_lang: dict[str, dict], langs: list[str], cap: int | None, where: str) -> dict[str, list[str]]:

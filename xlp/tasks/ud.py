@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from xlp.errors import XlpError
 
@@ -15,6 +14,7 @@ class Sentence:
     text: str
     forms: list[str] = field(default_factory=list)
     upos: list[str] = field(default_factory=list)
+    feats: list[str] = field(default_factory=list)  # FEATS, e.g. Number=Sing|Person=3 ('_': none)
     heads: list[int] = field(default_factory=list)  # 0 = root, else 1-based word index
     deprels: list[str] = field(default_factory=list)
 
@@ -85,17 +85,18 @@ def _parse(lines: list[str], path: Path, start: int, default_id: str) -> Sentenc
             raise XlpError(f"{path}:{lineno}: HEAD {cols[6]!r} is not an integer")
         sent.forms.append(cols[1])
         sent.upos.append(cols[3])
+        sent.feats.append(cols[5])
         sent.heads.append(int(cols[6]))
         sent.deprels.append(cols[7])
     return _finish(sent, path, start) if sent.forms else None
 
 
-def read_conllu(path: str | Path, max_sentences: int | None = None,
-                on_error: Callable[[str], None] | None = None) -> list[Sentence]:
+def read_conllu(path: str | Path, max_sentences: int | None = None, lenient: bool = False,
+                skipped: list[str] | None = None) -> list[Sentence]:
     """Sentences of syntactic words; multiword ranges (3-4) and empty nodes (8.1) are skipped.
 
-    Strict (default): malformed input raises XlpError naming the file and line. Lenient: with
-    `on_error`, a malformed sentence is skipped and its message passed to on_error.
+    Strict (default): malformed input raises XlpError naming the file and line. Lenient: a malformed
+    sentence is skipped (its message appended to `skipped` when given).
     """
     path = Path(path)
     try:
@@ -114,9 +115,10 @@ def read_conllu(path: str | Path, max_sentences: int | None = None,
         try:
             sent = _parse(lines, path, start, f"{path.stem}-{len(sentences) + 1}")
         except XlpError as e:
-            if on_error is None:
+            if not lenient:
                 raise
-            on_error(str(e))
+            if skipped is not None:
+                skipped.append(str(e))
             continue
         if sent is not None:
             sentences.append(sent)
@@ -142,6 +144,11 @@ class Treebank:
         return None
 
 
+def find_files(root: str | Path, name_pattern: str) -> list[Path]:
+    """Files under `root` whose names match the glob pattern, in sorted order."""
+    return sorted(Path(root).glob(f"**/{name_pattern}"))
+
+
 def find_treebank(ud_root: str | Path, lang: str, treebank: str | None = None) -> Treebank:
     """The treebank of `lang` under `ud_root` (official layout `<code>_<tb>-ud-<split>.conllu`).
 
@@ -152,7 +159,7 @@ def find_treebank(ud_root: str | Path, lang: str, treebank: str | None = None) -
     if not root.is_dir():
         raise XlpError(f"data.ud_root: {root} is not a folder")
     folders: dict[Path, dict[str, Path]] = {}
-    for f in sorted(root.glob(f"**/{lang}_*-ud-*.conllu")):
+    for f in find_files(root, f"{lang}_*-ud-*.conllu"):
         split = f.name.rsplit("-ud-", 1)[1].removesuffix(".conllu")
         folders.setdefault(f.parent, {})[split] = f
     if treebank:

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from xlp.errors import XlpError
+from xlp.hashing import data_files
+from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, result_row
+from xlp.tasks.retrieval import SENTENCE_VECTORS
 
-NAME = "xnli"
-METRIC = "accuracy"
+if TYPE_CHECKING:
+    from xlp.spec import Spec
+
 SPLITS = ("dev", "test")
 COLUMNS = {"language", "gold_label", "sentence1", "sentence2"}
 
@@ -30,7 +35,10 @@ def available(root: str | None) -> bool:
 
 def read_xnli(root: str | Path, split: str, langs: list[str], cap: int | None) -> dict[str, tuple[list, list, np.ndarray]]:
     """Per language: premises, hypotheses and gold labels of one split (the first `cap` pairs)."""
-    path = xnli_file(root, split)
+    return read_xnli_file(xnli_file(root, split), langs, cap)
+
+
+def read_xnli_file(path: Path, langs: list[str], cap: int | None) -> dict[str, tuple[list, list, np.ndarray]]:
     out: dict[str, tuple[list, list, list]] = {}
     csv.field_size_limit(1 << 24)
     try:
@@ -57,3 +65,65 @@ def read_xnli(root: str | Path, split: str, langs: list[str], cap: int | None) -
 
 def pair_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.concatenate([u, v, np.abs(u - v), u * v], axis=-1)
+
+
+class XnliTask(SentenceTask):
+    name = "xnli"
+    metric = "accuracy"
+    definition = ("premise/hypothesis pairs as [u; v; |u - v|; u * v] of mean-pooled sentence vectors; probes fit on a "
+                  "language's dev split, scored on test splits; accuracy; baseline = the majority label.")
+
+    def inputs(self, spec: Spec, data: RunData, notes: list[str]) -> SentenceInputs | None:
+        d = spec.data
+        if not available(d.xnli):
+            notes.append("xnli: not run, no data (set data.xnli to the XNLI-1.0 folder with xnli.dev.tsv "
+                         "and xnli.test.tsv)")
+            return None
+        dev = read_xnli(d.xnli, "dev", d.languages, d.max_train_sentences)  # pre-flight: read both now
+        test = read_xnli(d.xnli, "test", d.languages, d.max_test_sentences)
+        langs = tuple(lang for lang in d.languages if lang in dev or lang in test)
+        if not any(lang in dev for lang in langs) or not test:
+            notes.append(f"xnli: not run, none of {d.languages} has both a dev and a test split in {d.xnli}")
+            return None
+        files = data_files([xnli_file(d.xnli, split) for split in SPLITS])
+        return SentenceInputs(langs=langs, files=tuple(files.values()), corpus="xnli", options=(
+            ("caps", (d.max_train_sentences, d.max_test_sentences)), ("cross_lingual", spec.cross_lingual),
+            ("probe", spec.probe.model_dump()), ("sentence_vectors", SENTENCE_VECTORS)))
+
+    def rows_per_unit(self, n_langs: int, n_layers: int, cross_lingual: bool) -> int:
+        return n_layers * n_langs ** (2 if cross_lingual else 1)  # an upper bound: sources need a dev split
+
+    def rows(self, unit, runtime: Runtime) -> list[dict]:
+        """Probes on [u; v; |u - v|; u * v] sentence-pair vectors: fit on each source's dev pairs (all
+        layers in one solve), scored on every target's test pairs."""
+        from xlp.models.extract import FeatureExtractor
+        from xlp.tasks.probe import fit_probes, majority_accuracy
+
+        (train_cap, test_cap), probe = unit.inputs.option("caps"), unit.inputs.option("probe")
+        paths = dict(zip(SPLITS, (Path(f.path) for f in unit.inputs.files)))
+        splits = {"dev": read_xnli_file(paths["dev"], list(unit.langs), train_cap),
+                  "test": read_xnli_file(paths["test"], list(unit.langs), test_cap)}
+        extractor = FeatureExtractor(unit.ckpt, list(unit.layers), batch_tokens=runtime.batch_tokens,
+                                     device=runtime.device, trust_remote_code=runtime.trust_remote_code,
+                                     allow_pickle=runtime.allow_pickle)
+
+        def features(premises, hypotheses) -> np.ndarray:  # (L, n, 4d)
+            u, v = extractor.sentence_means(premises), extractor.sentence_means(hypotheses)
+            return np.stack([pair_features(u[layer], v[layer]) for layer in unit.layers])
+
+        data = {(split, lang): (features(p, h), y) for split, by_lang in splits.items()
+                for lang, (p, h, y) in by_lang.items()}
+        rows = []
+        for src in [lang for lang in unit.langs if ("dev", lang) in data]:
+            X, y = data[("dev", src)]
+            probes = fit_probes(X, y, probe["l2"], probe["max_iter"])
+            for tgt in [lang for lang in unit.langs
+                        if ("test", lang) in data and (unit.inputs.option("cross_lingual") or lang == src)]:
+                Xt, yt = data[("test", tgt)]
+                values, correct = probes.score(Xt, yt, self.metric)
+                for li, layer in enumerate(unit.layers):
+                    for seed in unit.seeds:  # the fit is deterministic: one probe for every seed
+                        rows.append(result_row(unit, task=self.name, layer=layer, src=src, tgt=tgt, seed=seed,
+                                               metric=self.metric, value=values[li], baseline=majority_accuracy(yt),
+                                               n_train=len(y), n_test=len(yt), invariant=True, correct=correct[li]))
+        return rows

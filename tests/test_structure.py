@@ -1,0 +1,216 @@
+"""One home per concern: tasks are found only through their registry, a unit's hash covers every field it
+carries, the pretraining defaults live in the spec, and a researcher's own task runs like a built-in one."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import MINILM, UD, run_xlp, write_spec
+from xlp.errors import XlpError
+from xlp.hashing import DataFile
+from xlp.models.checkpoints import Checkpoint
+from xlp.orchestrator.units import ExtractUnit, ProbeUnit, SentenceUnit
+from xlp.spec import ProbeSpec
+from xlp.tasks import BUILT_IN, get_task
+from xlp.tasks.base import SentenceInputs
+
+PACKAGE = Path(__file__).resolve().parents[1] / "xlp"
+PLUGINS = Path(__file__).resolve().parents[1] / "examples" / "plugins"
+
+
+def test_no_task_name_outside_the_tasks_package():
+    """A new task is one module and one registry line: nothing else in xlp names a task. (storage/ is left
+    out: its columns are CoNLL-U's, one of which is also called deprel.)"""
+    names = set(BUILT_IN) | {f"{a}+{b}" for a in BUILT_IN for b in BUILT_IN}
+    found = []
+    for f in PACKAGE.rglob("*.py"):
+        if f.parent.name in ("tasks", "storage"):
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{f.relative_to(PACKAGE)}:{node.lineno}: {node.value!r}")
+    assert not found, found
+
+
+def _other(value):
+    """A different value of the same kind, for every kind of field a unit has."""
+    if isinstance(value, Checkpoint):
+        return dataclasses.replace(value, digest=value.identity() + "x")
+    if isinstance(value, DataFile):
+        return DataFile(value.path, value.sha256 + "x")
+    if isinstance(value, ProbeSpec):
+        return value.model_copy(update={"l2": value.l2 * 2})
+    if isinstance(value, SentenceInputs):
+        return dataclasses.replace(value, options=(*value.options, ("cap", 1)))
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, tuple):
+        return (*value, _other(value[-1])) if value else ("x",)
+    if value is None:
+        return 1
+    raise AssertionError(f"no other value for {value!r}")
+
+
+@pytest.mark.parametrize("unit", [
+    ExtractUnit(ckpt=Checkpoint(0, "/c", digest="d0"), lang="en", split="test", file=DataFile("/f", "s"),
+                max_sentences=10, lenient=False, layers=(0, 1), pooling="first", dtype="float16"),
+    ProbeUnit(ckpt=Checkpoint(0, "/c", digest="d0"), tasks=(BUILT_IN["pos"],), layers=(0, 1), src="en",
+              train_split="train", targets=(("en", "test"),), probe=ProbeSpec(), needs=("k",), inputs=("h",)),
+    SentenceUnit(ckpt=Checkpoint(0, "/c", digest="d0"), sentence_task=BUILT_IN["bpc"], layers=(2,),
+                 inputs=SentenceInputs(("en",), (DataFile("/f", "s"),), "test", (("cap", 5),)), seeds=(0,)),
+], ids=["extract", "probe", "sentence"])
+def test_a_unit_hash_covers_every_field(unit):
+    """Whatever a worker reads is a field of its unit, so changing any field changes the hash the ledger
+    compares; where the data or checkpoint lies (not what it is) does not."""
+    for f in dataclasses.fields(unit):
+        value = getattr(unit, f.name)
+        if isinstance(value, (Checkpoint, DataFile)) or f.name not in ("tasks", "sentence_task"):
+            changed = dataclasses.replace(unit, **{f.name: _other(value)})
+            assert changed.hash != unit.hash, f.name
+    moved = dataclasses.replace(unit, ckpt=Checkpoint(0, "/elsewhere", digest="d0"))
+    assert moved.hash == unit.hash
+    if isinstance(unit, ExtractUnit):
+        assert dataclasses.replace(unit, file=DataFile("/moved", "s")).hash == unit.hash
+
+
+def _small_ud(root: Path, n: int = 60) -> Path:
+    """A UD folder of its own: the first sentences of two real treebanks, in the release layout."""
+    for folder, stem in (("UD_English-EWT", "en_ewt"), ("UD_Vietnamese-VTB", "vi_vtb")):
+        (root / folder).mkdir(parents=True)
+        for split in ("dev", "test"):
+            blocks = (UD / folder / f"{stem}-ud-{split}.conllu").read_text(encoding="utf-8").split("\n\n")
+            (root / folder / f"{stem}-ud-{split}.conllu").write_text("\n\n".join(blocks[:n]) + "\n\n", encoding="utf-8")
+    return root
+
+
+def test_pretrain_then_launch_on_a_spec_with_its_own_data(tmp_path):
+    """`xlp pretrain SPEC` trains on the spec's own UD root and languages, so the next `xlp launch SPEC`
+    finds its series and probes it instead of refusing the folder as another run's."""
+    ud = _small_ud(tmp_path / "ud")
+    spec = write_spec(tmp_path / "own.yaml", name="own", output=str(tmp_path / "run"),
+                      pretrain={"out": str(tmp_path / "mini"), "steps": 4, "save_steps": [0, 4], "layers": 1,
+                                "hidden": 32, "heads": 2, "ffn": 64, "vocab_size": 300, "batch_size": 4,
+                                "max_length": 24, "warmup": 1},
+                      checkpoints=[{"path": str(tmp_path / "mini" / "step_*")}],
+                      data={"ud_root": str(ud), "languages": ["vi", "en"], "max_train_sentences": 30,
+                            "max_test_sentences": 20},
+                      tasks=["pos"], layers=[1], cross_lingual=False)
+    r = run_xlp("pretrain", spec, "--quiet")
+    assert r.returncode == 0, r.stderr
+    weights = (tmp_path / "mini" / "step_4" / "model.safetensors").stat().st_mtime_ns
+    r = run_xlp("launch", spec, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "mini" / "step_4" / "model.safetensors").stat().st_mtime_ns == weights  # not retrained
+    probes = pd.read_parquet(tmp_path / "run" / "results" / "probes.parquet")
+    assert set(probes.src_lang) == {"en", "vi"} and set(probes.step) == {0, 4}
+
+
+def test_bpc_refuses_pickled_hub_weights(tmp_path):
+    """bpc loads its masked-LM head through the same path as extraction: a hub checkpoint whose only
+    weights are a pickle is refused unless `allow_pickle`, instead of being unpickled."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
+
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / ("0" * 40)
+    torch.manual_seed(0)
+    tok = BertTokenizerFast.from_pretrained(MINILM)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32)
+    model = BertForMaskedLM(cfg)
+    model.save_pretrained(snapshot)
+    (snapshot / "model.safetensors").unlink()  # as old hub repositories hold it: a pickle only
+    torch.save(model.state_dict(), snapshot / "pytorch_model.bin")
+    tok.save_pretrained(snapshot)
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("0" * 40)
+    assert (snapshot / "pytorch_model.bin").is_file() and not (snapshot / "model.safetensors").exists()
+    score = """
+import sys
+from xlp.errors import XlpError
+from xlp.models.checkpoints import Checkpoint
+from xlp.tasks.base import Runtime
+from xlp.tasks.bpc import MlmScorer
+try:
+    scorer = MlmScorer(Checkpoint(0, "org/tiny", revision="main"), Runtime(allow_pickle=sys.argv[1] == "yes"))
+except XlpError as e:
+    print("refused:", e)
+else:
+    bits, chars, _ = scorer.bits(["The cat sat on the mat ."])
+    print("scored:", bits.sum() > 0, int(chars.sum()))
+"""
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    refused = subprocess.run([sys.executable, "-c", score, "no"], capture_output=True, text=True, env=env)
+    assert "refused: checkpoint org/tiny@main: cannot load its masked-LM head" in refused.stdout, refused.stderr
+    assert "allow_pickle" in refused.stdout
+    allowed = subprocess.run([sys.executable, "-c", score, "yes"], capture_output=True, text=True, env=env)
+    assert "scored: True 24" in allowed.stdout, allowed.stderr  # the user's explicit choice
+
+
+def test_unknown_or_broken_task_names_the_key(tmp_path):
+    spec = write_spec(tmp_path / "s.yaml", name="s", output=str(tmp_path / "run"),
+                      checkpoints=[{"path": str(MINILM)}], data={"ud_root": str(UD), "languages": ["en"]},
+                      tasks=["pos", "no_such_module:Task"])
+    r = run_xlp("validate", spec, "--schema-only")
+    assert r.returncode == 1 and "key `tasks`" in r.stderr and "cannot import" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.fixture()
+def plugin_path(monkeypatch):
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    yield
+    sys.modules.pop("ud_features", None)
+
+
+def test_a_researchers_own_task_runs_like_a_built_in_one(tmp_path, ray_local, plugin_path):
+    """examples/plugins/ud_features.py, outside xlp, probes UD's Number feature: named in the spec as
+    `module:Class`, it is planned, hashed, run on Ray workers, reduced and reported like a built-in task."""
+    spec = write_spec(tmp_path / "feats.yaml", name="feats", output=str(tmp_path / "run"),
+                      checkpoints=[{"path": str(MINILM)}],
+                      data={"ud_root": str(UD), "languages": ["en", "de"], "max_train_sentences": 300,
+                            "max_test_sentences": 150},
+                      tasks=["pos", "ud_features:NumberTask"], layers=[3], cross_lingual=True)
+    r = run_xlp("launch", spec, "--quiet")
+    assert r.returncode == 0, r.stderr
+    probes = pd.read_parquet(tmp_path / "run" / "results" / "probes.parquet")
+    number = probes[probes.task == "number"]
+    assert len(number) == 4  # en->en, en->de, de->en, de->de
+    en = number[(number.src_lang == "en") & (number.tgt_lang == "en")].iloc[0]
+    assert en.value > en.baseline + 0.1  # MiniLM is an English model: measured 0.93 against 0.79
+    report = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert "the value of the UD feature Number" in report
+    assert run_xlp("launch", spec, "--quiet", "--json").stdout.count('"event": "unit"') == 0  # all done
+
+
+def test_a_plugin_registered_under_the_entry_point_group(tmp_path, monkeypatch, plugin_path):
+    """An installed package can register its task under `xlp.tasks`; the spec then names it like a built-in."""
+    dist = tmp_path / "xlp_ud_features-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: xlp-ud-features\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[xlp.tasks]\nnumber = ud_features:NumberTask\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    task = get_task("number")
+    assert type(task).__name__ == "NumberTask" and task.metric == "accuracy"
+    X, y = task.examples(_feats_table(), ["layer_0"])
+    assert X.shape == (1, 2, 2) and list(y) == ["Sing", "Plur"]
+
+
+def _feats_table():
+    import pyarrow as pa
+
+    vectors = pa.array(np.array([1, 1, 0, 0, 1, 1], np.float16))
+    return pa.table({"feats": ["Number=Sing", "_", "Case=Nom|Number=Plur"],
+                     "layer_0": pa.FixedSizeListArray.from_arrays(vectors, 2)})

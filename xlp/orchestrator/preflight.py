@@ -1,0 +1,179 @@
+"""Pre-flight: every check that `xlp validate` and `xlp launch` share, done before any unit runs and
+before Ray starts: the tasks resolve, every checkpoint's config loads and its weights are intact, one
+tokenizer throughout, the layers exist, every treebank split and data file resolves and parses, each
+sentence task's data reads, and the features fit on the disk. What it resolved is what the plan
+lays out and what the units carry, so no worker resolves or downloads anything."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xlp.data.ud_release import resolve_ud_root
+from xlp.errors import XlpError
+from xlp.hashing import DataFile, data_files
+from xlp.models.checkpoints import (
+    Checkpoint,
+    check_one_tokenizer,
+    check_weights,
+    load_config,
+    resolve_checkpoints,
+    with_identities,
+)
+from xlp.spec import Spec
+from xlp.storage import Store
+from xlp.tasks import SentenceTask, Task, WordTask, resolve_tasks
+from xlp.tasks.base import RunData, SentenceInputs, UdFiles
+from xlp.tasks.ud import find_treebank, read_conllu
+
+
+@dataclass
+class RunInputs:
+    """Everything pre-flight resolved and checked, for the plan to lay out."""
+    tasks: list[Task]
+    checkpoints: list[Checkpoint]  # with their content identities
+    depths: dict[str, int]  # layers per checkpoint name
+    hidden: int  # the largest hidden size
+    layers: list[int]
+    data: RunData
+    words: dict[tuple[DataFile, int | None], int] = field(default_factory=dict)  # per (file, cap)
+    sentence_inputs: dict[str, SentenceInputs] = field(default_factory=dict)  # per sentence task
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> checkpoint name -> note
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def word_tasks(self) -> list[WordTask]:
+        return [t for t in self.tasks if isinstance(t, WordTask)]
+
+    @property
+    def sources(self) -> list[str]:
+        """Languages probes are fit on: those with a train (or dev) split, when a word task runs."""
+        return [lang for lang, f in self.data.ud.items() if f.train] if self.word_tasks else []
+
+    @property
+    def targets(self) -> list[str]:
+        return [lang for lang, f in self.data.ud.items() if f.test] if self.word_tasks else []
+
+
+def check(spec: Spec) -> RunInputs:
+    tasks = resolve_tasks(spec.tasks)
+    ckpts = resolve_checkpoints(spec.checkpoints)
+    depths, hidden = check_series(ckpts, spec)
+    notes: list[str] = []
+    data, words = check_data(spec, notes)
+    inputs = RunInputs(tasks=tasks, checkpoints=with_identities(ckpts), depths=depths, hidden=hidden,
+                       layers=check_layers(spec, depths), data=data, words=words, notes=notes)
+    if inputs.word_tasks and not inputs.sources:
+        raise XlpError("data.languages: no language has a train (or dev) split to fit probes on")
+    for task in tasks:
+        if isinstance(task, SentenceTask):
+            found = task.inputs(spec, data, notes)
+            if found is not None:
+                inputs.sentence_inputs[task.name] = found
+                skips = {c.name: note for c in inputs.checkpoints if (note := task.skip(c, spec))}
+                inputs.skipped[task.name] = skips
+                notes.extend(skips.values())
+    check_disk(spec, feature_bytes(spec, inputs) - _features_on_disk(spec))
+    return inputs
+
+
+def check_series(checkpoints: list[Checkpoint], spec: Spec) -> tuple[dict[str, int], int]:
+    """Every config loads and every local checkpoint's weights are intact, one tokenizer throughout
+    (unless allowed). Returns each checkpoint's depth and the largest hidden size."""
+    configs = {c.name: load_config(c, spec.trust_remote_code) for c in checkpoints}
+    for c in checkpoints:
+        check_weights(c, spec.allow_pickle)
+    if not spec.allow_tokenizer_mismatch:
+        check_one_tokenizer(checkpoints)
+    return ({n: c.num_hidden_layers for n, c in configs.items()},
+            max(getattr(c, "hidden_size", 0) for c in configs.values()))
+
+
+def check_layers(spec: Spec, depths: dict[str, int]) -> list[int]:
+    depth = min(depths.values())
+    if spec.layers == "all":
+        if len(set(depths.values())) > 1:
+            raise XlpError(f"layers: 'all' is ambiguous, the checkpoints differ in depth: {depths}")
+        return list(range(depth + 1))
+    if max(spec.layers) > depth:
+        raise XlpError(f"layers: {max(spec.layers)} is above the shallowest checkpoint's {depth} layers")
+    return list(spec.layers)
+
+
+def check_data(spec: Spec, notes: list[str]) -> tuple[RunData, dict[tuple[DataFile, int | None], int]]:
+    """Resolve the UD root and each language's train and test splits, and read every split file now
+    (a malformed file stops the launch here); words per (file, cap)."""
+    d = spec.data
+    unknown = [k for k in d.treebanks if k not in d.languages]
+    if unknown:
+        raise XlpError(f"data.treebanks: {unknown} not in data.languages")
+    ud_root = resolve_ud_root(d.ud_root, d.languages)
+    splits: dict[str, tuple[str, tuple[str, Path] | None, tuple[str, Path] | None]] = {}
+    for lang in d.languages:
+        tb = find_treebank(ud_root, lang, d.treebanks.get(lang))
+        train, test = tb.split_file(d.train_split, fallback="dev"), tb.split_file(d.test_split)
+        if train and test and train[0] == test[0]:
+            raise XlpError(f"data: {lang} would train and test its probes on the same split ({test[0]} of "
+                           f"{tb.name}); set data.train_split or data.test_split to another split")
+        if train is None:
+            notes.append(f"{lang}: {tb.name} has no {d.train_split} or dev split; target only")
+        elif train[0] != d.train_split:
+            notes.append(f"{lang}: no {d.train_split} split in {tb.name}; probes train on {train[0]}")
+        if test is None:
+            notes.append(f"{lang}: {tb.name} has no {d.test_split} split; not a target")
+        splits[lang] = (tb.name, train, test)
+    files = data_files([split[1] for _, train, test in splits.values() for split in (train, test) if split])
+
+    def resolved(split: tuple[str, Path] | None) -> tuple[str, DataFile] | None:
+        return (split[0], files[split[1]]) if split else None
+
+    ud, words = {}, {}
+    for lang, (name, train, test) in splits.items():
+        ud[lang] = UdFiles(treebank=name, train=resolved(train), test=resolved(test))
+        for split, cap in ((ud[lang].train, d.max_train_sentences), (ud[lang].test, d.max_test_sentences)):
+            if split is not None and (split[1], cap) not in words:
+                words[(split[1], cap)] = _count_words(lang, split[0], split[1], cap, d.conllu == "lenient", notes)
+    return RunData(ud_root=Path(ud_root), ud=ud), words
+
+
+def _count_words(lang: str, split: str, file: DataFile, cap: int | None, lenient: bool, notes: list[str]) -> int:
+    skipped: list[str] = []
+    sentences = read_conllu(file.path, cap, lenient=lenient, skipped=skipped)
+    if skipped:
+        notes.append(f"{lang} {split}: skipped {len(skipped)} malformed sentences (data.conllu: lenient); "
+                     f"first: {skipped[0]}")
+    return sum(len(s.forms) for s in sentences)
+
+
+def feature_bytes(spec: Spec, inputs: RunInputs) -> int:
+    """Disk the word features take: every extraction unit's words x layers x hidden size x dtype size."""
+    per_ckpt = sum(inputs.words[(inputs.data.ud[lang].train[1], spec.data.max_train_sentences)]
+                   for lang in inputs.sources)
+    per_ckpt += sum(inputs.words[(inputs.data.ud[lang].test[1], spec.data.max_test_sentences)]
+                    for lang in inputs.targets)
+    width = 2 if spec.feature_dtype == "float16" else 4
+    return per_ckpt * len(inputs.checkpoints) * len(inputs.layers) * inputs.hidden * width
+
+
+def _features_on_disk(spec: Spec) -> int:
+    return sum(Store(spec.output).files("features").values()) if "://" not in spec.output else 0
+
+
+def check_disk(spec: Spec, need: int) -> None:
+    """Refuse to start when the features cannot fit on the output's (local) disk."""
+    if "://" in spec.output:
+        return
+    probe = Path(spec.output).resolve()
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise XlpError(f"output: the features need about {need / 2**30:.1f} GiB but {probe} has "
+                       f"{free / 2**30:.1f} GiB free; free space, cap data.max_*_sentences, or choose fewer layers")
+
+
+def check_data_only(spec: Spec) -> None:
+    """What can be checked before a pretraining spec's checkpoints exist: the tasks and the data."""
+    resolve_tasks(spec.tasks)
+    check_data(spec, [])

@@ -1,0 +1,130 @@
+"""Units of work and their identity. A unit carries everything its worker reads (resolved files,
+caps, settings), and `Unit.hash` is computed from all of its fields in one place, so nothing a worker
+reads can be left out of the hash the ledger compares. Checkpoints count by content, data files by
+their SHA-256 and tasks by name, so a series or data folder that moved is not redone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, fields, is_dataclass
+from functools import cached_property
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+import xlp
+from xlp.hashing import DataFile
+from xlp.models.checkpoints import Checkpoint
+from xlp.spec import ProbeSpec
+from xlp.storage.features import shard_path
+from xlp.tasks.base import SentenceInputs, SentenceTask, Task, WordTask
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def probe_output(key: str) -> str:
+    """Where a probe-stage unit (probe or sentence task) writes its rows."""
+    return f"probes/{key}/part-0.parquet"
+
+
+def _hashable(value):
+    if isinstance(value, Checkpoint):
+        return value.identity()
+    if isinstance(value, DataFile):
+        return value.sha256
+    if isinstance(value, Task):
+        return value.name
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if is_dataclass(value):
+        return {f.name: _hashable(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (tuple, list)):
+        return [_hashable(v) for v in value]
+    return value
+
+
+class Unit:
+    stage: ClassVar[str]
+
+    @cached_property
+    def hash(self) -> str:
+        """The hash of every field (what the unit reads and how), the unit's kind and xlp's version."""
+        return digest({"unit": type(self).__name__, "code": xlp.__version__, **_hashable(self)})
+
+    @property
+    def output(self) -> str:
+        return probe_output(self.key)
+
+
+@dataclass(frozen=True)
+class ExtractUnit(Unit):
+    """Word features of one language's split under one checkpoint: a Parquet shard."""
+    stage: ClassVar[str] = "extract"
+    ckpt: Checkpoint
+    lang: str
+    split: str
+    file: DataFile
+    max_sentences: int | None
+    lenient: bool  # skip malformed sentences (data.conllu: lenient)
+    layers: tuple[int, ...]
+    pooling: str
+    dtype: str
+
+    @property
+    def key(self) -> str:
+        return f"step={self.ckpt.step}/lang={self.lang}/split={self.split}"
+
+    @property
+    def output(self) -> str:
+        return shard_path(self.ckpt.step, self.lang, self.split)
+
+
+@dataclass(frozen=True)
+class ProbeUnit(Unit):
+    """The probes of one source language under one checkpoint: every layer in the unit, every seed,
+    scored on every target. The first task's probe is fit; the others score with it (arc, arc_uas)."""
+    stage: ClassVar[str] = "probe"
+    ckpt: Checkpoint
+    tasks: tuple[WordTask, ...]
+    layers: tuple[int, ...]
+    src: str
+    train_split: str
+    targets: tuple[tuple[str, str], ...]  # (language, test split)
+    probe: ProbeSpec
+    needs: tuple[str, ...]  # extraction unit keys
+    inputs: tuple[str, ...]  # their hashes: the shards' identity
+
+    @property
+    def task(self) -> str:
+        return "+".join(t.name for t in self.tasks)
+
+    @property
+    def key(self) -> str:
+        return f"step={self.ckpt.step}/task={self.task}/layers={'_'.join(map(str, self.layers))}/src={self.src}"
+
+
+@dataclass(frozen=True)
+class SentenceUnit(Unit):
+    """A task on whole texts that runs the model itself, for one checkpoint and all its languages."""
+    stage: ClassVar[str] = "probe"
+    ckpt: Checkpoint
+    sentence_task: SentenceTask
+    layers: tuple[int, ...]
+    inputs: SentenceInputs
+    seeds: tuple[int, ...]
+    needs: ClassVar[tuple[str, ...]] = ()  # no extraction unit to wait for
+
+    @property
+    def task(self) -> str:
+        return self.sentence_task.name
+
+    @property
+    def langs(self) -> tuple[str, ...]:
+        return self.inputs.langs
+
+    @property
+    def key(self) -> str:
+        return f"step={self.ckpt.step}/task={self.task}/corpus={self.inputs.corpus}"

@@ -1,0 +1,125 @@
+"""The task interface. Every task, built in or a researcher's own, is one class implementing it.
+
+A `WordTask` is a probe on stored word features: the orchestrator extracts each language's words once
+and the task turns a feature shard into examples (`examples`), optionally scoring its own way
+(`evaluate`). A `SentenceTask` runs the model itself on whole texts (sentence vectors, LM scores):
+at plan time it resolves the files it reads (`inputs`), and one unit per checkpoint makes its rows
+(`rows`). Both name their metric, its direction and the definition the report states.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+
+from xlp.hashing import DataFile
+
+if TYPE_CHECKING:  # the orchestrator's types, for hints only: tasks never import the orchestrator
+    import pandas as pd
+
+    from xlp.models.checkpoints import Checkpoint
+    from xlp.spec import Spec
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    metric: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    definition: ClassVar[str]  # what the report and README state: examples, metric, baseline
+    pairwise_only: ClassVar[bool] = False  # in-language values are trivial: curves use the other languages
+
+    def extra_tables(self, probes: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
+        """Tables derived from the run's rows: {file name: (report title, table)}; none by default."""
+        return {}
+
+
+class WordTask(Task):
+    """A linear probe on word features. `needs` names the shard's label columns it reads; `seeded`
+    says whether its examples depend on the seed; a task that scores with another's probe names it in
+    `fit_with` (the probe is fit once when both run) and implements `evaluate` and `test_baseline`."""
+
+    needs: ClassVar[tuple[str, ...]]
+    seeded: ClassVar[bool] = False
+    fit_with: ClassVar[str | None] = None
+
+    @abstractmethod
+    def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Features (L, n, d) of the given layer columns and labels (n,)."""
+
+
+@dataclass(frozen=True)
+class UdFiles:
+    """A language's resolved treebank splits, read at plan time: (split name, file) or None."""
+    treebank: str
+    train: tuple[str, DataFile] | None
+    test: tuple[str, DataFile] | None
+
+
+@dataclass(frozen=True)
+class RunData:
+    """What pre-flight resolved for the spec's data: the UD root in use and each language's files."""
+    ud_root: Path
+    ud: dict[str, UdFiles] = field(default_factory=dict)
+
+    def test_files(self, langs: list[str]) -> dict[str, DataFile]:
+        return {lang: self.ud[lang].test[1] for lang in langs if lang in self.ud and self.ud[lang].test}
+
+
+@dataclass(frozen=True)
+class SentenceInputs:
+    """What a sentence task's units read, resolved at plan time; every field is part of the unit's hash."""
+    langs: tuple[str, ...]
+    files: tuple[DataFile, ...]
+    corpus: str  # names the unit (its key)
+    options: tuple[tuple[str, Any], ...] = ()  # caps and settings that change the rows
+
+    def option(self, name: str) -> Any:
+        return dict(self.options)[name]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How a unit runs, never what it computes (so none of it is hashed)."""
+    device: str | None = None
+    batch_tokens: int | None = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+
+
+class SentenceTask(Task):
+    """A task that runs the model on whole texts: one unit per checkpoint, all languages inside."""
+
+    @abstractmethod
+    def inputs(self, spec: Spec, data: RunData, notes: list[str]) -> SentenceInputs | None:
+        """Read and check the task's data now (pre-flight). None: the task does not run; a note in
+        `notes` says why (as for anything left out)."""
+
+    def skip(self, ckpt: Checkpoint, spec: Spec) -> str | None:
+        """A note when this checkpoint cannot run the task (it is left out, not an error)."""
+        return None
+
+    def unit_layers(self, layers: list[int], depth: int) -> tuple[int, ...]:
+        """The layers a checkpoint's unit reports, given the run's layers and the checkpoint's depth."""
+        return tuple(layers)
+
+    def rows_per_unit(self, n_langs: int, n_layers: int, cross_lingual: bool) -> int:
+        """Rows one unit writes per seed (an upper bound where data decides), for `xlp validate`."""
+        return n_layers * n_langs
+
+    @abstractmethod
+    def rows(self, unit, runtime: Runtime) -> list[dict]:
+        """The unit's rows of probes.parquet (see `result_row`)."""
+
+
+def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, metric: str, value: float,
+               baseline: float, n_train: int, n_test: int, invariant: bool, correct: np.ndarray | None) -> dict:
+    """One row of probes.parquet; `correct` (per test item) is bit-packed for the reducer's paired bootstrap."""
+    return {"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "task": task, "layer": layer,
+            "src_lang": src, "tgt_lang": tgt, "seed": seed, "metric": metric, "value": float(value),
+            "baseline": baseline, "n_train": n_train, "n_test": n_test, "seed_invariant": invariant,
+            "correct": None if correct is None else np.packbits(correct).tobytes()}
