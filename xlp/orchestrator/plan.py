@@ -24,7 +24,7 @@ from xlp.tasks import TASKS
 from xlp.tasks import xnli
 from xlp.tasks.bpc import has_mlm_head
 from xlp.tasks.retrieval import parallel_pud, parallel_udhr
-from xlp.tasks.ud import find_treebank, read_conllu
+from xlp.tasks.ud import conllu_files, find_treebank, read_conllu, require_sentences
 
 
 # how retrieval and XNLI pool a text (in their hashes, so outputs pooled another way are redone)
@@ -264,6 +264,7 @@ def make_plan(spec: Spec) -> Plan:
             if (path, cap) not in checked:  # pre-flight: a malformed file stops the launch before Ray starts
                 errors: list[str] = []
                 sents = read_conllu(path, cap, errors.append if d.conllu == "lenient" else None)
+                require_sentences(path, sents, len(errors))
                 checked[(path, cap)] = sum(len(s.forms) for s in sents)
                 if errors:
                     plan.notes.append(f"{lang} {split}: skipped {len(errors)} malformed sentences "
@@ -343,7 +344,7 @@ def retrieval_texts(spec: Spec, ud_root: Path) -> tuple[dict[str, list[str]], li
     if r.corpus == "udhr":
         path = Path(r.udhr) if r.udhr else shared_dir() / "udhr" / "udhr.tsv"
         return parallel_udhr(path, langs, r.max_sentences), [path]
-    files = sorted(f for lang in langs for f in Path(ud_root).glob(f"**/{lang}_pud-ud-test.conllu"))
+    files = sorted(f for lang in langs for f in conllu_files(ud_root, f"{lang}_pud-ud-test.conllu"))
     return parallel_pud(ud_root, langs, r.max_sentences), files
 
 
@@ -368,6 +369,13 @@ def _has_mlm_head(ckpt: Checkpoint, spec: Spec) -> bool:
 def _plan_bpc(spec: Spec, plan: Plan, ckpts: list[Checkpoint], depths: dict, test_files: dict) -> None:
     langs = tuple(lang for lang in spec.data.languages if lang in test_files)
     inputs = [_file_identity(test_files[lang][1]) for lang in langs]
+    for lang in langs:
+        if lang not in plan.targets:  # the word tasks' pre-flight did not read it
+            errors: list[str] = []
+            path = test_files[lang][1]
+            sents = read_conllu(path, spec.data.max_test_sentences,
+                                errors.append if spec.data.conllu == "lenient" else None)
+            require_sentences(path, sents, len(errors))
     for ckpt in ckpts:
         if not _has_mlm_head(ckpt, spec):
             plan.notes.append(f"bpc: {ckpt.name} has no masked-LM head; no bits per character for it")

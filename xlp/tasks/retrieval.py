@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from xlp.errors import XlpError
-from xlp.tasks.ud import read_conllu
+from xlp.tasks.ud import conllu_files, read_conllu, require_sentences
 
 NAME = "retrieval"
 METRIC = "accuracy@1"
@@ -34,9 +34,11 @@ def parallel_pud(ud_root: Path, langs: list[str], cap: int | None) -> dict[str, 
     """The Parallel UD test sentences, aligned by sent_id across languages."""
     by_lang = {}
     for lang in langs:
-        files = sorted(Path(ud_root).glob(f"**/{lang}_pud-ud-test.conllu"))
+        files = conllu_files(ud_root, f"{lang}_pud-ud-test.conllu")
         if files:
-            by_lang[lang] = {s.sent_id: s.text for s in read_conllu(files[0])}
+            sents = read_conllu(files[0])
+            require_sentences(files[0], sents)
+            by_lang[lang] = {s.sent_id: s.text for s in sents}
     return _aligned(by_lang, langs, cap, f"{ud_root} (PUD treebanks)")
 
 
