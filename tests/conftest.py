@@ -16,7 +16,6 @@ from xlp.paths import shared_dir
 
 SHARED = shared_dir()
 os.environ.setdefault("XLP_SHARED", str(SHARED))
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 UD = SHARED / "ud"
 MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 XLMR_TOKENIZER = SHARED / "models" / "xlmr-tokenizer" / "tokenizer.json"

@@ -27,6 +27,8 @@ def sentence_lines(draw) -> list[str]:
             for i in range(1, n + 1)]
     for _ in range(draw(st.integers(0, 2))):
         rows[draw(st.integers(0, n - 1))][draw(st.integers(0, 9))] = draw(FIELD)
+    if draw(st.booleans()):  # a HEAD anywhere from the root to past the last word (a self-loop, a cycle)
+        rows[draw(st.integers(0, n - 1))][6] = str(draw(st.integers(0, n + 2)))
     return ["# text = " + " ".join(r[1] for r in rows), *("\t".join(r) for r in rows), ""]
 
 
@@ -55,6 +57,9 @@ def test_conllu_reader_answers_sentences_or_a_located_error(lines, ending, garbl
             assert len(s.forms) == len(s.upos) == len(s.heads) and s.forms
     except XlpError as e:
         assert str(path) in str(e)
+        if m := re.match(rf"{re.escape(str(path))}:(\d+): HEAD (\d+) of word (\d+)", str(e)):
+            cols = data.decode("utf-8-sig").split("\n")[int(m[1]) - 1].rstrip("\r").split("\t")
+            assert cols[0] == m[3] and cols[6] == m[2]  # the line named is the word's own
     skipped = []
     try:  # lenient: bad sentences are skipped and reported, the rest is read
         read_conllu(path, lenient=True, skipped=skipped)

@@ -39,7 +39,29 @@ def test_malformed_file_names_file_and_line(tmp_path, bad_line, expect):
     with pytest.raises(XlpError) as e:
         read_conllu(f)
     assert str(f) in str(e.value) and expect in str(e.value)
-    assert ":3:" in str(e.value) or expect.startswith("HEAD")
+    assert f"{f}:3:" in str(e.value)  # the bad word's own line, whatever the error
+
+
+def test_word_errors_name_the_word_line_and_sentence_errors_the_first_line_and_id(tmp_path):
+    ok = "# sent_id = ok\n1\tHi\thi\tINTJ\t_\t_\t0\troot\t_\t_\n\n"  # lines 1-3
+
+    def error(sentence: str) -> str:
+        f = tmp_path / "xx_t-ud-test.conllu"
+        f.write_text(ok + sentence)  # the second sentence starts on line 4, its words on 6, 7, 8
+        with pytest.raises(XlpError) as e:
+            read_conllu(f)
+        assert str(e.value).startswith(f"{f}:")
+        return str(e.value).removeprefix(f"{f}:")
+
+    def rows(*heads: int) -> str:
+        return "".join(f"{i}\tw{i}\t_\tX\t_\t_\t{h}\tdep\t_\t_\n" for i, h in enumerate(heads, 1))
+
+    head = "# sent_id = s2\n# text = a b c\n"
+    assert error(head + rows(0, 1, 7) + "\n").startswith("8: HEAD 7 of word 3 is out of range")
+    assert error(head + rows(0, 2, 1) + "\n").startswith("7: word 2 of sentence 's2' is its own HEAD")
+    assert error(head + rows(2, 3, 1) + "\n").startswith("4: sentence 's2' has no root")
+    message = error(head + rows(0, 3, 2) + "\n")
+    assert message.startswith("4: sentence 's2'") and "[2, 3] form a cycle" in message
 
 
 def test_bom_and_crlf_are_read(tmp_path):
@@ -57,6 +79,67 @@ def test_treebank_choice_and_dev_fallback():
     assert find_treebank(UD, "ar").name == "UD_Arabic-PUD"
     with pytest.raises(XlpError, match="no CoNLL-U files for 'xx'"):
         find_treebank(UD, "xx")
+
+
+def test_treebanks_are_found_through_directory_links_and_a_link_cycle_ends(tmp_path):
+    """A UD root that is itself a link, treebank folders that are links (and a second link to one of
+    them), a folder of linked files, and a link back up to the root: every treebank is found once."""
+    from xlp.tasks.retrieval import parallel_pud
+    from xlp.tasks.ud import conllu_files
+
+    real = tmp_path / "mine"
+    real.mkdir()
+    (real / "UD_English-EWT").symlink_to(UD / "UD_English-EWT", target_is_directory=True)
+    (real / "UD_English-PUD").symlink_to(UD / "UD_English-PUD", target_is_directory=True)
+    (real / "more").mkdir()
+    (real / "more" / "ewt-again").symlink_to(real / "UD_English-EWT", target_is_directory=True)
+    (real / "more" / "up").symlink_to(real, target_is_directory=True)  # a cycle
+    gsd = real / "UD_French-GSD"
+    gsd.mkdir()
+    for f in (UD / "UD_French-GSD").glob("*.conllu"):
+        (gsd / f.name).symlink_to(f)
+    (real / "UD_Finnish-PUD").symlink_to(UD / "UD_Finnish-PUD", target_is_directory=True)
+    root = tmp_path / "ud"
+    root.symlink_to(real, target_is_directory=True)
+
+    en = find_treebank(root, "en")
+    assert en.name == "UD_English-EWT" and set(en.splits) == set(find_treebank(UD, "en").splits)
+    assert find_treebank(root, "en", "UD_English-PUD").splits["test"].name == "en_pud-ud-test.conllu"
+    fr = find_treebank(root, "fr")
+    assert fr.folder == root / "UD_French-GSD" and set(fr.splits) == set(find_treebank(UD, "fr").splits)
+    def pud(ud_root):  # as the retrieval task finds them
+        return parallel_pud({lang: conllu_files(ud_root, f"{lang}_pud-ud-test.conllu")[0] for lang in ("en", "fi")},
+                            ["en", "fi"], cap=5)
+
+    texts = pud(root)
+    assert texts == pud(UD) and len(texts["fi"]) == 5
+
+
+def test_an_empty_test_file_is_refused_before_any_unit_runs(tmp_path):
+    from xlp.orchestrator.plan import make_plan
+    from xlp.spec import load_spec
+    from conftest import MINILM, run_xlp, write_spec
+
+    tb = tmp_path / "ud" / "UD_Xx-Empty"
+    tb.mkdir(parents=True)
+    (tb / "xx_empty-ud-train.conllu").write_text("1\tHi\thi\tINTJ\t_\t_\t0\troot\t_\t_\n\n")
+    empty = tb / "xx_empty-ud-test.conllu"
+    empty.write_text("# a comment, no sentence\n\n")
+    out = tmp_path / "run"
+    spec = write_spec(tmp_path / "s.yaml", name="e", output=str(out), checkpoints=[{"path": str(MINILM), "step": 0}],
+                      tasks=["pos"], layers=[1], data={"ud_root": str(tmp_path / "ud"), "languages": ["xx"]})
+    for command in ("validate", "launch"):
+        r = run_xlp(command, spec)
+        assert r.returncode != 0 and f"{empty}: no sentence to read" in r.stderr, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr
+    assert not out.exists() or not any(out.rglob("*.parquet"))  # no unit ran
+
+    empty.write_text("1\tOops\toops\tINTJ\t_\t_\t0\troot\n\n")  # lenient mode skips its only sentence
+    lenient = write_spec(tmp_path / "l.yaml", name="l", output=str(out), tasks=["pos"], layers=[1],
+                         checkpoints=[{"path": str(MINILM), "step": 0}],
+                         data={"ud_root": str(tmp_path / "ud"), "languages": ["xx"], "conllu": "lenient"})
+    with pytest.raises(XlpError, match=f"{empty}: no sentence to read: all 1 of its sentences are malformed"):
+        make_plan(load_spec(lenient))
 
 
 def test_cycle_is_refused(tmp_path):

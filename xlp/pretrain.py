@@ -29,7 +29,7 @@ from xlp.models import quiet_transformers
 from xlp.models.checkpoints import METADATA_FILE
 from xlp.paths import shared_dir
 from xlp.spec import PretrainSpec
-from xlp.tasks.ud import read_conllu
+from xlp.tasks.ud import conllu_files, read_conllu
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 MANIFEST = "xlp_pretrain.json"
@@ -51,7 +51,7 @@ def is_complete(cfg: PretrainSpec) -> bool:
 
 
 def _ud_languages(ud_root: Path) -> list[str]:
-    return sorted({f.name.split("_", 1)[0] for f in ud_root.glob("**/*-ud-*.conllu")})
+    return sorted({f.name.split("_", 1)[0] for f in conllu_files(ud_root, "*-ud-*.conllu")})
 
 
 def corpus(cfg: PretrainSpec) -> dict[str, list[str]]:
@@ -61,7 +61,7 @@ def corpus(cfg: PretrainSpec) -> dict[str, list[str]]:
     langs = cfg.languages or _ud_languages(ud_root)
     texts: dict[str, list[str]] = {lang: [] for lang in langs}
     for lang in langs:  # every treebank of the language, its train then dev text
-        for folder in sorted({f.parent for f in ud_root.glob(f"**/{lang}_*-ud-*.conllu")}):
+        for folder in sorted({f.parent for f in conllu_files(ud_root, f"{lang}_*-ud-*.conllu")}):
             for split in ("train", "dev"):
                 for f in sorted(folder.glob(f"{lang}_*-ud-{split}.conllu")):
                     texts[lang] += [s.text for s in read_conllu(f)]

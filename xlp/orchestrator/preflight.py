@@ -25,7 +25,7 @@ from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.tasks import SentenceTask, Task, WordTask, resolve_tasks
 from xlp.tasks.base import RunData, SentenceInputs, UdFiles
-from xlp.tasks.ud import find_treebank, read_conllu
+from xlp.tasks.ud import find_treebank, read_conllu, require_sentences
 
 
 @dataclass
@@ -140,6 +140,7 @@ def check_data(spec: Spec, notes: list[str]) -> tuple[RunData, dict[tuple[DataFi
 def _count_words(lang: str, split: str, file: DataFile, cap: int | None, lenient: bool, notes: list[str]) -> int:
     skipped: list[str] = []
     sentences = read_conllu(file.path, cap, lenient=lenient, skipped=skipped)
+    require_sentences(file.path, sentences, len(skipped))
     if skipped:
         notes.append(f"{lang} {split}: skipped {len(skipped)} malformed sentences (data.conllu: lenient); "
                      f"first: {skipped[0]}")

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from xlp.errors import XlpError
+from xlp.orchestrator.ray_session import TOKEN_HINT, auth_refused
 from xlp.spec import Spec
 
 SPEC_NAME = "xlp-spec.yaml"
@@ -24,7 +25,12 @@ def _client(address: str | None):
     try:
         return JobSubmissionClient(address)
     except Exception as e:  # noqa: BLE001 - connection errors of every kind are the user's to fix
-        raise XlpError(f"cannot reach the Ray Jobs API at {address}: {str(e).splitlines()[0]}") from None
+        raise XlpError(f"cannot reach the Ray Jobs API at {address}: {_why(e)}") from None
+
+
+def _why(e: Exception) -> str:
+    why = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return f"{why}; {TOKEN_HINT}" if auth_refused(str(e)) else why
 
 
 def submit(spec_path: Path, spec: Spec, address: str | None, verify: bool = False) -> str:
@@ -52,7 +58,7 @@ def job_status(job_id: str, address: str | None, tail: int = 20) -> dict:
         info = client.get_job_info(job_id)
         logs = client.get_job_logs(job_id)
     except Exception as e:  # noqa: BLE001
-        raise XlpError(f"job {job_id}: {str(e).splitlines()[0]}") from None
+        raise XlpError(f"job {job_id}: {_why(e)}") from None
     return {"job": job_id, "status": str(info.status.value if hasattr(info.status, "value") else info.status),
             "message": info.message, "run": (info.metadata or {}).get("xlp_output"),
             "log_tail": logs.splitlines()[-tail:]}

@@ -14,7 +14,7 @@ from xlp.errors import XlpError
 from xlp.hashing import data_files
 from xlp.paths import shared_dir
 from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, result_row
-from xlp.tasks.ud import find_files, read_conllu
+from xlp.tasks.ud import conllu_files, read_conllu, require_sentences
 
 if TYPE_CHECKING:
     from xlp.spec import Spec
@@ -34,7 +34,7 @@ class RetrievalTask(SentenceTask):
         if r.corpus == "udhr":
             files = {lang: Path(r.udhr) if r.udhr else shared_dir() / "udhr" / "udhr.tsv" for lang in langs}
         else:
-            files = {lang: found[0] for lang in langs if (found := find_files(data.ud_root, f"{lang}_pud-ud-test.conllu"))}
+            files = {lang: found[0] for lang in langs if (found := conllu_files(data.ud_root, f"{lang}_pud-ud-test.conllu"))}
         texts = _parallel(r.corpus, files, langs, r.max_sentences)
         missing = [lang for lang in langs if lang not in texts]
         if missing:
@@ -95,7 +95,12 @@ def parallel_udhr(path: Path, langs: list[str], cap: int | None) -> dict[str, li
 
 def parallel_pud(files: dict[str, Path], langs: list[str], cap: int | None) -> dict[str, list[str]]:
     """The Parallel UD test sentences (each language's `<lang>_pud-ud-test.conllu`), aligned by sent_id."""
-    by_lang = {lang: {s.sent_id: s.text for s in read_conllu(files[lang])} for lang in langs if lang in files}
+    by_lang = {}
+    for lang in langs:
+        if lang in files:
+            sents = read_conllu(files[lang])
+            require_sentences(files[lang], sents)
+            by_lang[lang] = {s.sent_id: s.text for s in sents}
     where = f"{Path(next(iter(files.values()))).parent.parent} (PUD treebanks)" if files else "the PUD treebanks"
     return _aligned(by_lang, langs, cap, where)
 

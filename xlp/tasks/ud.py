@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +21,15 @@ class Sentence:
     deprels: list[str] = field(default_factory=list)
 
 
-def _finish(sent: Sentence, path: Path, first_line: int) -> Sentence:
+def _finish(sent: Sentence, path: Path, first_line: int, lines: list[int]) -> Sentence:
+    """Check the tree: a word's own fault names its line, a fault of the whole sentence its first line."""
     n = len(sent.forms)
     for i, head in enumerate(sent.heads):
         if head > n:
-            raise XlpError(f"{path}:{first_line}: sentence {sent.sent_id!r}: word {i + 1} has HEAD {head} "
-                           f"but the sentence has {n} words")
+            raise XlpError(f"{path}:{lines[i]}: HEAD {head} of word {i + 1} is out of range: sentence "
+                           f"{sent.sent_id!r} has {n} words")
+        if head == i + 1:
+            raise XlpError(f"{path}:{lines[i]}: word {i + 1} of sentence {sent.sent_id!r} is its own HEAD")
     if n and 0 not in sent.heads:
         raise XlpError(f"{path}:{first_line}: sentence {sent.sent_id!r} has no root (no word with HEAD 0)")
     state = [2] + [0] * n  # 0 unseen, 1 on the walk from word i, 2 known to reach the root
@@ -63,6 +68,7 @@ def _blocks(text: str):
 
 def _parse(lines: list[str], path: Path, start: int, default_id: str) -> Sentence | None:
     sent = Sentence(sent_id=default_id, text="")
+    word_lines: list[int] = []
     for lineno, line in enumerate(lines, start=start):
         if line.startswith("#"):
             key, _, value = line[1:].partition("=")
@@ -88,7 +94,8 @@ def _parse(lines: list[str], path: Path, start: int, default_id: str) -> Sentenc
         sent.feats.append(cols[5])
         sent.heads.append(int(cols[6]))
         sent.deprels.append(cols[7])
-    return _finish(sent, path, start) if sent.forms else None
+        word_lines.append(lineno)
+    return _finish(sent, path, start, word_lines) if sent.forms else None
 
 
 def read_conllu(path: str | Path, max_sentences: int | None = None, lenient: bool = False,
@@ -125,6 +132,15 @@ def read_conllu(path: str | Path, max_sentences: int | None = None, lenient: boo
     return sentences
 
 
+def require_sentences(path: str | Path, sentences: list[Sentence], skipped: int = 0) -> None:
+    """Pre-flight: a file that gives no sentence (so no word) is refused by name, before any unit runs
+    into it deep inside a run."""
+    if not sentences:
+        why = (f"all {skipped} of its sentences are malformed (data.conllu: lenient)" if skipped
+               else "it holds no sentence with a word line")
+        raise XlpError(f"{path}: no sentence to read: {why}")
+
+
 @dataclass(frozen=True)
 class Treebank:
     lang: str
@@ -144,9 +160,23 @@ class Treebank:
         return None
 
 
-def find_files(root: str | Path, name_pattern: str) -> list[Path]:
-    """Files under `root` whose names match the glob pattern, in sorted order."""
-    return sorted(Path(root).glob(f"**/{name_pattern}"))
+def conllu_files(root: str | Path, pattern: str) -> list[Path]:
+    """Files under `root` whose name matches `pattern`, at any depth, sorted.
+
+    Unlike pathlib's `**`, directory symlinks are followed (users link treebanks into one folder);
+    each real folder is read once, so a link cycle or a second link to a folder adds nothing.
+    """
+    seen: set[str] = set()
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs.sort()  # the first path to a folder reached twice is the one kept, whatever the file system
+        found += [Path(folder) / f for f in files if fnmatch.fnmatchcase(f, pattern)]
+    return sorted(found)
 
 
 def find_treebank(ud_root: str | Path, lang: str, treebank: str | None = None) -> Treebank:
@@ -159,7 +189,7 @@ def find_treebank(ud_root: str | Path, lang: str, treebank: str | None = None) -
     if not root.is_dir():
         raise XlpError(f"data.ud_root: {root} is not a folder")
     folders: dict[Path, dict[str, Path]] = {}
-    for f in find_files(root, f"{lang}_*-ud-*.conllu"):
+    for f in conllu_files(root, f"{lang}_*-ud-*.conllu"):
         split = f.name.rsplit("-ud-", 1)[1].removesuffix(".conllu")
         folders.setdefault(f.parent, {})[split] = f
     if treebank:
