@@ -1,11 +1,21 @@
-"""Learning-curve statistics: emergence, best checkpoint, final-vs-best (definitions in DESIGN.md)."""
+"""Learning-curve statistics: emergence, best checkpoint, degradation, layers (definitions in DESIGN.md)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from xlp.orchestrator.curves import bootstrap, decide, item_groups
+from xlp.orchestrator.stats import bh_q, stable_rng
+from xlp.spec import AnalysisSpec
+
 CURVE_KEYS = ["task", "layer", "src_lang", "tgt_lang"]
+CURVE_COLUMNS = CURVE_KEYS + [
+    "metric", "n_steps", "baseline", "first_step", "first_value", "best_step", "best_value", "final_step",
+    "final_value", "final_minus_best", "threshold", "reference", "reference_step", "trend_p", "rise_p",
+    "above_baseline_p", "emerged", "emergence_step", "emergence_step_lo", "emergence_step_hi",
+    "emergence_step_normalized", "emergence_step_normalized_lo", "emergence_step_normalized_hi",
+    "degradation", "degradation_p", "degradation_q", "degradation_significant"]
 LOWER_IS_BETTER = {"bpc"}  # metrics where the best checkpoint is the minimum
 
 
@@ -38,23 +48,41 @@ def curve_stats(steps: np.ndarray, values: np.ndarray, threshold: float = 0.95) 
     }
 
 
-def emergence_table(probes: pd.DataFrame, threshold: float = 0.95) -> pd.DataFrame:
-    """One row per (task, layer, source, target) curve."""
+def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec | None = None) -> pd.DataFrame:
+    """One row per (task, layer, source, target) curve: its point statistics, whether it emerged (with the
+    emergence step and its bootstrap interval) and the cross-fitted degradation test, BH q-values per task."""
+    a = analysis or AnalysisSpec()
     if probes.empty:
-        return pd.DataFrame(columns=CURVE_KEYS + ["metric", "n_steps", "emergence_step", "best_step"])
+        return pd.DataFrame(columns=CURVE_COLUMNS)
     curves = (probes.groupby(CURVE_KEYS + ["metric", "step"], sort=True)
-              .agg(value=("value", "mean"), seed_std=("value", "std"), baseline=("baseline", "mean"))
-              .reset_index())
+              .agg(value=("value", "mean"), baseline=("baseline", "mean")).reset_index())
+    boots: dict[tuple, dict] = {}
+    for (task, tgt, n), group in item_groups(probes).items():
+        boots.update(bootstrap(group, n, stable_rng(a.seed, task, tgt, n), a.bootstrap))
     rows = []
     for key, c in curves.groupby(CURVE_KEYS + ["metric"], sort=True):
-        c = c.sort_values("step")
-        sign = direction(key[-1])
-        stats = curve_stats(c["step"].to_numpy(), sign * c["value"].to_numpy(), threshold)
+        sign, steps = direction(key[-1]), c["step"].to_numpy()
+        stats = curve_stats(steps, sign * c["value"].to_numpy(), a.emergence_threshold)
         for field in ("first_value", "best_value", "final_value", "final_minus_best"):
             stats[field] *= sign  # back to the metric's units: for bpc, final_minus_best > 0 is a loss
-        rows.append({**dict(zip(CURVE_KEYS + ["metric"], key)), **stats,
-                     "baseline": float(c["baseline"].mean()), "threshold": threshold})
-    return pd.DataFrame(rows)
+        b = boots.get(tuple(key[:4]))
+        if b is not None and len(b["point"][0]) != len(steps):
+            b = None  # per-item scores at only some checkpoints
+        baseline = float(c["baseline"].mean())
+        decided = decide(steps, sign * c["value"].to_numpy(), sign * baseline, b, a)
+        rows.append({**dict(zip(CURVE_KEYS + ["metric"], key)), **stats, **decided, "baseline": baseline,
+                     "threshold": a.emergence_threshold, "reference": a.emergence_reference})
+    out = pd.DataFrame(rows)
+    out["degradation_q"] = np.nan
+    for _, g in out.groupby("task", sort=False):  # the family: every degradation test of the task in the run
+        out.loc[g.index, "degradation_q"] = bh_q(g["degradation_p"].to_numpy())
+    out["degradation_significant"] = (out["degradation_q"] < a.alpha) & (out["degradation"] > 0)
+    return out[CURVE_COLUMNS]
+
+
+def emergence_table(probes: pd.DataFrame, threshold: float = 0.95, **analysis) -> pd.DataFrame:
+    """analyse_curves with the analysis settings as keywords (emergence_reference, alpha, bootstrap, seed)."""
+    return analyse_curves(probes, AnalysisSpec(emergence_threshold=threshold, **analysis))
 
 
 def paired_bootstrap_p(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> float:
@@ -74,31 +102,6 @@ def paired_bootstrap_p(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int
 
 def unpack_correct(packed: bytes, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=n).astype(bool)
-
-
-def degradation_tests(probes: pd.DataFrame, emergence: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Add degradation_p (paired bootstrap, best vs final checkpoint, over test items) and
-    degradation_significant (final below best with p < alpha) to the emergence table."""
-    if emergence.empty or "correct" not in probes:
-        return emergence.assign(degradation_p=np.nan, degradation_significant=False)
-    items = {}
-    for key, g in probes[probes["correct"].notna()].groupby(CURVE_KEYS + ["step"], sort=False):
-        n = int(g["n_test"].iloc[0])
-        items[key] = np.mean([unpack_correct(c, n) for c in g["correct"]], axis=0)
-    p_values = []
-    for r in emergence.itertuples(index=False):
-        key = (r.task, r.layer, r.src_lang, r.tgt_lang)
-        best, final = items.get((*key, r.best_step)), items.get((*key, r.final_step))
-        if r.best_step == r.final_step:
-            p_values.append(1.0)
-        elif best is None or final is None:  # no per-item scores (bpc): no test
-            p_values.append(np.nan)
-        else:
-            p_values.append(paired_bootstrap_p(best, final))
-    out = emergence.assign(degradation_p=p_values)
-    worse = out.final_minus_best * out.metric.map(direction) < 0
-    out["degradation_significant"] = worse & (out.degradation_p < alpha)
-    return out
 
 
 def best_layers(probes: pd.DataFrame) -> pd.DataFrame:
