@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from xlp.orchestrator.curves import bootstrap, decide, item_groups
-from xlp.orchestrator.stats import bh_q, stable_rng
+from xlp.orchestrator.stats import bh_q, stable_rng, trend_p
 from xlp.spec import AnalysisSpec
 
 CURVE_KEYS = ["task", "layer", "src_lang", "tgt_lang"]
@@ -59,18 +59,23 @@ def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec | None = None) -
     boots: dict[tuple, dict] = {}
     for (task, tgt, n), group in item_groups(probes).items():
         boots.update(bootstrap(group, n, stable_rng(a.seed, task, tgt, n), a.bootstrap))
+    groups = [(key, c["step"].to_numpy(), direction(key[-1]) * c["value"].to_numpy(), c["baseline"].mean())
+              for key, c in curves.groupby(CURVE_KEYS + ["metric"], sort=True)]
+    trends = np.ones(len(groups))
+    for T in {len(g[1]) for g in groups}:  # the trend test, one batch per number of checkpoints
+        at = [i for i, g in enumerate(groups) if len(g[1]) == T]
+        trends[at] = trend_p(np.stack([groups[i][2] for i in at]), a.emergence_reference)
     rows = []
-    for key, c in curves.groupby(CURVE_KEYS + ["metric"], sort=True):
-        sign, steps = direction(key[-1]), c["step"].to_numpy()
-        stats = curve_stats(steps, sign * c["value"].to_numpy(), a.emergence_threshold)
+    for (key, steps, v, baseline), trend in zip(groups, trends):
+        sign = direction(key[-1])
+        stats = curve_stats(steps, v, a.emergence_threshold)
         for field in ("first_value", "best_value", "final_value", "final_minus_best"):
             stats[field] *= sign  # back to the metric's units: for bpc, final_minus_best > 0 is a loss
         b = boots.get(tuple(key[:4]))
         if b is not None and len(b["point"][0]) != len(steps):
             b = None  # per-item scores at only some checkpoints
-        baseline = float(c["baseline"].mean())
-        decided = decide(steps, sign * c["value"].to_numpy(), sign * baseline, b, a)
-        rows.append({**dict(zip(CURVE_KEYS + ["metric"], key)), **stats, **decided, "baseline": baseline,
+        decided = decide(steps, v, sign * baseline, b, a, float(trend))
+        rows.append({**dict(zip(CURVE_KEYS + ["metric"], key)), **stats, **decided, "baseline": float(baseline),
                      "threshold": a.emergence_threshold, "reference": a.emergence_reference})
     out = pd.DataFrame(rows)
     out["degradation_q"] = np.nan

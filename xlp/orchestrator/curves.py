@@ -54,7 +54,7 @@ def bootstrap(curves: dict[tuple, np.ndarray], n: int, rng: np.random.Generator,
         for idx, W in zip(halves, weights):
             Xh = X[:, idx]
             point = Xh.mean(axis=1) if len(idx) else np.full(len(X), np.nan)
-            boot = Xh @ W.T / max(1, len(idx))  # (rows, n_boot)
+            boot = Xh @ W / max(1, len(idx))  # (rows, n_boot)
             at = 0
             for k in chunk:
                 T, K, _ = curves[k].shape
@@ -62,7 +62,7 @@ def bootstrap(curves: dict[tuple, np.ndarray], n: int, rng: np.random.Generator,
                 at += T * K
                 if K > 1:
                     if K not in seed_weights:
-                        seed_weights[K] = multinomial_weights(rng, n_boot, K) / K
+                        seed_weights[K] = multinomial_weights(rng, n_boot, K).T / K
                     b = np.einsum("tkb,bk->tb", b, seed_weights[K])
                 else:
                     b = b[:, 0]
@@ -71,12 +71,16 @@ def bootstrap(curves: dict[tuple, np.ndarray], n: int, rng: np.random.Generator,
     return out
 
 
-def decide(steps: np.ndarray, v: np.ndarray, baseline: float, boot: dict | None, a: AnalysisSpec) -> dict:
+def decide(steps: np.ndarray, v: np.ndarray, baseline: float, boot: dict | None, a: AnalysisSpec,
+           trend: float | None = None) -> dict:
     """Emergence and degradation of one curve: v (T,) seed-averaged values in step order, scored higher-is-better
-    (bpc negated, and its baseline); boot: the curve's halves from `bootstrap`, None without per-item scores."""
+    (bpc negated, and its baseline); boot: the curve's halves from `bootstrap`, None without per-item scores;
+    trend: its `trend_p` when already computed (in a batch of curves)."""
     T, alpha, theta, nan = len(v), a.alpha, a.emergence_threshold, float("nan")
     ref = int(np.argmax(v)) if a.emergence_reference == "best" else T - 1
-    row = {"reference_step": int(steps[ref]), "trend_p": float(trend_p(v[None], a.emergence_reference)[0]),
+    if trend is None:
+        trend = float(trend_p(v[None], a.emergence_reference)[0])
+    row = {"reference_step": int(steps[ref]), "trend_p": trend,
            "rise_p": nan, "above_baseline_p": nan, "degradation": nan, "degradation_p": nan}
     if boot is None:  # no per-item scores (bpc): point comparisons and the trend test
         rise, above = v[ref] > v[0], v[ref] > baseline

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import pyarrow as pa
 
+from xlp.orchestrator.analysis import analyse_curves, best_layers, control_selectivity
+from xlp.orchestrator.findings import findings_table
 from xlp.orchestrator.ledger import Ledger
 from xlp.orchestrator.plan import digest, probe_output
-from xlp.orchestrator.analysis import best_layers, control_selectivity, degradation_tests, emergence_table
 from xlp.report import write_report
 from xlp.spec import Spec
 from xlp.storage import Store
@@ -21,7 +22,7 @@ PROBE_ORDER = ["step", "task", "layer", "src_lang", "tgt_lang", "seed"]
 
 def _write(store: Store, name: str, df: pd.DataFrame) -> None:
     store.write_table(f"results/{name}.parquet", pa.Table.from_pandas(df, preserve_index=False))
-    store.write_csv(f"results/{name}.csv", df)
+    store.write_csv(f"results/{name}.csv", df.drop(columns=["correct"], errors="ignore"))  # bytes: Parquet only
 
 
 def _timings(ledger: Ledger, plan: dict) -> dict[str, str]:
@@ -63,19 +64,20 @@ def reduce_run(store: Store, spec: Spec, force: bool = False, ledger: Ledger | N
     probes = probes.sort_values(PROBE_ORDER, kind="stable").reset_index(drop=True)
     if len(probes) and plan.get("checkpoints"):  # a series that moved keeps its results, under its new name
         probes["checkpoint"] = probes.step.astype(str).map(plan["checkpoints"]).fillna(probes.checkpoint)
-    emergence = degradation_tests(probes, emergence_table(probes, spec.analysis.emergence_threshold))
-    probes = probes.drop(columns=["correct"], errors="ignore")
+    emergence = analyse_curves(probes, spec.analysis)
+    findings = findings_table(probes, emergence, spec.analysis.alpha, spec.tasks)
     tick(1, total)
     layers = best_layers(probes)
     selectivity = control_selectivity(probes)
     _write(store, "probes", probes)
     _write(store, "emergence", emergence)
+    _write(store, "findings", findings)
     _write(store, "layers", layers)
     extra = {"best layer per checkpoint (in-language)": layers}
     if not selectivity.empty:
         _write(store, "selectivity", selectivity)
         extra["POS selectivity (accuracy minus control-task accuracy)"] = selectivity
-    write_report(store, spec, plan, probes, emergence, extra, timings=_timings(ledger, plan))
+    write_report(store, spec, plan, probes, emergence, extra, timings=_timings(ledger, plan), findings=findings)
     store.write_bytes(REDUCED, json.dumps({"inputs": inputs}).encode())
     tick(1, total)
     return probes, emergence

@@ -109,9 +109,11 @@ def stable_rng(seed: int, *names: object) -> np.random.Generator:
 
 
 def multinomial_weights(rng: np.random.Generator, n_boot: int, n: int) -> np.ndarray:
-    """(n_boot, n) counts: how often each of n items is drawn in each bootstrap resample of n items."""
-    draws = rng.integers(0, n, size=(n_boot, n))
-    return np.stack([np.bincount(d, minlength=n) for d in draws]).astype(np.float32) if n else np.zeros((n_boot, 0))
+    """(n, n_boot) float32 counts, contiguous for a matrix product: how often each of n items is drawn in each
+    bootstrap resample of n items."""
+    draws = rng.integers(0, n, size=(n_boot, n)) + n * np.arange(n_boot)[:, None]
+    counts = np.bincount(draws.ravel(), minlength=n * n_boot).reshape(n_boot, n)
+    return np.ascontiguousarray(counts.T, dtype=np.float32)
 
 
 def bh_q(p: np.ndarray) -> np.ndarray:
