@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from xlp.orchestrator.curves import bootstrap, decide, item_groups
-from xlp.orchestrator.stats import bh_q, stable_rng, trend_p
+from xlp.orchestrator.curves import bootstrap, decide, item_groups, whole_curve
+from xlp.orchestrator.stats import bh_q, bootstrap_pair_signs, pair_signs, stable_rng, trend_p
 from xlp.spec import AnalysisSpec
 
 CURVE_KEYS = ["task", "layer", "src_lang", "tgt_lang"]
@@ -59,21 +59,26 @@ def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec | None = None) -
     boots: dict[tuple, dict] = {}
     for (task, tgt, n), group in item_groups(probes).items():
         boots.update(bootstrap(group, n, stable_rng(a.seed, task, tgt, n), a.bootstrap))
-    groups = [(key, c["step"].to_numpy(), direction(key[-1]) * c["value"].to_numpy(), c["baseline"].mean())
-              for key, c in curves.groupby(CURVE_KEYS + ["metric"], sort=True)]
+    groups = []
+    for key, c in curves.groupby(CURVE_KEYS + ["metric"], sort=True):
+        steps, v = c["step"].to_numpy(), direction(key[-1]) * c["value"].to_numpy()
+        b = boots.get(tuple(key[:4]))
+        if b is not None and len(b["point"][0]) != len(steps):
+            b = None  # per-item scores at only some checkpoints
+        # which checkpoints differ beyond the noise: the trend test counts only those differences
+        signs = pair_signs(v[None])[0] if b is None else bootstrap_pair_signs(whole_curve(b), a.alpha)
+        groups.append((key, steps, v, c["baseline"].mean(), b, signs))
     trends = np.ones(len(groups))
     for T in {len(g[1]) for g in groups}:  # the trend test, one batch per number of checkpoints
         at = [i for i, g in enumerate(groups) if len(g[1]) == T]
-        trends[at] = trend_p(np.stack([groups[i][2] for i in at]), a.emergence_reference)
+        trends[at] = trend_p(np.stack([groups[i][2] for i in at]), a.emergence_reference,
+                             np.stack([groups[i][5] for i in at]))
     rows = []
-    for (key, steps, v, baseline), trend in zip(groups, trends):
+    for (key, steps, v, baseline, b, _), trend in zip(groups, trends):
         sign = direction(key[-1])
         stats = curve_stats(steps, v, a.emergence_threshold)
         for field in ("first_value", "best_value", "final_value", "final_minus_best"):
             stats[field] *= sign  # back to the metric's units: for bpc, final_minus_best > 0 is a loss
-        b = boots.get(tuple(key[:4]))
-        if b is not None and len(b["point"][0]) != len(steps):
-            b = None  # per-item scores at only some checkpoints
         decided = decide(steps, v, sign * baseline, b, a, float(trend))
         rows.append({**dict(zip(CURVE_KEYS + ["metric"], key)), **stats, **decided, "baseline": float(baseline),
                      "threshold": a.emergence_threshold, "reference": a.emergence_reference})

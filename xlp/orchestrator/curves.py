@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from xlp.orchestrator.stats import multinomial_weights, percentile_step, reach_index, trend_p
+from xlp.orchestrator.stats import bootstrap_pair_signs, multinomial_weights, percentile_step, reach_index, trend_p
 from xlp.spec import AnalysisSpec
 
 
@@ -71,6 +71,12 @@ def bootstrap(curves: dict[tuple, np.ndarray], n: int, rng: np.random.Generator,
     return out
 
 
+def whole_curve(boot: dict) -> np.ndarray:
+    """(n_boot, T) bootstrap replicates of the whole curve from its two halves' replicates."""
+    (nA, nB), (bA, bB) = boot["n"], boot["boot"]
+    return (nA * bA + nB * bB) / (nA + nB)
+
+
 def decide(steps: np.ndarray, v: np.ndarray, baseline: float, boot: dict | None, a: AnalysisSpec,
            trend: float | None = None) -> dict:
     """Emergence and degradation of one curve: v (T,) seed-averaged values in step order, scored higher-is-better
@@ -79,14 +85,15 @@ def decide(steps: np.ndarray, v: np.ndarray, baseline: float, boot: dict | None,
     T, alpha, theta, nan = len(v), a.alpha, a.emergence_threshold, float("nan")
     ref = int(np.argmax(v)) if a.emergence_reference == "best" else T - 1
     if trend is None:
-        trend = float(trend_p(v[None], a.emergence_reference)[0])
+        signs = None if boot is None else bootstrap_pair_signs(whole_curve(boot), alpha)[None]
+        trend = float(trend_p(v[None], a.emergence_reference, signs)[0])
     row = {"reference_step": int(steps[ref]), "trend_p": trend,
            "rise_p": nan, "above_baseline_p": nan, "degradation": nan, "degradation_p": nan}
     if boot is None:  # no per-item scores (bpc): point comparisons and the trend test
         rise, above = v[ref] > v[0], v[ref] > baseline
     else:
-        (nA, nB), (pA, pB), (bA, bB) = boot["n"], boot["point"], boot["boot"]
-        vb = (nA * bA + nB * bB) / (nA + nB)  # (n_boot, T): the whole curve, recomputed per resample
+        (pA, pB), (bA, bB) = boot["point"], boot["boot"]
+        vb = whole_curve(boot)  # (n_boot, T): the whole curve, recomputed per resample
         row["rise_p"] = float(np.mean(vb[:, ref] - vb[:, 0] <= 0))
         row["above_baseline_p"] = float(np.mean(vb[:, ref] - baseline <= 0))
         rise, above = row["rise_p"] < alpha, row["above_baseline_p"] < alpha

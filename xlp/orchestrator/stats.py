@@ -9,77 +9,80 @@ from functools import lru_cache
 
 import numpy as np
 
-EXACT_UP_TO = 8  # checkpoints: up to 8! = 40,320 orders the trend test's null is enumerated; Monte Carlo above
-MONTE_CARLO = 20_000
-
-
-def ranks_against_trend(values: np.ndarray) -> np.ndarray:
-    """Ranks 0..T-1 of each row of values (..., T); ties go against a rising trend (the later checkpoint of a
-    tie ranks lower), so a flat curve reads as falling and never passes the trend test."""
-    values = np.asarray(values, dtype=float)
-    T = values.shape[-1]
-    later_first = np.broadcast_to(-np.arange(T), values.shape)
-    order = np.lexsort((later_first, values), axis=-1)
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.broadcast_to(np.arange(T), values.shape), axis=-1)
-    return ranks
+EXACT_UP_TO = 720  # orders (6 checkpoints) up to which the trend test's null is enumerated; Monte Carlo above
+MONTE_CARLO = 1000
 
 
 def _mk_var(m: np.ndarray) -> np.ndarray:
     return m * (m - 1) * (2 * m + 5) / 18.0  # variance of Mann-Kendall's S over m distinct points
 
 
-def trend_statistic(ranks: np.ndarray, reference: str) -> np.ndarray:
-    """For rows of ranks (P, T) in step order, the larger of two Mann-Kendall z-scores (S over its standard
-    deviation under independence): the rise, S of the checkpoints from the first up to the reference (the
-    best: the highest rank; or the final), and the rise and fall, that S plus the S of a decline from the
-    reference to the final (a curve that learned and then degrades smoothly is a trend; one that jumps about
+def pair_signs(values: np.ndarray) -> np.ndarray:
+    """(M, T, T) signs of value_j - value_i for rows of values (M, T): 0 for a tie."""
+    v = np.asarray(values, dtype=float)
+    return np.sign(v[:, None, :] - v[:, :, None])
+
+
+def bootstrap_pair_signs(boot: np.ndarray, alpha: float) -> np.ndarray:
+    """(T, T) signs of value_j - value_i that count only differences beyond the noise: +1 where checkpoint j is
+    above i in at least 1 - alpha/2 of the bootstrap replicates (n_boot, T), -1 where below, 0 otherwise."""
+    above = (boot[:, None, :] > boot[:, :, None]).mean(axis=0)
+    below = (boot[:, None, :] < boot[:, :, None]).mean(axis=0)
+    return (above >= 1 - alpha / 2).astype(float) - (below >= 1 - alpha / 2)
+
+
+def trend_statistic(signs: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """For (..., T, T) pair signs (checkpoints in step order) and the reference's position (...,), the larger of
+    two Mann-Kendall z-scores (S over its standard deviation for m untied points): the rise, S over the pairs
+    from the first checkpoint up to the reference, and the rise and fall, that S plus the S of a decline from
+    the reference to the final (a curve that learned, then degrades steadily, is a trend; one that jumps about
     is not). A reference at the first checkpoint gives -inf: nothing rose."""
-    ranks = np.asarray(ranks)
-    P, T = ranks.shape
-    ref = np.argmax(ranks, axis=1) if reference == "best" else np.full(P, T - 1)
-    out = np.empty(P)
+    T = signs.shape[-1]
     pos = np.arange(T)
-    i, j = pos[None, :, None], pos[None, None, :]
-    for lo in range(0, P, 2048):  # (chunk, T, T) signs at a time
-        r, k = ranks[lo:lo + 2048], ref[lo:lo + 2048, None, None]
-        sign = np.sign(r[:, None, :] - r[:, :, None])  # [p, i, j] = sign(r_j - r_i)
-        rise = (sign * ((i < j) & (j <= k))).sum(axis=(1, 2))
-        fall = -(sign * ((k <= i) & (i < j))).sum(axis=(1, 2))
-        up, down = ref[lo:lo + 2048] + 1, T - ref[lo:lo + 2048]
-        z_rise = rise / np.sqrt(np.maximum(_mk_var(up), 1))
-        z_both = (rise + fall) / np.sqrt(np.maximum(_mk_var(up) + _mk_var(down), 1))
-        out[lo:lo + 2048] = np.where(up >= 2, np.maximum(z_rise, z_both), -np.inf)
-    return out
+    i, j, k = pos[:, None], pos[None, :], np.asarray(ref)[..., None, None]
+    rise = (signs * ((i < j) & (j <= k))).sum(axis=(-2, -1))
+    fall = -(signs * ((k <= i) & (i < j))).sum(axis=(-2, -1))
+    up, down = np.asarray(ref) + 1, T - np.asarray(ref)
+    z_rise = rise / np.sqrt(np.maximum(_mk_var(up), 1))
+    z_both = (rise + fall) / np.sqrt(np.maximum(_mk_var(up) + _mk_var(down), 1))
+    return np.where(up >= 2, np.maximum(z_rise, z_both), -np.inf)
 
 
 @lru_cache(maxsize=64)
-def _trend_null(T: int, reference: str) -> tuple[np.ndarray, bool]:
-    """The statistic over every order of T checkpoints (sorted), or over MONTE_CARLO random orders; exact?"""
-    if T <= EXACT_UP_TO:
-        perms = np.array(list(itertools.permutations(range(T))), dtype=np.int16)
-        exact = True
-    else:
-        rng = np.random.default_rng(T)
-        perms = np.argsort(rng.random((MONTE_CARLO, T)), axis=1).astype(np.int16)
-        exact = False
-    return np.sort(trend_statistic(perms, reference)), exact
+def _orders(T: int) -> tuple[np.ndarray, bool]:
+    """Every order of T checkpoints (identity first), or the identity and MONTE_CARLO - 1 random ones; exact?"""
+    if math.factorial(T) <= EXACT_UP_TO:
+        return np.array(list(itertools.permutations(range(T))), dtype=np.intp), True
+    rng = np.random.default_rng(T)
+    random = np.argsort(rng.random((MONTE_CARLO - 1, T)), axis=1)
+    return np.concatenate([np.arange(T)[None], random]), False
 
 
-def trend_p(values: np.ndarray, reference: str = "best") -> np.ndarray:
+def trend_p(values: np.ndarray, reference: str = "best", signs: np.ndarray | None = None) -> np.ndarray:
     """One-sided permutation p-value that each row of values (M, T), in step order, rises as a trend from its
     first checkpoint to its reference (`trend_statistic`), against the null that the checkpoints' order is
-    exchangeable (they differ, but not with training). The reference's choice (the argmax) is part of the
-    permuted statistic, so picking the best does not inflate the evidence. The smallest p-value is 1/T!:
-    with 3 checkpoints or fewer no curve passes at alpha = 0.05."""
+    exchangeable (they differ, but not with training): the statistic is recomputed for every order of the
+    checkpoints (exact up to 6, 1,000 orders above), the reference (the best) moving with its checkpoint, so
+    picking the best does not inflate the evidence. `signs` (M, T, T): which pairs differ beyond the noise
+    (`bootstrap_pair_signs`); by default every difference counts. The smallest p-value is 1/T!: with 3
+    checkpoints or fewer no curve passes at alpha = 0.05."""
     values = np.atleast_2d(np.asarray(values, dtype=float))
     M, T = values.shape
     if T < 2:
         return np.ones(M)
-    null, exact = _trend_null(T, reference)
-    stat = trend_statistic(ranks_against_trend(values), reference)
-    at_least = len(null) - np.searchsorted(null, stat - 1e-9, side="left")
-    return at_least / len(null) if exact else (1 + at_least) / (1 + len(null))
+    signs = pair_signs(values) if signs is None else np.asarray(signs, dtype=float)
+    orders, _ = _orders(T)
+    where = np.argsort(orders, axis=1)  # where[p, c]: the position of checkpoint c in order p
+    best = np.argmax(values, axis=1)
+    out = np.empty(M)
+    chunk = max(1, 2 ** 22 // (len(orders) * T * T))
+    for lo in range(0, M, chunk):
+        sg = signs[lo:lo + chunk]
+        permuted = sg[:, orders[:, :, None], orders[:, None, :]]  # (m, P, T, T): the pairs in each order
+        ref = where[:, best[lo:lo + chunk]].T if reference == "best" else np.full((len(sg), len(orders)), T - 1)
+        stat = trend_statistic(permuted, ref)
+        out[lo:lo + chunk] = (stat >= stat[:, :1] - 1e-9).mean(axis=1)  # the identity (order 0) included
+    return out
 
 
 def reach_index(values: np.ndarray, reference: np.ndarray, theta: float, normalized: bool = False) -> np.ndarray:
