@@ -78,6 +78,12 @@ def test_report_sections_figures_and_numbers(tmp_path):
     assert "best-on-average checkpoint = step 200" in best and "0.0200" in best
     assert "best checkpoint per language" in _section(page, "tables")
 
+    # Findings come first, say how they are computed, and state each claim with its numbers
+    assert page.index('<section id="findings">') < page.index('<section id="summary">')
+    findings = _section(page, "findings")
+    assert "Benjamini–Hochberg" in findings and "cross-fitted" in findings.lower()
+    assert "pos (layer 1) emerged in 0 of 2 (0 %) languages." in findings  # three checkpoints: no trend possible
+
 
 def test_report_single_checkpoint_single_language_missing_task(tmp_path):
     probes = _probes(steps=(0,), langs=("en",))
