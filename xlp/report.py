@@ -307,8 +307,11 @@ curve's items resampled, the same draw at every checkpoint; where probe seeds di
 (3) the rise is a trend: a one-sided permutation test of the checkpoints' order (Mann–Kendall from the first
 checkpoint to the reference, or to the reference and on to a smooth decline after it; p &lt; {alpha} against every
 order of the checkpoints being equally likely, the choice of the best included), so one lucky checkpoint among
-differing ones does not pass, and with 3 checkpoints or fewer nothing can. A curve that did not emerge has no
-emergence step. Intervals are {level:.0f} % bootstrap percentile intervals ({boot} resamples): the whole curve
+differing ones does not pass, and with 3 checkpoints or fewer nothing can. Pairs of checkpoints count in the trend
+only where they differ beyond the noise (bootstrap and an exact sign test over the items that differ), so a noisy
+plateau is neither a rise nor a fall. All three must hold, so a curve's p-value is the largest of the three, and it
+emerged when its Benjamini–Hochberg q-value over all of the task's curves in the run is &lt; {alpha}. A curve that did
+not emerge has no emergence step. Intervals are {level:.0f} % bootstrap percentile intervals ({boot} resamples): the whole curve
 recomputed on resampled items, then its step. <em>Degradation</em> is cross-fitted: the test items are split in two
 fixed random halves (seed {seed}); the best checkpoint is chosen on one half and best − final measured on the other,
 both ways, and the two estimates averaged; its p-value is the bootstrap probability (selection redone in every
@@ -361,7 +364,8 @@ def write_report(store, spec, plan: dict, probes: pd.DataFrame, emergence: pd.Da
 <dt>Curve</dt><dd>metric against pretraining step for one (task, layer, source, target), averaged over probe seeds.</dd>
 <dt>Emerged</dt><dd>the curve's reference value ({esc(a.emergence_reference)}) beats its baseline and its first
 checkpoint by more than the noise (one-sided bootstrap over test items, and seeds where they differ, p &lt; {a.alpha}),
-and the rise is a trend over checkpoints (permutation test, p &lt; {a.alpha}; see Findings for the procedure).
+and the rise is a trend over checkpoints (permutation test); the largest of the three p-values, corrected by
+Benjamini–Hochberg over the task's curves, is below {a.alpha} (see Findings for the procedure).
 Otherwise the curve did not emerge and has no emergence step.</dd>
 <dt>Emergence step</dt><dd>for a curve that emerged, the first checkpoint whose value reaches θ × the reference
 value, θ = {theta}. The normalised variant is the first checkpoint with (value − first) / (reference − first) ≥ θ.

@@ -13,7 +13,7 @@ CURVE_KEYS = ["task", "layer", "src_lang", "tgt_lang"]
 CURVE_COLUMNS = CURVE_KEYS + [
     "metric", "n_steps", "baseline", "first_step", "first_value", "best_step", "best_value", "final_step",
     "final_value", "final_minus_best", "threshold", "reference", "reference_step", "trend_p", "rise_p",
-    "above_baseline_p", "emerged", "emergence_step", "emergence_step_lo", "emergence_step_hi",
+    "above_baseline_p", "emergence_p", "emergence_q", "emerged", "emergence_step", "emergence_step_lo", "emergence_step_hi",
     "emergence_step_normalized", "emergence_step_normalized_lo", "emergence_step_normalized_hi",
     "degradation", "degradation_p", "degradation_q", "degradation_significant"]
 LOWER_IS_BETTER = {"bpc"}  # metrics where the best checkpoint is the minimum
@@ -66,7 +66,7 @@ def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec | None = None) -
         if b is not None and len(b["point"][0]) != len(steps):
             b = None  # per-item scores at only some checkpoints
         # which checkpoints differ beyond the noise: the trend test counts only those differences
-        signs = pair_signs(v[None])[0] if b is None else bootstrap_pair_signs(whole_curve(b), a.alpha)
+        signs = pair_signs(v[None])[0] if b is None else bootstrap_pair_signs(whole_curve(b), a.alpha, b["wins"])
         groups.append((key, steps, v, c["baseline"].mean(), b, signs))
     trends = np.ones(len(groups))
     for T in {len(g[1]) for g in groups}:  # the trend test, one batch per number of checkpoints
@@ -83,9 +83,13 @@ def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec | None = None) -
         rows.append({**dict(zip(CURVE_KEYS + ["metric"], key)), **stats, **decided, "baseline": float(baseline),
                      "threshold": a.emergence_threshold, "reference": a.emergence_reference})
     out = pd.DataFrame(rows)
-    out["degradation_q"] = np.nan
-    for _, g in out.groupby("task", sort=False):  # the family: every degradation test of the task in the run
+    out["degradation_q"] = out["emergence_q"] = np.nan
+    for _, g in out.groupby("task", sort=False):  # the family: every test of the task in the run
         out.loc[g.index, "degradation_q"] = bh_q(g["degradation_p"].to_numpy())
+        out.loc[g.index, "emergence_q"] = bh_q(g["emergence_p"].to_numpy())
+    out["emerged"] = out["emergence_q"] < a.alpha
+    steps = [c for c in CURVE_COLUMNS if c.startswith("emergence_step")]
+    out.loc[~out["emerged"], steps] = np.nan
     out["degradation_significant"] = (out["degradation_q"] < a.alpha) & (out["degradation"] > 0)
     return out[CURVE_COLUMNS]
 

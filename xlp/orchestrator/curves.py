@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from xlp.orchestrator.stats import bootstrap_pair_signs, multinomial_weights, percentile_step, reach_index, trend_p
+from xlp.orchestrator.stats import (bootstrap_pair_signs, multinomial_weights, percentile_step, reach_index,
+                                   sign_test_greater, trend_p)
 from xlp.spec import AnalysisSpec
 
 
@@ -45,6 +46,9 @@ def bootstrap(curves: dict[tuple, np.ndarray], n: int, rng: np.random.Generator,
     weights = [multinomial_weights(rng, n_boot, len(h)) for h in halves]
     seed_weights: dict[int, np.ndarray] = {}
     out: dict[tuple, dict] = {key: {"n": [len(h) for h in halves], "point": [], "boot": []} for key in curves}
+    for k, items in curves.items():  # per pair of checkpoints, the items on which j beats i and i beats j
+        c = items.mean(axis=1)
+        out[k]["wins"] = (c[None, :, :] > c[:, None, :]).sum(axis=2)  # [i, j]: items where j is above i
     keys = list(curves)
     largest = max(c.shape[0] * c.shape[1] for c in curves.values())
     per_chunk = max(1, 2 ** 24 // max(1, n * largest))  # rows x items of float32 at a time
@@ -85,7 +89,7 @@ def decide(steps: np.ndarray, v: np.ndarray, baseline: float, boot: dict | None,
     T, alpha, theta, nan = len(v), a.alpha, a.emergence_threshold, float("nan")
     ref = int(np.argmax(v)) if a.emergence_reference == "best" else T - 1
     if trend is None:
-        signs = None if boot is None else bootstrap_pair_signs(whole_curve(boot), alpha)[None]
+        signs = None if boot is None else bootstrap_pair_signs(whole_curve(boot), alpha, boot["wins"])[None]
         trend = float(trend_p(v[None], a.emergence_reference, signs)[0])
     row = {"reference_step": int(steps[ref]), "trend_p": trend,
            "rise_p": nan, "above_baseline_p": nan, "degradation": nan, "degradation_p": nan}
@@ -94,7 +98,9 @@ def decide(steps: np.ndarray, v: np.ndarray, baseline: float, boot: dict | None,
     else:
         (pA, pB), (bA, bB) = boot["point"], boot["boot"]
         vb = whole_curve(boot)  # (n_boot, T): the whole curve, recomputed per resample
-        row["rise_p"] = float(np.mean(vb[:, ref] - vb[:, 0] <= 0))
+        # the bootstrap is too lenient when few items differ (4 of 1,000 all one way "pass"): the exact sign
+        # test over the items that differ must agree
+        row["rise_p"] = max(float(np.mean(vb[:, ref] - vb[:, 0] <= 0)), sign_test_greater(boot["wins"])[0, ref])
         row["above_baseline_p"] = float(np.mean(vb[:, ref] - baseline <= 0))
         rise, above = row["rise_p"] < alpha, row["above_baseline_p"] < alpha
         # cross-fitting: the best chosen on one half, best - final measured on the other; both directions averaged
@@ -104,12 +110,14 @@ def decide(steps: np.ndarray, v: np.ndarray, baseline: float, boot: dict | None,
         d = (bB[r, np.argmax(bA, axis=1)] - bB[:, final] + bA[r, np.argmax(bB, axis=1)] - bA[:, final]) / 2
         row["degradation_p"] = float(np.mean(d <= 0))
         vref = vb[r, np.argmax(vb, axis=1)] if a.emergence_reference == "best" else vb[:, final]
-    emerged = bool(T >= 2 and rise and above and row["trend_p"] < alpha)
-    row["emerged"] = emerged
+    # all three must hold: the largest p-value is the conjunction's (point comparisons failing: 1)
+    ps = [row["trend_p"]] + [row[k] for k in ("rise_p", "above_baseline_p") if not np.isnan(row[k])]
+    row["emergence_p"] = max(ps) if (T >= 2 and rise and above) else 1.0
+    candidate = row["emergence_p"] < alpha  # emerged once its BH q-value over the task's curves is below alpha too
     for name, normalized in (("emergence_step", False), ("emergence_step_normalized", True)):
-        row[name] = float(steps[reach_index(v, v[ref], theta, normalized)]) if emerged else nan
+        row[name] = float(steps[reach_index(v, v[ref], theta, normalized)]) if candidate else nan
         lo = hi = nan
-        if emerged and boot is not None:
+        if candidate and boot is not None:
             s = steps[reach_index(vb, vref, theta, normalized)]
             lo, hi = percentile_step(s, alpha / 2), percentile_step(s, 1 - alpha / 2)
         row[f"{name}_lo"], row[f"{name}_hi"] = lo, hi

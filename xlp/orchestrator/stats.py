@@ -23,12 +23,25 @@ def pair_signs(values: np.ndarray) -> np.ndarray:
     return np.sign(v[:, None, :] - v[:, :, None])
 
 
-def bootstrap_pair_signs(boot: np.ndarray, alpha: float) -> np.ndarray:
+def sign_test_greater(wins: np.ndarray) -> np.ndarray:
+    """One-sided exact sign test per pair: wins[i, j] = items on which checkpoint j is above i; the p-value
+    that j is not above i, from the items where the two differ (p = 1 where none do)."""
+    from scipy.stats import binom
+
+    up, down = wins, wins.T
+    return binom.sf(up - 1, up + down, 0.5)
+
+
+def bootstrap_pair_signs(boot: np.ndarray, alpha: float, wins: np.ndarray | None = None) -> np.ndarray:
     """(T, T) signs of value_j - value_i that count only differences beyond the noise: +1 where checkpoint j is
-    above i in at least 1 - alpha/2 of the bootstrap replicates (n_boot, T), -1 where below, 0 otherwise."""
-    above = (boot[:, None, :] > boot[:, :, None]).mean(axis=0)
-    below = (boot[:, None, :] < boot[:, :, None]).mean(axis=0)
-    return (above >= 1 - alpha / 2).astype(float) - (below >= 1 - alpha / 2)
+    above i in at least 1 - alpha/2 of the bootstrap replicates (n_boot, T), -1 where below, 0 otherwise; with
+    per-pair item counts `wins`, a two-sided exact sign test at alpha must agree (few differing items)."""
+    above = (boot[:, None, :] > boot[:, :, None]).mean(axis=0) >= 1 - alpha / 2
+    below = (boot[:, None, :] < boot[:, :, None]).mean(axis=0) >= 1 - alpha / 2
+    if wins is not None:
+        p_up = sign_test_greater(wins)
+        above, below = above & (p_up < alpha / 2), below & (p_up.T < alpha / 2)
+    return above.astype(float) - below
 
 
 def trend_statistic(signs: np.ndarray, ref: np.ndarray) -> np.ndarray:
