@@ -6,8 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from xlp.orchestrator.stats import (bootstrap_pair_signs, multinomial_weights, percentile_step, reach_index,
-                                   sign_test_greater, trend_p)
+from xlp.orchestrator.stats import (
+    bootstrap_pair_signs,
+    multinomial_weights,
+    percentile_step,
+    reach_index,
+    sign_test_greater,
+    trend_p,
+)
 from xlp.spec import AnalysisSpec
 
 
