@@ -49,7 +49,7 @@ def test_paired_bootstrap():
 
 
 def test_degradation_significance_and_best_layers():
-    from xlp.orchestrator.analysis import best_layers, degradation_tests
+    from xlp.orchestrator.analysis import best_layers
 
     n = 400
     rng = np.random.default_rng(1)
@@ -63,8 +63,8 @@ def test_degradation_significance_and_best_layers():
             rows.append(dict(step=step, task="pos", layer=1, src_lang="en", tgt_lang=tgt, seed=0, metric="accuracy",
                              value=correct.mean(), baseline=0.2, n_test=n, correct=np.packbits(correct).tobytes()))
     probes = pd.DataFrame(rows)
-    em = degradation_tests(probes, emergence_table(probes)).set_index("tgt_lang")
-    assert em.loc["de", "degradation_significant"] and em.loc["de", "degradation_p"] < 0.01
+    em = emergence_table(probes).set_index("tgt_lang")  # degradation is cross-fitted over halves of the items
+    assert em.loc["de", "degradation_significant"] and em.loc["de", "degradation_q"] < 0.01
     assert not em.loc["fr", "degradation_significant"]
 
     layered = pd.DataFrame([dict(task="pos", src_lang="en", tgt_lang="en", step=s, layer=l, value=v)
@@ -78,13 +78,22 @@ def test_degradation_significance_and_best_layers():
 
 
 def test_lower_is_better_metric_bpc():
-    """bpc 5.0, 4.0, 3.5, 3.6: best (the minimum) at 200; reaching best / 0.95 = 3.684 first at 200;
-    normalised gain (5 - v) / 1.5 >= 0.95 first at 200; final - best = +0.1 (a loss, not a gain)."""
-    rows = [dict(task="bpc", layer=4, src_lang="en", tgt_lang="en", metric="bpc", step=s, seed=0, value=v,
-                 baseline=6.0) for s, v in zip((0, 100, 200, 400), (5.0, 4.0, 3.5, 3.6))]
-    e = emergence_table(pd.DataFrame(rows), 0.95).iloc[0]
-    assert (e.best_step, e.best_value, e.emergence_step, e.emergence_step_normalized) == (200, 3.5, 200, 200)
-    assert e.first_value == 5.0 and e.final_value == 3.6 and abs(e.final_minus_best - 0.1) < 1e-12
+    """bpc 5.0, 4.0, 3.5, 3.6: best (the minimum) at 200, final - best = +0.1 (a loss, not a gain); four
+    checkpoints that are not in order are no trend (the smallest p-value of 4 is 1/24), so no emergence step.
+    bpc 5.0, 4.0, 3.5, 3.4, 3.35 falls at every checkpoint: it emerged; best / 0.95 = 3.526 is first reached
+    at 200, the normalised gain (5 - v) / 1.65 >= 0.95 (v <= 3.4325) at 400."""
+    def table(values):
+        rows = [dict(task="bpc", layer=4, src_lang="en", tgt_lang="en", metric="bpc", step=s, seed=0, value=v,
+                     baseline=6.0) for s, v in zip((0, 100, 200, 400, 800), values)]
+        return emergence_table(pd.DataFrame(rows), 0.95).iloc[0]
+
+    e = table((5.0, 4.0, 3.5, 3.6))
+    assert (e.best_step, e.best_value, e.first_value, e.final_value) == (200, 3.5, 5.0, 3.6)
+    assert abs(e.final_minus_best - 0.1) < 1e-12
+    assert not e.emerged and np.isnan(e.emergence_step) and np.isnan(e.emergence_step_normalized)
+    e = table((5.0, 4.0, 3.5, 3.4, 3.35))
+    assert e.emerged and (e.emergence_step, e.emergence_step_normalized) == (200, 400)
+    assert np.isnan(e.degradation_p)  # no per-item scores for bpc: no degradation test
 
 
 def test_status_throughput_counts_parallel_workers_and_skips_gaps():

@@ -17,19 +17,23 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import Normalize, SymLogNorm  # noqa: E402
 
 from xlp.orchestrator.analysis import direction  # noqa: E402
-from xlp.tasks import BUILT_IN, resolve_tasks  # noqa: E402
+from xlp.orchestrator.findings import FINDINGS, findings_table  # noqa: E402
+from xlp.tasks import BUILT_IN, pairwise_only, resolve_tasks  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette; past 8 languages colours repeat with another marker
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = "os^Dv"
 PACKAGES = ["xlp", "torch", "transformers", "ray", "pyarrow", "numpy", "pandas", "matplotlib"]
-SECTIONS = ["summary", "definitions", "notes", "curves", "transfer", "layers", "best", "emergence", "tables", "spec"]
+SECTIONS = ["findings", "summary", "definitions", "notes", "curves", "transfer", "layers", "best", "emergence", "tables", "spec"]
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
 th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}figcaption{font-size:13px;color:#444}
 pre{background:#f6f6f6;padding:1em;font-size:12px;overflow:auto}dt{font-weight:600}dd{margin:0 0 .6em 1.5em}"""
 
 esc = html.escape
+NOT_EMERGED = "did not emerge"
+STEP_COLUMNS = ["emergence_step", "emergence_step_lo", "emergence_step_hi", "emergence_step_normalized",
+                "emergence_step_normalized_lo", "emergence_step_normalized_hi"]
 
 
 def _version(pkg: str) -> str:
@@ -42,6 +46,14 @@ def _version(pkg: str) -> str:
 def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, escape=True, na_rep="",
                       float_format=lambda v: f"{v:.4f}")
+
+
+def _emergence_display(em: pd.DataFrame) -> pd.DataFrame:
+    """The curves' table as shown: steps as integers, "did not emerge" where a curve has none."""
+    out = em.copy()
+    for col in [c for c in STEP_COLUMNS if c in out]:
+        out[col] = [NOT_EMERGED if pd.isna(x) else str(int(x)) for x in out[col]]
+    return out
 
 
 def _step_axis(ax, steps) -> None:
@@ -161,7 +173,7 @@ class _Report:
             return ""
         layer = self.last_layer(task)
         grid = (e[(e["task"] == task) & (e["layer"] == layer)]
-                .pivot_table(index="src_lang", columns="tgt_lang", values="emergence_step", aggfunc="first"))
+                .pivot(index="src_lang", columns="tgt_lang", values="emergence_step"))
         if grid.empty:
             return ""
         order = list(self.style)
@@ -171,9 +183,12 @@ class _Report:
             v = grid.to_numpy(dtype=float)
             norm = _step_norm(v[~np.isnan(v)])
             fig, ax = plt.subplots(figsize=(1.2 + 0.55 * v.shape[1], 1.0 + 0.5 * v.shape[0]))
+            ax.set_facecolor("#eeeeee")  # cells of curves that did not emerge
             im = ax.imshow(np.ma.masked_invalid(v), cmap="viridis", norm=norm, aspect="auto")
             for (i, j), x in np.ndenumerate(v):
-                if not np.isnan(x):
+                if np.isnan(x):
+                    ax.text(j, i, "did not\nemerge", ha="center", va="center", fontsize=5, color="#555")
+                else:
                     ax.text(j, i, f"{int(x)}", ha="center", va="center", fontsize=7,
                             color="white" if norm(x) < 0.5 else "black")
             ax.set_xticks(range(v.shape[1]), grid.columns)
@@ -184,7 +199,8 @@ class _Report:
             return fig
 
         return self.figure(f"transfer_{task}", draw, f"{task}, layer {layer}: emergence step of each "
-                           "source → target curve (probe trained on the source, tested on the target).")
+                           "source → target curve (probe trained on the source, tested on the target); grey "
+                           "cells: did not emerge.")
 
     def layers(self, task: str) -> str:
         d = self.curve_rows(task)
@@ -205,6 +221,45 @@ class _Report:
             return fig
 
         return self.figure(f"layers_{task}", draw, f"{task}: {what} value averaged over languages and seeds.")
+
+    def acquisition_figure(self) -> str:
+        """Per task (its last layer), each language's in-language emergence step with its interval; x: did not emerge."""
+        e = self.emergence
+        if e.empty or "emerged" not in e:
+            return ""
+        e = e[(e.src_lang == e.tgt_lang) & ~e.task.isin(pairwise_only())]
+        e = e[e.layer == e.groupby("task").layer.transform("max")]
+        tasks = [t for t in self.tasks if t in set(e.task)]
+        if not tasks:
+            return ""
+
+        def draw():
+            fig, ax = plt.subplots(figsize=(8, 0.6 + 0.45 * len(tasks) * max(1, len(self.style)) ** 0.5))
+            steps = sorted(set(self.probes["step"]))
+            right = steps[-1] * 2 if steps and steps[-1] > 0 else 1
+            for i, task in enumerate(tasks):
+                g = e[e.task == task]
+                for j, lang in enumerate([x for x in self.style if x in set(g.src_lang)]):
+                    row = g[g.src_lang == lang].iloc[0]
+                    y = i + 0.8 * (j + 0.5) / max(1, g.src_lang.nunique()) - 0.4
+                    colour, marker = self.style[lang]
+                    if row.emerged:
+                        lo, hi = row.emergence_step_lo, row.emergence_step_hi
+                        if not np.isnan(lo):
+                            ax.plot([lo, hi], [y, y], color=colour, lw=1.5)
+                        ax.plot(row.emergence_step, y, marker=marker, color=colour, ms=5,
+                                label=lang if i == 0 else None)
+                    else:
+                        ax.plot(right, y, marker="x", color=colour, ms=5, label=lang if i == 0 else None)
+            _step_axis(ax, [*steps, right])
+            ax.set_yticks(range(len(tasks)), tasks)
+            ax.set(xlabel="emergence step (symlog; x at the right: did not emerge)",
+                   title="in-language emergence step per task (last layer), with its interval")
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="language")
+            return fig
+
+        return self.figure("acquisition", draw, "each language's in-language emergence step and its bootstrap "
+                           "interval, per task at its last layer; x = did not emerge.")
 
     def best(self) -> str:
         rows, lines = [], []
@@ -230,12 +285,60 @@ class _Report:
         return "".join(lines) + (_table(pd.DataFrame(rows)) if rows else "<p>No in-language results.</p>")
 
 
+PROCEDURE = """<p>How these are computed. A curve <em>emerged</em> only if (1) its reference value (the best, or the
+final checkpoint's: <code>analysis.emergence_reference</code> = {ref}) is above the majority-class baseline and
+(2) above the first checkpoint's value, each with a one-sided bootstrap p &lt; {alpha} over the test items (the
+curve's items resampled, the same draw at every checkpoint; where probe seeds differ, the seeds resampled too), and
+(3) the rise is a trend: a one-sided permutation test of the checkpoints' order (Mann–Kendall from the first
+checkpoint to the reference, or to the reference and on to a smooth decline after it; p &lt; {alpha} against every
+order of the checkpoints being equally likely, the choice of the best included), so one lucky checkpoint among
+differing ones does not pass, and with 3 checkpoints or fewer nothing can. Pairs of checkpoints count in the trend
+only where they differ beyond the noise (bootstrap and an exact sign test over the items that differ), so a noisy
+plateau is neither a rise nor a fall. All three must hold, so a curve's p-value is the largest of the three, and it
+emerged when its Benjamini–Hochberg q-value over all of the task's curves in the run is &lt; {alpha}. A curve that did
+not emerge has no emergence step. Intervals are {level:.0f} % bootstrap percentile intervals ({boot} resamples): the whole curve
+recomputed on resampled items, then its step. <em>Degradation</em> is cross-fitted: the test items are split in two
+fixed random halves (seed {seed}); the best checkpoint is chosen on one half and best − final measured on the other,
+both ways, and the two estimates averaged; its p-value is the bootstrap probability (selection redone in every
+resample) that this average is ≤ 0; q-values are Benjamini–Hochberg over all of a task's degradation tests in the
+run (every layer, source and target), and a curve degrades significantly when q &lt; {alpha}. Acquisition order uses
+a two-sided exact sign test over languages (ties, including where neither task emerged, left out). Sentences
+speak of each task's last layer; the tables have every layer. findings.parquet holds every number.</p>"""
+
+
+def _findings_html(r: _Report, findings: pd.DataFrame, analysis) -> str:
+    parts = [PROCEDURE.format(ref=esc(analysis.emergence_reference), alpha=analysis.alpha, boot=analysis.bootstrap,
+                              level=100 * (1 - analysis.alpha), seed=analysis.seed)]
+    if findings.empty:
+        return parts[0] + "<p>No curves, so no findings.</p>"
+    for key, title in FINDINGS.items():
+        f = findings[findings.finding == key]
+        sentences = f[f.quantity == "sentence"].text
+        numbers = f[(f.quantity != "sentence") & (f.src_lang == "")]
+        parts.append(f"<h3>{esc(title)}</h3>")
+        parts.append("<ul>" + "".join(f"<li>{esc(t)}</li>" for t in sentences) + "</ul>" if len(sentences)
+                     else "<p>Nothing to compute for this run.</p>")
+        if len(numbers):
+            wide = numbers.pivot_table(index=["task", "other_task", "scope", "layer"], columns="quantity",
+                                       values="value", aggfunc="first", dropna=False, sort=False)
+            wide = wide[list(dict.fromkeys(numbers.quantity))].reset_index()
+            parts.append(_table(wide.loc[:, (wide != "").any(axis=0)]))
+        if key == "acquisition":
+            parts.append(r.acquisition_figure())
+    return "".join(parts)
+
+
 def write_report(store, spec, plan: dict, probes: pd.DataFrame, emergence: pd.DataFrame,
-                 extra_tables: dict[str, pd.DataFrame] | None = None, timings: dict[str, str] | None = None) -> None:
+                 extra_tables: dict[str, pd.DataFrame] | None = None, timings: dict[str, str] | None = None,
+                 findings: pd.DataFrame | None = None) -> None:
     """Write report/index.html (figures inline) and report/figures/<kind>_<task>.{png,svg} to the store."""
     r = _Report(store, spec, probes, emergence)
-    s, theta = plan.get("summary", {}), spec.analysis.emergence_threshold
+    s, a = plan.get("summary", {}), spec.analysis
+    theta = a.emergence_threshold
+    if findings is None:
+        findings = findings_table(probes, emergence, a.alpha, spec.tasks)
     body = {
+        "findings": _findings_html(r, findings, a),
         "summary": "<ul>" + "".join(f"<li>{esc(k)}: {esc(str(v))}</li>" for k, v in [
             ("run", spec.name), ("checkpoints", s.get("checkpoints")),
             ("steps", ", ".join(map(str, s.get("steps", [])))), ("tasks", ", ".join(spec.tasks)),
@@ -244,10 +347,24 @@ def write_report(store, spec, plan: dict, probes: pd.DataFrame, emergence: pd.Da
             ("versions", ", ".join(f"{p} {_version(p)}" for p in PACKAGES))]) + "</ul>",
         "definitions": f"""<dl>
 <dt>Curve</dt><dd>metric against pretraining step for one (task, layer, source, target), averaged over probe seeds.</dd>
-<dt>Emergence step</dt><dd>the first checkpoint whose value reaches θ × the curve's best value, θ = {theta}.
-The normalised variant is the first checkpoint with (value − first) / (best − first) ≥ θ.</dd>
+<dt>Emerged</dt><dd>the curve's reference value ({esc(a.emergence_reference)}) beats its baseline and its first
+checkpoint by more than the noise (one-sided bootstrap over test items, and seeds where they differ, p &lt; {a.alpha}),
+and the rise is a trend over checkpoints (permutation test); the largest of the three p-values, corrected by
+Benjamini–Hochberg over the task's curves, is below {a.alpha} (see Findings for the procedure).
+Otherwise the curve did not emerge and has no emergence step.</dd>
+<dt>Emergence step</dt><dd>for a curve that emerged, the first checkpoint whose value reaches θ × the reference
+value, θ = {theta}. The normalised variant is the first checkpoint with (value − first) / (reference − first) ≥ θ.
+Each comes with a {100 * (1 - a.alpha):.0f} % interval (<code>_lo</code>, <code>_hi</code>): the step recomputed on
+{a.bootstrap} bootstrap resamples of the test items (the whole curve and its reference recomputed each time),
+percentiles taken among the checkpoints' steps. It says how far the step could move with other test items of the
+same language; it is not an interval over pretraining runs.</dd>
 <dt>Best checkpoint</dt><dd>the argmax of the curve (argmin for bits per character), the earliest on ties;
-final_minus_best = final value − best value.</dd>
+final_minus_best = final value − best value, on all test items (a point estimate that favours the best).</dd>
+<dt>Degradation</dt><dd><code>degradation</code> = best − final (positive: the final is worse) with the best chosen
+on one half of the test items and measured on the other, averaged over both directions; <code>degradation_p</code>
+its bootstrap p-value, <code>degradation_q</code> Benjamini–Hochberg over the task's tests in this run,
+<code>degradation_significant</code>: q &lt; {a.alpha} and degradation &gt; 0. Without per-item scores (bits per
+character) there is no test.</dd>
 {"".join(f"<dt>{esc(t.name)}</dt><dd>{esc(t.definition)}</dd>" for t in resolve_tasks(spec.tasks))}
 <dt>Single best-on-average checkpoint</dt><dd>the step maximising the mean over languages of the in-language curve
 (last layer); a language's regret = its best value − its value at that step.</dd>
@@ -257,13 +374,13 @@ final_minus_best = final value − best value.</dd>
         "transfer": "".join(r.transfer(t) for t in r.tasks),
         "layers": "".join(r.layers(t) for t in r.tasks),
         "best": r.best(),
-        "emergence": _table(emergence) if not emergence.empty else "<p>No curves.</p>",
+        "emergence": _table(_emergence_display(emergence)) if not emergence.empty else "<p>No curves.</p>",
         "tables": "".join(f"<h3>{esc(name)}</h3>{_table(df)}" for name, df in (extra_tables or {}).items()),
         "spec": f"<pre>{esc(spec.model_dump_json(indent=1))}</pre>",
     }
     # notes last: figures add their own notes when skipped
     body["notes"] = "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in [*plan.get("notes", []), *r.notes]) + "</ul>"
-    titles = {"best": "Best checkpoints", "tables": "Tables", "spec": "Spec", "curves": "Learning curves",
+    titles = {"findings": "Findings", "best": "Best checkpoints", "tables": "Tables", "spec": "Spec", "curves": "Learning curves",
               "transfer": "Cross-lingual transfer", "layers": "Layers × steps", "emergence": "Emergence table"}
     sections = "\n".join(f'<section id="{k}"><h2>{titles.get(k, k.capitalize())}</h2>{body[k] or "<p>None.</p>"}'
                          "</section>" for k in SECTIONS)

@@ -84,6 +84,11 @@ class RetrievalSpec(_Strict):
 
 class AnalysisSpec(_Strict):
     emergence_threshold: float = Field(0.95, gt=0, le=1)
+    emergence_reference: Literal["best", "final"] = Field(
+        "best", description="the value the emergence step is a fraction of: the curve's best or its final checkpoint's")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="level of every test; intervals are (1 - alpha) percentile")
+    bootstrap: int = Field(1000, ge=100, description="bootstrap resamples of the test items (and of seeds that differ)")
+    seed: int = Field(0, description="seed of the bootstrap and of the split of test items into halves")
 
 
 class PretrainSpec(_Strict):

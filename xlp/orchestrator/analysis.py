@@ -1,13 +1,22 @@
-"""Learning-curve statistics: emergence, best checkpoint, final-vs-best (definitions in DESIGN.md)."""
+"""Learning-curve statistics: emergence, best checkpoint, degradation, layers (definitions in DESIGN.md)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from xlp.orchestrator.curves import bootstrap, decide, item_groups, whole_curve
+from xlp.orchestrator.stats import bh_q, bootstrap_pair_signs, pair_signs, stable_rng, trend_p
+from xlp.spec import AnalysisSpec
 from xlp.tasks import metric_direction
 
 CURVE_KEYS = ["task", "layer", "src_lang", "tgt_lang"]
+CURVE_COLUMNS = CURVE_KEYS + [
+    "metric", "n_steps", "baseline", "first_step", "first_value", "best_step", "best_value", "final_step",
+    "final_value", "final_minus_best", "threshold", "reference", "reference_step", "trend_p", "rise_p",
+    "above_baseline_p", "emergence_p", "emergence_q", "emerged", "emergence_step", "emergence_step_lo", "emergence_step_hi",
+    "emergence_step_normalized", "emergence_step_normalized_lo", "emergence_step_normalized_hi",
+    "degradation", "degradation_p", "degradation_q", "degradation_significant"]
 
 
 def direction(metric: str) -> int:
@@ -39,23 +48,55 @@ def curve_stats(steps: np.ndarray, values: np.ndarray, threshold: float = 0.95) 
     }
 
 
-def emergence_table(probes: pd.DataFrame, threshold: float = 0.95) -> pd.DataFrame:
-    """One row per (task, layer, source, target) curve."""
+def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec | None = None) -> pd.DataFrame:
+    """One row per (task, layer, source, target) curve: its point statistics, whether it emerged (with the
+    emergence step and its bootstrap interval) and the cross-fitted degradation test, BH q-values per task."""
+    a = analysis or AnalysisSpec()
     if probes.empty:
-        return pd.DataFrame(columns=CURVE_KEYS + ["metric", "n_steps", "emergence_step", "best_step"])
+        return pd.DataFrame(columns=CURVE_COLUMNS)
     curves = (probes.groupby(CURVE_KEYS + ["metric", "step"], sort=True)
-              .agg(value=("value", "mean"), baseline=("baseline", "mean"))
-              .reset_index())
-    rows = []
+              .agg(value=("value", "mean"), baseline=("baseline", "mean")).reset_index())
+    boots: dict[tuple, dict] = {}
+    for (task, tgt, n), group in item_groups(probes).items():
+        boots.update(bootstrap(group, n, stable_rng(a.seed, task, tgt, n), a.bootstrap))
+    groups = []
     for key, c in curves.groupby(CURVE_KEYS + ["metric"], sort=True):
-        c = c.sort_values("step")
+        steps, v = c["step"].to_numpy(), direction(key[-1]) * c["value"].to_numpy()
+        b = boots.get(tuple(key[:4]))
+        if b is not None and len(b["point"][0]) != len(steps):
+            b = None  # per-item scores at only some checkpoints
+        # which checkpoints differ beyond the noise: the trend test counts only those differences
+        signs = pair_signs(v[None])[0] if b is None else bootstrap_pair_signs(whole_curve(b), a.alpha, b["wins"])
+        groups.append((key, steps, v, c["baseline"].mean(), b, signs))
+    trends = np.ones(len(groups))
+    for T in {len(g[1]) for g in groups}:  # the trend test, one batch per number of checkpoints
+        at = [i for i, g in enumerate(groups) if len(g[1]) == T]
+        trends[at] = trend_p(np.stack([groups[i][2] for i in at]), a.emergence_reference,
+                             np.stack([groups[i][5] for i in at]))
+    rows = []
+    for (key, steps, v, baseline, b, _), trend in zip(groups, trends):
         sign = direction(key[-1])
-        stats = curve_stats(c["step"].to_numpy(), sign * c["value"].to_numpy(), threshold)
+        stats = curve_stats(steps, v, a.emergence_threshold)
         for field in ("first_value", "best_value", "final_value", "final_minus_best"):
             stats[field] *= sign  # back to the metric's units: for bpc, final_minus_best > 0 is a loss
-        rows.append({**dict(zip(CURVE_KEYS + ["metric"], key)), **stats,
-                     "baseline": float(c["baseline"].mean()), "threshold": threshold})
-    return pd.DataFrame(rows)
+        decided = decide(steps, v, sign * baseline, b, a, float(trend))
+        rows.append({**dict(zip(CURVE_KEYS + ["metric"], key)), **stats, **decided, "baseline": float(baseline),
+                     "threshold": a.emergence_threshold, "reference": a.emergence_reference})
+    out = pd.DataFrame(rows)
+    out["degradation_q"] = out["emergence_q"] = np.nan
+    for _, g in out.groupby("task", sort=False):  # the family: every test of the task in the run
+        out.loc[g.index, "degradation_q"] = bh_q(g["degradation_p"].to_numpy())
+        out.loc[g.index, "emergence_q"] = bh_q(g["emergence_p"].to_numpy())
+    out["emerged"] = out["emergence_q"] < a.alpha
+    steps = [c for c in CURVE_COLUMNS if c.startswith("emergence_step")]
+    out.loc[~out["emerged"], steps] = np.nan
+    out["degradation_significant"] = (out["degradation_q"] < a.alpha) & (out["degradation"] > 0)
+    return out[CURVE_COLUMNS]
+
+
+def emergence_table(probes: pd.DataFrame, threshold: float = 0.95, **analysis) -> pd.DataFrame:
+    """analyse_curves with the analysis settings as keywords (emergence_reference, alpha, bootstrap, seed)."""
+    return analyse_curves(probes, AnalysisSpec(emergence_threshold=threshold, **analysis))
 
 
 def paired_bootstrap_p(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> float:
@@ -75,31 +116,6 @@ def paired_bootstrap_p(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int
 
 def unpack_correct(packed: bytes, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=n).astype(bool)
-
-
-def degradation_tests(probes: pd.DataFrame, emergence: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Add degradation_p (paired bootstrap, best vs final checkpoint, over test items) and
-    degradation_significant (final below best with p < alpha) to the emergence table."""
-    if emergence.empty or "correct" not in probes:
-        return emergence.assign(degradation_p=np.nan, degradation_significant=False)
-    items = {}
-    for key, g in probes[probes["correct"].notna()].groupby(CURVE_KEYS + ["step"], sort=False):
-        n = int(g["n_test"].iloc[0])
-        items[key] = np.mean([unpack_correct(c, n) for c in g["correct"]], axis=0)
-    p_values = []
-    for r in emergence.itertuples(index=False):
-        key = (r.task, r.layer, r.src_lang, r.tgt_lang)
-        best, final = items.get((*key, r.best_step)), items.get((*key, r.final_step))
-        if r.best_step == r.final_step:
-            p_values.append(1.0)
-        elif best is None or final is None:  # no per-item scores (bpc): no test
-            p_values.append(np.nan)
-        else:
-            p_values.append(paired_bootstrap_p(best, final))
-    out = emergence.assign(degradation_p=p_values)
-    worse = out.final_minus_best * out.metric.map(direction) < 0
-    out["degradation_significant"] = worse & (out.degradation_p < alpha)
-    return out
 
 
 def best_layers(probes: pd.DataFrame) -> pd.DataFrame:

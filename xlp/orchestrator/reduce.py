@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import pyarrow as pa
 
-from xlp.orchestrator.analysis import best_layers, degradation_tests, emergence_table
+from xlp.orchestrator.analysis import analyse_curves, best_layers
+from xlp.orchestrator.findings import findings_table
 from xlp.orchestrator.ledger import Ledger
 from xlp.orchestrator.status import busy_seconds
 from xlp.orchestrator.units import digest, probe_output
@@ -23,7 +24,7 @@ PROBE_ORDER = ["step", "task", "layer", "src_lang", "tgt_lang", "seed"]
 
 def _write(store: Store, name: str, df: pd.DataFrame) -> None:
     store.write_table(f"results/{name}.parquet", pa.Table.from_pandas(df, preserve_index=False))
-    store.write_csv(f"results/{name}.csv", df)
+    store.write_csv(f"results/{name}.csv", df.drop(columns=["correct"], errors="ignore"))  # bytes: Parquet only
 
 
 def _timings(ledger: Ledger, plan: dict) -> dict[str, str]:
@@ -65,19 +66,20 @@ def reduce_run(store: Store, spec: Spec, force: bool = False, ledger: Ledger | N
     probes = probes.sort_values(PROBE_ORDER, kind="stable").reset_index(drop=True)
     if len(probes) and plan.get("checkpoints"):  # a series that moved keeps its results, under its new name
         probes["checkpoint"] = probes.step.astype(str).map(plan["checkpoints"]).fillna(probes.checkpoint)
-    emergence = degradation_tests(probes, emergence_table(probes, spec.analysis.emergence_threshold))
-    probes = probes.drop(columns=["correct"], errors="ignore")
+    emergence = analyse_curves(probes, spec.analysis)
+    findings = findings_table(probes, emergence, spec.analysis.alpha, [t.name for t in resolve_tasks(spec.tasks)])
     tick(1, total)
     layers = best_layers(probes)
     _write(store, "probes", probes)
     _write(store, "emergence", emergence)
+    _write(store, "findings", findings)
     _write(store, "layers", layers)
     extra = {"best layer per checkpoint (in-language)": layers}
     for task in resolve_tasks(spec.tasks):
         for name, (title, table) in task.extra_tables(probes).items():
             _write(store, name, table)
             extra[title] = table
-    write_report(store, spec, plan, probes, emergence, extra, timings=_timings(ledger, plan))
+    write_report(store, spec, plan, probes, emergence, extra, timings=_timings(ledger, plan), findings=findings)
     store.write_bytes(REDUCED, json.dumps({"inputs": inputs}).encode())
     tick(1, total)
     return probes, emergence

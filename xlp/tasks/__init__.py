@@ -24,7 +24,8 @@ BUILT_IN: dict[str, Task] = {task.name: task for task in (
 ENTRY_POINT_GROUP = "xlp.tasks"
 _loaded: dict[str, Task] = {}  # plugin tasks this process has resolved, by name
 
-__all__ = ["BUILT_IN", "SentenceTask", "Task", "WordTask", "get_task", "known_tasks", "metric_direction", "resolve_tasks"]
+__all__ = ["BUILT_IN", "SentenceTask", "Task", "WordTask", "get_task", "known_tasks", "metric_direction",
+           "pairwise_only", "resolve_tasks"]
 
 
 def known_tasks() -> list[str]:
@@ -61,6 +62,11 @@ def resolve_tasks(refs: list[str]) -> list[Task]:
         task = get_task(ref)
         tasks.setdefault(task.name, task)
     return list(tasks.values())
+
+
+def pairwise_only() -> set[str]:
+    """Names of the tasks (known to this process) whose in-language values are trivial (retrieval)."""
+    return {t.name for t in (*BUILT_IN.values(), *_loaded.values()) if t.pairwise_only}
 
 
 def metric_direction(metric: str) -> int:

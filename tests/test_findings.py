@@ -1,0 +1,181 @@
+"""Emergence that can say no, cross-fitted degradation, and the findings checked against plain recomputations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from xlp.orchestrator.analysis import analyse_curves, emergence_table
+from xlp.orchestrator.findings import findings_table
+from xlp.spec import AnalysisSpec
+
+STEPS = (0, 25, 50, 100, 200, 400, 800)
+LANGS = ("en", "de", "fr", "vi")
+
+
+def _rows(p_by_step, rng, n=600, tgt="de", seeds=(0,), seeds_differ=False, baseline=0.2, task="pos", layer=1,
+          src="en") -> list[dict]:
+    rows = []
+    for step, p in zip(STEPS, p_by_step):
+        c = rng.random(n) < p
+        for seed in seeds:
+            hit = rng.random(n) < p if seeds_differ else c
+            rows.append({"checkpoint": f"step_{step}", "step": step, "task": task, "layer": layer, "src_lang": src,
+                         "tgt_lang": tgt, "seed": seed, "metric": "accuracy", "value": hit.mean(), "baseline": baseline,
+                         "n_train": 100, "n_test": n, "seed_invariant": not seeds_differ,
+                         "correct": np.packbits(hit).tobytes()})
+    return rows
+
+
+def test_emergence_says_yes_and_no():
+    rng = np.random.default_rng(0)
+    rising = [0.30, 0.45, 0.62, 0.75, 0.83, 0.86, 0.86]
+    rows = (_rows(rising, rng, tgt="de") + _rows([0.6] * 7, rng, tgt="fr")  # flat: only item noise
+            + _rows([0.6, 0.8, 0.5, 0.75, 0.55, 0.7, 0.6], rng, tgt="vi")  # differing checkpoints, no trend
+            + _rows([0.05, 0.08, 0.11, 0.13, 0.15, 0.16, 0.16], rng, tgt="zh")  # rises, but stays below baseline
+            + _rows(rising, rng, tgt="ar", seeds=(0, 1, 2), seeds_differ=True))
+    em = emergence_table(pd.DataFrame(rows)).set_index("tgt_lang")
+    for lang in ("de", "ar"):
+        e = em.loc[lang]
+        assert e.emerged and e.trend_p < 0.05 and e.rise_p < 0.05 and e.above_baseline_p < 0.05
+        # 0.95 x 0.86 = 0.817: first reached at 200 by the curve's generating probabilities
+        assert e.emergence_step_lo <= e.emergence_step <= e.emergence_step_hi and e.emergence_step in (100, 200, 400)
+        assert e.emergence_step_lo <= e.emergence_step_normalized_hi
+    assert not em.loc["fr"].emerged and np.isnan(em.loc["fr"].emergence_step)
+    vi = em.loc["vi"]
+    assert vi.rise_p < 0.05 and vi.trend_p >= 0.05 and not vi.emerged  # one lucky checkpoint is not a trend
+    zh = em.loc["zh"]
+    assert zh.trend_p < 0.05 and zh.above_baseline_p > 0.05 and not zh.emerged
+    assert np.isnan(em.loc[["fr", "vi", "zh"], "emergence_step_lo"]).all()
+
+
+def test_reference_final_and_a_curve_that_learns_then_forgets():
+    rng = np.random.default_rng(1)
+    rows = _rows([0.30, 0.55, 0.85, 0.80, 0.70, 0.55, 0.35], rng)
+    best = emergence_table(pd.DataFrame(rows)).iloc[0]
+    final = emergence_table(pd.DataFrame(rows), emergence_reference="final").iloc[0]
+    assert best.emerged and best.emergence_step == 50 and best.reference_step == 50
+    assert best.degradation_significant and 0.4 < best.degradation < 0.6
+    assert not final.emerged and final.reference_step == 800  # back near where it started: no rise to the final
+
+
+def test_degradation_is_cross_fitted_and_corrected():
+    """Twenty flat curves (only item noise) and one that really drops at the end: picking the best on the same
+    items would call many flat ones degraded; cross-fitted and BH-corrected, only the real one is."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for i in range(20):
+        rows += _rows([0.7] * 7, rng, n=300, src=f"s{i:02d}")
+    rows += _rows([0.3, 0.5, 0.7, 0.8, 0.8, 0.8, 0.6], rng, n=300, src="zz")
+    em = analyse_curves(pd.DataFrame(rows), AnalysisSpec()).set_index("src_lang")
+    assert em.degradation_significant.tolist() == [False] * 20 + [True]
+    assert (em.final_minus_best < 0).sum() >= 15  # the naive point estimate: the flat ones "lose" too
+
+
+def learning_probes(n=300, seed=0, tasks=("pos", "deprel")) -> pd.DataFrame:
+    """pos rises early, deprel later; cross-lingual later than in-language; layer 2 drops at the final checkpoint."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for ti, task in enumerate(tasks):
+        for layer in (0, 1, 2):
+            for src in LANGS:
+                for tgt in LANGS:
+                    lag = ti * 2 + (0 if src == tgt else 1) + LANGS.index(tgt) % 2
+                    p = [0.3 + 0.55 * min(1, max(0, (i - 0.5 * lag) / 2.5)) for i in range(len(STEPS))]
+                    if layer == 2:
+                        p[-1] -= 0.2
+                    rows += _rows(p, rng, n=n, tgt=tgt, task=task, layer=layer, src=src)
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def learned():
+    probes = learning_probes()
+    em = analyse_curves(probes)
+    return probes, em, findings_table(probes, em, 0.05, ["pos", "deprel"])
+
+
+def _get(f, finding, quantity, task="pos", layer=2, **kw) -> float:
+    sel = f[(f.finding == finding) & (f.quantity == quantity) & (f.task == task) & (f.layer == layer)]
+    for k, v in kw.items():
+        sel = sel[sel[k] == v]
+    [value] = sel.value.tolist()
+    return value
+
+
+def test_findings_match_an_independent_computation(learned):
+    probes, em, f = learned
+    step = {(r.task, r.layer, r.src_lang, r.tgt_lang): (r.emergence_step if r.emerged else np.inf)
+            for r in em.itertuples()}
+    sig = {(r.task, r.layer, r.src_lang, r.tgt_lang): bool(r.degradation_significant) for r in em.itertuples()}
+    assert all(step[("pos", layer, x, x)] < np.inf for layer in (0, 1, 2) for x in LANGS)  # POS emerges everywhere
+    for task in ("pos", "deprel"):
+        for layer in (0, 1, 2):
+            # (a) acquisition
+            s = [step[(task, layer, x, x)] for x in LANGS if step[(task, layer, x, x)] < np.inf]
+            assert _get(f, "acquisition", "n_emerged", task, layer, other_task="") == len(s)
+            assert _get(f, "acquisition", "median_step", task, layer, other_task="") == np.median(s)
+            # (b) transfer: each pair against both in-language steps
+            pairs = [(a, b) for a in LANGS for b in LANGS if a != b]
+            after = [x for x in pairs if step[(task, layer, *x)] < np.inf
+                     and step[(task, layer, *x)] > max(step[(task, layer, x[0], x[0])], step[(task, layer, x[1], x[1])])]
+            assert _get(f, "transfer", "n_after_both", task, layer) == len(after)
+            assert _get(f, "transfer", "share_after_both", task, layer) == len(after) / len(pairs)
+            for a, b in pairs:
+                assert _get(f, "transfer", "after_both", task, layer, src_lang=a, tgt_lang=b) == ((a, b) in after)
+            # (c) degradation, in-language
+            n_sig = sum(sig[(task, layer, x, x)] for x in LANGS)
+            assert _get(f, "degradation", "n_significant", task, layer, scope="in-language") == n_sig
+            # (d) best checkpoint, from probes.parquet's values
+            ins = probes[(probes.task == task) & (probes.layer == layer) & (probes.src_lang == probes.tgt_lang)]
+            curve = {x: ins[ins.src_lang == x].groupby("step").value.mean() for x in LANGS}
+            mean = sum(curve.values()) / len(LANGS)
+            avg = mean.index[int(np.argmax(mean.to_numpy()))]
+            bests = {x: c.index[int(np.argmax(c.to_numpy()))] for x, c in curve.items()}
+            assert _get(f, "best", "avg_best_step", task, layer) == avg
+            assert _get(f, "best", "n_distinct_best", task, layer) == len(set(bests.values()))
+            assert _get(f, "best", "share_best_is_final", task, layer) == np.mean([b == 800 for b in bests.values()])
+            for x, c in curve.items():
+                assert np.isclose(_get(f, "best", "regret", task, layer, src_lang=x), c.max() - c[avg])
+        # (e) layers: the last layer degrades while a lower one does not
+        declines = [x for x in LANGS if sig[(task, 2, x, x)] and not (sig[(task, 0, x, x)] and sig[(task, 1, x, x)])]
+        assert _get(f, "layers", "n_last_layer_declines", task) == len(declines) == len(LANGS)
+    # (a) order of the two tasks, with an independent sign test
+    first = sum(step[("pos", 2, x, x)] < step[("deprel", 2, x, x)] for x in LANGS)
+    later = sum(step[("pos", 2, x, x)] > step[("deprel", 2, x, x)] for x in LANGS)
+    assert (_get(f, "acquisition", "first_before", other_task="deprel"), _get(f, "acquisition", "first_after",
+                                                                              other_task="deprel")) == (first, later)
+    assert np.isclose(_get(f, "acquisition", "sign_test_p", other_task="deprel"),
+                      binomtest(first, first + later).pvalue)
+
+
+def test_every_finding_has_a_sentence_with_its_numbers(learned):
+    f = learned[2]
+    said = f[f.quantity == "sentence"]
+    assert set(said.finding) == {"acquisition", "transfer", "degradation", "best", "layers"}
+    text = " ".join(said.text)
+    n = int(_get(f, "acquisition", "n_emerged", other_task=""))
+    assert f"pos (layer 2) emerged in {n} of 4" in text
+    assert "pos emerges before deprel in 4 of 4 languages" in text
+    assert f"in {int(_get(f, 'degradation', 'n_significant', scope='in-language'))} of 4" in text
+
+
+def test_findings_on_a_series_where_nothing_emerges():
+    rng = np.random.default_rng(3)
+    rows = []
+    for task in ("pos", "deprel"):
+        for src in LANGS[:2]:
+            for tgt in LANGS[:2]:
+                rows += _rows([0.5] * 7, rng, n=200, task=task, src=src, tgt=tgt)
+    probes = pd.DataFrame(rows)
+    em = analyse_curves(probes)
+    f = findings_table(probes, em, 0.05, ["pos", "deprel"])
+    assert not em.emerged.any()
+    text = " ".join(f[f.quantity == "sentence"].text)
+    assert "pos (layer 1) emerged in 0 of 2 (0 %) languages." in text
+    assert "0 of 2 (0 %) source → target pairs emerged" in text
+    assert "median step did not emerge vs did not emerge" in text
+    assert np.isnan(_get(f, "acquisition", "median_step", layer=1, other_task=""))
+    assert findings_table(probes.iloc[:0], em.iloc[:0]).empty

@@ -1,0 +1,68 @@
+"""Series with nothing to learn (the issue's acceptance): tiny untrained XLM-Rs probed on a real grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import make_tiny_xlmr, write_spec
+from safetensors.torch import load_file, save_file
+
+LANGS = ["en", "de", "fr", "vi"]
+STEPS = [0, 100, 200, 400, 800, 1600]
+
+
+def _jittered_copies(root: Path) -> Path:
+    """One untrained model saved six times, each copy's tensors moved by 1e-4 of their spread."""
+    base = make_tiny_xlmr(root / "base", seed=0)
+    weights = load_file(base / "model.safetensors")
+    for i, step in enumerate(STEPS):
+        out = root / f"series/step_{step}"
+        out.mkdir(parents=True)
+        for f in base.iterdir():
+            if f.name != "model.safetensors":
+                (out / f.name).write_bytes(f.read_bytes())
+        g = torch.Generator().manual_seed(100 + i)
+        save_file({k: (w + 1e-4 * w.float().std().nan_to_num() * torch.randn(w.shape, generator=g)).to(w.dtype)
+                   if w.is_floating_point() and w.numel() > 1 else w.clone() for k, w in weights.items()},
+                  out / "model.safetensors", metadata={"format": "pt"})
+    return root / "series"
+
+
+def _seeded_models(root: Path) -> Path:
+    for i, step in enumerate(STEPS):
+        make_tiny_xlmr(root / f"series/step_{step}", seed=10 + i)
+    return root / "series"
+
+
+def _run(tmp: Path, series: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from xlp.orchestrator.driver import launch
+    from xlp.spec import load_spec
+
+    spec = load_spec(write_spec(
+        tmp / "null.yaml", name="null", output=str(tmp / "run"), checkpoints=[{"path": f"{series}/step_*"}],
+        data={"ud_root": "${XLP_SHARED}/ud", "languages": LANGS, "max_train_sentences": 80, "max_test_sentences": 60},
+        tasks=["pos"], layers="all", probe={"seeds": [0]}, cluster={"extractors": 1}))
+    assert not launch(spec, quiet=True).failed
+    results = tmp / "run/results"
+    return pd.read_parquet(results / "emergence.parquet"), pd.read_parquet(results / "findings.parquet")
+
+
+@pytest.mark.parametrize("kind", ["one model, jittered", "six seeds"])
+def test_nothing_to_learn_does_not_emerge(kind, tmp_path, ray_local):
+    series = (_jittered_copies if kind == "one model, jittered" else _seeded_models)(tmp_path)
+    em, findings = _run(tmp_path, series)
+    assert len(em) == 3 * len(LANGS) ** 2 and sorted(em.n_steps.unique()) == [len(STEPS)]  # layers 0-2, all pairs
+    print(kind, "emerged", int(em.emerged.sum()), "of", len(em), "degraded", int(em.degradation_significant.sum()))
+    if kind == "one model, jittered":
+        assert not em.emerged.any() and em.emergence_step.isna().all()
+        assert em.degradation_significant.mean() <= 0.02
+    else:
+        spread = em.best_value - em[["first_value", "final_value"]].min(axis=1)
+        assert (spread > 0.01).mean() > 0.5  # the six models' values do differ
+        assert em.emerged.mean() <= 0.05
+    said = findings[(findings.finding == "acquisition") & (findings.quantity == "sentence")].text.tolist()
+    if not em.emerged.any():
+        assert f"pos (layer 2) emerged in 0 of {len(LANGS)} (0 %) languages." in said
