@@ -117,7 +117,7 @@ class Spec(_Strict):
     data: DataSpec
     tasks: list[str] = Field(["pos"], min_length=1)
     layers: Literal["all"] | list[int] = "all"
-    pooling: Literal["first", "mean", "last"] = "first"
+    pooling: Literal["auto", "first", "mean", "last"] = "auto"  # auto: last in a causal LM, first otherwise
     probe: ProbeSpec = ProbeSpec()
     cross_lingual: bool = True
     retrieval: RetrievalSpec = RetrievalSpec()
