@@ -10,8 +10,8 @@ an empty span) belongs to the next word, as `is_split_into_words` assigns it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
