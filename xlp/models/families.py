@@ -51,7 +51,7 @@ def model_kind(config, directory: str | Path | None = None) -> Kind | None:
 
     for f in sorted(Path(directory).glob("*.safetensors")):
         with safe_open(str(f), framework="pt") as st:
-            if any(k.startswith(MASKED_HEAD_PREFIXES) or ".lm_head." in k for k in st):
+            if any(k.startswith(MASKED_HEAD_PREFIXES) or ".lm_head." in k for k in st.keys()):  # noqa: SIM118 - safe_open is not iterable
                 return "causal" if is_causal(config) else "masked"
     return None
 
