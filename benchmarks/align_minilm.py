@@ -10,7 +10,7 @@ import argparse
 import time
 
 from xlp.models.checkpoints import Checkpoint
-from xlp.models.extract import WordFeatureExtractor
+from xlp.models.extract import FeatureExtractor
 from xlp.paths import shared_dir
 from xlp.tasks.align import align_rows, read_pair
 
@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--pooling", default="mean", choices=["first", "mean", "last"])
     ap.add_argument("--sentences", type=int, default=None)
     args = ap.parse_args()
-    ex = WordFeatureExtractor(Checkpoint(0, args.model), layers="all", pooling=args.pooling)
+    ex = FeatureExtractor(Checkpoint(0, args.model), layers="all", pooling=args.pooling)
     for pair in args.pairs:
         gold = read_pair(shared_dir() / "alignment", pair, max_sentences=args.sentences)
         start = time.perf_counter()

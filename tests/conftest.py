@@ -111,3 +111,69 @@ def clean_grid(tmp_path_factory, tiny_series, ray_local):
     spec = grid_spec(tmp, tiny_series, run)
     first = launch(spec, quiet=True)
     return spec, run, first, snapshot(run)
+
+
+GPT_NEOX_TOKENIZER = SHARED / "models" / "gpt-neox-tokenizer" / "tokenizer.json"
+FAMILIES = ("gpt_neox", "gpt2", "bloom", "llama", "olmo", "modernbert")
+
+
+def _family_tokenizer(kind: str):
+    """A real tokenizer of the family's kind, with the special tokens its publishers configure."""
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+    from transformers import GPTNeoXTokenizer, PreTrainedTokenizerFast
+
+    if kind in ("gpt_neox", "olmo"):  # Pythia and OLMo 1: the GPT-NeoX-20B BPE, no BOS added
+        return GPTNeoXTokenizer(tokenizer_file=str(GPT_NEOX_TOKENIZER))
+    if kind in ("gpt2", "bloom"):  # byte-level BPE, <|endoftext|> as BOS/EOS, none added
+        return PreTrainedTokenizerFast(tokenizer_file=str(GPT_NEOX_TOKENIZER), bos_token="<|endoftext|>",
+                                       eos_token="<|endoftext|>", unk_token="<|endoftext|>")
+    if kind == "llama":  # SentencePiece (XLM-R's), BOS added as Llama 2 does
+        tok = Tokenizer.from_file(str(XLMR_TOKENIZER))
+        tok.post_processor = TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 0)])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                       pad_token="<pad>")
+    if kind == "modernbert":  # ModernBERT: an OLMo-style BPE with BERT's specials, [CLS] text [SEP]
+        tok = Tokenizer.from_file(str(GPT_NEOX_TOKENIZER))
+        tok.add_special_tokens(["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"])
+        tok.post_processor = TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+            special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")])
+        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                                       pad_token="[PAD]", mask_token="[MASK]")
+    raise ValueError(f"unknown family {kind!r}; one of {FAMILIES}")
+
+
+def make_tiny_family(kind: str, path: Path, seed: int, layers: int = 3, hidden: int = 32, positions: int = 128) -> Path:
+    """A randomly initialised tiny model of a family, LM head included, saved as its publishers save
+    it (save_pretrained of the *ForCausalLM / *ForMaskedLM class, and the tokenizer)."""
+    import torch
+    import transformers as tf
+
+    tok = _family_tokenizer(kind)
+    common = {"vocab_size": len(tok), "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": 2,
+              "intermediate_size": 2 * hidden, "max_position_embeddings": positions,
+              "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    if kind == "gpt_neox":
+        cfg, cls = tf.GPTNeoXConfig(**common), tf.GPTNeoXForCausalLM
+    elif kind == "olmo":
+        cfg, cls = tf.OlmoConfig(**common), tf.OlmoForCausalLM
+    elif kind == "llama":
+        cfg, cls = tf.LlamaConfig(**common, tie_word_embeddings=True), tf.LlamaForCausalLM
+    elif kind == "gpt2":
+        cfg, cls = tf.GPT2Config(vocab_size=len(tok), n_embd=hidden, n_layer=layers, n_head=2, n_positions=positions,
+                                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id), tf.GPT2LMHeadModel
+    elif kind == "bloom":
+        cfg, cls = tf.BloomConfig(vocab_size=len(tok), hidden_size=hidden, n_layer=layers, n_head=2,
+                                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id), tf.BloomForCausalLM
+    elif kind == "modernbert":
+        cfg = tf.ModernBertConfig(**{**common, "bos_token_id": tok.cls_token_id, "eos_token_id": tok.sep_token_id},
+                                  cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id,
+                                  global_attn_every_n_layers=2, local_attention=16)
+        cls = tf.ModernBertForMaskedLM
+    else:
+        raise ValueError(f"unknown family {kind!r}; one of {FAMILIES}")
+    torch.manual_seed(seed)
+    cls(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

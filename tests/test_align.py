@@ -10,7 +10,7 @@ from conftest import MINILM, SHARED
 
 from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint
-from xlp.models.extract import WordFeatureExtractor
+from xlp.models.extract import FeatureExtractor
 from xlp.tasks.align import (
     Counts,
     align_rows,
@@ -174,7 +174,7 @@ def test_shared_gold_sets_read_completely():
 
 def test_minilm_aligns_enfr_well_above_the_diagonal_at_its_best_layer():
     gold = read_pair(ALIGNMENT, "enfr", max_sentences=120)
-    ex = WordFeatureExtractor(Checkpoint(0, str(MINILM)), layers="all", pooling="mean")
+    ex = FeatureExtractor(Checkpoint(0, str(MINILM)), layers="all", pooling="mean")
     rows = align_rows(ex, gold)
     assert {(r["layer"], r["method"]) for r in rows} == {(layer, m) for layer in range(7)
                                                         for m in ("argmax", "itermax", "diagonal")}
@@ -190,3 +190,29 @@ def test_minilm_aligns_enfr_well_above_the_diagonal_at_its_best_layer():
         assert 0 < best < 6  # alignment is best in middle layers
     # IterMax adds links for words ArgMax left out: higher recall at every layer
     assert all(by[(layer, "itermax")]["recall"] > by[(layer, "argmax")]["recall"] for layer in range(7))
+
+
+def test_align_is_a_task_like_every_other(tmp_path, ray_local):
+    """`tasks: [align]` through `xlp launch`: a row per layer and pair in probes.parquet (src and tgt from the
+    pair), curves and the per-layer table in the report; a malformed gold line stops pre-flight by file:line."""
+    import pandas as pd
+
+    from conftest import run_xlp, write_spec
+
+    spec = dict(name="al", output=str(tmp_path / "run"), checkpoints=[{"path": str(MINILM)}],
+                data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"]}, tasks=["align"], pooling="mean",
+                alignment={"pairs": ["enfr"], "max_sentences": 80})
+    r = run_xlp("launch", write_spec(tmp_path / "al.yaml", **spec), "--quiet")
+    assert r.returncode == 0, r.stderr
+    rows = pd.read_parquet(tmp_path / "run" / "results" / "probes.parquet")
+    assert sorted(rows.layer) == list(range(7)) and set(zip(rows.src_lang, rows.tgt_lang)) == {("en", "fr")}
+    assert rows.value.max() > rows.baseline.iloc[0] + 0.1 and rows.metric.eq("f1").all()
+    assert {"precision", "recall", "aer"} <= set(rows.columns)
+    assert "unsupervised word alignment" in (tmp_path / "run" / "report" / "index.html").read_text()
+    bad = tmp_path / "gold"
+    bad.mkdir()
+    (bad / "enfr.src-tgt").write_text("a b ||| c d\n")
+    (bad / "enfr.gold").write_text("1-1 3-2\n")
+    r = run_xlp("validate", write_spec(tmp_path / "bad.yaml", **{**spec, "alignment": {"gold": str(bad),
+                                                                                        "pairs": ["enfr"]}}))
+    assert r.returncode == 1 and f"{bad / 'enfr.gold'}:1" in r.stderr and "Traceback" not in r.stderr

@@ -10,7 +10,7 @@ import pytest
 from conftest import make_tiny_xlmr, write_spec
 
 from xlp.errors import XlpError
-from xlp.models.checkpoints import resolve_checkpoints, step_of
+from xlp.models.checkpoints import parse_step_name, resolve_checkpoints, step_of
 from xlp.spec import CheckpointSpec
 
 
@@ -22,6 +22,66 @@ def test_steps_from_names_and_metadata(tmp_path):
     meta.mkdir()
     (meta / "trainer_state.json").write_text(json.dumps({"global_step": 777}))
     assert step_of(meta) == 777
+
+
+# every naming scheme public series use: (name, step, tokens seen, the number is a checkpoint index)
+HUB_NAMES = [
+    ("step0", 0, None, False), ("step143000", 143000, None, False),  # Pythia, PolyPythias
+    ("global_step1000", 1000, None, False),  # BLOOM intermediate checkpoints (DeepSpeed)
+    ("step1000-tokens4B", 1000, 4 * 10**9, False), ("step20-tokens41M", 20, 41 * 10**6, False),  # OLMo
+    ("stage1-step140000-tokens588B", 140000, 588 * 10**9, False),  # OLMo 2
+    ("step-125000", 125000, None, False),  # SmolLM2
+    ("step_1000", 1000, None, False), ("seed_0-step_20k", 20000, None, False),  # xlp, MultiBERTs
+    ("checkpoint-20", 20, None, False),  # HF Trainer
+    ("ckpt_000", 0, None, True), ("ckpt_359", 359, None, True),  # LLM360 Amber: an index
+]
+
+
+@pytest.mark.parametrize(("name", "step", "tokens", "index"), HUB_NAMES)
+def test_step_and_tokens_from_every_naming_scheme(name, step, tokens, index):
+    named = parse_step_name(name)
+    assert (named.step, named.tokens, named.is_index) == (step, tokens, index)
+
+
+def test_names_without_a_step_are_not_read_as_one():
+    assert [parse_step_name(n) for n in ("main", "stepwise", "final", "v2")] == [None] * 4
+
+
+def test_hub_revisions_and_folders_of_every_scheme_resolve_with_steps_and_tokens(tmp_path, monkeypatch):
+    """The same names as hub branches (read from the offline cache) and as local folders give the same
+    steps, tokens and index flags; a series is ordered by step."""
+    refs = tmp_path / "hub" / "models--xlp-test--olmo" / "refs"
+    refs.mkdir(parents=True)
+    names = ("step2000-tokens8B", "step1000-tokens4B", "stage1-step3000-tokens12B", "main")
+    for rev in names:
+        (refs / rev).write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub = resolve_checkpoints([CheckpointSpec(repo="xlp-test/olmo", revisions="all")])
+    assert [(c.step, c.tokens, c.revision) for c in hub] == [
+        (1000, 4 * 10**9, "step1000-tokens4B"), (2000, 8 * 10**9, "step2000-tokens8B"),
+        (3000, 12 * 10**9, "stage1-step3000-tokens12B")]
+    for scheme in (["step1000-tokens4B", "step2000-tokens8B"], ["global_step1000", "global_step2000"],
+                   ["step-1000", "step-2000"], ["ckpt_1000", "ckpt_2000"], ["step1000", "step2000"]):
+        root = tmp_path / scheme[0]
+        for name in reversed(scheme):
+            (root / name).mkdir(parents=True)
+            (root / name / "config.json").write_text("{}")
+        local = resolve_checkpoints([CheckpointSpec(path=f"{root}/*")])
+        assert [c.step for c in local] == [1000, 2000]
+        assert [(c.tokens, c.step_is_index) for c in local] == [
+            (parse_step_name(n).tokens, parse_step_name(n).is_index) for n in scheme]
+    with pytest.raises(XlpError, match="cannot derive a step from revision 'main'"):
+        resolve_checkpoints([CheckpointSpec(repo="xlp-test/olmo", revisions=["main"])])
+
+
+def test_tokens_seen_from_a_trainers_state(tmp_path):
+    d = tmp_path / "final"
+    d.mkdir()
+    (d / "trainer_state.json").write_text(json.dumps({"global_step": 500, "num_input_tokens_seen": 1024000}))
+    (d / "config.json").write_text("{}")
+    [c] = resolve_checkpoints([CheckpointSpec(path=str(d))])
+    assert (c.step, c.tokens) == (500, 1024000)
 
 
 def test_glob_is_sorted_by_step_and_duplicates_refused(tiny_series, tmp_path):

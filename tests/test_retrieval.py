@@ -74,7 +74,7 @@ def test_minilm_sentence_tasks(tmp_path, ray_local):
         data={"ud_root": "${XLP_SHARED}/ud", "languages": UDHR_LANGS, "xnli": str(_xnli_layout(tmp_path / "xnli"))},
         tasks=["retrieval", "bpc", "xnli"], layers=[0, 6], probe={"seeds": [0, 1]}, retrieval={"max_sentences": 25}))
     res = launch(spec, quiet=True)
-    assert any("has no masked-LM head" in n for n in res.plan.notes)  # MiniLM: bpc skipped, not an error
+    assert any("has no language-model head" in n for n in res.plan.notes)  # MiniLM: bpc skipped, not an error
     assert not res.failed and res.extracted == 0 and res.probed == 2  # one unit per checkpoint and task
     df = pq.read_table(tmp_path / "run/results/probes.parquet").to_pandas()
     nli, df = df[df.task == "xnli"], df[df.task == "retrieval"]

@@ -19,7 +19,7 @@ def _spec(tmp_path, **over):
 def test_env_expansion_and_defaults(tmp_path):
     s = load_spec(_spec(tmp_path))
     assert s.data.ud_root == str(UD)
-    assert s.pooling == "first" and s.probe.seeds == [0] and s.cross_lingual
+    assert s.pooling == "auto" and s.probe.seeds == [0] and s.cross_lingual
 
 
 def test_unknown_key_names_key_file_and_line(tmp_path):

@@ -67,7 +67,7 @@ def _other(value):
 @pytest.mark.parametrize("unit", [
     ExtractUnit(ckpt=Checkpoint(0, "/c", digest="d0"), lang="en", split="test", file=DataFile("/f", "s"),
                 max_sentences=10, lenient=False, layers=(0, 1), pooling="first", dtype="float16"),
-    ProbeUnit(ckpt=Checkpoint(0, "/c", digest="d0"), tasks=(BUILT_IN["pos"],), layers=(0, 1), src="en",
+    ProbeUnit(ckpt=Checkpoint(0, "/c", digest="d0"), tasks=(BUILT_IN["pos"],), layers=(0, 1), src="en", pooling="first",
               train_split="train", targets=(("en", "test"),), probe=ProbeSpec(), needs=("k",), inputs=("h",)),
     SentenceUnit(ckpt=Checkpoint(0, "/c", digest="d0"), sentence_task=BUILT_IN["bpc"], layers=(2,),
                  inputs=SentenceInputs(("en",), (DataFile("/f", "s"),), "test", (("cap", 5),)), seeds=(0,)),

@@ -43,6 +43,12 @@ def _version(pkg: str) -> str:
         return "not installed"
 
 
+def _poolings(probes: pd.DataFrame, asked: str) -> str:
+    """The pooling the word vectors got, as recorded in the rows (`auto` resolved per checkpoint)."""
+    used = sorted(set(probes["pooling"].dropna())) if "pooling" in probes else []
+    return f"{asked}: {', '.join(used)}" if used and used != [asked] else asked
+
+
 def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, escape=True, na_rep="",
                       float_format=lambda v: f"{v:.4f}")
@@ -369,7 +375,9 @@ character) there is no test.</dd>
 <dt>Single best-on-average checkpoint</dt><dd>the step maximising the mean over languages of the in-language curve
 (last layer); a language's regret = its best value − its value at that step.</dd>
 <dt>Probe</dt><dd>L2-regularised (l2 = {spec.probe.l2}) multinomial logistic regression on frozen word vectors
-({esc(spec.pooling)}-subword pooling).</dd></dl>""",
+({esc(_poolings(probes, spec.pooling))} subword pooling: a word's vector is its first, last or mean subword's;
+<code>auto</code> is last in a causal LM, whose last subword alone has seen the whole word, and first otherwise;
+the <code>pooling</code> column of probes.parquet records it per row).</dd></dl>""",
         "curves": "".join(r.curves(t) for t in r.tasks),
         "transfer": "".join(r.transfer(t) for t in r.tasks),
         "layers": "".join(r.layers(t) for t in r.tasks),

@@ -82,6 +82,18 @@ class RetrievalSpec(_Strict):
     max_sentences: int | None = Field(500, ge=2)
 
 
+class AlignmentSpec(_Strict):
+    """The `align` task's gold data: a folder of `<pair>.src-tgt` / `<pair>.gold` files (the layout of
+    ${XLP_SHARED}/alignment), or explicit [sentences, gold] file pairs per pair name."""
+
+    gold: str = Field(default_factory=lambda: str(shared_dir() / "alignment"))
+    pairs: list[str] = Field(["enfr", "zhen"], min_length=1, description="XXYY or xx-yy: source then target")
+    files: dict[str, tuple[str, str]] = Field({}, description="pair -> [sentence file, gold file]")
+    one_indexed: bool = True
+    method: Literal["argmax", "itermax"] = "argmax"
+    max_sentences: int | None = Field(None, ge=1)
+
+
 class AnalysisSpec(_Strict):
     emergence_threshold: float = Field(0.95, gt=0, le=1)
     emergence_reference: Literal["best", "final"] = Field(
@@ -122,10 +134,11 @@ class Spec(_Strict):
     data: DataSpec
     tasks: list[str] = Field(default_factory=lambda: [_default_task()], min_length=1)
     layers: Literal["all"] | list[int] = "all"
-    pooling: Literal["first", "mean", "last"] = "first"
+    pooling: Literal["auto", "first", "mean", "last"] = "auto"  # auto: last in a causal LM, first otherwise
     probe: ProbeSpec = ProbeSpec()
     cross_lingual: bool = True
     retrieval: RetrievalSpec = RetrievalSpec()
+    alignment: AlignmentSpec = AlignmentSpec()
     analysis: AnalysisSpec = AnalysisSpec()
     trust_remote_code: bool = False
     allow_pickle: bool = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -14,12 +15,37 @@ from pathlib import Path
 from xlp.errors import XlpError
 from xlp.hashing import file_digests
 
-STEP_IN_NAME = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)$", re.IGNORECASE)
-STEP_IN_REVISION = re.compile(r"(?:step|checkpoint|ckpt)[-_]?(\d+)", re.IGNORECASE)
+# the hub's and trainers' names: step1000 (Pythia), global_step1000 (BLOOM, DeepSpeed), step1000-tokens4B and
+# stage1-step1000-tokens4B (OLMo, OLMo 2), step-1000 (SmolLM2), step_1000, step_20k (MultiBERTs),
+# checkpoint-1000 (HF Trainer), iter_0001000 (Megatron), ckpt_000 (LLM360: an index, not a step)
+STEP = re.compile(r"(?<![a-z])(?P<kind>step|checkpoint|ckpt|iter)[-_]?(?P<n>\d+)(?P<mult>k)?(?![a-z0-9])", re.IGNORECASE)
+TOKENS = re.compile(r"(?<![a-z])tokens?[-_]?(?P<n>\d+(?:\.\d+)?)(?P<unit>[kmbt])?(?![a-z0-9])", re.IGNORECASE)
+TOKEN_UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 METADATA_FILE = "xlp_checkpoint.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "sentencepiece.bpe.model", "spiece.model", "vocab.txt", "vocab.json", "merges.txt")
+
+
+@dataclass(frozen=True)
+class StepName:
+    """What a checkpoint's name says: its step, the tokens seen where the name carries them, and
+    whether the number only counts checkpoints (LLM360's ckpt_N) rather than optimizer steps."""
+    step: int
+    tokens: int | None = None
+    is_index: bool = False
+
+
+def parse_step_name(name: str) -> StepName | None:
+    """Step (and tokens seen) from a hub revision or folder name; the last step-like part wins."""
+    steps = list(STEP.finditer(name))
+    if not steps:
+        return None
+    m = steps[-1]
+    step = int(m.group("n")) * (1000 if m.group("mult") else 1)
+    t = list(TOKENS.finditer(name))
+    tokens = round(float(t[-1].group("n")) * TOKEN_UNITS[(t[-1].group("unit") or "").lower()]) if t else None
+    return StepName(step, tokens, m.group("kind").lower() == "ckpt")
 
 
 @dataclass(frozen=True)
@@ -28,6 +54,8 @@ class Checkpoint:
     location: str  # local directory, or hub repo id
     revision: str | None = None
     digest: str | None = field(default=None, compare=False, repr=False)  # identity(), once computed
+    tokens: int | None = field(default=None, compare=False)  # tokens seen, where the name or metadata says
+    step_is_index: bool = field(default=False, compare=False)  # `step` counts checkpoints (ckpt_N), not steps
 
     @property
     def name(self) -> str:
@@ -135,19 +163,29 @@ def load_tokenizer(ckpt: Checkpoint, **kwargs):
     return tok
 
 
-def step_of(directory: Path) -> int | None:
-    """Step from the folder name (step_1000, checkpoint-1000) or its metadata file."""
-    m = STEP_IN_NAME.search(directory.name)
-    if m:
-        return int(m.group(1))
-    for meta, key in ((METADATA_FILE, "step"), ("trainer_state.json", "global_step")):
+def step_name_of(directory: Path) -> StepName | None:
+    """Step and tokens from the folder name (step_1000, step1000-tokens4B, checkpoint-1000, ...) or its
+    metadata file (xlp's own, or a Trainer's trainer_state.json with its tokens seen when recorded)."""
+    named = parse_step_name(directory.name)
+    if named is not None:
+        return named
+    for meta, key, tokens_key in ((METADATA_FILE, "step", "tokens"), ("trainer_state.json", "global_step",
+                                                                       "num_input_tokens_seen")):
         f = directory / meta
         if f.is_file():
             try:
-                return int(json.loads(f.read_text())[key])
-            except (ValueError, KeyError, TypeError) as e:
+                data = json.loads(f.read_text())
+                tokens = data.get(tokens_key)
+                return StepName(int(data[key]), int(tokens) if tokens else None)
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
                 raise XlpError(f"{f}: cannot read the step ({key}): {e}") from None
     return None
+
+
+def step_of(directory: Path) -> int | None:
+    """Step from the folder name or its metadata file."""
+    named = step_name_of(directory)
+    return None if named is None else named.step
 
 
 def _is_model_dir(d: Path) -> bool:
@@ -164,12 +202,12 @@ def resolve_checkpoints(specs: list, where: str = "checkpoints") -> list[Checkpo
             if isinstance(revisions, str):
                 revisions = hub_branches(item.repo, revisions, f"{key}.revisions")
             for rev in revisions:
-                m = STEP_IN_REVISION.search(rev)
-                if item.step is None and m is None:
-                    raise XlpError(f"{key}.revisions: cannot derive a step from revision {rev!r} "
-                                   f"(expected a name such as step1000 or checkpoint-1000, or give `step:`)")
-                out.append(Checkpoint(step=item.step if item.step is not None else int(m.group(1)),
-                                      location=item.repo, revision=rev))
+                named = parse_step_name(rev)
+                if item.step is None and named is None:
+                    raise XlpError(f"{key}.revisions: cannot derive a step from revision {rev!r} (expected a name "
+                                   f"such as step1000, global_step1000, step1000-tokens4B or checkpoint-1000, "
+                                   f"or give `step:`)")
+                out.append(_checkpoint(item.step, named, item.repo, rev))
             continue
         pattern = os.path.expanduser(item.path)
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
@@ -183,18 +221,26 @@ def resolve_checkpoints(specs: list, where: str = "checkpoints") -> list[Checkpo
         for d in dirs:
             if not _is_model_dir(d):
                 raise XlpError(f"{key}.path: {d} is not a Hugging Face model directory (no config.json)")
-            step = item.step if item.step is not None else step_of(d)
-            if step is None:
+            named = step_name_of(d)
+            if item.step is None and named is None:
                 if len(dirs) == 1 and len(specs) == 1:
-                    step = 0
+                    named = StepName(0)
                 else:
-                    raise XlpError(f"{key}: cannot tell the step of {d}; name it step_<N> or give `step:`")
-            out.append(Checkpoint(step=step, location=str(d)))
+                    raise XlpError(f"{key}: cannot tell the step of {d}; name it step_<N> (or stepN, "
+                                   f"global_stepN, stepN-tokensNB, checkpoint-N) or give `step:`")
+            out.append(_checkpoint(item.step, named, str(d)))
     out.sort(key=lambda c: c.step)
-    for a, b in zip(out, out[1:]):
+    for a, b in itertools.pairwise(out):
         if a.step == b.step:
             raise XlpError(f"{where}: two checkpoints have step {a.step}: {a.name} and {b.name}")
     return out
+
+
+def _checkpoint(step: int | None, named: StepName | None, location: str, revision: str | None = None) -> Checkpoint:
+    """A spec's explicit `step:` wins over the name; the tokens seen still come from the name."""
+    if step is not None:
+        return Checkpoint(step, location, revision, tokens=named.tokens if named else None)
+    return Checkpoint(named.step, location, revision, tokens=named.tokens, step_is_index=named.is_index)
 
 
 def _truthy(value: str | None) -> bool:
@@ -222,7 +268,7 @@ def hub_branches(repo: str, pattern: str, key: str) -> list[str]:
             raise XlpError(f"{key}: cannot list the branches of {repo}: {str(e).splitlines()[0]} "
                            f"(set HF_HUB_OFFLINE=1 to use the local cache)") from None
     chosen = sorted(n for n in names if (pattern == "all" or fnmatch.fnmatchcase(n, pattern))
-                    and STEP_IN_REVISION.search(n))
+                    and parse_step_name(n) is not None)
     if not chosen:
         raise XlpError(f"{key}: no branch of {repo} matches {pattern!r} and names a step "
                        f"(branches: {', '.join(sorted(names)[:10])})")

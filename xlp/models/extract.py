@@ -1,42 +1,39 @@
 """Sentences of words -> word vectors for chosen layers, with subword pooling done on the device.
 
-Fast path: one batch tokenisation for all sentences, length-bucketed batches under a token budget,
-no layer above the highest requested is computed (BERT-family encoders), inference mode,
-gather/scatter pooling on the device, and one float16 copy per batch to the host.
+Fast path: one batch tokenisation of the running text of all sentences (xlp/models/words.py maps
+tokens to words), length-bucketed batches under a token budget, no layer above the highest requested
+is computed (encoders and decoders alike: xlp/models/families.py), inference mode, gather/scatter
+pooling on the device, and one copy per batch to the host (float16 unless asked otherwise).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from xlp.errors import XlpError
+from xlp.models.words import align, pairs, windows
 from xlp.models.checkpoints import Checkpoint, load_tokenizer
 from xlp.models.loading import TokenBatches, load_model, pick_device
+from xlp.models.families import resolve_pooling, special_tokens, truncate_layers
 
-
-def _truncate_encoder(model, n_layers: int) -> None:
-    """Drop encoder layers above `n_layers` where hidden_states[i] is exactly layer i's output."""
-    encoder = getattr(model, "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if isinstance(layers, torch.nn.ModuleList) and n_layers < len(layers):
-        encoder.layer = torch.nn.ModuleList(list(layers)[:n_layers])
-        model.config.num_hidden_layers = n_layers
+POOLINGS = ("auto", "first", "mean", "last")
 
 
 class FeatureExtractor:
     """Holds one loaded checkpoint; turns word-split sentences into per-layer word vectors
     (`extract`) and texts into per-layer mean subword vectors (`sentence_means`)."""
 
-    def __init__(self, ckpt: Checkpoint, layers: Sequence[int] | str = "all", pooling: str = "first",
+    def __init__(self, ckpt: Checkpoint, layers: Sequence[int] | str = "all", pooling: str = "auto",
                  batch_tokens: int | None = None, device: str | None = None, trust_remote_code: bool = False,
                  allow_pickle: bool = False):
         from transformers import AutoModel
 
+        if pooling not in POOLINGS:
+            raise XlpError(f"pooling: {pooling!r} is not one of {', '.join(POOLINGS)}")
         self.ckpt = ckpt
-        self.pooling = pooling
         self.device = pick_device(device)
         model = load_model(ckpt, AutoModel, trust_remote_code, allow_pickle)
         try:
@@ -49,13 +46,13 @@ class FeatureExtractor:
         self.layers = list(range(depth + 1)) if layers == "all" else list(layers)
         if max(self.layers) > depth:
             raise XlpError(f"layers: {max(self.layers)} requested but {ckpt.name} has {depth} layers")
-        _truncate_encoder(model, max(self.layers))
+        # what was asked (`auto` included) and what is used: the run records the latter
+        self.requested_pooling, self.pooling = pooling, resolve_pooling(pooling, model.config)
         self.model = model.eval().to(self.device)
-        probe = self.tokenizer(["x"], is_split_into_words=True)
-        wids = probe.word_ids()
-        first = next(i for i, w in enumerate(wids) if w is not None)
-        last = max(i for i, w in enumerate(wids) if w is not None)
-        self.prefix, self.suffix = probe["input_ids"][:first], probe["input_ids"][last + 1:]
+        self.prefix, self.suffix = special_tokens(self.tokenizer)
+        self.truncated = truncate_layers(self.model, max(self.layers),
+                                         self.prefix + self.tokenizer("a b", add_special_tokens=False)["input_ids"]
+                                         + self.suffix)
         limit = min(self.tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", 512) - 2)
         self.max_len = max(8, min(limit, 512))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -74,25 +71,19 @@ class FeatureExtractor:
         return self.model.config.hidden_size
 
     def _chunks(self, sentences: Sequence[Sequence[str]]):
-        """Per chunk: (token ids, word index of each token, global word offset). Long sentences split by words."""
-        enc = self.tokenizer([list(s) for s in sentences], is_split_into_words=True, add_special_tokens=False)
+        """Per window: (token ids, token index and word index of each token-word pair, first and last
+        word, global word offset of the sentence). Long sentences are split between words."""
         room = self.max_len - len(self.prefix) - len(self.suffix)
         offset = 0
-        for i, words in enumerate(sentences):
-            ids, wids = enc["input_ids"][i], enc.word_ids(i)
-            start = 0
-            while start < len(ids):
-                end = min(start + room, len(ids))
-                # never cut inside a word unless the word alone exceeds the window
-                while end < len(ids) and end > start and wids[end] == wids[end - 1]:
-                    end -= 1
-                if end == start:
-                    end = min(start + room, len(ids))
-                yield ids[start:end], wids[start:end], offset
-                start = end
-                while start < len(ids) and wids[start] == wids[start - 1]:
-                    start += 1  # remainder of a word cut at the window edge
+        for words, sent in zip(sentences, align(self.tokenizer, sentences) if sentences else []):
+            for start, end in windows(sent, room):
+                tok, word = pairs(sent, start, end)
+                yield sent.ids[start:end], tok, word, int(sent.lo[start]), int(sent.hi[end - 1]), offset
             offset += len(words)
+
+    def input_ids(self, words: Sequence[str]) -> list[list[int]]:
+        """The rows of token ids fed to the model for one sentence (one per window), special tokens included."""
+        return [self.prefix + chunk[0] + self.suffix for chunk in self._chunks([words])]
 
     def extract(self, sentences: Sequence[Sequence[str]], dtype: str = "float16") -> dict[int, np.ndarray]:
         """Per requested layer, an (n_words, d) array of `dtype` in sentence and word order."""
@@ -140,19 +131,18 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def _run_batch(self, batch, out: dict[int, np.ndarray], p: int) -> None:
-        T = max(len(ids) for ids, _, _ in batch) + p + len(self.suffix)
+        T = max(len(item[0]) for item in batch) + p + len(self.suffix)
         self.batches.check_memory(T * len(batch))
         input_ids = torch.full((len(batch), T), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), T), dtype=torch.long)
         tok_pos, tok_word, word_rows = [], [], []
-        for b, (ids, wids, offset) in enumerate(batch):
+        for b, (ids, tok, word, first_word, last_word, offset) in enumerate(batch):
             row = self.prefix + ids + self.suffix
             input_ids[b, : len(row)] = torch.tensor(row)
             mask[b, : len(row)] = 1
-            first_word = wids[0]
-            tok_pos.append(b * T + p + np.arange(len(ids)))
-            tok_word.append(np.asarray(wids) - first_word + len(word_rows))
-            word_rows.extend(offset + w for w in range(first_word, wids[-1] + 1))
+            tok_pos.append(b * T + p + tok)
+            tok_word.append(word - first_word + len(word_rows))
+            word_rows.extend(offset + w for w in range(first_word, last_word + 1))
         pos = torch.from_numpy(np.concatenate(tok_pos)).to(self.device)
         seg = torch.from_numpy(np.concatenate(tok_word)).to(self.device)
         n = len(word_rows)

@@ -4,7 +4,6 @@ allowed, remote code only when trusted) and running it in token-budget batches t
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
@@ -13,22 +12,13 @@ from xlp.errors import XlpError
 from xlp.models import quiet_transformers
 from xlp.models.checkpoints import Checkpoint, check_weights, load_config
 
-MLM_HEAD_PREFIXES = ("lm_head.", "cls.predictions.", "generator_lm_head.", "pred_layer.")
 
+def lm_kind(ckpt: Checkpoint, trust_remote_code: bool = False) -> str | None:
+    """"masked", "causal" or None: which language-model head a checkpoint carries (its config's
+    architecture, else a local checkpoint's weight names)."""
+    from xlp.models.families import model_kind
 
-def has_mlm_head(ckpt: Checkpoint, trust_remote_code: bool = False) -> bool:
-    """Whether a checkpoint has a masked-LM head: a local one's safetensors keys (headers only), a hub
-    one's declared architectures."""
-    if not ckpt.is_local:
-        archs = load_config(ckpt, trust_remote_code).architectures or []
-        return any("MaskedLM" in a for a in archs)
-    from safetensors import safe_open
-
-    for f in sorted(Path(ckpt.location).glob("*.safetensors")):
-        with safe_open(str(f), framework="pt") as st:
-            if any(k.startswith(MLM_HEAD_PREFIXES) or ".lm_head." in k for k in st.keys()):
-                return True
-    return False
+    return model_kind(load_config(ckpt, trust_remote_code), ckpt.location if ckpt.is_local else None)
 
 
 def load_model(ckpt: Checkpoint, auto_class, trust_remote_code: bool = False, allow_pickle: bool = False,

@@ -159,7 +159,7 @@ def _curves(probes: pd.DataFrame) -> pd.DataFrame:
     """In-language value per (task, layer, language, step), averaged over seeds, in the 'higher is better' sense."""
     ins = probes[(probes.src_lang == probes.tgt_lang) & ~probes.task.isin(pairwise_only())]
     c = ins.groupby(["task", "layer", "src_lang", "step", "metric"], sort=True)["value"].mean().reset_index()
-    c["score"] = c["value"] * c["metric"].map(direction)
+    c["score"] = c["value"] * c["metric"].map(direction).astype(float)
     return c
 
 

@@ -70,7 +70,7 @@ def make_plan(spec: Spec, inputs: RunInputs | None = None) -> Plan:
         wanted |= {(lang, *ud[lang].test, d.max_test_sentences) for lang in plan.targets}
         for lang, split, file, cap in sorted(wanted, key=lambda w: (w[0], w[1])):
             unit = ExtractUnit(ckpt=ckpt, lang=lang, split=split, file=file, max_sentences=cap,
-                               lenient=d.conllu == "lenient", layers=layers, pooling=spec.pooling,
+                               lenient=d.conllu == "lenient", layers=layers, pooling=inputs.poolings[ckpt.name],
                                dtype=spec.feature_dtype)
             extract[(ckpt.step, lang, split)] = unit
             plan.extract.append(unit)
@@ -90,6 +90,7 @@ def make_plan(spec: Spec, inputs: RunInputs | None = None) -> Plan:
                              *(extract[(ckpt.step, t, s)] for t, s in targets)]
                     needs = list({u.key: u for u in needs}.values())
                     plan.probe.append(ProbeUnit(ckpt=ckpt, tasks=tasks, layers=group, src=src,
+                                                pooling=inputs.poolings[ckpt.name],
                                                 train_split=ud[src].train[0], targets=targets, probe=spec.probe,
                                                 needs=tuple(u.key for u in needs),
                                                 inputs=tuple(u.hash for u in needs)))

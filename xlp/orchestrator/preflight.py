@@ -13,6 +13,7 @@ from pathlib import Path
 from xlp.data.ud_release import resolve_ud_root
 from xlp.errors import XlpError
 from xlp.hashing import DataFile, data_files
+from xlp.models.families import resolve_pooling
 from xlp.models.checkpoints import (
     Checkpoint,
     check_one_tokenizer,
@@ -34,6 +35,7 @@ class RunInputs:
     tasks: list[Task]
     checkpoints: list[Checkpoint]  # with their content identities
     depths: dict[str, int]  # layers per checkpoint name
+    poolings: dict[str, str]  # the subword pooling each checkpoint's words get (`auto` resolved)
     hidden: int  # the largest hidden size
     layers: list[int]
     data: RunData
@@ -59,10 +61,16 @@ class RunInputs:
 def check(spec: Spec) -> RunInputs:
     tasks = resolve_tasks(spec.tasks)
     ckpts = resolve_checkpoints(spec.checkpoints)
-    depths, hidden = check_series(ckpts, spec)
+    configs = check_series(ckpts, spec)
+    depths = {name: c.num_hidden_layers for name, c in configs.items()}
     notes: list[str] = []
+    if any(c.step_is_index for c in ckpts):
+        notes.append("checkpoints: names such as ckpt_N number the checkpoints, not training steps; "
+                     "`step` is that index")
     data, words = check_data(spec, notes)
-    inputs = RunInputs(tasks=tasks, checkpoints=with_identities(ckpts), depths=depths, hidden=hidden,
+    inputs = RunInputs(tasks=tasks, checkpoints=with_identities(ckpts), depths=depths,
+                       poolings={n: resolve_pooling(spec.pooling, c) for n, c in configs.items()},
+                       hidden=max(getattr(c, "hidden_size", 0) for c in configs.values()),
                        layers=check_layers(spec, depths), data=data, words=words, notes=notes)
     if inputs.word_tasks and not inputs.sources:
         raise XlpError("data.languages: no language has a train (or dev) split to fit probes on")
@@ -78,16 +86,15 @@ def check(spec: Spec) -> RunInputs:
     return inputs
 
 
-def check_series(checkpoints: list[Checkpoint], spec: Spec) -> tuple[dict[str, int], int]:
+def check_series(checkpoints: list[Checkpoint], spec: Spec) -> dict:
     """Every config loads and every local checkpoint's weights are intact, one tokenizer throughout
-    (unless allowed). Returns each checkpoint's depth and the largest hidden size."""
+    (unless allowed). Returns each checkpoint's config, by name."""
     configs = {c.name: load_config(c, spec.trust_remote_code) for c in checkpoints}
     for c in checkpoints:
         check_weights(c, spec.allow_pickle)
     if not spec.allow_tokenizer_mismatch:
         check_one_tokenizer(checkpoints)
-    return ({n: c.num_hidden_layers for n, c in configs.items()},
-            max(getattr(c, "hidden_size", 0) for c in configs.values()))
+    return configs
 
 
 def check_layers(spec: Spec, depths: dict[str, int]) -> list[int]:

@@ -91,6 +91,7 @@ class ProbeUnit(Unit):
     tasks: tuple[WordTask, ...]
     layers: tuple[int, ...]
     src: str
+    pooling: str  # of the word features it reads (recorded in its rows)
     train_split: str
     targets: tuple[tuple[str, str], ...]  # (language, test split)
     probe: ProbeSpec

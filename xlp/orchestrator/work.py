@@ -166,7 +166,8 @@ def _score(unit: ProbeUnit, task: WordTask, probes: dict, n_train: dict, invaria
         for li, layer in enumerate(unit.layers):
             rows.append(result_row(unit, task=task.name, layer=layer, src=unit.src, tgt=tgt, seed=seed,
                                    metric=task.metric, value=values[li], baseline=baseline, n_train=n_train[seed],
-                                   n_test=correct.shape[1], invariant=invariant, correct=correct[li]))
+                                   n_test=correct.shape[1], invariant=invariant, correct=correct[li],
+                                   pooling=unit.pooling))
     return rows
 
 

@@ -8,6 +8,7 @@ import importlib
 from importlib.metadata import entry_points
 
 from xlp.errors import XlpError
+from xlp.tasks.align import AlignTask
 from xlp.tasks.arc import ArcHeadTask, ArcTask
 from xlp.tasks.base import SentenceTask, Task, WordTask
 from xlp.tasks.bpc import BpcTask
@@ -19,7 +20,7 @@ from xlp.tasks.xnli import XnliTask
 
 BUILT_IN: dict[str, Task] = {task.name: task for task in (
     PosTask(), PosControlTask(), ArcTask(), ArcHeadTask(), DeprelTask(),
-    RetrievalTask(), BpcTask(), XnliTask(),
+    RetrievalTask(), BpcTask(), XnliTask(), AlignTask(),
 )}
 ENTRY_POINT_GROUP = "xlp.tasks"
 _loaded: dict[str, Task] = {}  # plugin tasks this process has resolved, by name

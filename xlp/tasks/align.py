@@ -19,9 +19,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from xlp.errors import XlpError
+from xlp.hashing import data_files
+from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, result_row
 
-if TYPE_CHECKING:  # torch is imported only where a model runs
-    from xlp.models.extract import WordFeatureExtractor
+if TYPE_CHECKING:
+    from xlp.models.extract import FeatureExtractor
+    from xlp.spec import Spec
 
 NAME = "align"
 METHODS = ("argmax", "itermax")
@@ -269,8 +272,9 @@ def split_sentences(flat: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray
     return np.split(flat, np.cumsum(lengths)[:-1])
 
 
-def align_rows(extractor: WordFeatureExtractor, gold: Sequence[GoldSentence], methods: Sequence[str] = METHODS) -> list[dict]:
-    """With a loaded WordFeatureExtractor (its layers and pooling): one row per (layer, method) with
+
+def align_rows(extractor: FeatureExtractor, gold: Sequence[GoldSentence], methods: Sequence[str] = METHODS) -> list[dict]:
+    """With a loaded FeatureExtractor (its layers and pooling): one row per (layer, method) with
     precision, recall, F1, AER and the number of sentences, plus the diagonal baseline's row at every
     layer (the same scores: it reads no vectors) so each layer's table has what to beat. Both sides of
     every sentence go through the model in one extraction call."""
@@ -288,3 +292,66 @@ def align_rows(extractor: WordFeatureExtractor, gold: Sequence[GoldSentence], me
             rows.append({"layer": layer, "method": method, **c.scores(), "n_sentences": n})
         rows.append({"layer": layer, "method": BASELINE, **baseline, "n_sentences": n})
     return rows
+
+
+# ---- the task -------------------------------------------------------------------------------------------
+
+def pair_languages(pair: str) -> tuple[str, str]:
+    """`enfr` or `en-fr` -> ("en", "fr")."""
+    src, sep, tgt = pair.partition("-")
+    if not sep:
+        src, tgt = pair[:2], pair[2:]
+    if not (re.fullmatch(r"[a-z]{2,3}", src) and re.fullmatch(r"[a-z]{2,3}", tgt)):
+        raise XlpError(f"alignment.pairs: {pair!r} is not a language pair such as enfr or en-fr")
+    return src, tgt
+
+
+class AlignTask(SentenceTask):
+    name = NAME
+    metric = "f1"
+    definition = ("unsupervised word alignment in the manner of SimAlign: each sentence pair's words (the corpus's "
+                  "whitespace tokens, with the run's subword pooling) are aligned from the cosine similarity of "
+                  "their vectors at a layer, with no training (argmax: links that are each other's best match in "
+                  "both directions; itermax: its iterative variant; alignment.method); F1 of precision against "
+                  "sure and possible gold links and recall against sure ones, counts summed over the corpus; "
+                  "precision, recall and AER in their own columns; baseline = the diagonal aligner (each word to "
+                  "the word at the same relative position of the other side).")
+
+    def inputs(self, spec: Spec, data: RunData, notes: list[str]) -> SentenceInputs | None:
+        """Every gold file is read and checked now (pre-flight); the unit reads the same files again."""
+        a = spec.alignment
+        check_methods([a.method])
+        paths: list[Path] = []
+        for pair in a.pairs:
+            pair_languages(pair)
+            text, gold = (Path(a.files[pair][0]), Path(a.files[pair][1])) if pair in a.files else pair_files(a.gold, pair)
+            read_gold(text, gold, a.one_indexed, a.max_sentences)
+            paths += [text, gold]
+        files = data_files(paths)
+        return SentenceInputs(langs=tuple(a.pairs), files=tuple(files[p] for p in paths), corpus="gold",
+                              options=(("method", a.method), ("one_indexed", a.one_indexed),
+                                       ("max_sentences", a.max_sentences), ("pooling", spec.pooling)))
+
+    def rows(self, unit, runtime: Runtime) -> list[dict]:
+        """The checkpoint is loaded once for all pairs; both sides of a pair's sentences go through it in
+        one extraction, then each layer's alignments are scored."""
+        from xlp.models.extract import FeatureExtractor
+
+        o = dict(unit.inputs.options)
+        extractor = FeatureExtractor(unit.ckpt, list(unit.layers), o["pooling"], runtime.batch_tokens,
+                                     runtime.device, runtime.trust_remote_code, runtime.allow_pickle)
+        rows = []
+        for k, pair in enumerate(unit.langs):
+            text, gold_file = (Path(f.path) for f in unit.inputs.files[2 * k: 2 * k + 2])
+            gold = read_gold(text, gold_file, o["one_indexed"], o["max_sentences"])
+            src, tgt = pair_languages(pair)
+            scored = align_rows(extractor, gold, [o["method"]])
+            baseline = next(r["f1"] for r in scored if r["method"] == BASELINE)
+            for r in (r for r in scored if r["method"] == o["method"]):
+                for seed in unit.seeds:  # no probe: one value, repeated so every task has the same rows
+                    row = result_row(unit, task=self.name, layer=r["layer"], src=src, tgt=tgt, seed=seed,
+                                     metric=self.metric, value=r["f1"], baseline=baseline, n_train=0,
+                                     n_test=len(gold), invariant=True, correct=None, pooling=extractor.pooling)
+                    rows.append({**row, "precision": r["precision"], "recall": r["recall"], "aer": r["aer"],
+                                 "method": o["method"]})
+        return rows

@@ -117,9 +117,12 @@ class SentenceTask(Task):
 
 
 def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, metric: str, value: float,
-               baseline: float, n_train: int, n_test: int, invariant: bool, correct: np.ndarray | None) -> dict:
-    """One row of probes.parquet; `correct` (per test item) is bit-packed for the reducer's paired bootstrap."""
-    return {"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "task": task, "layer": layer,
-            "src_lang": src, "tgt_lang": tgt, "seed": seed, "metric": metric, "value": float(value),
+               baseline: float, n_train: int, n_test: int, invariant: bool, correct: np.ndarray | None,
+               pooling: str | None = None) -> dict:
+    """One row of probes.parquet; `correct` (per test item) is bit-packed for the reducer's paired bootstrap;
+    `tokens` is the tokens seen at the checkpoint where its name or metadata says; `pooling` the subword
+    pooling of word vectors (None where the task pools otherwise)."""
+    return {"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "tokens": unit.ckpt.tokens, "task": task,
+            "layer": layer, "src_lang": src, "tgt_lang": tgt, "seed": seed, "metric": metric, "value": float(value),
             "baseline": baseline, "n_train": n_train, "n_test": n_test, "seed_invariant": invariant,
-            "correct": None if correct is None else np.packbits(correct).tobytes()}
+            "pooling": pooling, "correct": None if correct is None else np.packbits(correct).tobytes()}

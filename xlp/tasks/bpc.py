@@ -1,10 +1,12 @@
-"""MLM bits per character: how well the checkpoint's masked-LM head predicts each language's test
-text, normalised by characters so that languages and tokenizers compare.
+"""Bits per character (and per UTF-8 byte): how well the checkpoint's language-model head predicts
+each language's test text, normalised by characters so that languages and tokenizers compare.
 
-One score per token, in PASSES masking passes: pass j masks the tokens whose index is j mod PASSES
+A masked LM is scored in PASSES masking passes: pass j masks the tokens whose index is j mod PASSES
 (about 1 in 7, close to the 15 % masking of pretraining), so every token is predicted exactly once
-from a context with the other passes' tokens visible. bits = sum of -log2 p(token); bpc = bits /
-characters of the text the tokens cover.
+from a context with the other passes' tokens visible (a pseudo-likelihood). A causal LM is scored
+exactly: every token's log-probability given the text before it, with a sliding window
+(xlp/models/causal_lm.py). bits = sum of -log2 p(token); bpc = bits / characters of the text the
+tokens cover. The two estimators are not comparable with each other; each row names its estimator.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint, load_tokenizer
-from xlp.models.loading import TokenBatches, has_mlm_head, load_model, pick_device
+from xlp.models.loading import TokenBatches, lm_kind, load_model, pick_device
 from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, result_row
 from xlp.tasks.ud import read_conllu
 
@@ -31,10 +33,13 @@ class BpcTask(SentenceTask):
     name = "bpc"
     metric = "bpc"
     higher_is_better = False
-    definition = (f"masked-LM bits per character of each language's test text: {PASSES} masking passes, pass j masks "
-                  f"the tokens whose index is j mod {PASSES}, so every token is predicted once; bits / characters "
-                  "covered. Its row's layer is the model's last (the head reads it); baseline = a uniform "
-                  "distribution over the vocabulary.")
+    definition = (f"bits per character of each language's test text (column bits_per_byte: per UTF-8 byte). A masked "
+                  f"LM (estimator masked_pll): {PASSES} masking passes, pass j masks the tokens whose index is j mod "
+                  f"{PASSES}, so every token is predicted once with the rest visible. A causal LM (estimator "
+                  "causal_exact): every token's exact log-probability given the text before it (a sliding window, "
+                  "each token scored once with the longest context that fits). The two estimators are not "
+                  "comparable. Bits / characters covered; the row's layer is the model's last (the head reads it); "
+                  "baseline = a uniform distribution over the vocabulary.")
 
     def inputs(self, spec: Spec, data: RunData, notes: list[str]) -> SentenceInputs | None:
         files = data.test_files(spec.data.languages)
@@ -43,8 +48,8 @@ class BpcTask(SentenceTask):
                                        ("lenient", spec.data.conllu == "lenient")))
 
     def skip(self, ckpt: Checkpoint, spec: Spec) -> str | None:
-        if not has_mlm_head(ckpt, spec.trust_remote_code):
-            return f"bpc: {ckpt.name} has no masked-LM head; no bits per character for it"
+        if lm_kind(ckpt, spec.trust_remote_code) is None:
+            return f"bpc: {ckpt.name} has no language-model head (masked or causal); no bits per character for it"
         return None
 
     def unit_layers(self, layers: list[int], depth: int) -> tuple[int, ...]:
@@ -55,17 +60,31 @@ class BpcTask(SentenceTask):
 
     def rows(self, unit, runtime: Runtime) -> list[dict]:
         cap, lenient = unit.inputs.option("max_sentences"), unit.inputs.option("lenient")
-        scorer = MlmScorer(unit.ckpt, runtime)
+        causal = lm_kind(unit.ckpt, runtime.trust_remote_code) == "causal"
+        scorer = _causal_scorer(unit.ckpt, runtime) if causal else MlmScorer(unit.ckpt, runtime)
         rows = []
         for lang, file in zip(unit.langs, unit.inputs.files):
             texts = [s.text for s in read_conllu(file.path, cap, lenient=lenient) if s.text]
-            bits, chars, tokens = scorer.bits(texts)
+            if causal:
+                scored = scorer.bits(texts)
+                bits, chars, nbytes, tokens = scored.bits, scored.chars, scored.bytes, scored.tokens
+            else:
+                bits, chars, tokens = scorer.bits(texts)
+                nbytes = np.array([len(t[: int(c)].encode("utf-8")) for t, c in zip(texts, chars)])
             uniform = np.log2(scorer.vocab_size) * tokens.sum() / chars.sum()  # a model that knows nothing
             for seed in unit.seeds:
-                rows.append(result_row(unit, task=self.name, layer=unit.layers[0], src=lang, tgt=lang, seed=seed,
-                                       metric=self.metric, value=bits.sum() / chars.sum(), baseline=float(uniform),
-                                       n_train=0, n_test=len(bits), invariant=True, correct=None))
+                row = result_row(unit, task=self.name, layer=unit.layers[0], src=lang, tgt=lang, seed=seed,
+                                 metric=self.metric, value=bits.sum() / chars.sum(), baseline=float(uniform),
+                                 n_train=0, n_test=len(bits), invariant=True, correct=None)
+                rows.append({**row, "estimator": "causal_exact" if causal else "masked_pll",
+                             "bits_per_byte": float(bits.sum() / nbytes.sum())})
         return rows
+
+
+def _causal_scorer(ckpt: Checkpoint, runtime: Runtime):
+    from xlp.models.causal_lm import CausalLmScorer
+
+    return CausalLmScorer(ckpt, runtime.batch_tokens, runtime.device, runtime.trust_remote_code, runtime.allow_pickle)
 
 
 class MlmScorer:

@@ -1,0 +1,228 @@
+"""Every family researchers publish series of: the ids xlp feeds equal the tokenizer's own for the running
+text, pooling follows the attention, layers above the highest requested are dropped with features equal
+to the full forward, the LM head's kind is told right, and a causal LM's bits per byte are exact."""
+
+import math
+from functools import reduce
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAMILIES, MINILM, UD, make_tiny_family, make_tiny_xlmr
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+from xlp.errors import XlpError
+from xlp.models.words import align
+from xlp.models.causal_lm import CausalLmScorer
+from xlp.models.checkpoints import Checkpoint
+from xlp.models.extract import FeatureExtractor
+from xlp.models.families import is_causal, layer_stack, model_kind
+from xlp.tasks.ud import read_conllu
+
+CAUSAL = [k for k in FAMILIES if k != "modernbert"]
+FOX = ["The", "quick", "brown", "fox", "jumped", "over", "the", "lazy", "dog", "."]
+
+
+@pytest.fixture(scope="session")
+def families(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("families")
+    return {kind: make_tiny_family(kind, root / kind, seed=i) for i, kind in enumerate(FAMILIES)}
+
+
+def _sentences() -> list[list[str]]:
+    """English, German, Vietnamese (words with spaces inside), Chinese, Arabic and Hindi words."""
+    out = [FOX]
+    for tb, f, n in (("UD_English-EWT", "en_ewt-ud-test", 150), ("UD_German-GSD", "de_gsd-ud-test", 40),
+                     ("UD_Vietnamese-VTB", "vi_vtb-ud-test", 40), ("UD_Chinese-PUD", "zh_pud-ud-test", 20),
+                     ("UD_Arabic-PUD", "ar_pud-ud-test", 20), ("UD_Hindi-PUD", "hi_pud-ud-test", 20)):
+        out += [s.forms for s in read_conllu(UD / tb / f"{f}.conllu", max_sentences=n)]
+    return out
+
+
+@pytest.fixture(scope="session")
+def kinds(families, tmp_path_factory) -> dict:
+    """One checkpoint per tokenizer kind: byte-level BPE (GPT-NeoX-20B's, no BOS), SentencePiece (XLM-R's,
+    <s> ... </s>), WordPiece (MiniLM's, [CLS] ... [SEP])."""
+    return {"bpe": families["gpt_neox"], "sentencepiece": make_tiny_xlmr(tmp_path_factory.mktemp("x") / "x", 0),
+            "wordpiece": MINILM}
+
+
+@pytest.mark.parametrize("kind", ["bpe", "sentencepiece", "wordpiece"])
+def test_fed_ids_equal_the_tokenizers_ids_of_the_running_text(kinds, kind):
+    ex = FeatureExtractor(Checkpoint(0, str(kinds[kind])), layers=[1])
+    tok = AutoTokenizer.from_pretrained(kinds[kind])
+    sents = _sentences()
+    fits = 0
+    for words in sents:
+        want = tok(" ".join(words))["input_ids"]
+        if len(want) <= ex.max_len:
+            assert ex.input_ids(words) == [want], " ".join(words)
+            fits += 1
+    assert fits > 0.9 * len(sents)
+    if kind == "bpe":  # the issue's example: each word keeps its leading space, one token per word here
+        assert tok.convert_ids_to_tokens(ex.input_ids(FOX)[0]) == [
+            "The", "Ġquick", "Ġbrown", "Ġfox", "Ġjumped", "Ġover", "Ġthe", "Ġlazy", "Ġdog", "Ġ."]
+        for words, sent in zip(sents, align(tok, sents)):  # byte-level BPE decodes back to each word exactly
+            got = [tok.decode([i for i, lo in zip(sent.ids, sent.lo) if lo == w]).strip()
+                   for w in range(len(words))]
+            assert got == list(words)
+
+
+def test_long_sentence_windows_are_slices_of_the_running_text_cut_between_words(kinds):
+    ex = FeatureExtractor(Checkpoint(0, str(kinds["bpe"])), layers=[1])
+    ex.max_len = 12
+    words = [s.forms for s in read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-test.conllu", max_sentences=3)][1]
+    rows = ex.input_ids(words)
+    running = AutoTokenizer.from_pretrained(kinds["bpe"])(" ".join(words))["input_ids"]
+    assert len(rows) > 2 and [i for r in rows for i in r] == running  # no word longer than a window: nothing is left out
+    vecs = ex.extract([words])[1]
+    assert (np.abs(vecs.astype(np.float32)).sum(1) > 0).all()
+
+
+def _word_tokens(enc, words: list[str]) -> list[list[int]]:
+    """Each word's tokens from transformers' own char_to_token over the running text."""
+    out, start = [], 0
+    for w in words:
+        out.append(sorted({enc.char_to_token(c) for c in range(start, start + len(w))} - {None}))
+        start += len(w) + 1
+    return out
+
+
+@pytest.mark.parametrize("kind", FAMILIES)
+def test_family_features_with_layers_dropped_equal_the_full_forward(families, kind):
+    """Layers 0-1 of a 3-layer model: layers 2-3 are not computed (and the final norm that only the last
+    hidden state gets is skipped), and every word's vector equals the full model's hidden state of its
+    last subword (causal LMs) or first subword (ModernBERT) under `pooling: auto`."""
+    d = families[kind]
+    ex = FeatureExtractor(Checkpoint(0, str(d)), layers=[0, 1], batch_tokens=64)
+    assert ex.pooling == ("first" if kind == "modernbert" else "last")
+    assert ex.truncated and len(reduce(getattr, layer_stack(ex.model).split("."), ex.model)) == 1
+    sents = _sentences()[:12]
+    got = ex.extract(sents)
+    tok, full = AutoTokenizer.from_pretrained(d), AutoModel.from_pretrained(d).eval()
+    row = 0
+    for words in sents:
+        enc = tok(" ".join(words), return_tensors="pt")
+        with torch.no_grad():
+            hidden = full(**enc, output_hidden_states=True).hidden_states
+        assert len(hidden) == 4
+        for toks in _word_tokens(enc, words):
+            pick = toks[-1] if ex.pooling == "last" else toks[0]
+            for layer in (0, 1):
+                np.testing.assert_allclose(got[layer][row].astype(np.float32), hidden[layer][0, pick].numpy(),
+                                           rtol=2e-3, atol=2e-3)
+            row += 1
+    every = FeatureExtractor(Checkpoint(0, str(d)), layers="all", batch_tokens=64)
+    assert not every.truncated and every.layers == [0, 1, 2, 3]
+    np.testing.assert_allclose(every.extract(sents)[1].astype(np.float32), got[1].astype(np.float32), atol=2e-3)
+
+
+def test_model_kind_and_causality_of_every_family(families, kinds, tmp_path):
+    for kind, d in families.items():
+        cfg = AutoConfig.from_pretrained(d)
+        assert model_kind(cfg, d) == ("masked" if kind == "modernbert" else "causal"), kind
+        assert is_causal(cfg) == (kind != "modernbert"), kind
+    assert model_kind(AutoConfig.from_pretrained(kinds["sentencepiece"])) == "masked"  # XLM-R with its MLM head
+    assert model_kind(AutoConfig.from_pretrained(MINILM), MINILM) is None  # a bare BERT encoder
+    bare = tmp_path / "bare"  # Pythia's base model saved without its head: causal, but no LM head to score with
+    AutoModel.from_pretrained(families["gpt_neox"]).save_pretrained(bare)
+    cfg = AutoConfig.from_pretrained(bare)
+    assert cfg.architectures == ["GPTNeoXModel"] and is_causal(cfg) and model_kind(cfg, bare) is None
+    cfg.architectures = None  # a config that does not say: the weights' names decide
+    assert model_kind(cfg, kinds["sentencepiece"]) == "causal" and model_kind(cfg, bare) is None
+    xcfg = AutoConfig.from_pretrained(kinds["sentencepiece"])
+    xcfg.architectures = None
+    assert model_kind(xcfg, kinds["sentencepiece"]) == "masked"
+
+
+def _text() -> str:
+    return " ".join(s.text for s in read_conllu(UD / "UD_German-GSD" / "de_gsd-ud-test.conllu", max_sentences=3))
+
+
+def test_causal_bits_per_byte_equal_a_plain_loop_over_the_tokens(families):
+    """A text of ~90 tokens, a window of 32 and a stride of 12: the scorer's bits per byte equal -log2 p
+    summed token by token (one forward per token, on exactly the context the window rule gives it:
+    the whole prefix in the first window, then the window ending where the token's stride block ends)."""
+    d = families["gpt_neox"]
+    text = _text()
+    sc = CausalLmScorer(Checkpoint(0, str(d)), window=32, stride=12, batch_tokens=128)
+    got = sc.bits([text, "Kurz.", ""])
+    tok, model = AutoTokenizer.from_pretrained(d), AutoModelForCausalLM.from_pretrained(d).eval()
+    ids = tok(text)["input_ids"]
+    assert sc.context == [tok.convert_tokens_to_ids("<|endoftext|>")] and 60 < len(ids) < 120
+    seq, bits = sc.context + ids, 0.0
+    for p in range(1, len(seq)):
+        end = p + 1 if p < 32 else min(32 + -(-(p + 1 - 32) // 12) * 12, len(seq))
+        start = max(0, end - 32) if p >= 32 else 0
+        with torch.no_grad():
+            logits = model(torch.tensor([seq[start:p]])).logits[0, -1].double()
+        bits -= torch.log_softmax(logits, -1)[seq[p]].item() / math.log(2)
+    n_bytes = len(text.encode("utf-8"))
+    assert (got.tokens[0], got.bytes[0], got.chars[0]) == (len(ids), n_bytes, len(text))
+    assert n_bytes > len(text)  # German umlauts: bytes and characters differ
+    assert abs(got.bits[0] / got.bytes[0] - bits / n_bytes) < 1e-4
+    assert got.bits[2] == 0 and got.bytes[2] == 0 and got.tokens[1] > 0
+
+
+@pytest.mark.parametrize("kind", CAUSAL)
+def test_causal_bits_of_a_text_within_the_window_equal_one_forward(families, kind):
+    """Each causal family, its own context token (Llama-style: the BOS its tokenizer adds; the others:
+    <|endoftext|>): the bits equal one full forward over context + text."""
+    d = families[kind]
+    sc = CausalLmScorer(Checkpoint(0, str(d)), window=120, stride=60)
+    tok, model = AutoTokenizer.from_pretrained(d), AutoModelForCausalLM.from_pretrained(d).eval()
+    text = "Der schnelle braune Fuchs springt über den faulen Hund."
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert sc.context == ([tok.bos_token_id] if kind == "llama" else [tok.convert_tokens_to_ids("<|endoftext|>")])
+    seq = torch.tensor([sc.context + ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(seq).logits[0, :-1].double(), -1)
+    want = -logp[torch.arange(len(ids)), seq[0, 1:]].sum().item() / math.log(2)
+    got = sc.bits([text])
+    assert got.bits[0] == pytest.approx(want, rel=1e-5)
+    assert (got.bytes[0], got.chars[0]) == (len(text.encode()), len(text))
+
+
+def test_stride_must_fit_the_window(families):
+    with pytest.raises(XlpError, match="stride 40 must be at least 1 and below the window"):
+        CausalLmScorer(Checkpoint(0, str(families["gpt2"])), window=32, stride=40)
+
+
+HUB_NAMES = {  # each family's series named the way its publishers name their checkpoints
+    "gpt_neox": ("step0", "step512", "step1000"),  # Pythia branches
+    "bloom": ("global_step0", "global_step500", "global_step1000"),
+    "olmo": ("step0-tokens0B", "step500-tokens2B", "step1000-tokens4B"),
+    "llama": ("step-0", "step-500", "step-1000"),  # SmolLM2
+    "gpt2": ("checkpoint-0", "checkpoint-500", "checkpoint-1000"),
+    "modernbert": ("step_0", "step_500", "step_1000"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(HUB_NAMES))
+def test_every_family_runs_pos_bpc_and_retrieval_through_launch(kind, tmp_path, ray_local):
+    """A tiny random series of each family, saved as its publishers save it (LM head included, a real
+    tokenizer of its kind, the hub's step names), runs pos, bpc and retrieval end to end."""
+    import pandas as pd
+
+    from conftest import run_xlp, write_spec
+
+    for seed, name in enumerate(HUB_NAMES[kind]):
+        make_tiny_family(kind, tmp_path / "series" / name, seed=seed, layers=2)
+    spec = write_spec(tmp_path / "s.yaml", name=kind, output=str(tmp_path / "run"),
+                      checkpoints=[{"path": str(tmp_path / "series" / "*")}],
+                      data={"ud_root": str(UD), "languages": ["en", "de"], "max_train_sentences": 30,
+                            "max_test_sentences": 12},
+                      tasks=["pos", "bpc", "retrieval"], retrieval={"max_sentences": 8}, probe={"seeds": [0]})
+    r = run_xlp("launch", spec, "--quiet")
+    assert r.returncode == 0, r.stderr
+    probes = pd.read_parquet(tmp_path / "run" / "results" / "probes.parquet")
+    assert sorted(set(probes.step)) == [0, 512 if kind == "gpt_neox" else 500, 1000]
+    assert set(probes.task) == {"pos", "bpc", "retrieval"}
+    causal = kind != "modernbert"
+    pos = probes[probes.task == "pos"]
+    assert set(pos.pooling) == {"last" if causal else "first"} and set(pos.layer) == {0, 1, 2}
+    bpc = probes[probes.task == "bpc"]
+    assert set(bpc.estimator) == {"causal_exact" if causal else "masked_pll"} and len(bpc) == 3 * 2
+    assert (bpc.value > 0).all() and (bpc.bits_per_byte > 0).all()
+    if kind == "olmo":
+        assert sorted(set(probes.tokens)) == [0, 2 * 10**9, 4 * 10**9]
