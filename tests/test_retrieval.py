@@ -107,3 +107,18 @@ def test_xnli_without_data_is_a_note_not_an_error(tmp_path):
                                 tasks=["xnli"], layers=[6]))
     plan = make_plan(spec)
     assert plan.probe == [] and any(n.startswith("xnli: not run, no data") for n in plan.notes)
+
+
+def test_xnli_uses_every_language_its_data_has_unless_told(tmp_path):
+    """XNLI's languages are its data's, not data.languages' (the paper: 15 languages whatever the UD set);
+    `task_grid.xnli` narrows them."""
+    from xlp.orchestrator.plan import make_plan
+
+    spec = dict(name="x", output=str(tmp_path / "run"), checkpoints=[{"path": str(MINILM), "step": 0}],
+                data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"], "xnli": str(_xnli_layout(tmp_path / "xnli"))},
+                tasks=["xnli"], layers=[6])
+    [unit] = make_plan(load_spec(write_spec(tmp_path / "a.yaml", **spec))).probe
+    assert unit.langs == ("en", "de")
+    spec["task_grid"] = {"xnli": {"languages": ["de"]}}
+    [unit] = make_plan(load_spec(write_spec(tmp_path / "b.yaml", **spec))).probe
+    assert unit.langs == ("de",)

@@ -214,3 +214,50 @@ def _feats_table():
     vectors = pa.array(np.array([1, 1, 0, 0, 1, 1], np.float16))
     return pa.table({"feats": ["Number=Sing", "_", "Case=Nom|Number=Plur"],
                      "layer_0": pa.FixedSizeListArray.from_arrays(vectors, 2)})
+
+
+def test_each_task_has_its_own_grid_of_languages(tmp_path, tiny_series):
+    """The paper's grid is per task: POS in-language in more languages than it crosses; a task's grid is
+    validated against the data, and `xlp validate` prints it."""
+    from xlp.orchestrator.plan import make_plan
+    from xlp.spec import load_spec
+
+    spec = dict(name="g", output=str(tmp_path / "run"), checkpoints=[{"path": f"{tiny_series}/step_*"}],
+                data={"ud_root": str(UD), "languages": ["en", "de", "vi"], "max_train_sentences": 20,
+                      "max_test_sentences": 10},
+                tasks=["pos", "deprel"], layers=[1],
+                task_grid={"pos": {"sources": ["en", "de"], "targets": ["en", "de"]}})
+    plan = make_plan(load_spec(write_spec(tmp_path / "g.yaml", **spec)))
+    pos = {u.src: [t for t, _ in u.targets] for u in plan.probe if u.task == "pos" and u.ckpt.step == 0}
+    deprel = {u.src: [t for t, _ in u.targets] for u in plan.probe if u.task == "deprel" and u.ckpt.step == 0}
+    assert pos == {"en": ["en", "de"], "de": ["en", "de"], "vi": ["vi"]}  # vi: in-language only
+    assert deprel == {s: ["en", "de", "vi"] for s in ("en", "de", "vi")}  # the default: every pair
+    r = run_xlp("validate", tmp_path / "g.yaml")
+    assert r.returncode == 0 and "in-language 3 (en, de, vi); cross-lingual 2 x 2" in r.stdout
+    bad = write_spec(tmp_path / "b.yaml", **{**spec, "task_grid": {"pos": {"sources": ["fr"]}}})
+    r = run_xlp("validate", bad, "--schema-only")
+    assert r.returncode == 1 and "task_grid.pos.sources: ['fr'] not in data.languages" in r.stderr
+
+
+def test_bootstrap_seeds_measure_probe_training_variance(tmp_path, tiny_series, ray_local):
+    """`probe.resample: bootstrap`: each seed fits on its own resample of the training sentences, so the
+    seeds differ; the default fits once on all of them and repeats the row (seed_invariant)."""
+    import pyarrow.parquet as pq
+
+    from xlp.orchestrator.driver import launch
+    from xlp.spec import load_spec
+
+    runs = {}
+    for resample in ("none", "bootstrap"):
+        spec = load_spec(write_spec(
+            tmp_path / f"{resample}.yaml", name=resample, output=str(tmp_path / resample),
+            checkpoints=[{"path": f"{tiny_series}/step_0"}], data={"ud_root": str(UD), "languages": ["en"],
+                                                                     "max_train_sentences": 40, "max_test_sentences": 30},
+            tasks=["pos", "arc"], layers=[1, 2], cross_lingual=False, probe={"seeds": [0, 1, 2], "resample": resample}))
+        launch(spec, quiet=True)
+        runs[resample] = pq.read_table(tmp_path / resample / "results" / "probes.parquet").to_pandas()
+    none, boot = runs["none"], runs["bootstrap"]
+    pos_none, pos_boot = none[none.task == "pos"], boot[boot.task == "pos"]
+    assert pos_none.groupby("layer").value.nunique().eq(1).all() and pos_none.seed_invariant.all()
+    assert pos_boot.groupby("layer").value.nunique().gt(1).all() and not pos_boot.seed_invariant.any()
+    assert boot[boot.task == "arc"].groupby("layer").value.nunique().gt(1).all()  # pairs stay within sentences

@@ -95,6 +95,7 @@ def validate(
         return
     from xlp.orchestrator import preflight
     from xlp.orchestrator.plan import make_plan
+    from xlp.tasks import resolve_tasks
 
     if s.pretrain is not None:
         from xlp.pretrain import is_complete, save_schedule
@@ -117,6 +118,12 @@ def validate(
     t.add_row("tasks", str(len(s.tasks)), ", ".join(s.tasks))
     t.add_row("layers", str(len(plan.layers)), str(plan.layers))
     t.add_row("seeds", str(n_seeds), str(s.probe.seeds))
+    for task in resolve_tasks(s.tasks):
+        units = [u for u in plan.probe if task.name in u.task.split("+")]
+        langs = sorted({lang for u in units for lang in getattr(u, "langs", ())}) or None
+        own, sources, targets = s.grid(task.name, default=langs)
+        t.add_row(f"task {task.name}", f"{len(units)} units",
+                  f"in-language {len(own)} ({', '.join(own)}); cross-lingual {len(sources)} x {len(targets)}")
     t.add_row("extraction units", str(len(plan.extract)), "checkpoint x language x split")
     t.add_row("probe units", str(len(plan.probe)), "checkpoint x task x source (layers, seeds, targets inside)")
     t.add_row("probe rows", f"{plan.probe_rows(n_seeds, s.cross_lingual):,}",

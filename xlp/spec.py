@@ -74,6 +74,18 @@ class ProbeSpec(_Strict):
     max_iter: int = Field(30, ge=1)
     max_train_words: int | None = Field(None, ge=1, description="subsample the source's train words (per seed)")
     layers_per_unit: int | None = Field(None, ge=1, description="layers fit together in one probe unit; null: all")
+    resample: Literal["none", "bootstrap"] = Field(
+        "none", description="bootstrap: each seed fits on a resample of the training sentences (with replacement), "
+                            "so the spread over seeds is probe-training variance; none: one fit on all of them")
+
+
+class TaskGridSpec(_Strict):
+    """One task's own languages: in-language ones, and the cross-lingual sources and targets (the paper's
+    grid: POS in 44 languages in-language, 18 x 18 across languages). Unset: the task's default."""
+
+    languages: list[str] | None = None
+    sources: list[str] | None = None
+    targets: list[str] | None = None
 
 
 class RetrievalSpec(_Strict):
@@ -137,6 +149,7 @@ class Spec(_Strict):
     pooling: Literal["auto", "first", "mean", "last"] = "auto"  # auto: last in a causal LM, first otherwise
     probe: ProbeSpec = ProbeSpec()
     cross_lingual: bool = True
+    task_grid: dict[str, TaskGridSpec] = Field({}, description="per task name: its own languages, sources, targets")
     retrieval: RetrievalSpec = RetrievalSpec()
     alignment: AlignmentSpec = AlignmentSpec()
     analysis: AnalysisSpec = AnalysisSpec()
@@ -166,6 +179,35 @@ class Spec(_Strict):
             except XlpError as e:
                 raise ValueError(str(e)) from None
         return tasks
+
+    def grid(self, task: str, default: list[str] | None = None) -> tuple[list[str], list[str], list[str]]:
+        """A task's (in-language languages, cross-lingual sources, cross-lingual targets): its `task_grid`
+        entry, else `default` (else data.languages); sources and targets default to its languages, and
+        with `cross_lingual: false` there are none."""
+        g = self.task_grid.get(task) or TaskGridSpec()
+        langs = g.languages or default or self.data.languages
+        if not self.cross_lingual:
+            return langs, [], []
+        return langs, g.sources or langs, g.targets or langs
+
+    @model_validator(mode="after")
+    def _task_grid_languages(self) -> "Spec":
+        """A task that reads UD treebanks takes its languages from data.languages."""
+        from xlp.tasks import get_task
+
+        for name, g in self.task_grid.items():
+            try:
+                reads_ud = get_task(name).reads_ud
+            except XlpError as e:
+                raise ValueError(f"task_grid.{name}: {e}") from None
+            for key in ("languages", "sources", "targets"):
+                langs = getattr(g, key) or []
+                if not reads_ud:
+                    continue
+                missing = [lang for lang in langs if lang not in self.data.languages]
+                if missing:
+                    raise ValueError(f"task_grid.{name}.{key}: {missing} not in data.languages")
+        return self
 
     @model_validator(mode="after")
     def _pretrain_defaults(self) -> "Spec":

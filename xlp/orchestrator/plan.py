@@ -80,9 +80,11 @@ def make_plan(spec: Spec, inputs: RunInputs | None = None) -> Plan:
     layer_groups = [layers[i:i + size] for i in range(0, len(layers), size)]
     for ckpt in inputs.checkpoints:
         for tasks in _fit_groups(inputs.word_tasks):
+            langs, sources, targets_of_grid = spec.grid(tasks[0].name)
             for group in layer_groups:
                 for src in plan.sources:
-                    tgts = [t for t in plan.targets if spec.cross_lingual or t == src]
+                    tgts = [t for t in plan.targets if (t == src and src in langs)
+                            or (src in sources and t in targets_of_grid and t != src)]
                     if not tgts:
                         continue
                     targets = tuple((t, ud[t].test[0]) for t in tgts)

@@ -13,7 +13,7 @@ from xlp.errors import ShardChecksumError, XlpError
 from xlp.models.extract import FeatureExtractor
 from xlp.orchestrator.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
-from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, shard_path
+from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, resample_sentences, shard_path
 from xlp.storage.store import ChecksumMismatch, Written
 from xlp.tasks.base import Runtime, WordTask, result_row
 from xlp.tasks.probe import fit_probes, majority_accuracy
@@ -122,8 +122,9 @@ def run_probe(output: str, unit: ProbeUnit, faults: dict | None = None, digests:
     store = _store(output, faults)
     digests = digests or {}
     fit = unit.tasks[0]
-    needs = tuple(dict.fromkeys(c for task in unit.tasks for c in task.needs))
     step, settings = unit.ckpt.step, unit.probe
+    resample = settings.resample == "bootstrap"
+    needs = tuple(dict.fromkeys([c for task in unit.tasks for c in task.needs] + (["sent_idx"] if resample else [])))
     table, cols = _read(store, needs, step, unit.src, unit.train_split, unit.layers, digests)
     cap = settings.max_train_words
     probes, n_train, invariant = {}, {}, False
@@ -131,8 +132,9 @@ def run_probe(output: str, unit: ProbeUnit, faults: dict | None = None, digests:
         if invariant:
             probes[seed], n_train[seed] = probes[settings.seeds[0]], n_train[settings.seeds[0]]
             continue
-        X, y = fit.examples(table, cols, seed)
-        invariant = not fit.seeded and (cap is None or len(y) <= cap)
+        train = resample_sentences(table, np.random.default_rng([seed, 1])) if resample else table
+        X, y = fit.examples(train, cols, seed)
+        invariant = not fit.seeded and not resample and (cap is None or len(y) <= cap)
         if cap is not None and len(y) > cap:
             idx = np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
             X, y = X[:, idx], y[idx]

@@ -51,6 +51,19 @@ PARQUET_OPTIONS = dict(
 )
 
 
+def resample_sentences(table: pa.Table, rng: np.random.Generator) -> pa.Table:
+    """A bootstrap resample of a shard's sentences: as many sentences as it has, drawn with replacement;
+    each draw is a sentence of its own (a new sent_idx), so examples within a sentence stay whole."""
+    sent = table.column("sent_idx").to_numpy()
+    starts = np.flatnonzero(np.r_[True, sent[1:] != sent[:-1]]) if len(sent) else np.zeros(0, dtype=np.int64)
+    ends = np.r_[starts[1:], len(sent)]
+    draw = rng.integers(0, len(starts), len(starts))
+    rows = np.concatenate([np.arange(starts[d], ends[d]) for d in draw]) if len(draw) else np.zeros(0, np.int64)
+    out = table.take(pa.array(rows))
+    renumbered = np.repeat(np.arange(len(draw), dtype=np.int32), ends[draw] - starts[draw])
+    return out.set_column(out.schema.get_field_index("sent_idx"), "sent_idx", pa.array(renumbered))
+
+
 def vectors(table: pa.Table, column: str) -> np.ndarray:
     """The (n_words, d) float32 matrix of one layer column, without per-row Python."""
     col = table.column(column).combine_chunks()

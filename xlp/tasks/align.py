@@ -309,6 +309,7 @@ def pair_languages(pair: str) -> tuple[str, str]:
 class AlignTask(SentenceTask):
     name = NAME
     metric = "f1"
+    reads_ud = False  # its pairs are alignment.pairs
     definition = ("unsupervised word alignment in the manner of SimAlign: each sentence pair's words (the corpus's "
                   "whitespace tokens, with the run's subword pooling) are aligned from the cosine similarity of "
                   "their vectors at a layer, with no training (argmax: links that are each other's best match in "

@@ -32,6 +32,7 @@ class Task(ABC):
     higher_is_better: ClassVar[bool] = True
     definition: ClassVar[str]  # what the report and README state: examples, metric, baseline
     pairwise_only: ClassVar[bool] = False  # in-language values are trivial: curves use the other languages
+    reads_ud: ClassVar[bool] = True  # its languages' data are data.languages' UD treebanks
 
     def extra_tables(self, probes: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
         """Tables derived from the run's rows: {file name: (report title, table)}; none by default."""

@@ -42,7 +42,7 @@ class BpcTask(SentenceTask):
                   "baseline = a uniform distribution over the vocabulary.")
 
     def inputs(self, spec: Spec, data: RunData, notes: list[str]) -> SentenceInputs | None:
-        files = data.test_files(spec.data.languages)
+        files = data.test_files(spec.grid(self.name)[0])
         return SentenceInputs(langs=tuple(files), files=tuple(files.values()), corpus=spec.data.test_split,
                               options=(("max_sentences", spec.data.max_test_sentences),
                                        ("lenient", spec.data.conllu == "lenient")))

@@ -24,13 +24,14 @@ class RetrievalTask(SentenceTask):
     name = "retrieval"
     metric = "accuracy@1"
     pairwise_only = True  # a sentence trivially retrieves itself: curves use the other languages
+    reads_ud = False  # the UDHR, or the PUD treebanks found under the UD root for any language named
     definition = ("accuracy@1 of cosine nearest-neighbour search between mean-pooled subword vectors of parallel "
                   "sentences (special tokens left out; a text longer than the model's window is the mean over all "
                   "its windows); baseline = chance.")
 
     def inputs(self, spec: Spec, data: RunData, notes: list[str]) -> SentenceInputs | None:
         """The corpus is read and aligned now (pre-flight); the unit reads the same files again."""
-        r, langs = spec.retrieval, spec.data.languages
+        r, langs = spec.retrieval, spec.grid(self.name)[0]
         if r.corpus == "udhr":
             files = {lang: Path(r.udhr) if r.udhr else shared_dir() / "udhr" / "udhr.tsv" for lang in langs}
         else:

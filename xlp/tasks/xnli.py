@@ -33,12 +33,14 @@ def available(root: str | None) -> bool:
     return bool(root) and all(xnli_file(root, s).is_file() for s in SPLITS)
 
 
-def read_xnli(root: str | Path, split: str, langs: list[str], cap: int | None) -> dict[str, tuple[list, list, np.ndarray]]:
-    """Per language: premises, hypotheses and gold labels of one split (the first `cap` pairs)."""
+def read_xnli(root: str | Path, split: str, langs: list[str] | None,
+              cap: int | None) -> dict[str, tuple[list, list, np.ndarray]]:
+    """Per language (every one when `langs` is None): premises, hypotheses and gold labels of one split
+    (the first `cap` pairs)."""
     return read_xnli_file(xnli_file(root, split), langs, cap)
 
 
-def read_xnli_file(path: Path, langs: list[str], cap: int | None) -> dict[str, tuple[list, list, np.ndarray]]:
+def read_xnli_file(path: Path, langs: list[str] | None, cap: int | None) -> dict[str, tuple[list, list, np.ndarray]]:
     out: dict[str, tuple[list, list, list]] = {}
     csv.field_size_limit(1 << 24)
     try:
@@ -48,7 +50,7 @@ def read_xnli_file(path: Path, langs: list[str], cap: int | None) -> dict[str, t
                 raise XlpError(f"{path}:1: expected the columns {sorted(COLUMNS)} of XNLI's TSV layout")
             for n, row in enumerate(reader, 2):
                 lang = row["language"]
-                if lang not in langs:
+                if langs is not None and lang not in langs:
                     continue
                 p, h, y = out.setdefault(lang, ([], [], []))
                 if cap is not None and len(y) >= cap:
@@ -70,6 +72,7 @@ def pair_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 class XnliTask(SentenceTask):
     name = "xnli"
     metric = "accuracy"
+    reads_ud = False  # every language of its data, unless task_grid.xnli names some
     definition = ("premise/hypothesis pairs as [u; v; |u - v|; u * v] of mean-pooled sentence vectors; probes fit on a "
                   "language's dev split, scored on test splits; accuracy; baseline = the majority label.")
 
@@ -79,15 +82,17 @@ class XnliTask(SentenceTask):
             notes.append("xnli: not run, no data (set data.xnli to the XNLI-1.0 folder with xnli.dev.tsv "
                          "and xnli.test.tsv)")
             return None
-        dev = read_xnli(d.xnli, "dev", d.languages, d.max_train_sentences)  # pre-flight: read both now
-        test = read_xnli(d.xnli, "test", d.languages, d.max_test_sentences)
-        langs = tuple(lang for lang in d.languages if lang in dev or lang in test)
+        dev = read_xnli(d.xnli, "dev", None, d.max_train_sentences)  # pre-flight: read both now
+        test = read_xnli(d.xnli, "test", None, d.max_test_sentences)
+        grid, sources, targets = spec.grid(self.name, default=list(dict.fromkeys([*dev, *test])))
+        langs = tuple(lang for lang in dict.fromkeys([*grid, *sources, *targets]) if lang in dev or lang in test)
         if not any(lang in dev for lang in langs) or not test:
-            notes.append(f"xnli: not run, none of {d.languages} has both a dev and a test split in {d.xnli}")
+            notes.append(f"xnli: not run, none of {list(grid)} has both a dev and a test split in {d.xnli}")
             return None
         files = data_files([xnli_file(d.xnli, split) for split in SPLITS])
         return SentenceInputs(langs=langs, files=tuple(files.values()), corpus="xnli", options=(
-            ("caps", (d.max_train_sentences, d.max_test_sentences)), ("cross_lingual", spec.cross_lingual),
+            ("caps", (d.max_train_sentences, d.max_test_sentences)), ("grid", (tuple(grid), tuple(sources),
+                                                                              tuple(targets))),
             ("probe", spec.probe.model_dump()), ("sentence_vectors", SENTENCE_VECTORS)))
 
     def rows_per_unit(self, n_langs: int, n_layers: int, cross_lingual: bool) -> int:
@@ -113,12 +118,13 @@ class XnliTask(SentenceTask):
 
         data = {(split, lang): (features(p, h), y) for split, by_lang in splits.items()
                 for lang, (p, h, y) in by_lang.items()}
+        grid, sources, targets = unit.inputs.option("grid")
         rows = []
-        for src in [lang for lang in unit.langs if ("dev", lang) in data]:
+        for src in [lang for lang in unit.langs if ("dev", lang) in data and (lang in grid or lang in sources)]:
             X, y = data[("dev", src)]
             probes = fit_probes(X, y, probe["l2"], probe["max_iter"])
-            for tgt in [lang for lang in unit.langs
-                        if ("test", lang) in data and (unit.inputs.option("cross_lingual") or lang == src)]:
+            for tgt in [lang for lang in unit.langs if ("test", lang) in data and (
+                    (lang == src and src in grid) or (src in sources and lang in targets and lang != src))]:
                 Xt, yt = data[("test", tgt)]
                 values, correct = probes.score(Xt, yt, self.metric)
                 for li, layer in enumerate(unit.layers):
