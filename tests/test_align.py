@@ -196,7 +196,6 @@ def test_align_is_a_task_like_every_other(tmp_path, ray_local):
     """`tasks: [align]` through `xlp launch`: a row per layer and pair in probes.parquet (src and tgt from the
     pair), curves and the per-layer table in the report; a malformed gold line stops pre-flight by file:line."""
     import pandas as pd
-
     from conftest import run_xlp, write_spec
 
     spec = dict(name="al", output=str(tmp_path / "run"), checkpoints=[{"path": str(MINILM)}],

@@ -67,9 +67,9 @@ def test_degradation_significance_and_best_layers():
     assert em.loc["de", "degradation_significant"] and em.loc["de", "degradation_q"] < 0.01
     assert not em.loc["fr", "degradation_significant"]
 
-    layered = pd.DataFrame([dict(task="pos", src_lang="en", tgt_lang="en", step=s, layer=l, value=v)
+    layered = pd.DataFrame([dict(task="pos", src_lang="en", tgt_lang="en", step=s, layer=la, value=v)
                             for s, vals in ((0, (0.5, 0.6, 0.6)), (10, (0.7, 0.8, 0.75)), (20, (0.7, 0.8, 0.65)))
-                            for l, v in enumerate(vals)])
+                            for la, v in enumerate(vals)])
     bl = best_layers(layered).set_index("step")
     assert bl.loc[0, "best_layer"] == 1 and bl.loc[10, "best_layer"] == 1  # lowest layer on ties
     assert bl.loc[10, "last_layer"] == 2 and np.isclose(bl.loc[10, "last_layer_value"], 0.75)

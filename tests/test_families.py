@@ -12,11 +12,11 @@ from conftest import FAMILIES, MINILM, UD, make_tiny_family, make_tiny_xlmr
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from xlp.errors import XlpError
-from xlp.models.words import align
 from xlp.models.causal_lm import CausalLmScorer
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import FeatureExtractor
 from xlp.models.families import is_causal, layer_stack, model_kind
+from xlp.models.words import align
 from xlp.tasks.ud import read_conllu
 
 CAUSAL = [k for k in FAMILIES if k != "modernbert"]
@@ -74,7 +74,8 @@ def test_long_sentence_windows_are_slices_of_the_running_text_cut_between_words(
     words = [s.forms for s in read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-test.conllu", max_sentences=3)][1]
     rows = ex.input_ids(words)
     running = AutoTokenizer.from_pretrained(kinds["bpe"])(" ".join(words))["input_ids"]
-    assert len(rows) > 2 and [i for r in rows for i in r] == running  # no word longer than a window: nothing is left out
+    # no word longer than a window: nothing is left out
+    assert len(rows) > 2 and [i for r in rows for i in r] == running
     vecs = ex.extract([words])[1]
     assert (np.abs(vecs.astype(np.float32)).sum(1) > 0).all()
 
@@ -203,7 +204,6 @@ def test_every_family_runs_pos_bpc_and_retrieval_through_launch(kind, tmp_path, 
     """A tiny random series of each family, saved as its publishers save it (LM head included, a real
     tokenizer of its kind, the hub's step names), runs pos, bpc and retrieval end to end."""
     import pandas as pd
-
     from conftest import run_xlp, write_spec
 
     for seed, name in enumerate(HUB_NAMES[kind]):

@@ -119,8 +119,8 @@ def test_findings_match_an_independent_computation(learned):
             assert _get(f, "acquisition", "median_step", task, layer, other_task="") == np.median(s)
             # (b) transfer: each pair against both in-language steps
             pairs = [(a, b) for a in LANGS for b in LANGS if a != b]
-            after = [x for x in pairs if step[(task, layer, *x)] < np.inf
-                     and step[(task, layer, *x)] > max(step[(task, layer, x[0], x[0])], step[(task, layer, x[1], x[1])])]
+            both = {x: max(step[(task, layer, x[0], x[0])], step[(task, layer, x[1], x[1])]) for x in pairs}
+            after = [x for x in pairs if np.inf > step[(task, layer, *x)] > both[x]]
             assert _get(f, "transfer", "n_after_both", task, layer) == len(after)
             assert _get(f, "transfer", "share_after_both", task, layer) == len(after) / len(pairs)
             for a, b in pairs:

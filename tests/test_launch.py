@@ -256,7 +256,8 @@ def test_json_mode_streams_one_line_per_unit_then_a_summary(clean_grid, tmp_path
     events = [json.loads(line) for line in r.stdout.splitlines()]  # every stdout line is JSON
     assert events[0] == {"event": "plan", "extract": 18, "probe": 9, "already_done": 25,
                          "extract_todo": 1, "probe_todo": 1}
-    units = sorted((e["stage"], e["key"], e["status"], e["finished"], e["total"]) for e in events if e["event"] == "unit")
+    units = sorted((e["stage"], e["key"], e["status"], e["finished"], e["total"])
+                   for e in events if e["event"] == "unit")
     assert units == [("extract", "step=200/lang=vi/split=test", "done", 1, 1),
                      ("probe", "step=0/task=pos/layers=0_1_2/src=de", "done", 1, 1)]
     assert events[-1]["event"] == "summary" and (events[-1]["extracted"], events[-1]["probed"]) == (1, 1)

@@ -49,7 +49,8 @@ def test_resume_after_crash_is_exact(series, tmp_path, monkeypatch):
     a = load_file(out / "step_60" / "model.safetensors")
     b = load_file(series[-1] / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
-    assert pd.read_csv(out / "train_log.csv").loss.tolist() == pd.read_csv(series[0].parent / "train_log.csv").loss.tolist()
+    resumed, reference = pd.read_csv(out / "train_log.csv"), pd.read_csv(series[0].parent / "train_log.csv")
+    assert resumed.loss.tolist() == reference.loss.tolist()
 
 
 def test_refuses_unknown_language(tmp_path):

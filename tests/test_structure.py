@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import MINILM, UD, run_xlp, write_spec
-from xlp.errors import XlpError
+
 from xlp.hashing import DataFile
 from xlp.models.checkpoints import Checkpoint
 from xlp.orchestrator.units import ExtractUnit, ProbeUnit, SentenceUnit
@@ -67,7 +66,8 @@ def _other(value):
 @pytest.mark.parametrize("unit", [
     ExtractUnit(ckpt=Checkpoint(0, "/c", digest="d0"), lang="en", split="test", file=DataFile("/f", "s"),
                 max_sentences=10, lenient=False, layers=(0, 1), pooling="first", dtype="float16"),
-    ProbeUnit(ckpt=Checkpoint(0, "/c", digest="d0"), tasks=(BUILT_IN["pos"],), layers=(0, 1), src="en", pooling="first",
+    ProbeUnit(ckpt=Checkpoint(0, "/c", digest="d0"), tasks=(BUILT_IN["pos"],), layers=(0, 1), src="en",
+              pooling="first",
               train_split="train", targets=(("en", "test"),), probe=ProbeSpec(), needs=("k",), inputs=("h",)),
     SentenceUnit(ckpt=Checkpoint(0, "/c", digest="d0"), sentence_task=BUILT_IN["bpc"], layers=(2,),
                  inputs=SentenceInputs(("en",), (DataFile("/f", "s"),), "test", (("cap", 5),)), seeds=(0,)),
@@ -251,9 +251,10 @@ def test_bootstrap_seeds_measure_probe_training_variance(tmp_path, tiny_series, 
     for resample in ("none", "bootstrap"):
         spec = load_spec(write_spec(
             tmp_path / f"{resample}.yaml", name=resample, output=str(tmp_path / resample),
-            checkpoints=[{"path": f"{tiny_series}/step_0"}], data={"ud_root": str(UD), "languages": ["en"],
-                                                                     "max_train_sentences": 40, "max_test_sentences": 30},
-            tasks=["pos", "arc"], layers=[1, 2], cross_lingual=False, probe={"seeds": [0, 1, 2], "resample": resample}))
+            checkpoints=[{"path": f"{tiny_series}/step_0"}],
+            data={"ud_root": str(UD), "languages": ["en"], "max_train_sentences": 40, "max_test_sentences": 30},
+            tasks=["pos", "arc"], layers=[1, 2], cross_lingual=False,
+            probe={"seeds": [0, 1, 2], "resample": resample}))
         launch(spec, quiet=True)
         runs[resample] = pq.read_table(tmp_path / resample / "results" / "probes.parquet").to_pandas()
     none, boot = runs["none"], runs["bootstrap"]

@@ -116,9 +116,10 @@ def test_treebanks_are_found_through_directory_links_and_a_link_cycle_ends(tmp_p
 
 
 def test_an_empty_test_file_is_refused_before_any_unit_runs(tmp_path):
+    from conftest import MINILM, run_xlp, write_spec
+
     from xlp.orchestrator.plan import make_plan
     from xlp.spec import load_spec
-    from conftest import MINILM, run_xlp, write_spec
 
     tb = tmp_path / "ud" / "UD_Xx-Empty"
     tb.mkdir(parents=True)

@@ -83,7 +83,8 @@ def launch(
 @app.command()
 def validate(
     spec: Path = typer.Argument(..., help="The experiment spec (YAML)."),
-    schema_only: bool = typer.Option(False, "--schema-only", help="Check keys and types only (no data or checkpoints)."),
+    schema_only: bool = typer.Option(False, "--schema-only",
+                                     help="Check keys and types only (no data or checkpoints)."),
 ) -> None:
     """Check SPEC without running anything: keys, paths, splits, checkpoint configs; print the grid.
 
@@ -288,7 +289,8 @@ def data_ud(
     version: str = typer.Option("2.16", "--version", help="UD release, e.g. 2.16."),
     languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Comma-separated ISO codes; default: all."),
     dest: Optional[Path] = typer.Option(None, "--dest", help="Folder to unpack into (default: the cache)."),
-    url: Optional[str] = typer.Option(None, "--url", help="Archive URL ({version} is filled in); default: the release's."),
+    url: Optional[str] = typer.Option(None, "--url",
+                                      help="Archive URL ({version} is filled in); default: the release's."),
     sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:

@@ -24,9 +24,11 @@ from xlp.tasks import BUILT_IN, pairwise_only, resolve_tasks  # noqa: E402
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 MARKERS = "os^Dv"
 PACKAGES = ["xlp", "torch", "transformers", "ray", "pyarrow", "numpy", "pandas", "matplotlib"]
-SECTIONS = ["findings", "summary", "definitions", "notes", "curves", "transfer", "layers", "best", "emergence", "tables", "spec"]
+SECTIONS = ["findings", "summary", "definitions", "notes", "curves", "transfer", "layers", "best", "emergence",
+            "tables", "spec"]
 CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
-table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
+table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}
+td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
 th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}figcaption{font-size:13px;color:#444}
 pre{background:#f6f6f6;padding:1em;font-size:12px;overflow:auto}dt{font-weight:600}dd{margin:0 0 .6em 1.5em}"""
 
@@ -229,7 +231,8 @@ class _Report:
         return self.figure(f"layers_{task}", draw, f"{task}: {what} value averaged over languages and seeds.")
 
     def acquisition_figure(self) -> str:
-        """Per task (its last layer), each language's in-language emergence step with its interval; x: did not emerge."""
+        """Per task (its last layer), each language's in-language emergence step with its interval;
+        x: did not emerge."""
         e = self.emergence
         if e.empty or "emerged" not in e:
             return ""
@@ -292,24 +295,24 @@ class _Report:
 
 
 PROCEDURE = """<p>How these are computed. A curve <em>emerged</em> only if (1) its reference value (the best, or the
-final checkpoint's: <code>analysis.emergence_reference</code> = {ref}) is above the majority-class baseline and
-(2) above the first checkpoint's value, each with a one-sided bootstrap p &lt; {alpha} over the test items (the
-curve's items resampled, the same draw at every checkpoint; where probe seeds differ, the seeds resampled too), and
-(3) the rise is a trend: a one-sided permutation test of the checkpoints' order (Mann–Kendall from the first
-checkpoint to the reference, or to the reference and on to a smooth decline after it; p &lt; {alpha} against every
-order of the checkpoints being equally likely, the choice of the best included), so one lucky checkpoint among
-differing ones does not pass, and with 3 checkpoints or fewer nothing can. Pairs of checkpoints count in the trend
-only where they differ beyond the noise (bootstrap and an exact sign test over the items that differ), so a noisy
-plateau is neither a rise nor a fall. All three must hold, so a curve's p-value is the largest of the three, and it
-emerged when its Benjamini–Hochberg q-value over all of the task's curves in the run is &lt; {alpha}. A curve that did
-not emerge has no emergence step. Intervals are {level:.0f} % bootstrap percentile intervals ({boot} resamples): the whole curve
+final checkpoint's: <code>analysis.emergence_reference</code> = {ref}) is above the majority-class baseline and (2)
+above the first checkpoint's value, each with a one-sided bootstrap p &lt; {alpha} over the test items (the curve's
+items resampled, the same draw at every checkpoint; where probe seeds differ, the seeds resampled too), and (3) the
+rise is a trend: a one-sided permutation test of the checkpoints' order (Mann–Kendall from the first checkpoint to the
+reference, or to the reference and on to a smooth decline after it; p &lt; {alpha} against every order of the
+checkpoints being equally likely, the choice of the best included), so one lucky checkpoint among differing ones does
+not pass, and with 3 checkpoints or fewer nothing can. Pairs of checkpoints count in the trend only where they differ
+beyond the noise (bootstrap and an exact sign test over the items that differ), so a noisy plateau is neither a rise
+nor a fall. All three must hold, so a curve's p-value is the largest of the three, and it emerged when its
+Benjamini–Hochberg q-value over all of the task's curves in the run is &lt; {alpha}. A curve that did not emerge has
+no emergence step. Intervals are {level:.0f} % bootstrap percentile intervals ({boot} resamples): the whole curve
 recomputed on resampled items, then its step. <em>Degradation</em> is cross-fitted: the test items are split in two
 fixed random halves (seed {seed}); the best checkpoint is chosen on one half and best − final measured on the other,
 both ways, and the two estimates averaged; its p-value is the bootstrap probability (selection redone in every
-resample) that this average is ≤ 0; q-values are Benjamini–Hochberg over all of a task's degradation tests in the
-run (every layer, source and target), and a curve degrades significantly when q &lt; {alpha}. Acquisition order uses
-a two-sided exact sign test over languages (ties, including where neither task emerged, left out). Sentences
-speak of each task's last layer; the tables have every layer. findings.parquet holds every number.</p>"""
+resample) that this average is ≤ 0; q-values are Benjamini–Hochberg over all of a task's degradation tests in the run
+(every layer, source and target), and a curve degrades significantly when q &lt; {alpha}. Acquisition order uses a
+two-sided exact sign test over languages (ties, including where neither task emerged, left out). Sentences speak of
+each task's last layer; the tables have every layer. findings.parquet holds every number.</p>"""
 
 
 def _findings_html(r: _Report, findings: pd.DataFrame, analysis) -> str:
@@ -388,7 +391,8 @@ the <code>pooling</code> column of probes.parquet records it per row).</dd></dl>
     }
     # notes last: figures add their own notes when skipped
     body["notes"] = "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in [*plan.get("notes", []), *r.notes]) + "</ul>"
-    titles = {"findings": "Findings", "best": "Best checkpoints", "tables": "Tables", "spec": "Spec", "curves": "Learning curves",
+    titles = {"findings": "Findings", "best": "Best checkpoints", "tables": "Tables", "spec": "Spec",
+              "curves": "Learning curves",
               "transfer": "Cross-lingual transfer", "layers": "Layers × steps", "emergence": "Emergence table"}
     sections = "\n".join(f'<section id="{k}"><h2>{titles.get(k, k.capitalize())}</h2>{body[k] or "<p>None.</p>"}'
                          "</section>" for k in SECTIONS)

@@ -47,7 +47,8 @@ class CheckpointSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    ud_root: str | list[str] = Field(description="folder, ud://VERSION (fetched into the cache), or a list: first usable")
+    ud_root: str | list[str] = Field(
+        description="folder, ud://VERSION (fetched into the cache), or a list: first usable")
     languages: list[str] = Field(min_length=1)
     treebanks: dict[str, str] = {}
     train_split: str = "train"

@@ -111,7 +111,7 @@ class CausalLmScorer:
 
     def bits(self, texts: Sequence[str]) -> TextBits:
         n = len(texts)
-        out = TextBits(np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64))
+        out = TextBits(np.zeros(n), *(np.zeros(n, dtype=np.int64) for _ in range(3)))
         if not n:
             return out
         enc = self.tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)

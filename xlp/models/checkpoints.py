@@ -18,10 +18,12 @@ from xlp.hashing import file_digests
 # the hub's and trainers' names: step1000 (Pythia), global_step1000 (BLOOM, DeepSpeed), step1000-tokens4B and
 # stage1-step1000-tokens4B (OLMo, OLMo 2), step-1000 (SmolLM2), step_1000, step_20k (MultiBERTs),
 # checkpoint-1000 (HF Trainer), iter_0001000 (Megatron), ckpt_000 (LLM360: an index, not a step)
-STEP = re.compile(r"(?<![a-z])(?P<kind>step|checkpoint|ckpt|iter)[-_]?(?P<n>\d+)(?P<mult>k)?(?![a-z0-9])", re.IGNORECASE)
+STEP = re.compile(r"(?<![a-z])(?P<kind>step|checkpoint|ckpt|iter)[-_]?(?P<n>\d+)(?P<mult>k)?(?![a-z0-9])",
+                  re.IGNORECASE)
 TOKENS = re.compile(r"(?<![a-z])tokens?[-_]?(?P<n>\d+(?:\.\d+)?)(?P<unit>[kmbt])?(?![a-z0-9])", re.IGNORECASE)
 TOKEN_UNITS = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
 METADATA_FILE = "xlp_checkpoint.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "sentencepiece.bpe.model", "spiece.model", "vocab.txt", "vocab.json", "merges.txt")

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from xlp.errors import XlpError
-from xlp.models.words import align, pairs, windows
 from xlp.models.checkpoints import Checkpoint, load_tokenizer
-from xlp.models.loading import TokenBatches, load_model, pick_device
 from xlp.models.families import resolve_pooling, special_tokens, truncate_layers
+from xlp.models.loading import TokenBatches, load_model, pick_device
+from xlp.models.words import align, pairs, windows
 
 POOLINGS = ("auto", "first", "mean", "last")
 
@@ -159,7 +159,8 @@ class FeatureExtractor:
         for layer in self.layers:
             h = hidden[layer].reshape(-1, hidden[layer].shape[-1]).float()
             if self.pooling == "mean":
-                v = torch.zeros(n, h.shape[1], device=self.device).index_add_(0, seg, h[pos]) / counts.clamp_min(1)[:, None]
+                v = torch.zeros(n, h.shape[1], device=self.device).index_add_(0, seg, h[pos])
+                v = v / counts.clamp_min(1)[:, None]
             else:
                 v = h[pick] * (counts > 0)[:, None]
             out[layer][rows] = v.to(getattr(torch, out[layer].dtype.name)).cpu().numpy()

@@ -67,7 +67,8 @@ def _load(path: Path, allow_pickle: bool) -> dict:
 
 def _arg(ckpt: dict, name: str):
     """A training argument from `args` (argparse) or `cfg.model` (hydra), if the checkpoint has one."""
-    for holder in (ckpt.get("args"), (ckpt.get("cfg") or {}).get("model") if isinstance(ckpt.get("cfg"), dict) else None):
+    cfg = ckpt.get("cfg")
+    for holder in (ckpt.get("args"), (cfg or {}).get("model") if isinstance(cfg, dict) else None):
         if holder is None:
             continue
         value = holder.get(name) if isinstance(holder, dict) else getattr(holder, name, None)

@@ -12,7 +12,8 @@ import torch
 CAUSAL_TYPES = frozenset({
     "gpt2", "gpt_neox", "gpt_neo", "gptj", "bloom", "llama", "olmo", "olmo2", "olmo3", "olmoe", "mistral", "mixtral",
     "qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "gemma", "gemma2", "gemma3_text", "phi", "phi3", "falcon", "opt",
-    "stablelm", "starcoder2", "smollm3", "codegen", "xglm", "mpt", "persimmon", "cohere", "granite", "modernbert-decoder",
+    "stablelm", "starcoder2", "smollm3", "codegen", "xglm", "mpt", "persimmon", "cohere", "granite",
+    "modernbert-decoder",
 })
 CAUSAL_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 # weight names of a masked-LM head (BERT, RoBERTa/XLM-R, ELECTRA's generator, XLM): only read when a config

@@ -14,7 +14,8 @@ CURVE_KEYS = ["task", "layer", "src_lang", "tgt_lang"]
 CURVE_COLUMNS = CURVE_KEYS + [
     "metric", "n_steps", "baseline", "first_step", "first_value", "best_step", "best_value", "final_step",
     "final_value", "final_minus_best", "threshold", "reference", "reference_step", "trend_p", "rise_p",
-    "above_baseline_p", "emergence_p", "emergence_q", "emerged", "emergence_step", "emergence_step_lo", "emergence_step_hi",
+    "above_baseline_p", "emergence_p", "emergence_q", "emerged",
+    "emergence_step", "emergence_step_lo", "emergence_step_hi",
     "emergence_step_normalized", "emergence_step_normalized_lo", "emergence_step_normalized_hi",
     "degradation", "degradation_p", "degradation_q", "degradation_significant"]
 
@@ -134,7 +135,7 @@ def best_layers(probes: pd.DataFrame) -> pd.DataFrame:
                      "last_layer_value": float(g.value.iloc[-1])})
     out = pd.DataFrame(rows)
     # the v2 finding: the last layer's value at the final checkpoint minus its value at its own best step
-    for (task, lang), g in out.groupby(["task", "lang"], sort=False):
+    for (task, _lang), g in out.groupby(["task", "lang"], sort=False):
         sign = direction(metric_of.get(task, ""))
         best = g.loc[(sign * g.last_layer_value).idxmax()]
         out.loc[g.index, "last_layer_best_step"] = int(best.step)

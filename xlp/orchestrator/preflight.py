@@ -13,7 +13,6 @@ from pathlib import Path
 from xlp.data.ud_release import resolve_ud_root
 from xlp.errors import XlpError
 from xlp.hashing import DataFile, data_files
-from xlp.models.families import resolve_pooling
 from xlp.models.checkpoints import (
     Checkpoint,
     check_one_tokenizer,
@@ -22,6 +21,7 @@ from xlp.models.checkpoints import (
     resolve_checkpoints,
     with_identities,
 )
+from xlp.models.families import resolve_pooling
 from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.tasks import SentenceTask, Task, WordTask, resolve_tasks

@@ -62,7 +62,10 @@ def reduce_run(store: Store, spec: Spec, force: bool = False, ledger: Ledger | N
         if o in present:
             tables.append(store.read_table(o))
         tick(1, total)
-    probes = pa.concat_tables(tables, promote_options="default").to_pandas() if tables else pd.DataFrame(columns=PROBE_ORDER)
+    if tables:
+        probes = pa.concat_tables(tables, promote_options="default").to_pandas()
+    else:
+        probes = pd.DataFrame(columns=PROBE_ORDER)
     probes = probes.sort_values(PROBE_ORDER, kind="stable").reset_index(drop=True)
     if len(probes) and plan.get("checkpoints"):  # a series that moved keeps its results, under its new name
         probes["checkpoint"] = probes.step.astype(str).map(plan["checkpoints"]).fillna(probes.checkpoint)

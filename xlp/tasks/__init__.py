@@ -51,7 +51,8 @@ def get_task(ref: str) -> Task:
         raise XlpError(f"task {ref!r}: cannot import it ({e}); is its package installed or on PYTHONPATH?") from None
     task = cls() if isinstance(cls, type) else cls
     if not isinstance(task, (WordTask, SentenceTask)):
-        raise XlpError(f"task {ref!r}: {type(task).__name__} does not implement xlp.tasks.base.WordTask or SentenceTask")
+        raise XlpError(f"task {ref!r}: {type(task).__name__} does not implement xlp.tasks.base.WordTask or "
+                       "SentenceTask")
     _loaded[task.name] = task
     return task
 

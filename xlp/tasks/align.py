@@ -273,7 +273,8 @@ def split_sentences(flat: np.ndarray, lengths: Sequence[int]) -> list[np.ndarray
 
 
 
-def align_rows(extractor: FeatureExtractor, gold: Sequence[GoldSentence], methods: Sequence[str] = METHODS) -> list[dict]:
+def align_rows(extractor: FeatureExtractor, gold: Sequence[GoldSentence],
+               methods: Sequence[str] = METHODS) -> list[dict]:
     """With a loaded FeatureExtractor (its layers and pooling): one row per (layer, method) with
     precision, recall, F1, AER and the number of sentences, plus the diagonal baseline's row at every
     layer (the same scores: it reads no vectors) so each layer's table has what to beat. Both sides of
@@ -325,7 +326,7 @@ class AlignTask(SentenceTask):
         paths: list[Path] = []
         for pair in a.pairs:
             pair_languages(pair)
-            text, gold = (Path(a.files[pair][0]), Path(a.files[pair][1])) if pair in a.files else pair_files(a.gold, pair)
+            text, gold = (Path(p) for p in a.files[pair]) if pair in a.files else pair_files(a.gold, pair)
             read_gold(text, gold, a.one_indexed, a.max_sentences)
             paths += [text, gold]
         files = data_files(paths)

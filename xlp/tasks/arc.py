@@ -15,9 +15,9 @@ from xlp.tasks.pairs import arcs_and_non_arcs, pair_features, sentence_rows
 class ArcTask(WordTask):
     name = "arc"
     metric = "balanced_accuracy"
-    definition = ("binary classification of word pairs as [h_head; h_dep; h_head * h_dep]: every gold (head, dependent) "
-                  "arc against one non-arc per arc (same dependent, another word of its sentence as head, drawn by the "
-                  "seed); balanced accuracy, chance 0.5.")
+    definition = ("binary classification of word pairs as [h_head; h_dep; h_head * h_dep]: every gold "
+                  "(head, dependent) arc against one non-arc per arc (same dependent, another word of its "
+                  "sentence as head, drawn by the seed); balanced accuracy, chance 0.5.")
     needs = ("sent_idx", "word_id", "head")
     seeded = True  # the sampled non-arcs depend on the seed
 

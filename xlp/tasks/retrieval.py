@@ -35,7 +35,8 @@ class RetrievalTask(SentenceTask):
         if r.corpus == "udhr":
             files = {lang: Path(r.udhr) if r.udhr else shared_dir() / "udhr" / "udhr.tsv" for lang in langs}
         else:
-            files = {lang: found[0] for lang in langs if (found := conllu_files(data.ud_root, f"{lang}_pud-ud-test.conllu"))}
+            found = {lang: conllu_files(data.ud_root, f"{lang}_pud-ud-test.conllu") for lang in langs}
+            files = {lang: paths[0] for lang, paths in found.items() if paths}
         texts = _parallel(r.corpus, files, langs, r.max_sentences)
         missing = [lang for lang in langs if lang not in texts]
         if missing:

@@ -195,7 +195,8 @@ def find_treebank(ud_root: str | Path, lang: str, treebank: str | None = None) -
     if treebank:
         folders = {d: s for d, s in folders.items() if d.name == treebank}
         if not folders:
-            raise XlpError(f"data.treebanks.{lang}: no treebank folder {treebank!r} with {lang}_*-ud-*.conllu under {root}")
+            raise XlpError(f"data.treebanks.{lang}: no treebank folder {treebank!r} with {lang}_*-ud-*.conllu "
+                           f"under {root}")
     if not folders:
         raise XlpError(f"data.languages: no CoNLL-U files for {lang!r} under {root} "
                        f"(looked for {lang}_<treebank>-ud-<split>.conllu)")

@@ -26,7 +26,8 @@ COLUMNS = {"language", "gold_label", "sentence1", "sentence2"}
 
 def xnli_file(root: str | Path, split: str) -> Path:
     root = Path(root)
-    return root / f"xnli.{split}.tsv" if (root / f"xnli.{split}.tsv").is_file() else root / "XNLI-1.0" / f"xnli.{split}.tsv"
+    flat = root / f"xnli.{split}.tsv"
+    return flat if flat.is_file() else root / "XNLI-1.0" / f"xnli.{split}.tsv"
 
 
 def available(root: str | None) -> bool:
