@@ -55,7 +55,6 @@ def test_nothing_to_learn_does_not_emerge(kind, tmp_path, ray_local):
     series = (_jittered_copies if kind == "one model, jittered" else _seeded_models)(tmp_path)
     em, findings = _run(tmp_path, series)
     assert len(em) == 3 * len(LANGS) ** 2 and sorted(em.n_steps.unique()) == [len(STEPS)]  # layers 0-2, all pairs
-    print(kind, "emerged", int(em.emerged.sum()), "of", len(em), "degraded", int(em.degradation_significant.sum()))
     if kind == "one model, jittered":
         assert not em.emerged.any() and em.emergence_step.isna().all()
         assert em.degradation_significant.mean() <= 0.02

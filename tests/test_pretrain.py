@@ -97,7 +97,6 @@ def test_default_model_learns_pos_during_pretraining(tmp_path, ray_local):
     results = pd.read_parquet(tmp_path / "run" / "results" / "probes.parquet")
     probes = results[results.task == "pos"]
     by_step = probes.groupby("step").value.mean()
-    print(probes.groupby(["step", "layer"]).value.mean())
     assert by_step[400] > by_step[0] + 0.01
     # MLM bits per character on each language's test text fall with training, from the uniform
     # distribution's; measured: 5.2-6.0 at step 0 (uniform 5.2-6.0) to 3.9-4.6 at step 400
@@ -105,6 +104,7 @@ def test_default_model_learns_pos_during_pretraining(tmp_path, ray_local):
     assert len(bpc) == 4 and (bpc[400] < bpc[0] - 0.8).all()
     assert (results[results.task == "bpc"].layer == 4).all()  # read off the last layer
     em = pd.read_parquet(tmp_path / "run" / "results" / "emergence.parquet")
-    assert len(em) == 4 * 5 + 4 and em.emergence_step.notna().all()
+    # two checkpoints are too few for the trend test to call a rise emerged: nothing is claimed
+    assert len(em) == 4 * 5 + 4 and not em.emerged.any() and em.emergence_step.isna().all()
     em_bpc = em[em.task == "bpc"]
     assert (em_bpc.best_step == 400).all() and (em_bpc.best_value == bpc[400].sort_index().to_numpy()).all()

@@ -262,3 +262,31 @@ def test_bootstrap_seeds_measure_probe_training_variance(tmp_path, tiny_series, 
     assert pos_none.groupby("layer").value.nunique().eq(1).all() and pos_none.seed_invariant.all()
     assert pos_boot.groupby("layer").value.nunique().gt(1).all() and not pos_boot.seed_invariant.any()
     assert boot[boot.task == "arc"].groupby("layer").value.nunique().gt(1).all()  # pairs stay within sentences
+
+
+def test_status_and_report_count_the_same_busy_time(tmp_path):
+    """Stage time is the wall-clock time in which any unit ran, in `xlp status` and in the report alike, so a
+    relaunch's gap is counted by neither (a span from first start to last end would count it)."""
+    import json
+    import time
+
+    from xlp.orchestrator.ledger import Ledger
+    from xlp.orchestrator.reduce import _timings
+    from xlp.orchestrator.status import run_status
+    from xlp.storage import Store
+
+    store = Store(str(tmp_path / "run"))
+    plan = {"summary": {}, "units": {"extract": {"a": "h", "b": "h"}, "probe": {}}}
+    store.write_bytes("plan.json", json.dumps(plan).encode())
+    for key, rel in (("a", "features/a.parquet"), ("b", "features/b.parquet")):
+        store.write_bytes(rel, b"x" * 10)
+    ledger = Ledger(store)
+    now = time.time()
+    ledger.record("extract", "a", "h", "features/a.parquet", 10, seconds=2.0, rows=100)
+    ledger.record("extract", "b", "h", "features/b.parquet", 10, seconds=2.0, rows=100)
+    for key, finished in (("a", now - 100), ("b", now)):  # the second unit ran 100 s after the first (a relaunch)
+        rec = json.loads(store.read_bytes(f"ledger/extract/{key}.json"))
+        store.write_bytes(f"ledger/extract/{key}.json", json.dumps({**rec, "finished": finished}).encode())
+    ledger = Ledger(store)
+    assert "4.0 s busy" in _timings(ledger, plan)["extract"]
+    assert run_status(str(tmp_path / "run"))["stages"]["extract"]["rows_per_s"] == 200 / 4.0
