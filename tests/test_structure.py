@@ -278,7 +278,7 @@ def test_status_and_report_count_the_same_busy_time(tmp_path):
     store = Store(str(tmp_path / "run"))
     plan = {"summary": {}, "units": {"extract": {"a": "h", "b": "h"}, "probe": {}}}
     store.write_bytes("plan.json", json.dumps(plan).encode())
-    for key, rel in (("a", "features/a.parquet"), ("b", "features/b.parquet")):
+    for rel in ("features/a.parquet", "features/b.parquet"):
         store.write_bytes(rel, b"x" * 10)
     ledger = Ledger(store)
     now = time.time()

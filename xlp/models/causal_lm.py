@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from xlp.errors import XlpError
-from xlp.models.checkpoints import Checkpoint, load_tokenizer
+from xlp.models.checkpoints import Checkpoint
 from xlp.models.families import special_tokens
 
 # families whose logits are exactly the output embedding applied to the base model's last hidden
@@ -81,18 +81,13 @@ class CausalLmScorer:
                  stride: int | None = None):
         from transformers import AutoModelForCausalLM
 
-        from xlp.models.loading import TokenBatches, load_model, pick_device
+        from xlp.models.loading import TokenBatches, load_fast_tokenizer, load_model, pick_device
 
         self.ckpt = ckpt
         self.device = pick_device(device)
         self.model = load_model(ckpt, AutoModelForCausalLM, trust_remote_code, allow_pickle,
                                 "load its causal-LM head").eval().to(self.device)
-        try:
-            self.tokenizer = load_tokenizer(ckpt, use_fast=True, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise XlpError(f"checkpoint {ckpt.name}: cannot load its tokenizer: {str(e).splitlines()[0]}") from None
-        if not self.tokenizer.is_fast:
-            raise XlpError(f"checkpoint {ckpt.name}: needs a fast tokenizer (tokenizer.json) for byte offsets")
+        self.tokenizer = load_fast_tokenizer(ckpt, trust_remote_code)
         limit = min(getattr(self.model.config, "max_position_embeddings", None) or DEFAULT_WINDOW,
                     self.tokenizer.model_max_length, DEFAULT_WINDOW)
         self.window = min(window or limit, limit)

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from xlp.errors import XlpError
-from xlp.models.checkpoints import Checkpoint, load_tokenizer
+from xlp.models.checkpoints import Checkpoint
 from xlp.models.families import resolve_pooling, special_tokens, truncate_layers
-from xlp.models.loading import TokenBatches, load_model, pick_device
+from xlp.models.loading import TokenBatches, load_fast_tokenizer, load_model, pick_device
 from xlp.models.words import align, pairs, windows
 
 POOLINGS = ("auto", "first", "mean", "last")
@@ -36,12 +36,7 @@ class FeatureExtractor:
         self.ckpt = ckpt
         self.device = pick_device(device)
         model = load_model(ckpt, AutoModel, trust_remote_code, allow_pickle)
-        try:
-            self.tokenizer = load_tokenizer(ckpt, use_fast=True, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise XlpError(f"checkpoint {ckpt.name}: cannot load its tokenizer: {str(e).splitlines()[0]}") from None
-        if not self.tokenizer.is_fast:
-            raise XlpError(f"checkpoint {ckpt.name}: needs a fast tokenizer (tokenizer.json) for word alignment")
+        self.tokenizer = load_fast_tokenizer(ckpt, trust_remote_code)
         depth = model.config.num_hidden_layers
         self.layers = list(range(depth + 1)) if layers == "all" else list(layers)
         if max(self.layers) > depth:

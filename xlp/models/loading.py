@@ -10,7 +10,7 @@ import torch
 
 from xlp.errors import XlpError
 from xlp.models import quiet_transformers
-from xlp.models.checkpoints import Checkpoint, check_weights, load_config
+from xlp.models.checkpoints import Checkpoint, check_weights, load_config, load_tokenizer
 
 
 def lm_kind(ckpt: Checkpoint, trust_remote_code: bool = False) -> str | None:
@@ -33,6 +33,17 @@ def load_model(ckpt: Checkpoint, auto_class, trust_remote_code: bool = False, al
     except (OSError, ValueError, RuntimeError) as e:
         hint = "" if allow_pickle else " (pickle-based weights are refused unless `allow_pickle: true`)"
         raise XlpError(f"checkpoint {ckpt.name}: cannot {what}: {str(e).splitlines()[0]}{hint}") from None
+
+
+def load_fast_tokenizer(ckpt: Checkpoint, trust_remote_code: bool = False):
+    """The checkpoint's fast tokenizer (offsets map tokens to words and characters); errors name the checkpoint."""
+    try:
+        tokenizer = load_tokenizer(ckpt, use_fast=True, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise XlpError(f"checkpoint {ckpt.name}: cannot load its tokenizer: {str(e).splitlines()[0]}") from None
+    if not tokenizer.is_fast:
+        raise XlpError(f"checkpoint {ckpt.name}: needs a fast tokenizer (tokenizer.json)")
+    return tokenizer
 
 
 def pick_device(device: str | None) -> torch.device:

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from xlp.errors import XlpError
-from xlp.models.checkpoints import Checkpoint, load_tokenizer
-from xlp.models.loading import TokenBatches, lm_kind, load_model, pick_device
+from xlp.models.checkpoints import Checkpoint
+from xlp.models.loading import TokenBatches, lm_kind, load_fast_tokenizer, load_model, pick_device
 from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, result_row
 from xlp.tasks.ud import read_conllu
 
@@ -94,10 +94,7 @@ class MlmScorer:
         self.device = pick_device(runtime.device)
         self.model = load_model(ckpt, AutoModelForMaskedLM, runtime.trust_remote_code, runtime.allow_pickle,
                                 "load its masked-LM head").eval().to(self.device)
-        try:
-            self.tokenizer = load_tokenizer(ckpt, use_fast=True, trust_remote_code=runtime.trust_remote_code)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise XlpError(f"checkpoint {ckpt.name}: cannot load its tokenizer: {str(e).splitlines()[0]}") from None
+        self.tokenizer = load_fast_tokenizer(ckpt, runtime.trust_remote_code)
         if self.tokenizer.mask_token_id is None:
             raise XlpError(f"checkpoint {ckpt.name}: its tokenizer has no mask token, so no MLM bits per character")
         self.batches = TokenBatches(ckpt, self.device, runtime.batch_tokens)
