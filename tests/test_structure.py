@@ -290,3 +290,28 @@ def test_status_and_report_count_the_same_busy_time(tmp_path):
     ledger = Ledger(store)
     assert "4.0 s busy" in _timings(ledger, plan)["extract"]
     assert run_status(str(tmp_path / "run"))["stages"]["extract"]["rows_per_s"] == 200 / 4.0
+
+
+def test_identical_checkpoints_are_probed_once(tmp_path, tiny_series, ray_local):
+    """Two checkpoints with identical files (a hub serving one set of weights under two branch names) are
+    named at plan time, probed once, and the later step repeats the earlier one's rows."""
+    import shutil
+
+    from xlp.orchestrator.driver import launch
+    from xlp.spec import load_spec
+
+    for src, name in (("step_0", "step_0"), ("step_0", "step_50"), ("step_200", "step_200")):
+        shutil.copytree(tiny_series / src, tmp_path / "s" / name)
+    spec = load_spec(write_spec(
+        tmp_path / "d.yaml", name="d", output=str(tmp_path / "run"), checkpoints=[{"path": f"{tmp_path}/s/step_*"}],
+        data={"ud_root": str(UD), "languages": ["en"], "max_train_sentences": 30, "max_test_sentences": 20},
+        tasks=["pos"], layers=[1]))
+    res = launch(spec, quiet=True)
+    assert {u.ckpt.step for u in res.plan.extract} == {0, 200}
+    assert any("step 50" in n and "identical to step 0" in n for n in res.plan.notes)
+    probes = pd.read_parquet(tmp_path / "run" / "results" / "probes.parquet")
+    assert sorted(set(probes.step)) == [0, 50, 200]
+    by_step = probes.set_index("step")
+    assert by_step.loc[50, "value"] == by_step.loc[0, "value"]
+    assert by_step.loc[50, "checkpoint"].endswith("step_50")
+    assert "identical to step 0" in (tmp_path / "run" / "report" / "index.html").read_text()

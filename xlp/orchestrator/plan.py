@@ -27,6 +27,7 @@ class Plan:
     targets: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     words: int = 0  # words to extract over all units
+    duplicates: dict[int, int] = field(default_factory=dict)  # step -> earlier identical step (not probed again)
     feature_bytes: int = 0
 
     def probe_rows(self, seeds: int, cross_lingual: bool) -> int:
@@ -52,6 +53,7 @@ class Plan:
             "xlp_version": xlp.__version__,
             "summary": self.summary(),
             "checkpoints": {str(c.step): c.name for c in self.checkpoints},  # where each step is now
+            "duplicates": {str(k): v for k, v in self.duplicates.items()},
             "notes": self.notes,
             "units": {"extract": {u.key: u.hash for u in self.extract}, "probe": {u.key: u.hash for u in self.probe}},
         }, indent=1, sort_keys=True)
@@ -62,10 +64,12 @@ def make_plan(spec: Spec, inputs: RunInputs | None = None) -> Plan:
     inputs = inputs or preflight.check(spec)
     d, ud = spec.data, inputs.data.ud
     plan = Plan(checkpoints=inputs.checkpoints, layers=inputs.layers, sources=inputs.sources,
-                targets=inputs.targets, notes=inputs.notes, feature_bytes=preflight.feature_bytes(spec, inputs))
+                targets=inputs.targets, notes=inputs.notes, feature_bytes=preflight.feature_bytes(spec, inputs),
+                duplicates=inputs.duplicates)
+    probed = [c for c in inputs.checkpoints if c.step not in inputs.duplicates]
     layers = tuple(inputs.layers)
     extract: dict[tuple[int, str, str], ExtractUnit] = {}
-    for ckpt in inputs.checkpoints:
+    for ckpt in probed:
         wanted = {(lang, *ud[lang].train, d.max_train_sentences) for lang in plan.sources}
         wanted |= {(lang, *ud[lang].test, d.max_test_sentences) for lang in plan.targets}
         for lang, split, file, cap in sorted(wanted, key=lambda w: (w[0], w[1])):
@@ -78,7 +82,7 @@ def make_plan(spec: Spec, inputs: RunInputs | None = None) -> Plan:
 
     size = spec.probe.layers_per_unit or len(layers)
     layer_groups = [layers[i:i + size] for i in range(0, len(layers), size)]
-    for ckpt in inputs.checkpoints:
+    for ckpt in probed:
         for tasks in _fit_groups(inputs.word_tasks):
             langs, sources, targets_of_grid = spec.grid(tasks[0].name)
             for group in layer_groups:
@@ -100,7 +104,7 @@ def make_plan(spec: Spec, inputs: RunInputs | None = None) -> Plan:
         found = inputs.sentence_inputs.get(task.name)
         if found is None:
             continue
-        for ckpt in inputs.checkpoints:
+        for ckpt in probed:
             if ckpt.name not in inputs.skipped[task.name]:
                 plan.probe.append(SentenceUnit(ckpt=ckpt, sentence_task=task,
                                                layers=task.unit_layers(inputs.layers, inputs.depths[ckpt.name]),

@@ -42,6 +42,7 @@ class RunInputs:
     words: dict[tuple[DataFile, int | None], int] = field(default_factory=dict)  # per (file, cap)
     sentence_inputs: dict[str, SentenceInputs] = field(default_factory=dict)  # per sentence task
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> checkpoint name -> note
+    duplicates: dict[int, int] = field(default_factory=dict)  # step -> the earlier step with identical files
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -72,6 +73,7 @@ def check(spec: Spec) -> RunInputs:
                        poolings={n: resolve_pooling(spec.pooling, c) for n, c in configs.items()},
                        hidden=max(getattr(c, "hidden_size", 0) for c in configs.values()),
                        layers=check_layers(spec, depths), data=data, words=words, notes=notes)
+    inputs.duplicates = _duplicates(inputs.checkpoints, notes)
     if inputs.word_tasks and not inputs.sources:
         raise XlpError("data.languages: no language has a train (or dev) split to fit probes on")
     for task in tasks:
@@ -84,6 +86,20 @@ def check(spec: Spec) -> RunInputs:
                 notes.extend(skips.values())
     check_disk(spec, feature_bytes(spec, inputs) - _features_on_disk(spec))
     return inputs
+
+
+def _duplicates(checkpoints: list[Checkpoint], notes: list[str]) -> dict[int, int]:
+    """Checkpoints whose files are identical (a publisher serving one set of weights under two names): each
+    is probed once, and the later step's rows are the earlier one's."""
+    first: dict[str, Checkpoint] = {}
+    out = {}
+    for c in checkpoints:
+        if c.is_local and c.identity() in first:
+            out[c.step] = first[c.identity()].step
+            notes.append(f"checkpoints: step {c.step} ({c.name}) is identical to step {out[c.step]} "
+                         f"({first[c.identity()].name}); probed once, its rows repeat step {out[c.step]}'s")
+        first.setdefault(c.identity(), c)
+    return out
 
 
 def check_series(checkpoints: list[Checkpoint], spec: Spec) -> dict:

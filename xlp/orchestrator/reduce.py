@@ -67,6 +67,10 @@ def reduce_run(store: Store, spec: Spec, force: bool = False, ledger: Ledger | N
     else:
         probes = pd.DataFrame(columns=PROBE_ORDER)
     probes = probes.sort_values(PROBE_ORDER, kind="stable").reset_index(drop=True)
+    copies = [probes[probes.step == orig].assign(step=int(dup)) for dup, orig in plan.get("duplicates", {}).items()]
+    if len(probes) and copies:  # an identical checkpoint's rows are its twin's, under its own step
+        probes = pd.concat([probes, *copies], ignore_index=True).sort_values(PROBE_ORDER, kind="stable")
+        probes = probes.reset_index(drop=True)
     if len(probes) and plan.get("checkpoints"):  # a series that moved keeps its results, under its new name
         probes["checkpoint"] = probes.step.astype(str).map(plan["checkpoints"]).fillna(probes.checkpoint)
     emergence = analyse_curves(probes, spec.analysis)
