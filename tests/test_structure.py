@@ -17,6 +17,7 @@ from conftest import MINILM, UD, run_xlp, write_spec
 
 from xlp.hashing import DataFile
 from xlp.models.checkpoints import Checkpoint
+from xlp.models.loading import weight_sizes
 from xlp.orchestrator.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.spec import ProbeSpec
 from xlp.tasks import BUILT_IN, get_task
@@ -234,6 +235,9 @@ def test_each_task_has_its_own_grid_of_languages(tmp_path, tiny_series):
     assert deprel == {s: ["en", "de", "vi"] for s in ("en", "de", "vi")}  # the default: every pair
     r = run_xlp("validate", tmp_path / "g.yaml")
     assert r.returncode == 0 and "in-language 3 (en, de, vi); cross-lingual 2 x 2" in r.stdout
+    # per checkpoint: parameters and weights, read off the safetensors headers
+    params, nbytes, dtype = weight_sizes(Checkpoint(0, str(tiny_series / "step_0")))
+    assert dtype == "F32" and nbytes == 4 * params and f"{params / 1e6:,.1f} M parameters" in r.stdout
     bad = write_spec(tmp_path / "b.yaml", **{**spec, "task_grid": {"pos": {"sources": ["fr"]}}})
     r = run_xlp("validate", bad, "--schema-only")
     assert r.returncode == 1 and "task_grid.pos.sources: ['fr'] not in data.languages" in r.stderr

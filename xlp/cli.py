@@ -94,6 +94,7 @@ def validate(
     if schema_only:
         stdout.print(f"[green]{spec}: spec is valid[/] (schema only)")
         return
+    from xlp.models.loading import weight_sizes
     from xlp.orchestrator import preflight
     from xlp.orchestrator.plan import make_plan
     from xlp.tasks import resolve_tasks
@@ -130,6 +131,13 @@ def validate(
     t.add_row("probe rows", f"{plan.probe_rows(n_seeds, s.cross_lingual):,}",
               "checkpoint x task x layer x source x target x seed")
     t.add_row("words to extract", f"{plan.words:,}", f"features about {plan.feature_bytes / 2**30:.2f} GiB")
+    per_ckpt = plan.feature_bytes / max(1, len(plan.checkpoints) - len(plan.duplicates))
+    for c in plan.checkpoints:
+        sizes = weight_sizes(c)
+        weights = (f"{sizes[0] / 1e6:,.1f} M parameters, {sizes[1] / 2**30:.2f} GiB of weights ({sizes[2]})"
+                   if sizes else "weights not on this machine")
+        features = "probed as its twin" if c.step in plan.duplicates else f"features {per_ckpt / 2**30:.2f} GiB"
+        t.add_row(f"step {c.step}", "", f"{weights}; {features}")
     stdout.print(t)
     for note in plan.notes:
         stdout.print(f"note: {note}")

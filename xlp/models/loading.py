@@ -21,6 +21,32 @@ def lm_kind(ckpt: Checkpoint, trust_remote_code: bool = False) -> str | None:
     return model_kind(load_config(ckpt, trust_remote_code), ckpt.location if ckpt.is_local else None)
 
 
+def weight_sizes(ckpt: Checkpoint) -> tuple[int, int, str] | None:
+    """A local checkpoint's parameters, the bytes of its weights in their stored dtype, and that dtype, read
+    from its safetensors headers (every shard); None where it has none (a hub checkpoint not downloaded)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    files = sorted(Path(ckpt.location).glob("*.safetensors")) if ckpt.is_local else []
+    params, nbytes, dtypes = 0, 0, set()
+    for f in files:
+        with safe_open(str(f), framework="pt") as st:
+            for key in st.keys():  # noqa: SIM118 - safe_open is not iterable
+                piece = st.get_slice(key)
+                n = 1
+                for size in piece.get_shape():
+                    n *= size
+                dtype = piece.get_dtype()
+                params += n
+                nbytes += n * DTYPE_BYTES.get(dtype, 4)
+                dtypes.add(dtype)
+    return (params, nbytes, "/".join(sorted(dtypes))) if files else None
+
+
+DTYPE_BYTES = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+
+
 def load_model(ckpt: Checkpoint, auto_class, trust_remote_code: bool = False, allow_pickle: bool = False,
                what: str = "load"):
     """`auto_class.from_pretrained` for a checkpoint: weights checked first, pickle-based weights
