@@ -400,3 +400,26 @@ def test_moved_series_is_not_redone_and_a_changed_checkpoint_is(clean_grid, tmp_
     same_weights = [after[after.step == s].set_index(keys).value.sort_index() for s in (100, 200)]
     assert same_weights[0].equals(same_weights[1])  # step 100 now holds step 200's weights
     assert after[after.step == 0].value.tolist() == before[before.step == 0].value.tolist()
+
+
+def test_dropped_features_give_the_same_results(clean_grid, tmp_path, tiny_series, ray_local):
+    """`features: drop`: each checkpoint's shards are deleted as soon as every probe reading them is done;
+    the results are byte-identical to keeping them, and a relaunch extracts nothing again, unless a probe
+    that reads a dropped shard must be redone (then that shard alone is extracted again)."""
+    from conftest import grid_spec, snapshot
+
+    from xlp.orchestrator.driver import launch
+
+    _, _, _, clean_snapshot = clean_grid
+    run = tmp_path / "run"
+    spec = grid_spec(tmp_path, tiny_series, run, features="drop")
+    first = launch(spec, quiet=True)
+    assert first.extracted == 18 and not first.failed
+    assert not list((run / "features").rglob("*.parquet"))  # nothing left once every probe was done
+    assert snapshot(run) == clean_snapshot
+    again = launch(spec, quiet=True)
+    assert again.extracted == 0 and again.probed == 0
+    (run / "probes/step=100/task=pos/layers=0_1_2/src=en/part-0.parquet").unlink()  # one probe output lost
+    redo = launch(spec, quiet=True)
+    assert redo.probed == 1 and redo.extracted == 4  # its source's train shard and the three targets' tests
+    assert snapshot(run) == clean_snapshot

@@ -158,6 +158,8 @@ class Spec(_Strict):
     allow_pickle: bool = False
     allow_tokenizer_mismatch: bool = False
     feature_dtype: Literal["float16", "float32"] = "float16"
+    features: Literal["keep", "drop"] = Field(
+        "keep", description="drop: delete a checkpoint's feature shards once every probe that reads them is done")
     batch_tokens: int | None = Field(None, ge=16, description="subword tokens per extraction batch; null: "
                                      "16384 on a GPU, 1024 on a CPU (where small batches measured faster)")
     pretrain: PretrainSpec | None = None

@@ -59,8 +59,10 @@ def _launch(spec, plan, store, console, quiet, address, start, emit, verify=Fals
     store.write_bytes("plan.json", plan.to_json().encode())
     store.write_bytes("spec.json", spec.model_dump_json(indent=1).encode())
     ledger = Ledger(store)
-    ext_todo = [u for u in plan.extract if not ledger.is_done("extract", u.key, u.hash, verify)]
     probe_todo = [u for u in plan.probe if not ledger.is_done("probe", u.key, u.hash, verify)]
+    for key in {k for u in probe_todo for k in u.needs if ledger.is_dropped("extract", k)}:
+        ledger.forget("extract", key)  # a dropped shard that a probe to redo reads is extracted again
+    ext_todo = [u for u in plan.extract if not ledger.is_done("extract", u.key, u.hash, verify)]
     result = LaunchResult(plan=plan, skipped=len(plan.extract) + len(plan.probe) - len(ext_todo) - len(probe_todo))
     emit({"event": "plan", "extract": len(plan.extract), "probe": len(plan.probe), "already_done": result.skipped,
           "extract_todo": len(ext_todo), "probe_todo": len(probe_todo)})
@@ -121,6 +123,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
             "die": os.environ.get("XLP_DIE_IN_UNIT"), "marker": os.environ.get("XLP_DIE_MARKER"),
             "hold": os.environ.get("XLP_HOLD_IN_UNIT"), "hold_marker": os.environ.get("XLP_HOLD_MARKER")}
     todo_keys = {u.key for u in ext_todo}
+    readers = Counter(k for u in probe_todo for k in u.needs)  # probes still to read each shard
     done_ext = {u.key for u in plan.extract} - todo_keys
     failed_ext: set[str] = set()
     by_ckpt: OrderedDict = OrderedDict()
@@ -187,6 +190,10 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
                 progress.update(bars["extract"], rate=f"{words / (time.time() - t0):,.0f} words/s")
             else:
                 result.probed += 1
+                for k in unit.needs:
+                    readers[k] -= 1
+                    if readers[k] == 0 and spec.features == "drop" and k in ledger.records("extract"):
+                        ledger.drop_output("extract", k)
         except Exception as e:  # noqa: BLE001 - a failed unit is recorded; the run goes on
             ledger.record_failure(stage, unit.key, unit.hash, _error_text(e))
             bad = getattr(e, "cause", e)

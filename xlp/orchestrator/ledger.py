@@ -44,6 +44,8 @@ class Ledger:
         """Recorded with this hash and its output present with the recorded size; with `verify`, the
         output's bytes also match the recorded SHA-256 (reads every output: `xlp launch --verify`)."""
         rec = self._records[stage].get(key)
+        if rec is not None and rec.get("dropped"):  # deleted on purpose once every reader was done
+            return rec["hash"] == unit_hash
         done = (rec is not None and rec["hash"] == unit_hash
                 and self._outputs.get(rec["output"]) == rec["bytes"])
         if done and verify and rec.get("sha256") and self.store.sha256(rec["output"]) != rec["sha256"]:
@@ -61,6 +63,17 @@ class Ledger:
         for stage, recs in self._records.items():
             for key in [k for k, r in recs.items() if r.get("output") == output]:
                 self.forget(stage, key)
+
+    def drop_output(self, stage: str, key: str) -> None:
+        """Delete a finished unit's output (`features: drop`) and record that it was dropped, not lost."""
+        rec = {**self._records[stage][key], "dropped": True}
+        self.store.delete(rec["output"])
+        self.store.write_bytes(self._path(stage, key), json.dumps(rec, sort_keys=True).encode())
+        self._records[stage][key] = rec
+        self._outputs.pop(rec["output"], None)
+
+    def is_dropped(self, stage: str, key: str) -> bool:
+        return bool(self._records[stage].get(key, {}).get("dropped"))
 
     def forget(self, stage: str, key: str) -> None:
         """Drop a unit's record, so that it is redone."""
