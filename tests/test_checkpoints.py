@@ -191,3 +191,15 @@ def test_broken_checkpoints_are_refused_before_anything_runs(tiny_series, tmp_pa
     r = run_xlp("validate", spec)
     assert r.returncode == 1 and message in r.stderr and str(ckpt) in r.stderr.replace("\n", "")
     assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_one_repository_per_checkpoint_from_a_pattern():
+    """MultiBERTs publish each checkpoint as its own repository (`google/multiberts-seed_0-step_20k`): a repo
+    pattern with {step} and the step names give the series, each at its main revision."""
+    spec = CheckpointSpec(repo="google/multiberts-seed_0-step_{step}", steps=["20k", "0k", "2000k"])
+    series = resolve_checkpoints([spec])
+    assert [(c.step, c.location, c.revision) for c in series] == [
+        (0, "google/multiberts-seed_0-step_0k", "main"), (20000, "google/multiberts-seed_0-step_20k", "main"),
+        (2000000, "google/multiberts-seed_0-step_2000k", "main")]
+    with pytest.raises(ValueError, match="needs `steps`"):
+        CheckpointSpec(repo="google/multiberts-seed_0-step_{step}", revisions=["main"])

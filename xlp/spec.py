@@ -34,11 +34,19 @@ class CheckpointSpec(_Strict):
     step: int | None = Field(None, ge=0)
     repo: str | None = None
     revisions: list[str] | str | None = Field(None, description="list, 'all' or a pattern such as 'step*'")
+    steps: list[str] | None = Field(None, description="with a `repo` holding {step}: one repository per checkpoint")
 
     @model_validator(mode="after")
     def _one_source(self) -> "CheckpointSpec":
         if (self.path is None) == (self.repo is None):
             raise ValueError("give exactly one of `path` (local directory or glob) or `repo` (hub repo)")
+        if self.repo is not None and "{step}" in self.repo:
+            if not self.steps or self.revisions:
+                raise ValueError("a `repo` pattern with {step} (one repository per checkpoint) needs `steps`, "
+                                 "e.g. [0k, 20k, 2000k], and no `revisions`")
+            return self
+        if self.steps:
+            raise ValueError("`steps` goes with a `repo` pattern holding {step}")
         if self.repo is not None and not self.revisions:
             raise ValueError("a hub `repo` needs `revisions`, e.g. [step1000, step2000]")
         if self.path is not None and self.revisions:

@@ -199,6 +199,14 @@ def resolve_checkpoints(specs: list, where: str = "checkpoints") -> list[Checkpo
     out: list[Checkpoint] = []
     for i, item in enumerate(specs):
         key = f"{where}[{i}]"
+        if item.repo is not None and item.steps:  # one repository per checkpoint (MultiBERTs)
+            for value in item.steps:
+                repo = item.repo.replace("{step}", value)
+                named = parse_step_name(repo.rsplit("/", 1)[-1])
+                if item.step is None and named is None:
+                    raise XlpError(f"{key}.steps: cannot derive a step from {repo!r}")
+                out.append(_checkpoint(item.step, named, repo, "main"))
+            continue
         if item.repo is not None:
             revisions = item.revisions
             if isinstance(revisions, str):
