@@ -319,3 +319,18 @@ def test_identical_checkpoints_are_probed_once(tmp_path, tiny_series, ray_local)
     assert by_step.loc[50, "value"] == by_step.loc[0, "value"]
     assert by_step.loc[50, "checkpoint"].endswith("step_50")
     assert "identical to step 0" in (tmp_path / "run" / "report" / "index.html").read_text()
+
+
+def test_cluster_recipes_parse():
+    """The Slurm script is valid bash and submits through `xlp launch --submit`; the KubeRay manifest is a
+    RayJob whose entrypoint is `xlp launch` (neither can run here: no Slurm, no Kubernetes)."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "examples"
+    script = root / "slurm" / "xlp.sbatch"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert "xlp launch \"$spec\" --submit" in script.read_text()
+    job = yaml.safe_load((root / "kuberay" / "rayjob.yaml").read_text())
+    assert job["kind"] == "RayJob" and job["spec"]["entrypoint"].startswith("xlp launch ")
+    assert job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"][
+        "limits"]["nvidia.com/gpu"]
