@@ -20,7 +20,7 @@ from xlp.tasks import TASKS
 from xlp.tasks import xnli
 from xlp.tasks.bpc import METRIC as BPC_METRIC
 from xlp.tasks.bpc import MlmScorer
-from xlp.tasks.probe import fit_probes, majority_accuracy
+from xlp.tasks.probe import LinearProbes, fit_probes, majority_accuracy
 from xlp.tasks.retrieval import METRIC as RETRIEVAL_METRIC
 from xlp.tasks.retrieval import retrieval_hits
 from xlp.tasks.ud import read_conllu
@@ -80,12 +80,17 @@ def _written(written: Written, rows: int, start: float, **extra) -> dict:
 
 
 def _row(unit: ProbeUnit | SentenceUnit, *, task: str, layer: int, src: str, tgt: str, seed: int, metric: str,
-         value: float, baseline: float, n_train: int, n_test: int, invariant: bool, correct: np.ndarray | None) -> dict:
-    """One row of probes.parquet; `correct` (per test item) is bit-packed for the reducer's paired bootstrap."""
+         value: float, baseline: float, n_train: int, n_test: int, invariant: bool, correct: np.ndarray | None,
+         fit: tuple[LinearProbes, int] | None = None) -> dict:
+    """One row of probes.parquet; `correct` (per test item) is bit-packed for the reducer's paired bootstrap;
+    `fit` (the probes and this row's index among them) gives the L-BFGS iterations and final gradient
+    max-norm of the row's probe (null for tasks without one)."""
     return {"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "task": task, "layer": layer,
             "src_lang": src, "tgt_lang": tgt, "seed": seed, "metric": metric, "value": float(value),
             "baseline": baseline, "n_train": n_train, "n_test": n_test, "seed_invariant": invariant,
-            "correct": None if correct is None else np.packbits(correct).tobytes()}
+            "correct": None if correct is None else np.packbits(correct).tobytes(),
+            "probe_iters": None if fit is None else int(fit[0].iterations[fit[1]]),
+            "probe_grad_norm": None if fit is None else float(fit[0].grad_norm[fit[1]])}
 
 
 def _write_rows(store: Store, unit: ProbeUnit | SentenceUnit, rows: list[dict], start: float) -> dict:
@@ -152,7 +157,7 @@ def run_probe(spec: Spec, unit: ProbeUnit, faults: dict | None = None, digests: 
         if cap is not None and len(y) > cap:
             idx = np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
             X, y = X[:, idx], y[idx]
-        probes[seed], n_train[seed] = fit_probes(X, y, spec.probe.l2, spec.probe.max_iter), len(y)
+        probes[seed], n_train[seed] = fit_probes(X, y, spec.probe.l2, spec.probe.max_iter, spec.probe.tol), len(y)
     del table
     rows = []
     for tgt, split in unit.targets:
@@ -182,7 +187,7 @@ def _score(unit: ProbeUnit, task, probes: dict, n_train: dict, invariant: bool, 
         for li, layer in enumerate(unit.layers):
             rows.append(_row(unit, task=task.name, layer=layer, src=unit.src, tgt=tgt, seed=seed,
                              metric=task.metric, value=values[li], baseline=baseline, n_train=n_train[seed],
-                             n_test=correct.shape[1], invariant=invariant, correct=correct[li]))
+                             n_test=correct.shape[1], invariant=invariant, correct=correct[li], fit=(probe, li)))
     return rows
 
 
@@ -215,7 +220,7 @@ def _xnli_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> l
     rows = []
     for src in [lang for lang in unit.langs if ("dev", lang) in data]:
         X, y = data[("dev", src)]
-        probe = fit_probes(X, y, spec.probe.l2, spec.probe.max_iter)
+        probe = fit_probes(X, y, spec.probe.l2, spec.probe.max_iter, spec.probe.tol)
         for tgt in [lang for lang in unit.langs if ("test", lang) in data and (spec.cross_lingual or lang == src)]:
             Xt, yt = data[("test", tgt)]
             values, correct = probe.score(Xt, yt, xnli.METRIC)
@@ -223,7 +228,8 @@ def _xnli_rows(spec: Spec, unit: SentenceUnit, ud_root, device: str | None) -> l
                 for seed in spec.probe.seeds:  # the fit is deterministic: one probe for every seed
                     rows.append(_row(unit, task=unit.task, layer=layer, src=src, tgt=tgt, seed=seed,
                                      metric=xnli.METRIC, value=values[li], baseline=majority_accuracy(yt),
-                                     n_train=len(y), n_test=len(yt), invariant=True, correct=correct[li]))
+                                     n_train=len(y), n_test=len(yt), invariant=True, correct=correct[li],
+                                     fit=(probe, li)))
     return rows
 
 
