@@ -63,7 +63,7 @@ def _metric(hit: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1000, tol: float = 1e-4,
+def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1000, tol: float = 5e-5,
                init: LinearProbes | None = None) -> LinearProbes:
     """Fit one multinomial probe per leading slice of X (L, n, d) on labels y (n,), each to its optimum.
 
@@ -77,45 +77,48 @@ def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1
     if X.ndim == 2:
         X = X[None]
     classes, y_idx = np.unique(y, return_inverse=True)
-    L, _, d = X.shape
+    L, n, d = X.shape
     C = len(classes)
     Xt = torch.as_tensor(X, dtype=torch.float32)
     mean = Xt.mean(1, keepdim=True)
-    scale = Xt.std(1, keepdim=True).clamp_min(1e-6)
+    scale = Xt.std(1, keepdim=True, correction=0).clamp_min(1e-6)  # as StandardScaler; a constant feature stays ~0
     theta = torch.zeros(L, d * C + C)
     if init is not None and C > 1 and np.array_equal(init.classes, classes) and init.weight.shape == (L, d, C):
         theta = torch.cat([init.weight.reshape(L, -1), init.bias], 1).to(torch.float32).clone()
     iters, gmax = np.zeros(L, dtype=np.int64), np.zeros(L)
     converged = np.ones(L, dtype=bool)
     if C > 1:
-        Z = (Xt - mean) / scale
-        target = torch.as_tensor(y_idx, dtype=torch.long)
-        iters, gmax, converged = _lbfgs(Z, target, C, l2, theta, max_iter, tol)
-        del Z
+        Zt = torch.empty(L, d, n)
+        for layer in range(L):  # one layer at a time: no second full-size copy
+            Zt[layer] = ((Xt[layer] - mean[layer]) / scale[layer]).T
+        onehot_t = torch.nn.functional.one_hot(torch.as_tensor(y_idx, dtype=torch.long), C).T.to(torch.float32)
+        iters, gmax, converged = _lbfgs(Zt, onehot_t.contiguous(), l2, theta, max_iter, tol)
+        del Zt
     W, b = theta[:, : d * C].reshape(L, d, C), theta[:, d * C:]
     return LinearProbes(classes=classes, mean=mean, scale=scale, weight=W.contiguous(), bias=b.contiguous(),
                         iterations=iters, grad_norm=gmax, converged=converged)
 
 
 REL_CHANGE = 1e-10  # a probe whose step lowers its loss by less than this fraction has stopped moving
-HISTORY = 10  # L-BFGS curvature pairs kept per probe
+HISTORY = 20  # L-BFGS curvature pairs kept per probe
 
 
-def _objective(Z: torch.Tensor, target: torch.Tensor, C: int, l2: float, theta: torch.Tensor):
-    """Loss (k,) in float64 and gradient (k, P) of k probes: mean cross-entropy + l2/2 ||W||^2."""
-    k, n, d = Z.shape
+def _objective(Zt: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor):
+    """Loss (k,) in float64 and gradient (k, P) of k probes: mean cross-entropy + l2/2 ||W||^2.
+    Features come transposed, (k, d, n), and labels as a (C, n) one-hot: logits are computed as
+    (C, n) blocks, which measured faster than (n, C) ones for few classes."""
+    k, d, n = Zt.shape
+    C = onehot_t.shape[0]
     W, b = theta[:, : d * C].view(k, d, C), theta[:, d * C:]
-    logp = torch.log_softmax(torch.baddbmm(b[:, None, :], Z, W), -1)  # (k, n, C)
-    nll = -logp.gather(2, target.expand(k, n)[..., None]).squeeze(2).sum(1, dtype=torch.float64) / n
+    logp = torch.log_softmax(torch.baddbmm(b[:, :, None], W.transpose(1, 2), Zt), 1)  # (k, C, n)
+    nll = -(logp * onehot_t).sum(1).sum(1, dtype=torch.float64) / n
     loss = nll + 0.5 * l2 * (W * W).sum((1, 2), dtype=torch.float64)
-    resid = logp.exp_()
-    resid[:, torch.arange(n), target] -= 1  # softmax minus one-hot
-    resid /= n
-    grad = torch.cat([(torch.bmm(Z.transpose(1, 2), resid) + l2 * W).reshape(k, -1), resid.sum(1)], 1)
+    resid = logp.exp_().sub_(onehot_t).div_(n)  # softmax minus one-hot, over n
+    grad = torch.cat([(torch.bmm(Zt, resid.transpose(1, 2)) + l2 * W).reshape(k, -1), resid.sum(2)], 1)
     return loss, grad
 
 
-def _lbfgs(Z: torch.Tensor, target: torch.Tensor, C: int, l2: float, theta: torch.Tensor, max_iter: int,
+def _lbfgs(Z: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor, max_iter: int,
            tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """L-BFGS on every probe at once, each with its own curvature history, step length and stopping
     test: the probes are independent problems that share one batched matmul per evaluation. A probe
@@ -126,7 +129,7 @@ def _lbfgs(Z: torch.Tensor, target: torch.Tensor, C: int, l2: float, theta: torc
     iters, gmax, converged = np.zeros(L, dtype=np.int64), np.zeros(L), np.zeros(L, dtype=bool)
     active = list(range(L))  # Z[j] holds the features of probe active[j]
     th = theta.clone()
-    f, g = _objective(Z, target, C, l2, th)
+    f, g = _objective(Z, onehot_t, l2, th)
     S, Y = torch.zeros(L, HISTORY, P), torch.zeros(L, HISTORY, P)
     rho = torch.zeros(L, HISTORY, dtype=torch.float64)  # 0 marks an empty slot: it drops out below
     gamma = torch.zeros(L)
@@ -173,9 +176,9 @@ def _lbfgs(Z: torch.Tensor, target: torch.Tensor, C: int, l2: float, theta: torc
             slope[bad] = (g[bad] * direction[bad]).sum(1, dtype=torch.float64)
             rho[bad] = 0
         th_new = th + direction
-        f_new, g_new = _objective(Z[:k], target, C, l2, th_new)
+        f_new, g_new = _objective(Z[:k], onehot_t, l2, th_new)
         for j in torch.nonzero(f_new > f + 1e-4 * slope).flatten().tolist():  # Armijo; rare past the start
-            found = _backtrack(Z[j:j + 1], target, C, l2, th[j], direction[j], f[j], slope[j])
+            found = _backtrack(Z[j:j + 1], onehot_t, l2, th[j], direction[j], f[j], slope[j])
             if found is None:  # no lower loss along the direction: stay (the probe then counts as stalled)
                 f_new[j], g_new[j], th_new[j] = f[j], g[j], th[j]
             else:
@@ -194,12 +197,12 @@ def _lbfgs(Z: torch.Tensor, target: torch.Tensor, C: int, l2: float, theta: torc
     return iters, gmax, converged
 
 
-def _backtrack(Z, target, C, l2, th, direction, f0, slope, tries: int = 30):
+def _backtrack(Z, onehot_t, l2, th, direction, f0, slope, tries: int = 30):
     """Halve the step until the loss falls enough (Armijo): (loss, grad, step), or None if it never does."""
     t = 1.0
     for _ in range(tries):
         t *= 0.5
-        f, g = _objective(Z, target, C, l2, (th + t * direction)[None])
+        f, g = _objective(Z, onehot_t, l2, (th + t * direction)[None])
         if f[0] <= f0 + 1e-4 * t * slope:
             return f[0], g[0], t
     return None
