@@ -15,6 +15,12 @@ import numpy as np
 import torch
 
 
+# Features are standardised as scikit-learn's StandardScaler does (population std), except that a
+# feature whose spread is below this is rounding noise (MiniLM's last layer has one, |x| <= 1.2e-7):
+# it is divided by this floor, not blown up to unit variance.
+SCALE_FLOOR = 1e-6
+
+
 @dataclass
 class LinearProbes:
     """A stack of L probes over the same label set; features are (L, n, d)."""
@@ -81,7 +87,7 @@ def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1
     C = len(classes)
     Xt = torch.as_tensor(X, dtype=torch.float32)
     mean = Xt.mean(1, keepdim=True)
-    scale = Xt.std(1, keepdim=True, correction=0).clamp_min(1e-6)  # as StandardScaler; a constant feature stays ~0
+    scale = Xt.std(1, keepdim=True, correction=0).clamp_min(SCALE_FLOOR)
     theta = torch.zeros(L, d * C + C)
     if init is not None and C > 1 and np.array_equal(init.classes, classes) and init.weight.shape == (L, d, C):
         theta = torch.cat([init.weight.reshape(L, -1), init.bias], 1).to(torch.float32).clone()
