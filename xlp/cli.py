@@ -146,7 +146,7 @@ def validate(
 
 @app.command()
 def status(
-    target: Optional[Path] = typer.Argument(None, help="A run folder, or the spec that names it."),
+    target: Optional[str] = typer.Argument(None, help="A run folder or URI (s3://...), or the spec that names it."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output (with --watch, one line per look)."),
     watch: Optional[float] = typer.Option(None, "--watch", metavar="SECONDS",
                                           help="Look again every SECONDS until no driver runs the folder."),
@@ -180,7 +180,7 @@ def status(
             return
     if target is None:
         raise XlpError("give a run folder or spec (or --job ID)")
-    run = _load(target).output if target.is_file() else str(target)
+    run = _load(Path(target)).output if "://" not in target and Path(target).is_file() else target
 
     def looks():  # the run's status now, then with --watch every `watch` seconds while a driver runs
         st = run_status(run)
@@ -233,7 +233,7 @@ def _duration(seconds: float) -> str:
 
 
 @app.command()
-def report(run: Path = typer.Argument(..., help="A run folder.")) -> None:
+def report(run: str = typer.Argument(..., help="A run folder or URI (s3://...).")) -> None:
     """Rebuild RUN's results tables and report from the probe outputs on disk.
 
     Example: xlp report runs/quickstart
@@ -242,7 +242,7 @@ def report(run: Path = typer.Argument(..., help="A run folder.")) -> None:
     from xlp.spec import Spec
     from xlp.storage import Store
 
-    store = Store(str(run))
+    store = Store(run)
     try:
         spec = Spec.model_validate_json(store.read_bytes("spec.json"))
     except (OSError, FileNotFoundError):

@@ -80,7 +80,10 @@ class DataSpec(_Strict):
 class ProbeSpec(_Strict):
     seeds: list[int] = Field([0], min_length=1)
     l2: float = Field(1e-3, ge=0)
-    max_iter: int = Field(30, ge=1)
+    max_iter: int = Field(1000, ge=1, description="L-BFGS iterations at most per probe (a safety cap; a probe "
+                          "stops at `tol`)")
+    tol: float = Field(5e-5, gt=0, description="a probe has converged when no entry of its gradient exceeds this "
+                       "(scikit-learn's lbfgs tol, same objective)")
     max_train_words: int | None = Field(None, ge=1, description="subsample the source's train words (per seed)")
     layers_per_unit: int | None = Field(None, ge=1, description="layers fit together in one probe unit; null: all")
     resample: Literal["none", "bootstrap"] = Field(

@@ -1,5 +1,6 @@
 """One driver per run folder: a lock file naming its holder (host, pid). A lock whose holder was on
-this machine and is dead is taken over; on a local disk the lock is created atomically (O_EXCL)."""
+this machine and is dead is taken over. The lock is created atomically, so two drivers cannot both
+win: O_EXCL on a local disk, a conditional put (If-None-Match: *) on S3 (Store.create_exclusive)."""
 
 from __future__ import annotations
 
@@ -41,25 +42,24 @@ def _refuse_if_held(store: Store, me: dict) -> None:
 
 def _acquire(store: Store, me: dict) -> None:
     data = json.dumps(me).encode()
-    path = store.local_path(LOCK)
-    if path is None:  # object stores have no exclusive create: write, then check nobody overwrote it
-        if store.exists(LOCK):
-            _refuse_if_held(store, me)
-        store.write_bytes(LOCK, data)
-        if json.loads(store.read_bytes(LOCK)) != me:
-            raise XlpError(f"{store.location} was just claimed by another xlp launch; wait for it to finish")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            _refuse_if_held(store, me)  # raises, or removes a dead driver's lock and we retry once
-            continue
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        return
+            if store.create_exclusive(LOCK, data):
+                return
+        except NotImplementedError:
+            return _acquire_by_read_back(store, me, data)
+        _refuse_if_held(store, me)  # raises, or removes a dead driver's lock and we retry once
     raise XlpError(f"{store.location} was just claimed by another xlp launch; wait for it to finish")
+
+
+def _acquire_by_read_back(store: Store, me: dict, data: bytes) -> None:
+    """Filesystems without an exclusive create (not a local disk, not S3): write, then check that nobody
+    overwrote it. Two drivers starting at the same moment can both pass this; it catches the rest."""
+    if store.exists(LOCK):
+        _refuse_if_held(store, me)
+    store.write_bytes(LOCK, data)
+    if json.loads(store.read_bytes(LOCK)) != me:
+        raise XlpError(f"{store.location} was just claimed by another xlp launch; wait for it to finish")
 
 
 @contextmanager

@@ -138,7 +138,9 @@ def run_probe(output: str, unit: ProbeUnit, faults: dict | None = None, digests:
         if cap is not None and len(y) > cap:
             idx = np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
             X, y = X[:, idx], y[idx]
-        probes[seed], n_train[seed] = fit_probes(X, y, settings.l2, settings.max_iter), len(y)
+        warm = next(iter(probes.values()), None)  # the first seed's optimum: a start closer to this one's
+        probes[seed] = fit_probes(X, y, settings.l2, settings.max_iter, settings.tol, init=warm)
+        n_train[seed] = len(y)
     del table
     rows = []
     for tgt, split in unit.targets:
@@ -169,7 +171,7 @@ def _score(unit: ProbeUnit, task: WordTask, probes: dict, n_train: dict, invaria
             rows.append(result_row(unit, task=task.name, layer=layer, src=unit.src, tgt=tgt, seed=seed,
                                    metric=task.metric, value=values[li], baseline=baseline, n_train=n_train[seed],
                                    n_test=correct.shape[1], invariant=invariant, correct=correct[li],
-                                   pooling=unit.pooling))
+                                   pooling=unit.pooling, fit=(probe, li)))
     return rows
 
 

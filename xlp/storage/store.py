@@ -13,6 +13,7 @@ import os
 import uuid
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -75,6 +76,34 @@ class Store:
             raise
         return Written(self.size(rel), sink.sha.hexdigest())
 
+    def create_exclusive(self, rel: str, data: bytes) -> bool:
+        """Create `rel` holding `data` only if nothing is there, as one atomic step: True if this call
+        created it, False if it existed. A local disk uses O_EXCL; S3 a conditional put (If-None-Match: *,
+        through boto3: pyarrow does not expose it). Other filesystems raise NotImplementedError."""
+        local = self.local_path(rel)
+        if local is not None:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        if self.fs.type_name != "s3":
+            raise NotImplementedError(f"no exclusive create on {self.fs.type_name}")
+        from botocore.exceptions import ClientError
+
+        bucket, key = self.path(rel).split("/", 1)
+        try:
+            _s3_client(self.location).put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except ClientError as e:
+            # 412: the key exists; 409: another conditional write to it is in progress (it wins)
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
+
     def write_bytes(self, rel: str, data: bytes) -> Written:
         return self._atomic(rel, lambda out: out.write(data))
 
@@ -127,3 +156,25 @@ class Store:
             if info.type == pafs.FileType.File and not info.base_name.startswith("_tmp-"):
                 out[info.path[len(self.root) + 1:].replace(os.sep, "/")] = info.size
         return out
+
+
+def _s3_client(uri: str):
+    """A boto3 S3 client for the same endpoint, region and credentials that pyarrow reads from `uri`
+    (s3://[KEY:SECRET@]bucket/path?endpoint_override=host:port&scheme=http&region=...) or, where the
+    URI does not say, from the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ..., as pyarrow does)."""
+    try:
+        import boto3
+    except ImportError:
+        raise XlpError(f"{uri}: the run lock on s3:// makes a conditional put through boto3, which is not "
+                       f"installed: pip install 'xlp[s3]' (or boto3)") from None
+    parts = urlsplit(uri)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    kwargs = {}
+    if "endpoint_override" in query:
+        endpoint = query["endpoint_override"]
+        kwargs["endpoint_url"] = endpoint if "://" in endpoint else f"{query.get('scheme', 'https')}://{endpoint}"
+    if "region" in query:
+        kwargs["region_name"] = query["region"]
+    if parts.username:
+        kwargs.update(aws_access_key_id=unquote(parts.username), aws_secret_access_key=unquote(parts.password or ""))
+    return boto3.client("s3", **kwargs)

@@ -119,11 +119,14 @@ class SentenceTask(Task):
 
 def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, metric: str, value: float,
                baseline: float, n_train: int, n_test: int, invariant: bool, correct: np.ndarray | None,
-               pooling: str | None = None) -> dict:
+               pooling: str | None = None, fit: tuple | None = None) -> dict:
     """One row of probes.parquet; `correct` (per test item) is bit-packed for the reducer's paired bootstrap;
     `tokens` is the tokens seen at the checkpoint where its name or metadata says; `pooling` the subword
-    pooling of word vectors (None where the task pools otherwise)."""
+    pooling of word vectors (None where the task pools otherwise); `fit` (a LinearProbes and this row's index
+    among them) gives the L-BFGS iterations and final gradient max-norm of the row's probe (null without one)."""
     return {"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "tokens": unit.ckpt.tokens, "task": task,
             "layer": layer, "src_lang": src, "tgt_lang": tgt, "seed": seed, "metric": metric, "value": float(value),
             "baseline": baseline, "n_train": n_train, "n_test": n_test, "seed_invariant": invariant,
-            "pooling": pooling, "correct": None if correct is None else np.packbits(correct).tobytes()}
+            "pooling": pooling, "correct": None if correct is None else np.packbits(correct).tobytes(),
+            "probe_iters": None if fit is None else int(fit[0].iterations[fit[1]]),
+            "probe_grad_norm": None if fit is None else float(fit[0].grad_norm[fit[1]])}

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+# Features are standardised as scikit-learn's StandardScaler does (population std), except that a
+# feature whose spread is below this is rounding noise (MiniLM's last layer has one, |x| <= 1.2e-7):
+# it is divided by this floor, not blown up to unit variance.
+SCALE_FLOOR = 1e-6
+
 
 @dataclass
 class LinearProbes:
@@ -24,6 +29,9 @@ class LinearProbes:
     scale: torch.Tensor  # (L, 1, d)
     weight: torch.Tensor  # (L, d, C)
     bias: torch.Tensor  # (L, C)
+    iterations: np.ndarray | None = None  # (L,) L-BFGS iterations of each probe's fit
+    grad_norm: np.ndarray | None = None  # (L,) final max |gradient| of each probe's mean objective
+    converged: np.ndarray | None = None  # (L,) whether each met the tolerance (not the iteration cap)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """(L, n) predicted labels."""
@@ -60,8 +68,16 @@ def _metric(hit: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     raise ValueError(f"unknown metric {metric!r}")
 
 
-def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 100) -> LinearProbes:
-    """Fit one multinomial probe per leading slice of X (L, n, d) on labels y (n,); deterministic."""
+def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1000, tol: float = 5e-5,
+               init: LinearProbes | None = None) -> LinearProbes:
+    """Fit one multinomial probe per leading slice of X (L, n, d) on labels y (n,), each to its optimum.
+
+    A probe stops when the largest absolute entry of its gradient is at most `tol` (scikit-learn's
+    lbfgs criterion, on the same mean objective), or when a step no longer lowers its loss by more
+    than float rounding (REL_CHANGE of it), or after `max_iter` iterations (a safety cap; its
+    `converged` entry then says False). `init` starts every probe from another fit's solution over
+    the same classes (a bootstrap seed, the previous checkpoint); the optimum does not depend on it.
+    Deterministic for given inputs."""
     X = np.asarray(X)
     if X.ndim == 2:
         X = X[None]
@@ -70,33 +86,131 @@ def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1
     C = len(classes)
     Xt = torch.as_tensor(X, dtype=torch.float32)
     mean = Xt.mean(1, keepdim=True)
-    scale = Xt.std(1, keepdim=True).clamp_min(1e-6)
-    Z = (Xt - mean) / scale
-    target = torch.as_tensor(y_idx, dtype=torch.long)
-    onehot = torch.nn.functional.one_hot(target, C).to(torch.float32)
-    theta = torch.zeros(L * (d * C + C), requires_grad=True)
-
-    def unpack(t: torch.Tensor):
-        return t[: L * d * C].view(L, d, C), t[L * d * C:].view(L, C)
-
+    scale = Xt.std(1, keepdim=True, correction=0).clamp_min(SCALE_FLOOR)
+    theta = torch.zeros(L, d * C + C)
+    if init is not None and C > 1 and np.array_equal(init.classes, classes) and init.weight.shape == (L, d, C):
+        theta = torch.cat([init.weight.reshape(L, -1), init.bias], 1).to(torch.float32).clone()
+    iters, gmax = np.zeros(L, dtype=np.int64), np.zeros(L)
+    converged = np.ones(L, dtype=bool)
     if C > 1:
-        opt = torch.optim.LBFGS([theta], lr=1, max_iter=max_iter, history_size=20, tolerance_grad=1e-6,
-                                tolerance_change=1e-10, line_search_fn="strong_wolfe")
+        Zt = torch.empty(L, d, n)
+        for layer in range(L):  # one layer at a time: no second full-size copy
+            Zt[layer] = ((Xt[layer] - mean[layer]) / scale[layer]).T
+        onehot_t = torch.nn.functional.one_hot(torch.as_tensor(y_idx, dtype=torch.long), C).T.to(torch.float32)
+        iters, gmax, converged = _lbfgs(Zt, onehot_t.contiguous(), l2, theta, max_iter, tol)
+        del Zt
+    W, b = theta[:, : d * C].reshape(L, d, C), theta[:, d * C:]
+    return LinearProbes(classes=classes, mean=mean, scale=scale, weight=W.contiguous(), bias=b.contiguous(),
+                        iterations=iters, grad_norm=gmax, converged=converged)
 
-        def closure() -> torch.Tensor:
-            with torch.no_grad():
-                W, b = unpack(theta)
-                logp = torch.log_softmax(torch.baddbmm(b[:, None, :], Z, W), -1)  # (L, n, C)
-                loss = -(logp * onehot).sum() / n + 0.5 * l2 * (W * W).sum()
-                resid = (logp.exp() - onehot) / n
-                grad = torch.cat([(torch.bmm(Z.transpose(1, 2), resid) + l2 * W).reshape(-1),
-                                  resid.sum(1).reshape(-1)])
-            theta.grad = grad
-            return loss
 
-        opt.step(closure)
-    W, b = unpack(theta.detach())
-    return LinearProbes(classes=classes, mean=mean, scale=scale, weight=W.clone(), bias=b.clone())
+REL_CHANGE = 1e-10  # a probe whose step lowers its loss by less than this fraction has stopped moving
+HISTORY = 20  # L-BFGS curvature pairs kept per probe
+
+
+def _objective(Zt: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor):
+    """Loss (k,) in float64 and gradient (k, P) of k probes: mean cross-entropy + l2/2 ||W||^2.
+    Features come transposed, (k, d, n), and labels as a (C, n) one-hot: logits are computed as
+    (C, n) blocks, which measured faster than (n, C) ones for few classes."""
+    k, d, n = Zt.shape
+    C = onehot_t.shape[0]
+    W, b = theta[:, : d * C].view(k, d, C), theta[:, d * C:]
+    logp = torch.log_softmax(torch.baddbmm(b[:, :, None], W.transpose(1, 2), Zt), 1)  # (k, C, n)
+    nll = -(logp * onehot_t).sum(1).sum(1, dtype=torch.float64) / n
+    loss = nll + 0.5 * l2 * (W * W).sum((1, 2), dtype=torch.float64)
+    resid = logp.exp_().sub_(onehot_t).div_(n)  # softmax minus one-hot, over n
+    grad = torch.cat([(torch.bmm(Zt, resid.transpose(1, 2)) + l2 * W).reshape(k, -1), resid.sum(2)], 1)
+    return loss, grad
+
+
+def _lbfgs(Z: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor, max_iter: int,
+           tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """L-BFGS on every probe at once, each with its own curvature history, step length and stopping
+    test: the probes are independent problems that share one batched matmul per evaluation. A probe
+    that has stopped leaves the batch (its features are moved out of the active block of Z, in place,
+    so no copy is made). Updates `theta` (L, P) in place; returns per probe the iterations, the final
+    gradient max-norm and whether it met `tol`."""
+    L, P = theta.shape
+    iters, gmax, converged = np.zeros(L, dtype=np.int64), np.zeros(L), np.zeros(L, dtype=bool)
+    active = list(range(L))  # Z[j] holds the features of probe active[j]
+    th = theta.clone()
+    f, g = _objective(Z, onehot_t, l2, th)
+    S, Y = torch.zeros(L, HISTORY, P), torch.zeros(L, HISTORY, P)
+    rho = torch.zeros(L, HISTORY, dtype=torch.float64)  # 0 marks an empty slot: it drops out below
+    gamma = torch.zeros(L)
+    stalled = torch.zeros(L, dtype=torch.bool)
+    for it in range(max_iter + 1):
+        g_inf = g.abs().amax(1)
+        done = (g_inf <= tol).numpy()
+        stop = done | stalled.numpy() | (it == max_iter)
+        if stop.any():
+            for j in np.flatnonzero(stop):
+                lay = active[j]
+                theta[lay], iters[lay], gmax[lay], converged[lay] = th[j], it, float(g_inf[j]), bool(done[j])
+            keep = np.flatnonzero(~stop)
+            if not len(keep):
+                break
+            if len(keep) < len(active):
+                for new, old in enumerate(keep):  # compact the active block (old >= new: safe in order)
+                    if new != old:
+                        Z[new] = Z[old]
+                Z = Z[: len(keep)]
+                idx = torch.as_tensor(keep)
+                active = [active[j] for j in keep]
+                th, f, g, S, Y, rho, gamma = (t[idx] for t in (th, f, g, S, Y, rho, gamma))
+        k = len(active)
+        # two-loop recursion, newest pair first; rho = 0 in empty or skipped slots
+        order = [(it - 1 - i) % HISTORY for i in range(min(it, HISTORY))]
+        q = g.clone()
+        alpha = {}
+        for slot in order:
+            alpha[slot] = (rho[:, slot] * (S[:, slot] * q).sum(1, dtype=torch.float64)).float()
+            q -= alpha[slot][:, None] * Y[:, slot]
+        if it == 0:
+            q *= torch.clamp(1.0 / g.abs().sum(1), max=1.0)[:, None]  # first step: like torch's L-BFGS
+        else:
+            q *= gamma[:, None]
+        for slot in reversed(order):
+            beta = (rho[:, slot] * (Y[:, slot] * q).sum(1, dtype=torch.float64)).float()
+            q += (alpha[slot] - beta)[:, None] * S[:, slot]
+        direction = -q
+        slope = (g * direction).sum(1, dtype=torch.float64)
+        bad = slope >= 0  # not a descent direction (rounding): restart that probe from the gradient
+        if bad.any():
+            direction[bad] = -g[bad] * torch.clamp(1.0 / g[bad].abs().sum(1), max=1.0)[:, None]
+            slope[bad] = (g[bad] * direction[bad]).sum(1, dtype=torch.float64)
+            rho[bad] = 0
+        th_new = th + direction
+        f_new, g_new = _objective(Z[:k], onehot_t, l2, th_new)
+        for j in torch.nonzero(f_new > f + 1e-4 * slope).flatten().tolist():  # Armijo; rare past the start
+            found = _backtrack(Z[j:j + 1], onehot_t, l2, th[j], direction[j], f[j], slope[j])
+            if found is None:  # no lower loss along the direction: stay (the probe then counts as stalled)
+                f_new[j], g_new[j], th_new[j] = f[j], g[j], th[j]
+            else:
+                f_new[j], g_new[j], t = found
+                th_new[j] = th[j] + t * direction[j]
+        s, yv = th_new - th, g_new - g
+        ys = (s * yv).sum(1, dtype=torch.float64)
+        yy = (yv * yv).sum(1, dtype=torch.float64)
+        ok = ys > 1e-10 * yy.sqrt() * (s * s).sum(1, dtype=torch.float64).sqrt()
+        slot = it % HISTORY
+        S[:, slot], Y[:, slot] = s, yv
+        rho[:, slot] = torch.where(ok, 1.0 / ys.clamp_min(1e-300), 0.0)
+        gamma = torch.where(ok, (ys / yy.clamp_min(1e-300)).float(), gamma)
+        stalled = (f - f_new) <= REL_CHANGE * torch.maximum(f.abs(), f_new.abs()).clamp_min(1.0)
+        th, f, g = th_new, f_new, g_new
+    return iters, gmax, converged
+
+
+def _backtrack(Z, onehot_t, l2, th, direction, f0, slope, tries: int = 30):
+    """Halve the step until the loss falls enough (Armijo): (loss, grad, step), or None if it never does."""
+    t = 1.0
+    for _ in range(tries):
+        t *= 0.5
+        f, g = _objective(Z, onehot_t, l2, (th + t * direction)[None])
+        if f[0] <= f0 + 1e-4 * t * slope:
+            return f[0], g[0], t
+    return None
 
 
 def majority_accuracy(y_test: np.ndarray) -> float:

@@ -123,7 +123,7 @@ class XnliTask(SentenceTask):
         rows = []
         for src in [lang for lang in unit.langs if ("dev", lang) in data and (lang in grid or lang in sources)]:
             X, y = data[("dev", src)]
-            probes = fit_probes(X, y, probe["l2"], probe["max_iter"])
+            probes = fit_probes(X, y, probe["l2"], probe["max_iter"], probe["tol"])
             for tgt in [lang for lang in unit.langs if ("test", lang) in data and (
                     (lang == src and src in grid) or (src in sources and lang in targets and lang != src))]:
                 Xt, yt = data[("test", tgt)]
@@ -132,5 +132,6 @@ class XnliTask(SentenceTask):
                     for seed in unit.seeds:  # the fit is deterministic: one probe for every seed
                         rows.append(result_row(unit, task=self.name, layer=layer, src=src, tgt=tgt, seed=seed,
                                                metric=self.metric, value=values[li], baseline=majority_accuracy(yt),
-                                               n_train=len(y), n_test=len(yt), invariant=True, correct=correct[li]))
+                                               n_train=len(y), n_test=len(yt), invariant=True, correct=correct[li],
+                                               fit=(probes, li)))
         return rows

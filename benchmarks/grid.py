@@ -1,0 +1,133 @@
+"""End to end on one grid: the pipeline a researcher writes by hand vs `xlp launch`, in one process.
+
+Grid: MiniLM, POS, English and German, every layer, each language's probe scored on both (in-language
+and cross-lingual). By hand: padded batches in file order with `output_hidden_states`, every layer of
+every word copied to Python, then scikit-learn's LogisticRegression one probe at a time (standardised
+features, C = 1 / (l2 n), lbfgs to the same gradient tolerance as xlp's probe; a feature's scale is
+floored at xlp's SCALE_FLOOR, as in xlp). xlp: a spec run
+through `xlp.orchestrator.driver.launch` (local Ray, Parquet features, ledger, report). Prints both
+times, the ratio, and the accuracy difference of every cell (layer x source x target).
+
+    python benchmarks/grid.py [--train 2000] [--test 1000] [--small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+import yaml
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from transformers import AutoModel, AutoTokenizer
+
+from xlp.orchestrator.driver import launch
+from xlp.paths import shared_dir
+from xlp.spec import ProbeSpec, load_spec
+from xlp.tasks.probe import SCALE_FLOOR
+from xlp.tasks.ud import read_conllu
+
+# what xlp's plan picks with train_split: train (these treebanks have no train file here: dev instead)
+FILES = {"en": ("UD_English-EWT/en_ewt-ud-dev.conllu", "UD_English-EWT/en_ewt-ud-test.conllu"),
+         "de": ("UD_German-GSD/de_gsd-ud-dev.conllu", "UD_German-GSD/de_gsd-ud-test.conllu")}
+
+
+def by_hand(model_dir: str, data: dict, l2: float, tol: float) -> dict[tuple[int, str, str], float]:
+    """Accuracy per (layer, source, target), the way one writes it without a tool."""
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    feats = {}
+    for key, sentences in data.items():
+        rows: list[list[list[float]]] = []  # per word, per layer
+        for i in range(0, len(sentences), 32):
+            batch = [s.forms for s in sentences[i:i + 32]]
+            enc = tok(batch, is_split_into_words=True, padding=True, truncation=True, return_tensors="pt")
+            with torch.no_grad():
+                hidden = [h.numpy() for h in model(**enc, output_hidden_states=True).hidden_states]
+            for b, words in enumerate(batch):
+                wids = enc.word_ids(b)
+                for w in range(len(words)):
+                    first = wids.index(w)
+                    rows.append([h[b, first].tolist() for h in hidden])
+        labels = [t for s in sentences for t in s.upos]
+        feats[key] = (rows, labels)
+    acc = {}
+    n_layers = len(feats[("en", "train")][0][0])
+    for layer in range(n_layers):
+        for src in ("en", "de"):
+            rows, y = feats[(src, "train")]
+            X = np.array([r[layer] for r in rows], dtype=np.float32)
+            scaler = StandardScaler().fit(X)
+            # the same standardisation as xlp's: MiniLM's last layer has a dimension that is float
+            # rounding noise (|x| <= 1.2e-7); StandardScaler would blow it up to unit variance
+            scaler.scale_ = np.maximum(scaler.scale_, SCALE_FLOOR)
+            clf = LogisticRegression(C=1 / (l2 * len(y)), tol=tol, max_iter=1000).fit(scaler.transform(X), y)
+            for tgt in ("en", "de"):
+                rows_t, yt = feats[(tgt, "test")]
+                Xt = np.array([r[layer] for r in rows_t], dtype=np.float32)
+                acc[(layer, src, tgt)] = float((clf.predict(scaler.transform(Xt)) == np.array(yt)).mean())
+    return acc
+
+
+def with_xlp(model_dir: str, out: Path, args) -> dict[tuple[int, str, str], float]:
+    spec_file = out.parent / "grid.yaml"
+    spec_file.write_text(yaml.safe_dump({
+        "name": "grid", "output": str(out), "checkpoints": [{"path": model_dir, "step": 0}],
+        "data": {"ud_root": str(shared_dir() / "ud"), "languages": ["en", "de"],
+                 "max_train_sentences": args.train, "max_test_sentences": args.test},
+        "tasks": ["pos"], "layers": "all", "probe": {"seeds": [0], "l2": args.l2, "tol": args.tol},
+        "cluster": {"num_cpus": args.cpus}}))
+    result = launch(load_spec(spec_file), quiet=True)
+    assert not result.failed, result.failed
+    df = pq.read_table(out / "results/probes.parquet").to_pandas()
+    return {(int(r.layer), r.src_lang, r.tgt_lang): float(r.value) for r in df.itertuples()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--train", type=int, default=2000)
+    ap.add_argument("--test", type=int, default=1000)
+    ap.add_argument("--small", action="store_true", help="300 train / 150 test sentences (a quick look)")
+    ap.add_argument("--l2", type=float, default=ProbeSpec().l2)
+    ap.add_argument("--tol", type=float, default=ProbeSpec().tol, help="gradient tolerance of both probes")
+    ap.add_argument("--cpus", type=int, default=None, help="CPUs of xlp's local Ray node (default: all)")
+    args = ap.parse_args()
+    if args.small:
+        args.train, args.test = 300, 150
+    model_dir = str(shared_dir() / "models" / "all-MiniLM-L6-v2")
+    ud = shared_dir() / "ud"
+    data = {(lang, split): read_conllu(ud / path, args.train if split == "train" else args.test)
+            for lang, paths in FILES.items() for split, path in zip(("train", "test"), paths)}
+
+    t = time.perf_counter()
+    hand = by_hand(model_dir, data, args.l2, args.tol)
+    t_hand = time.perf_counter() - t
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        ours = with_xlp(model_dir, Path(tmp) / "run", args)
+        t_xlp = time.perf_counter() - t
+
+    words = {k: sum(len(s.forms) for s in v) for k, v in data.items()}
+    print(f"grid: MiniLM, POS, en+de, every layer; {args.train} train / {args.test} test sentences; words "
+          + ", ".join(f"{lang}-{split} {n:,}" for (lang, split), n in words.items()))
+    print(f"by hand (padded batches, layers copied to Python, scikit-learn per probe): {t_hand:8.1f} s")
+    print(f"xlp launch (Ray, Parquet, ledger, report, batched L-BFGS):                {t_xlp:8.1f} s")
+    print(f"speed-up {t_hand / t_xlp:.1f}x")
+    print("accuracy, xlp minus by hand, in points (layer: en->en en->de de->en de->de)")
+    cells = [(s, t) for s in ("en", "de") for t in ("en", "de")]
+    worst = 0.0
+    for layer in sorted({k[0] for k in hand}):
+        diffs = [100 * (ours[(layer, s, t)] - hand[(layer, s, t)]) for s, t in cells]
+        worst = max(worst, *map(abs, diffs))
+        print(f"  layer {layer}: " + "  ".join(f"{d:+6.2f}" for d in diffs)
+              + "   (by hand " + " ".join(f"{hand[(layer, s, t)]:.4f}" for s, t in cells) + ")")
+    print(f"largest difference {worst:.2f} points")
+
+
+if __name__ == "__main__":
+    main()
