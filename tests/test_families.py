@@ -226,3 +226,28 @@ def test_every_family_runs_pos_bpc_and_retrieval_through_launch(kind, tmp_path, 
     assert (bpc.value > 0).all() and (bpc.bits_per_byte > 0).all()
     if kind == "olmo":
         assert sorted(set(probes.tokens)) == [0, 2 * 10**9, 4 * 10**9]
+
+
+def test_bf16_and_sharded_weights_load_as_stored(tmp_path):
+    """LLM-sized series: weights saved in bf16 and in several safetensors shards load as they are stored
+    (bf16 stays bf16), pass pre-flight's weight check, and `xlp validate`'s size is every shard's."""
+    from transformers import AutoModelForCausalLM
+
+    from xlp.models.checkpoints import check_weights
+    from xlp.models.loading import weight_sizes
+
+    d = make_tiny_family("llama", tmp_path / "step-100", seed=0, layers=2)
+    model = AutoModelForCausalLM.from_pretrained(d).to(torch.bfloat16)
+    (d / "model.safetensors").unlink()
+    model.save_pretrained(d, max_shard_size="40KB")
+    shards = sorted(d.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (d / "model.safetensors.index.json").is_file()
+    ckpt = Checkpoint(100, str(d))
+    check_weights(ckpt)
+    params, nbytes, dtype = weight_sizes(ckpt)
+    assert dtype == "BF16" and nbytes == 2 * params
+    assert params == sum(p.numel() for p in model.parameters())  # tied embeddings are stored once
+    ex = FeatureExtractor(ckpt, layers=[1])
+    assert ex.model.dtype == torch.bfloat16
+    vecs = ex.extract([["The", "cat", "sat", "."]])[1]
+    assert vecs.shape == (4, 32) and np.isfinite(vecs.astype(np.float32)).all() and np.abs(vecs).sum() > 0
