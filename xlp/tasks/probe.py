@@ -74,9 +74,10 @@ def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1
 
     A probe stops when the largest absolute entry of its gradient is at most `tol` (scikit-learn's
     lbfgs criterion, on the same mean objective), or when a step no longer lowers its loss by more
-    than float rounding (REL_CHANGE of it), or after `max_iter` iterations (a safety cap; its
-    `converged` entry then says False). `init` starts every probe from another fit's solution over
-    the same classes (a bootstrap seed, the previous checkpoint); the optimum does not depend on it.
+    than float rounding (REL_CHANGE of it), or after `max_iter` iterations (a safety cap). The result
+    records each probe's iterations, final gradient max-norm and whether it met `tol` (`converged`).
+    `init` starts every probe from another fit's solution over the same classes (a bootstrap seed,
+    the previous checkpoint); the optimum does not depend on it.
     Deterministic for given inputs."""
     X = np.asarray(X)
     if X.ndim == 2:
