@@ -99,7 +99,7 @@ class PretrainSpec(_Strict):
     ud_root: str | list[str] | None = None
     udhr: str | None = None
     seed: int = 0
-    steps: int = Field(2000, ge=1)
+    steps: int = Field(1600, ge=1)
     save_steps: list[int] | None = None
     layers: int = Field(4, ge=1)
     hidden: int = Field(64, ge=8)
@@ -110,7 +110,7 @@ class PretrainSpec(_Strict):
     max_length: int = Field(64, ge=8)
     lr: float = Field(2e-3, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
-    warmup: int = Field(100, ge=0)
+    warmup: int = Field(50, ge=0)
     alpha: float = Field(0.3, gt=0, le=1)
     mask_prob: float = Field(0.4, gt=0, lt=1, description="share of tokens masked (80/10/10 rule)")
     whole_word: bool = Field(False, description="mask whole words (a '▁' piece and those up to the next)")
