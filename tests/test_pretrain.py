@@ -49,8 +49,8 @@ def test_resume_after_crash_is_exact(series, tmp_path, monkeypatch):
     a = load_file(out / "step_60" / "model.safetensors")
     b = load_file(series[-1] / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
-    resumed, reference = pd.read_csv(out / "train_log.csv"), pd.read_csv(series[0].parent / "train_log.csv")
-    assert resumed.loss.tolist() == reference.loss.tolist()
+    log = series[0].parent / "train_log.csv"
+    assert pd.read_csv(out / "train_log.csv").loss.tolist() == pd.read_csv(log).loss.tolist()
 
 
 def test_refuses_unknown_language(tmp_path):
@@ -77,34 +77,40 @@ def test_refuses_folder_of_another_run(series):
 
 
 def test_default_model_learns_pos_during_pretraining(tmp_path, ray_local):
-    """Real dynamics on a shorter schedule of the default model: held-out MLM loss falls, and the
-    mean in-language POS accuracy over languages and layers is higher at the last checkpoint."""
+    """The default recipe on a shorter schedule learns what the quickstart shows: held-out MLM loss falls,
+    in-language POS accuracy at the best layer rises, bits per character fall on every language, and POS
+    emerges in every language (the emergence statistics say so, not a bare difference)."""
     from conftest import write_spec
 
     from xlp.orchestrator.driver import launch
     from xlp.spec import load_spec
 
-    out = tmp_path / "mini"
-    dirs = pretrain(PretrainSpec(out=str(out), steps=400, save_steps=[0, 400]), quiet=True)
+    out, langs = tmp_path / "mini", ["en", "de", "fr", "vi"]
+    dirs = pretrain(PretrainSpec(out=str(out), languages=langs, steps=600, save_steps=[0, 100, 200, 300, 450, 600]),
+                    quiet=True)
     meta = [json.loads((d / "xlp_checkpoint.json").read_text()) for d in dirs]
-    assert meta[-1]["mlm_loss"] < meta[0]["mlm_loss"] - 1.5
+    assert meta[-1]["mlm_loss"] < meta[0]["mlm_loss"] - 2.0
     spec = load_spec(write_spec(
         tmp_path / "spec.yaml", name="dyn", output=str(tmp_path / "run"), checkpoints=[{"path": f"{out}/step_*"}],
-        data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en", "de", "es", "vi"],
-              "max_train_sentences": 200, "max_test_sentences": 150},
+        data={"ud_root": "${XLP_SHARED}/ud", "languages": langs, "max_train_sentences": 200,
+              "max_test_sentences": 300},
         tasks=["pos", "bpc"], layers="all", cross_lingual=False))
     assert not launch(spec, quiet=True).failed
     results = pd.read_parquet(tmp_path / "run" / "results" / "probes.parquet")
-    probes = results[results.task == "pos"]
-    by_step = probes.groupby("step").value.mean()
-    assert by_step[400] > by_step[0] + 0.01
-    # MLM bits per character on each language's test text fall with training, from the uniform
-    # distribution's; measured: 5.2-6.0 at step 0 (uniform 5.2-6.0) to 3.9-4.6 at step 400
+    pos = results[(results.task == "pos") & (results.seed == 0)]
+    best_layer = pos.groupby(["step", "layer"]).value.mean().groupby("step").max()
+    assert best_layer[600] > best_layer[0] + 0.06  # measured: 0.47 -> 0.57
+    # MLM bits per character on each language's test text fall with training, from about the uniform
+    # distribution's; measured: 4.5-5.2 at step 0 to 3.3-3.6 at step 600
     bpc = results[(results.task == "bpc") & (results.seed == 0)].pivot(index="src_lang", columns="step", values="value")
-    assert len(bpc) == 4 and (bpc[400] < bpc[0] - 0.8).all()
+    assert len(bpc) == 4 and (bpc[600] < bpc[0] - 0.8).all()
     assert (results[results.task == "bpc"].layer == 4).all()  # read off the last layer
     em = pd.read_parquet(tmp_path / "run" / "results" / "emergence.parquet")
-    # two checkpoints are too few for the trend test to call a rise emerged: nothing is claimed
-    assert len(em) == 4 * 5 + 4 and not em.emerged.any() and em.emergence_step.isna().all()
+    assert len(em) == 4 * 5 + 4
+    em_pos = em[em.task == "pos"]
+    # every language emerges at most layers (measured: all 20 curves; q <= 0.03)
+    assert (em_pos.groupby("src_lang").emerged.sum() >= 3).all() and em_pos.src_lang.nunique() == 4
+    assert em_pos.emergence_step.notna().sum() == em_pos.emerged.sum()
     em_bpc = em[em.task == "bpc"]
-    assert (em_bpc.best_step == 400).all() and (em_bpc.best_value == bpc[400].sort_index().to_numpy()).all()
+    assert em_bpc.emerged.all() and (em_bpc.best_step == 600).all()
+    assert (em_bpc.best_value == bpc[600].sort_index().to_numpy()).all()

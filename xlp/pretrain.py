@@ -112,10 +112,16 @@ def _model(cfg: PretrainSpec, vocab: int):
     return XLMRobertaForMaskedLM(config)
 
 
-def mask_tokens(ids: torch.Tensor, special: torch.Tensor, vocab: int, mask_id: int, gen: torch.Generator):
-    """BERT/XLM-R masking: 15% of real tokens are targets; 80% -> <mask>, 10% random, 10% unchanged."""
+def mask_tokens(ids: torch.Tensor, special: torch.Tensor, vocab: int, mask_id: int, gen: torch.Generator,
+                prob: float = 0.15, starts: torch.Tensor | None = None):
+    """BERT/XLM-R masking: `prob` of real tokens are targets; 80% -> <mask>, 10% random, 10% unchanged.
+    With `starts` (B, T): whole-word masking, a word (a start and the tokens up to the next) is chosen whole."""
     labels = ids.clone()
-    target = (torch.rand(ids.shape, generator=gen) < 0.15) & ~special
+    draw = torch.rand(ids.shape, generator=gen)
+    if starts is not None:  # every token takes the draw of its word's first token
+        pos = torch.arange(ids.shape[1]).expand_as(ids) * (starts | special)
+        draw = draw.gather(1, pos.cummax(1).values)
+    target = (draw < prob) & ~special
     labels[~target] = -100
     inputs = ids.clone()
     roll = torch.rand(ids.shape, generator=gen)
@@ -123,6 +129,16 @@ def mask_tokens(ids: torch.Tensor, special: torch.Tensor, vocab: int, mask_id: i
     rand = target & (roll >= 0.8) & (roll < 0.9)
     inputs[rand] = torch.randint(len(SPECIALS), vocab, ids.shape, generator=gen)[rand]
     return inputs, labels
+
+
+def word_starts(tok) -> torch.Tensor:
+    """Per vocabulary id: whether the piece begins a word (it starts with '▁', or with a CJK character,
+    since Chinese text has no spaces and a whole sentence would otherwise be one word)."""
+    vocab = tok._tokenizer.get_vocab()
+    starts = torch.zeros(len(vocab), dtype=torch.bool)
+    for piece, i in vocab.items():
+        starts[i] = piece.startswith("\u2581") or ("\u3400" <= piece[:1] <= "\u9fff")
+    return starts
 
 
 class Batches:
@@ -137,6 +153,7 @@ class Batches:
         self.ids = {lang: [e.ids[1:] for e in tok._tokenizer.encode_batch(texts[lang])] for lang in self.langs}
         self.probs = sampling_probs([sum(len(t) for t in texts[lang]) for lang in self.langs], cfg.alpha)
         self.vocab = tok._tokenizer.get_vocab_size()
+        self.starts = word_starts(tok) if cfg.whole_word else None
 
     def batch(self, seed: int, step: int):
         rng = np.random.default_rng([seed, step])
@@ -153,7 +170,8 @@ class Batches:
             ids[row] = torch.tensor(seq[:width])
         attn = torch.ones_like(ids)
         special = ids < len(SPECIALS)
-        inputs, labels = mask_tokens(ids, special, self.vocab, 4, gen)
+        starts = None if self.starts is None else self.starts[ids]
+        inputs, labels = mask_tokens(ids, special, self.vocab, 4, gen, self.cfg.mask_prob, starts)
         return inputs, attn, labels
 
 
@@ -167,7 +185,7 @@ def mlm_loss(model, inputs, attn, labels) -> torch.Tensor:
 
 def _config_hash(cfg: PretrainSpec, texts: dict[str, list[str]]) -> str:
     # where the text lives does not matter, only what it is
-    fields = cfg.model_dump(exclude={"out", "ud_root", "udhr"}) | {"languages": sorted(texts)}
+    fields = cfg.model_dump(exclude={"out", "ud_root", "udhr", "threads"}) | {"languages": sorted(texts)}
     fields["text"] = hashlib.sha256("\n".join(t for lang in sorted(texts) for t in texts[lang]).encode()).hexdigest()
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -199,7 +217,18 @@ def pretrain(cfg: PretrainSpec, console: Console | None = None, quiet: bool = Fa
     done = [s for s in schedule if (out / f"step_{s}" / METADATA_FILE).is_file()]
     if len(done) == len(schedule):
         return [out / f"step_{s}" for s in schedule]
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:  # one thread: on a shared or busy CPU, two threads ran 15x slower per step
+        torch.set_num_threads(cfg.threads)
+    try:
+        _train(cfg, out, texts, run_hash, schedule, done, console, quiet)
+    finally:
+        torch.set_num_threads(threads)
+    return [out / f"step_{s}" for s in schedule]
 
+
+def _train(cfg: PretrainSpec, out: Path, texts: dict[str, list[str]], run_hash: str, schedule: list[int],
+           done: list[int], console: Console, quiet: bool) -> None:
     from transformers import AutoTokenizer
 
     torch.manual_seed(cfg.seed)
@@ -275,7 +304,6 @@ def pretrain(cfg: PretrainSpec, console: Console | None = None, quiet: bool = Fa
                 save(step, value)
                 if crash_after is not None and step >= crash_after:
                     raise RuntimeError(f"injected crash after step {step} (XLP_PRETRAIN_CRASH_AFTER)")
-    return [out / f"step_{s}" for s in schedule]
 
 
 def _resume(out: Path, step: int):

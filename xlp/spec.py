@@ -135,19 +135,22 @@ class PretrainSpec(_Strict):
     ud_root: str | list[str] | None = None
     udhr: str | None = None
     seed: int = 0
-    steps: int = Field(800, ge=1)
+    steps: int = Field(1600, ge=1)
     save_steps: list[int] | None = None
     layers: int = Field(4, ge=1)
-    hidden: int = Field(128, ge=8)
-    heads: int = Field(4, ge=1)
-    ffn: int = Field(512, ge=8)
+    hidden: int = Field(64, ge=8)
+    heads: int = Field(2, ge=1)
+    ffn: int = Field(256, ge=8)
     vocab_size: int = Field(4000, ge=100)
     batch_size: int = Field(16, ge=1)
     max_length: int = Field(64, ge=8)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
-    warmup: int = Field(100, ge=0)
+    warmup: int = Field(50, ge=0)
     alpha: float = Field(0.3, gt=0, le=1)
+    mask_prob: float = Field(0.4, gt=0, lt=1, description="share of tokens masked (80/10/10 rule)")
+    whole_word: bool = Field(False, description="mask whole words (a '▁' piece and those up to the next)")
+    threads: int | None = Field(1, ge=1, description="torch CPU threads while training; null: torch's default")
 
 
 class Spec(_Strict):
