@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import torch
+from naive import naive_word_vectors  # benchmarks/naive.py: the shared hand-written baseline
 from transformers import AutoModel, AutoTokenizer
 
 from xlp.models.checkpoints import Checkpoint
@@ -29,17 +30,7 @@ def naive(model_dir: str, sentences, out: Path) -> dict[int, np.ndarray]:
     """Padded batches in file order, every layer copied out, Python loops per word, pandas to Parquet."""
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).eval()
-    rows = []
-    for i in range(0, len(sentences), 32):
-        batch = [s.forms for s in sentences[i:i + 32]]
-        enc = tok(batch, is_split_into_words=True, padding=True, truncation=True, return_tensors="pt")
-        with torch.no_grad():
-            hidden = [h.numpy() for h in model(**enc, output_hidden_states=True).hidden_states]
-        for b, words in enumerate(batch):
-            wids = enc.word_ids(b)
-            for w in range(len(words)):
-                first = wids.index(w)
-                rows.append({f"layer_{layer}": hidden[layer][b, first].tolist() for layer in range(len(hidden))})
+    rows = [{f"layer_{layer}": v for layer, v in enumerate(vecs)} for vecs in naive_word_vectors(tok, model, sentences)]
     df = pd.DataFrame(rows)
     df.to_parquet(out)
     return {int(c.split("_")[1]): np.array(df[c].tolist(), dtype=np.float32) for c in df.columns}

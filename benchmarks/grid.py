@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import torch
 import yaml
+from naive import naive_word_vectors  # benchmarks/naive.py: the shared hand-written baseline
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from transformers import AutoModel, AutoTokenizer
@@ -43,17 +43,7 @@ def by_hand(model_dir: str, data: dict, l2: float, tol: float) -> dict[tuple[int
     model = AutoModel.from_pretrained(model_dir).eval()
     feats = {}
     for key, sentences in data.items():
-        rows: list[list[list[float]]] = []  # per word, per layer
-        for i in range(0, len(sentences), 32):
-            batch = [s.forms for s in sentences[i:i + 32]]
-            enc = tok(batch, is_split_into_words=True, padding=True, truncation=True, return_tensors="pt")
-            with torch.no_grad():
-                hidden = [h.numpy() for h in model(**enc, output_hidden_states=True).hidden_states]
-            for b, words in enumerate(batch):
-                wids = enc.word_ids(b)
-                for w in range(len(words)):
-                    first = wids.index(w)
-                    rows.append([h[b, first].tolist() for h in hidden])
+        rows = list(naive_word_vectors(tok, model, sentences))  # per word, per layer
         labels = [t for s in sentences for t in s.upos]
         feats[key] = (rows, labels)
     acc = {}
