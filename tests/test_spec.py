@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -65,3 +66,71 @@ def test_cli_malformed_conllu_exits_nonzero_naming_file_and_line(tmp_path):
     assert r.returncode == 1
     assert f"{tb / 'xx_bad-ud-test.conllu'}:3" in r.stderr.replace("\n", "")
     assert "Traceback" not in r.stderr + r.stdout
+
+
+XNLI_LANGUAGES = ["ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"]
+
+
+def test_cluster_yaml_is_the_papers_grid(tmp_path, monkeypatch):
+    """cluster.yaml, with its /data paths pointed at a small stand-in of the same layout (a UD release
+    with several treebanks for English, XNLI-1.0, six gold alignment pairs, a checkpoint series), plans the
+    paper's grid: 44 languages in-language and 18 x 18 across for POS, arcs and relations, BPC in the 44,
+    XNLI in all 15 of its languages, word alignment from English to 6."""
+    import shutil
+    from pathlib import Path
+
+    import yaml
+    from conftest import SHARED, make_tiny_xlmr
+
+    from xlp.orchestrator.plan import make_plan
+    from xlp.orchestrator.units import ProbeUnit, SentenceUnit
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "cluster.yaml").read_text())
+    sample = (UD / "UD_English-EWT" / "en_ewt-ud-test.conllu").read_text().split("\n\n")[:6]
+    ud = tmp_path / "ud-treebanks-v2.8"
+    for lang, tb in [*raw["data"]["treebanks"].items(), ("en", "UD_English-GUM")]:  # GUM: a second English one
+        folder = ud / tb
+        folder.mkdir(parents=True)
+        for split in ("train", "test"):
+            (folder / f"{lang}_{tb.split('-')[1].lower()}-ud-{split}.conllu").write_text("\n\n".join(sample) + "\n\n")
+    xnli = tmp_path / "XNLI-1.0"
+    xnli.mkdir()
+    for split in ("dev", "test"):
+        rows = ["language\tgold_label\tsentence1\tsentence2"] + [
+            f"{lang}\t{label}\tA man plays a guitar {i}.\tSomeone makes music {i}."
+            for lang in XNLI_LANGUAGES for i, label in enumerate(["entailment", "neutral", "contradiction"] * 2)]
+        (xnli / f"xnli.{split}.tsv").write_text("\n".join(rows) + "\n")
+    gold = tmp_path / "alignment"
+    gold.mkdir()
+    for pair in raw["alignment"]["pairs"]:
+        for ext in ("src-tgt", "gold"):
+            shutil.copy(SHARED / "alignment" / f"enfr.{ext}", gold / f"{pair}.{ext}")
+    for step in (5000, 10000):
+        make_tiny_xlmr(tmp_path / "xlmr-replica" / f"checkpoint_{step}", seed=step)
+    text = (Path(__file__).parents[1] / "cluster.yaml").read_text().replace("/data/", f"{tmp_path}/")
+    text = text.replace("s3://my-bucket/xlp/xlmr-replica", str(tmp_path / "run"))
+    spec_path = tmp_path / "cluster.yaml"
+    spec_path.write_text(text)
+
+    monkeypatch.setenv("COLUMNS", "300")  # one table row a line
+    r = run_xlp("validate", spec_path)
+    assert r.returncode == 0, r.stderr
+    grid = {m[0]: m[1].strip() for m in re.findall(r"task (\w+)\W+\d+ units\W+(.*?)│", r.stdout)}
+    assert [grid[t].split("; ")[1] for t in ("pos", "arc", "deprel", "bpc", "xnli")] == \
+        ["cross-lingual 18 x 18"] * 3 + ["no cross-lingual pairs", "cross-lingual 15 x 15"]
+    assert grid["pos"].startswith("in-language 44 (af, ar,") and grid["align"].startswith("6 language pairs")
+    plan = make_plan(load_spec(spec_path))
+    langs, cross = raw["data"]["languages"], raw["task_grid"]["pos"]["sources"]
+    assert len(langs) == 44 and len(cross) == 18 and set(cross) <= set(langs)
+    assert [c.step for c in plan.checkpoints] == [5000, 10000]
+    for task in ("pos", "arc", "deprel"):
+        units = [u for u in plan.probe if isinstance(u, ProbeUnit) and task in u.task.split("+")
+                 and u.ckpt.step == 5000]
+        targets = {u.src: {t for t, _ in u.targets} for u in units}
+        assert sorted(targets) == sorted(langs), task
+        assert all(targets[s] == (set(cross) if s in cross else {s}) for s in langs), task
+        assert sum(len(t) for t in targets.values()) == 18 * 18 + (44 - 18)
+    sentence = {u.task: u for u in plan.probe if isinstance(u, SentenceUnit) and u.ckpt.step == 5000}
+    assert sorted(sentence["bpc"].langs) == sorted(langs)
+    assert sorted(sentence["xnli"].langs) == XNLI_LANGUAGES
+    assert sentence["align"].langs == ("encs", "ende", "enfa", "enfr", "enhi", "enro")

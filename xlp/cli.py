@@ -123,9 +123,7 @@ def validate(
     for task in resolve_tasks(s.tasks):
         units = [u for u in plan.probe if task.name in u.task.split("+")]
         langs = sorted({lang for u in units for lang in getattr(u, "langs", ())}) or None
-        own, sources, targets = s.grid(task.name, default=langs)
-        t.add_row(f"task {task.name}", f"{len(units)} units",
-                  f"in-language {len(own)} ({', '.join(own)}); cross-lingual {len(sources)} x {len(targets)}")
+        t.add_row(f"task {task.name}", f"{len(units)} units", task.describe_grid(s, langs))
     t.add_row("extraction units", str(len(plan.extract)), "checkpoint x language x split")
     t.add_row("probe units", str(len(plan.probe)), "checkpoint x task x source (layers, seeds, targets inside)")
     t.add_row("probe rows", f"{plan.probe_rows(n_seeds, s.cross_lingual):,}",

@@ -319,6 +319,10 @@ class AlignTask(SentenceTask):
                   "precision, recall and AER in their own columns; baseline = the diagonal aligner (each word to "
                   "the word at the same relative position of the other side).")
 
+    def describe_grid(self, spec: Spec, langs: list[str] | None) -> str:
+        pairs = spec.alignment.pairs
+        return f"{len(pairs)} language pairs, source to target ({', '.join(pairs)})"
+
     def inputs(self, spec: Spec, data: RunData, notes: list[str]) -> SentenceInputs | None:
         """Every gold file is read and checked now (pre-flight); the unit reads the same files again."""
         a = spec.alignment

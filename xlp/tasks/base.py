@@ -38,6 +38,14 @@ class Task(ABC):
         """Tables derived from the run's rows: {file name: (report title, table)}; none by default."""
         return {}
 
+    def describe_grid(self, spec: Spec, langs: list[str] | None) -> str:
+        """The grid `xlp validate` prints for this task, given the languages its units read."""
+        own, sources, targets = spec.grid(self.name, default=langs)
+        across = f"cross-lingual {len(sources)} x {len(targets)}" if sources else "no cross-lingual pairs"
+        if self.pairwise_only:
+            return f"{across} (in-language values are trivial)"
+        return f"in-language {len(own)} ({', '.join(own)}); {across}"
+
 
 class WordTask(Task):
     """A linear probe on word features. `needs` names the shard's label columns it reads; `seeded`

@@ -47,6 +47,10 @@ class BpcTask(SentenceTask):
                               options=(("max_sentences", spec.data.max_test_sentences),
                                        ("lenient", spec.data.conllu == "lenient")))
 
+    def describe_grid(self, spec: Spec, langs: list[str] | None) -> str:
+        langs = langs or spec.grid(self.name)[0]
+        return f"in-language {len(langs)} ({', '.join(langs)}); no cross-lingual pairs"
+
     def skip(self, ckpt: Checkpoint, spec: Spec) -> str | None:
         if lm_kind(ckpt, spec.trust_remote_code) is None:
             return f"bpc: {ckpt.name} has no language-model head (masked or causal); no bits per character for it"
