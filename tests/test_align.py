@@ -12,6 +12,7 @@ from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import FeatureExtractor
 from xlp.tasks.align import (
+    AlignTask,
     Counts,
     align_rows,
     align_sentence,
@@ -207,6 +208,9 @@ def test_align_is_a_task_like_every_other(tmp_path, ray_local):
     assert sorted(rows.layer) == list(range(7)) and set(zip(rows.src_lang, rows.tgt_lang)) == {("en", "fr")}
     assert rows.value.max() > rows.baseline.iloc[0] + 0.1 and rows.metric.eq("f1").all()
     assert {"precision", "recall", "aer"} <= set(rows.columns)
+    # each row's F1 is its sentences' link counts summed, as the reducer's bootstrap recomputes it
+    sums = np.stack([np.frombuffer(b, np.float32).reshape(4, 80).sum(axis=1) for b in rows.item_sums])
+    assert np.allclose(AlignTask.value_from_sums(sums.T, 80), rows.value)
     assert "unsupervised word alignment" in (tmp_path / "run" / "report" / "index.html").read_text()
     bad = tmp_path / "gold"
     bad.mkdir()

@@ -104,3 +104,72 @@ def test_status_throughput_counts_parallel_workers_and_skips_gaps():
     recs = [{"finished": 10, "seconds": 10}, {"finished": 8, "seconds": 6}, {"finished": 25, "seconds": 5}]
     assert busy_seconds(recs) == 15
     assert busy_seconds([]) == 0
+
+
+def _bpc_rows(bits_by_step, chars):
+    """probes.parquet rows of one bpc curve whose per-sentence bits and characters are given."""
+    return [dict(step=step, task="bpc", layer=4, src_lang="en", tgt_lang="en", seed=0, metric="bpc",
+                 value=bits.sum() / chars.sum(), baseline=8.0, n_test=len(chars),
+                 item_sums=np.stack([bits, chars]).astype(np.float32).tobytes())
+            for step, bits in bits_by_step]
+
+
+def test_bootstrap_of_a_ratio_metric_equals_a_plain_loop():
+    """The one-matrix-product bootstrap of bits per character (per-sentence bits and characters, two seeds that
+    differ) gives, per replicate, what a plain loop gives: resample the sentences (and seeds), sum bits and
+    characters, divide."""
+    from xlp.orchestrator.curves import bootstrap
+    from xlp.orchestrator.stats import multinomial_weights
+    from xlp.tasks import item_value
+
+    rng = np.random.default_rng(3)
+    n, T, K, n_boot = 31, 3, 2, 50
+    chars = rng.integers(5, 80, size=n).astype(float)
+    items = np.stack([np.stack([chars * rng.uniform(1, 5, size=n), np.broadcast_to(chars, (n,))], axis=0)
+                      for _ in range(T * K)]).reshape(T, K, 2, n).astype(np.float32)
+    out = bootstrap({"c": items}, n, np.random.default_rng(7), n_boot, value=item_value("bpc"), sign=-1)["c"]
+
+    again = np.random.default_rng(7)  # the same draws, in the same order
+    perm = again.permutation(n)
+    halves = [np.sort(perm[: n // 2]), np.sort(perm[n // 2:])]
+    weights = [multinomial_weights(again, n_boot, len(h)) for h in halves]
+    seeds = multinomial_weights(again, n_boot, K).T  # (n_boot, K) counts
+    whole_bits = np.zeros((n_boot, T))
+    whole_chars = np.zeros((n_boot, T))
+    for h, (idx, W) in enumerate(zip(halves, weights)):
+        for r in range(n_boot):
+            for t in range(T):
+                bits = sum(seeds[r, k] * (items[t, k, 0, idx] * W[:, r]).sum() for k in range(K)) / K
+                chars_r = sum(seeds[r, k] * (items[t, k, 1, idx] * W[:, r]).sum() for k in range(K)) / K
+                assert np.isclose(out["boot"][h][r, t], -bits / chars_r, rtol=1e-5)
+                whole_bits[r, t] += bits
+                whole_chars[r, t] += chars_r
+        point = items[:, :, 0, idx].sum(axis=2).mean(axis=1) / items[:, :, 1, idx].sum(axis=2).mean(axis=1)
+        assert np.allclose(out["point"][h], -point, rtol=1e-5)
+    assert np.allclose(out["whole"], -whole_bits / whole_chars, rtol=1e-5)
+
+
+def test_bpc_claims_carry_intervals_and_hold_on_a_null_series():
+    """With per-sentence bits, bpc curves get what accuracy curves get: a curve that falls emerges with an
+    interval on its step; one whose text is scored alike at every checkpoint (the same sentences' bits plus
+    noise) does not emerge and does not degrade; one that rises again at the end degrades significantly."""
+    rng = np.random.default_rng(0)
+    n = 300
+    chars = rng.integers(20, 120, size=n).astype(float)
+    hard = rng.uniform(0.6, 1.4, size=n)  # how hard each sentence is, at every checkpoint
+
+    def bits(bpc, noise=0.05):
+        return chars * bpc * hard * rng.lognormal(0, noise, size=n)
+
+    steps = (0, 100, 200, 400, 800, 1600)
+    rows = []
+    for tgt, levels in (("de", (5.0, 4.2, 3.7, 3.5, 3.45, 3.4)), ("fr", (4.0,) * 6),
+                        ("fi", (5.0, 4.0, 3.5, 3.4, 3.8, 4.0))):
+        rows += [{**r, "tgt_lang": tgt, "src_lang": tgt} for r in _bpc_rows(
+            [(s, bits(v)) for s, v in zip(steps, levels)], chars)]
+    em = emergence_table(pd.DataFrame(rows)).set_index("tgt_lang")
+    de, flat, fi = em.loc["de"], em.loc["fr"], em.loc["fi"]
+    assert de.emerged and de.emergence_step_lo <= de.emergence_step <= de.emergence_step_hi
+    assert de.emergence_step_hi <= 400 and not de.degradation_significant
+    assert not flat.emerged and np.isnan(flat.emergence_step) and not flat.degradation_significant
+    assert fi.degradation_significant and fi.degradation > 0.3 and fi.degradation_q < 0.01

@@ -145,4 +145,9 @@ def test_default_model_learns_pos_during_pretraining(tmp_path, ray_local):
     assert em_pos.emergence_step.notna().sum() == em_pos.emerged.sum()
     em_bpc = em[em.task == "bpc"]
     assert em_bpc.emerged.all() and (em_bpc.best_step == 800).all()
+    # per-sentence bits and characters give bpc the same statistics as accuracy: an interval on the step,
+    # and a degradation test that finds none on a curve that falls to the end
+    assert (em_bpc.emergence_step_lo <= em_bpc.emergence_step).all()
+    assert (em_bpc.emergence_step <= em_bpc.emergence_step_hi).all()
+    assert em_bpc.degradation_p.notna().all() and not em_bpc.degradation_significant.any()
     assert (em_bpc.best_value == bpc[800].sort_index().to_numpy()).all()

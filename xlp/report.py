@@ -372,8 +372,9 @@ final_minus_best = final value − best value, on all test items (a point estima
 <dt>Degradation</dt><dd><code>degradation</code> = best − final (positive: the final is worse) with the best chosen
 on one half of the test items and measured on the other, averaged over both directions; <code>degradation_p</code>
 its bootstrap p-value, <code>degradation_q</code> Benjamini–Hochberg over the task's tests in this run,
-<code>degradation_significant</code>: q &lt; {a.alpha} and degradation &gt; 0. Without per-item scores (bits per
-character) there is no test.</dd>
+<code>degradation_significant</code>: q &lt; {a.alpha} and degradation &gt; 0. The items are the task's own
+(words, sentence pairs, sentences: bits per character and alignment F1 are recomputed from each resampled
+sentence's bits and characters, or link counts).</dd>
 {"".join(f"<dt>{esc(t.name)}</dt><dd>{esc(t.definition)}</dd>" for t in resolve_tasks(spec.tasks))}
 <dt>Single best-on-average checkpoint</dt><dd>the step maximising the mean over languages of the in-language curve
 (last layer); a language's regret = its best value − its value at that step.</dd>

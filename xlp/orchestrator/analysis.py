@@ -8,7 +8,7 @@ import pandas as pd
 from xlp.orchestrator.curves import bootstrap, decide, item_groups, whole_curve
 from xlp.orchestrator.stats import bh_q, bootstrap_pair_signs, pair_signs, stable_rng, trend_p
 from xlp.spec import AnalysisSpec
-from xlp.tasks import metric_direction
+from xlp.tasks import item_value, metric_direction
 
 CURVE_KEYS = ["task", "layer", "src_lang", "tgt_lang"]
 CURVE_COLUMNS = CURVE_KEYS + [
@@ -58,8 +58,10 @@ def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec | None = None) -
     curves = (probes.groupby(CURVE_KEYS + ["metric", "step"], sort=True)
               .agg(value=("value", "mean"), baseline=("baseline", "mean")).reset_index())
     boots: dict[tuple, dict] = {}
+    metrics = probes.groupby("task")["metric"].first()
     for (task, tgt, n), group in item_groups(probes).items():
-        boots.update(bootstrap(group, n, stable_rng(a.seed, task, tgt, n), a.bootstrap))
+        boots.update(bootstrap(group, n, stable_rng(a.seed, task, tgt, n), a.bootstrap,
+                               value=item_value(task), sign=direction(metrics[task])))
     groups = []
     for key, c in curves.groupby(CURVE_KEYS + ["metric"], sort=True):
         steps, v = c["step"].to_numpy(), direction(key[-1]) * c["value"].to_numpy()

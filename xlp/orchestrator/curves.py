@@ -1,7 +1,10 @@
 """One curve's decisions from its per-item scores: emerged (with a bootstrap interval on the step) and the
-cross-fitted degradation test. Curves come in (steps T, seeds K, items n) arrays of 0/1 correctness."""
+cross-fitted degradation test. Curves come in (steps T, seeds K, columns k, items n) arrays of per-item
+scores: 0/1 correctness, or the columns whose sums give a task's metric (bits and characters for bpc)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -18,79 +21,97 @@ from xlp.spec import AnalysisSpec
 
 
 def item_groups(probes: pd.DataFrame) -> dict[tuple, dict[tuple, np.ndarray]]:
-    """Per (task, target, n_test), per curve (task, layer, source, target): its per-item correctness as
-    (T steps, K seeds, n items), seeds collapsed to one when every seed scored every item alike."""
-    if "correct" not in probes:
-        return {}
-    rows = probes[probes["correct"].notna() & (probes["n_test"] > 0)]
+    """Per (task, target, n_test), per curve (task, layer, source, target): its per-item scores as (T steps,
+    K seeds, k columns, n items): a row's `correct` (k = 1, 0/1) or its `item_sums` (the k columns whose sums
+    give the metric through the task's `value_from_sums`); seeds collapsed to one when every seed scored every
+    item alike."""
     out: dict[tuple, dict[tuple, np.ndarray]] = {}
-    for (task, tgt, n), g in rows.groupby(["task", "tgt_lang", "n_test"], sort=True):
-        n = int(n)
-        packed = np.frombuffer(b"".join(g["correct"]), dtype=np.uint8).reshape(len(g), -1)
-        bits = np.unpackbits(packed, axis=1, count=n)
-        index = {k: i for i, k in enumerate(zip(g["layer"], g["src_lang"], g["step"], g["seed"]))}
-        curves = out.setdefault((task, tgt, n), {})
-        for (layer, src), c in g.groupby(["layer", "src_lang"], sort=True):
-            steps, seeds = np.unique(c["step"]), np.unique(c["seed"])
-            at = [[index.get((layer, src, s, k)) for k in seeds] for s in steps]
-            if any(i is None for row in at for i in row):
-                continue  # a seed missing at some checkpoint: no paired resampling for this curve
-            items = bits[np.array(at)]  # (T, K, n)
-            if (items == items[:, :1]).all():
-                items = items[:, :1]
-            curves[(task, int(layer), src, tgt)] = items
+    for column in ("correct", "item_sums"):
+        if column not in probes:
+            continue
+        rows = probes[probes[column].notna() & (probes["n_test"] > 0)]
+        for (task, tgt, n), g in rows.groupby(["task", "tgt_lang", "n_test"], sort=True):
+            n = int(n)
+            if column == "correct":
+                packed = np.frombuffer(b"".join(g[column]), dtype=np.uint8).reshape(len(g), -1)
+                data = np.unpackbits(packed, axis=1, count=n)[:, None, :]
+            else:
+                data = np.frombuffer(b"".join(g[column]), dtype=np.float32).reshape(len(g), -1, n)
+            index = {k: i for i, k in enumerate(zip(g["layer"], g["src_lang"], g["step"], g["seed"]))}
+            curves = out.setdefault((task, tgt, n), {})
+            for (layer, src), c in g.groupby(["layer", "src_lang"], sort=True):
+                steps, seeds = np.unique(c["step"]), np.unique(c["seed"])
+                at = [[index.get((layer, src, s, k)) for k in seeds] for s in steps]
+                if any(i is None for row in at for i in row):
+                    continue  # a seed missing at some checkpoint: no paired resampling for this curve
+                items = data[np.array(at)]  # (T, K, k, n)
+                if (items == items[:, :1]).all():
+                    items = items[:, :1]
+                curves[(task, int(layer), src, tgt)] = items
     return out
 
 
-def bootstrap(curves: dict[tuple, np.ndarray], n: int, rng: np.random.Generator, n_boot: int) -> dict[tuple, dict]:
+def bootstrap(curves: dict[tuple, np.ndarray], n: int, rng: np.random.Generator, n_boot: int,
+              value: Callable[[np.ndarray, int], np.ndarray], sign: int = 1) -> dict[tuple, dict]:
     """For curves over the same n test items: a fixed random split of the items into halves A and B, and per
-    curve its seed-averaged value on each half (T,) and bootstrap replicates of it (n_boot, T). A replicate
-    resamples the items within each half (one draw for every checkpoint: paired) and, where seeds differ,
-    the seeds (one draw for every checkpoint too). One matrix product per chunk of curves."""
+    curve its seed-averaged value on each half (T,), bootstrap replicates of it (n_boot, T) and of the whole
+    curve (`whole`). A replicate resamples the items within each half (one draw for every checkpoint: paired)
+    and, where seeds differ, the seeds (one draw for every checkpoint too); the metric is recomputed from the
+    resampled items' column sums by `value` (the task's `value_from_sums`), times `sign` (-1 where lower is
+    better, so every curve is scored higher-is-better). One matrix product per chunk of curves."""
     perm = rng.permutation(n)
     halves = [np.sort(perm[: n // 2]), np.sort(perm[n // 2:])]
     weights = [multinomial_weights(rng, n_boot, len(h)) for h in halves]
     seed_weights: dict[int, np.ndarray] = {}
     out: dict[tuple, dict] = {key: {"n": [len(h) for h in halves], "point": [], "boot": []} for key in curves}
+
+    def score(sums: np.ndarray, count: int) -> np.ndarray:  # sums (T, k, ...) -> signed values (T, ...)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return sign * np.asarray(value(np.moveaxis(sums, 1, 0).astype(float), count), dtype=float)
+
     for k, items in curves.items():  # per pair of checkpoints, the items on which j beats i and i beats j
-        c = items.mean(axis=1)
+        c = score(items.mean(axis=1), 1)  # (T, n): each item's own value; NaN (undefined) counts as a tie
         out[k]["wins"] = (c[None, :, :] > c[:, None, :]).sum(axis=2)  # [i, j]: items where j is above i
     keys = list(curves)
-    largest = max(c.shape[0] * c.shape[1] for c in curves.values())
+    largest = max(c.shape[0] * c.shape[1] * c.shape[2] for c in curves.values())
     per_chunk = max(1, 2 ** 24 // max(1, n * largest))  # rows x items of float32 at a time
     for lo in range(0, len(keys), per_chunk):
         chunk = keys[lo:lo + per_chunk]
         X = np.concatenate([curves[k].reshape(-1, n) for k in chunk]).astype(np.float32)
+        whole: dict[tuple, np.ndarray] = {}
         for idx, W in zip(halves, weights):
             Xh = X[:, idx]
-            point = Xh.mean(axis=1) if len(idx) else np.full(len(X), np.nan)
-            boot = Xh @ W / max(1, len(idx))  # (rows, n_boot)
+            point, boot = Xh.sum(axis=1), Xh @ W  # column sums: (rows,) and (rows, n_boot)
             at = 0
             for k in chunk:
-                T, K, _ = curves[k].shape
-                p, b = point[at:at + T * K].reshape(T, K), boot[at:at + T * K].reshape(T, K, n_boot)
-                at += T * K
-                if K > 1:
+                T, K, cols, _ = curves[k].shape
+                p = point[at:at + T * K * cols].reshape(T, K, cols).astype(float).mean(axis=1)
+                b = boot[at:at + T * K * cols].reshape(T, K, cols, n_boot)
+                at += T * K * cols
+                if K > 1:  # integer counts in float64, divided last: equal sums stay exactly equal (ties)
                     if K not in seed_weights:
-                        seed_weights[K] = multinomial_weights(rng, n_boot, K).T / K
-                    b = np.einsum("tkb,bk->tb", b, seed_weights[K])
+                        seed_weights[K] = multinomial_weights(rng, n_boot, K).T.astype(float)
+                    b = np.einsum("tkcb,bk->tcb", b.astype(float), seed_weights[K]) / K
                 else:
-                    b = b[:, 0]
-                out[k]["point"].append(p.mean(axis=1).astype(float))
-                out[k]["boot"].append(b.T.astype(float))
+                    b = b[:, 0].astype(float)
+                whole[k] = b if k not in whole else whole[k] + b
+                out[k]["point"].append(score(p, len(idx)) if len(idx) else np.full(T, np.nan))
+                out[k]["boot"].append(score(b, len(idx)).T)
+        for k in chunk:
+            out[k]["whole"] = score(whole[k], n).T
     return out
 
 
 def whole_curve(boot: dict) -> np.ndarray:
-    """(n_boot, T) bootstrap replicates of the whole curve from its two halves' replicates."""
-    (nA, nB), (bA, bB) = boot["n"], boot["boot"]
-    return (nA * bA + nB * bB) / (nA + nB)
+    """(n_boot, T) bootstrap replicates of the whole curve (both halves' items)."""
+    return boot["whole"]
 
 
 def decide(steps: np.ndarray, v: np.ndarray, baseline: float, boot: dict | None, a: AnalysisSpec,
            trend: float | None = None) -> dict:
     """Emergence and degradation of one curve: v (T,) seed-averaged values in step order, scored higher-is-better
-    (bpc negated, and its baseline); boot: the curve's halves from `bootstrap`, None without per-item scores;
+    (bpc negated, and its baseline); boot: the curve's halves from `bootstrap` (scored the same way), None
+    without per-item scores;
     trend: its `trend_p` when already computed (in a batch of curves)."""
     T, alpha, theta, nan = len(v), a.alpha, a.emergence_threshold, float("nan")
     ref = int(np.argmax(v)) if a.emergence_reference == "best" else T - 1
@@ -99,7 +120,7 @@ def decide(steps: np.ndarray, v: np.ndarray, baseline: float, boot: dict | None,
         trend = float(trend_p(v[None], a.emergence_reference, signs)[0])
     row = {"reference_step": int(steps[ref]), "trend_p": trend,
            "rise_p": nan, "above_baseline_p": nan, "degradation": nan, "degradation_p": nan}
-    if boot is None:  # no per-item scores (bpc): point comparisons and the trend test
+    if boot is None:  # rows with no per-item scores: point comparisons and the trend test
         rise, above = v[ref] > v[0], v[ref] > baseline
     else:
         (pA, pB), (bA, bB) = boot["point"], boot["boot"]

@@ -146,7 +146,7 @@ def _degradation(em: pd.DataFrame, out: _Rows, alpha: float) -> None:
                     continue
                 cross = em[cross_mask & (em.task == task) & (em.layer == layer)]
                 n_cross = int(cross.degradation_significant.astype(bool).sum())
-                text = (f"{task} (layer {layer}): the final checkpoint is significantly below the best "
+                text = (f"{task} (layer {layer}): the final checkpoint is significantly worse than the best "
                         f"(cross-fitted, BH q < {alpha:g}) in {_share(len(sig), len(tested))} languages")
                 if len(d):
                     text += f", by {np.median(d):.3g} on median (at most {d.max():.3g})"
@@ -189,7 +189,7 @@ def _best(em: pd.DataFrame, curves: pd.DataFrame, out: _Rows) -> None:
             text = (f"{task} (layer {layer}): the {n} languages have {best.nunique()} distinct best checkpoints; "
                     f"the best is the final checkpoint in {_share(at_final, n)}")
             if len(tested):
-                text += f", and the final is not significantly below the best in {_share(holds, len(tested))}"
+                text += f", and the final is not significantly worse than the best in {_share(holds, len(tested))}"
             text += (f"; under the one checkpoint best on average (step {avg}) the median regret is "
                      f"{regret.median():.3g} (largest {regret.max():.3g}, {regret.idxmax()}).")
             out.say("best", task, text, layer)

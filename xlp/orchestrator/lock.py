@@ -1,9 +1,12 @@
 """One driver per run folder: a lock file naming its holder (host, pid). A lock whose holder was on
 this machine and is dead is taken over. The lock is created atomically, so two drivers cannot both
-win: O_EXCL on a local disk, a conditional put (If-None-Match: *) on S3 (Store.create_exclusive)."""
+win: a hard link (or O_EXCL) on a local disk, a conditional put (If-None-Match: *) on S3
+(Store.create_exclusive); a takeover goes through an exclusively created mark, so two drivers taking
+over the same dead lock cannot both win either."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -26,37 +29,66 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _refuse_if_held(store: Store, me: dict) -> None:
-    """Raise if a live driver holds the lock; remove the lock of a dead one on this machine."""
+def _read(store: Store) -> bytes | None:
+    """The lock's bytes, None if there is none (S3 reports a missing key as a plain OSError)."""
     try:
-        holder = json.loads(store.read_bytes(LOCK))
-    except (ValueError, OSError, FileNotFoundError):
-        holder = None
-    if holder and (holder.get("host") != me["host"] or _alive(int(holder.get("pid", -1)))):
+        return store.read_bytes(LOCK)
+    except OSError:
+        if store.exists(LOCK):
+            raise
+        return None
+
+
+def _stale(store: Store, me: dict) -> bytes | None:
+    """The lock's bytes if its holder is dead on this machine (or the lock is unreadable); None if it is
+    gone; raises if a live driver holds it."""
+    raw = _read(store)
+    if raw is None:
+        return None
+    try:
+        holder = json.loads(raw)
+    except ValueError:
+        return raw  # written atomically, so never a lock being created: a broken one
+    if holder.get("host") != me["host"] or _alive(int(holder.get("pid", -1))):
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
         raise XlpError(f"{store.location} is being run by another xlp launch (pid {holder.get('pid')} on "
                        f"{holder.get('host')}, since {started}); wait for it, or stop it and relaunch. "
                        f"If that driver is gone, delete {store.location}/{LOCK}")
-    store.delete(LOCK)
+    return raw
 
 
 def _acquire(store: Store, me: dict) -> None:
+    """Create the lock; over a dead driver's lock, take it over. Drivers racing to take over the same dead
+    lock each try to create its takeover mark: the one that does removes the dead lock (if it is still the
+    same lock) and creates its own before dropping the mark; the others stop."""
     data = json.dumps(me).encode()
-    for _ in range(2):
+    try:
+        if store.create_exclusive(LOCK, data):
+            return
+    except NotImplementedError:
+        return _acquire_by_read_back(store, me, data)
+    claimed = XlpError(f"{store.location} was just claimed by another xlp launch; wait for it to finish")
+    stale = _stale(store, me)
+    if stale is not None:
+        mark = f"{LOCK}.{hashlib.sha256(stale).hexdigest()[:16]}.takeover"
+        if not store.create_exclusive(mark, data):
+            raise claimed
         try:
+            if _read(store) == stale:
+                store.delete(LOCK)
             if store.create_exclusive(LOCK, data):
                 return
-        except NotImplementedError:
-            return _acquire_by_read_back(store, me, data)
-        _refuse_if_held(store, me)  # raises, or removes a dead driver's lock and we retry once
-    raise XlpError(f"{store.location} was just claimed by another xlp launch; wait for it to finish")
+        finally:
+            store.delete(mark)
+    elif store.create_exclusive(LOCK, data):
+        return
+    raise claimed
 
 
 def _acquire_by_read_back(store: Store, me: dict, data: bytes) -> None:
     """Filesystems without an exclusive create (not a local disk, not S3): write, then check that nobody
     overwrote it. Two drivers starting at the same moment can both pass this; it catches the rest."""
-    if store.exists(LOCK):
-        _refuse_if_held(store, me)
+    _stale(store, me)
     store.write_bytes(LOCK, data)
     if json.loads(store.read_bytes(LOCK)) != me:
         raise XlpError(f"{store.location} was just claimed by another xlp launch; wait for it to finish")

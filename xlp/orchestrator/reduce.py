@@ -24,7 +24,8 @@ PROBE_ORDER = ["step", "task", "layer", "src_lang", "tgt_lang", "seed"]
 
 def _write(store: Store, name: str, df: pd.DataFrame) -> None:
     store.write_table(f"results/{name}.parquet", pa.Table.from_pandas(df, preserve_index=False))
-    store.write_csv(f"results/{name}.csv", df.drop(columns=["correct"], errors="ignore"))  # bytes: Parquet only
+    per_item = ["correct", "item_sums"]  # bytes: in the Parquet file only
+    store.write_csv(f"results/{name}.csv", df.drop(columns=per_item, errors="ignore"))
 
 
 def _timings(ledger: Ledger, plan: dict) -> dict[str, str]:

@@ -78,18 +78,30 @@ class Store:
 
     def create_exclusive(self, rel: str, data: bytes) -> bool:
         """Create `rel` holding `data` only if nothing is there, as one atomic step: True if this call
-        created it, False if it existed. A local disk uses O_EXCL; S3 a conditional put (If-None-Match: *,
-        through boto3: pyarrow does not expose it). Other filesystems raise NotImplementedError."""
+        created it, False if it existed; a reader never sees it empty or half written. A local disk writes a
+        temporary file and hard-links it into place (O_EXCL where links are not supported); S3 a conditional
+        put (If-None-Match: *, through boto3: pyarrow does not expose it). Other filesystems raise
+        NotImplementedError."""
         local = self.local_path(rel)
         if local is not None:
             local.parent.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_name(f"_tmp-{uuid.uuid4().hex[:12]}-{local.name}")
+            tmp.write_bytes(data)
             try:
-                fd = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                os.link(tmp, local)
+                return True
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            return True
+            except OSError:  # no hard links here
+                try:
+                    fd = os.open(local, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    return False
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                return True
+            finally:
+                tmp.unlink()
         if self.fs.type_name != "s3":
             raise NotImplementedError(f"no exclusive create on {self.fs.type_name}")
         from botocore.exceptions import ClientError

@@ -5,7 +5,10 @@ group `xlp.tasks`; it implements the same interface (xlp/tasks/base.py) and runs
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from importlib.metadata import entry_points
+
+import numpy as np
 
 from xlp.errors import XlpError
 from xlp.tasks.align import AlignTask
@@ -25,7 +28,7 @@ BUILT_IN: dict[str, Task] = {task.name: task for task in (
 ENTRY_POINT_GROUP = "xlp.tasks"
 _loaded: dict[str, Task] = {}  # plugin tasks this process has resolved, by name
 
-__all__ = ["BUILT_IN", "SentenceTask", "Task", "WordTask", "get_task", "known_tasks", "metric_direction",
+__all__ = ["BUILT_IN", "SentenceTask", "Task", "WordTask", "get_task", "item_value", "known_tasks", "metric_direction",
            "pairwise_only", "resolve_tasks"]
 
 
@@ -69,6 +72,13 @@ def resolve_tasks(refs: list[str]) -> list[Task]:
 def pairwise_only() -> set[str]:
     """Names of the tasks (known to this process) whose in-language values are trivial (retrieval)."""
     return {t.name for t in (*BUILT_IN.values(), *_loaded.values()) if t.pairwise_only}
+
+
+def item_value(task: str) -> Callable[[np.ndarray, int], np.ndarray]:
+    """The task's `value_from_sums` (its metric from summed per-item scores), by name among the tasks known to
+    this process; a share of items correct for one it does not know."""
+    known = BUILT_IN.get(task) or _loaded.get(task)
+    return (known or Task).value_from_sums
 
 
 def metric_direction(metric: str) -> int:

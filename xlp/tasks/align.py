@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -290,7 +290,7 @@ def align_rows(extractor: FeatureExtractor, gold: Sequence[GoldSentence],
     rows = []
     for layer, by_method in counts.items():
         for method, c in by_method.items():
-            rows.append({"layer": layer, "method": method, **c.scores(), "n_sentences": n})
+            rows.append({"layer": layer, "method": method, **c.scores(), "n_sentences": n, "counts": c})
         rows.append({"layer": layer, "method": BASELINE, **baseline, "n_sentences": n})
     return rows
 
@@ -318,6 +318,10 @@ class AlignTask(SentenceTask):
                   "sure and possible gold links and recall against sure ones, counts summed over the corpus; "
                   "precision, recall and AER in their own columns; baseline = the diagonal aligner (each word to "
                   "the word at the same relative position of the other side).")
+
+    @staticmethod
+    def value_from_sums(sums: np.ndarray, count: int) -> np.ndarray:
+        return scores_from_sums(*sums)["f1"]  # item_sums: each sentence's |A|, |A∩S|, |A∩P|, |S|
 
     def describe_grid(self, spec: Spec, langs: list[str] | None) -> str:
         pairs = spec.alignment.pairs
@@ -357,7 +361,8 @@ class AlignTask(SentenceTask):
                 for seed in unit.seeds:  # no probe: one value, repeated so every task has the same rows
                     row = result_row(unit, task=self.name, layer=r["layer"], src=src, tgt=tgt, seed=seed,
                                      metric=self.metric, value=r["f1"], baseline=baseline, n_train=0,
-                                     n_test=len(gold), invariant=True, correct=None, pooling=extractor.pooling)
+                                     n_test=len(gold), invariant=True, correct=None, pooling=extractor.pooling,
+                                     item_sums=np.stack(astuple(r["counts"])))
                     rows.append({**row, "precision": r["precision"], "recall": r["recall"], "aer": r["aer"],
                                  "method": o["method"]})
         return rows

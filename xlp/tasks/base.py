@@ -38,6 +38,14 @@ class Task(ABC):
         """Tables derived from the run's rows: {file name: (report title, table)}; none by default."""
         return {}
 
+    @staticmethod
+    def value_from_sums(sums: np.ndarray, count: int) -> np.ndarray:
+        """The metric from per-item scores summed over a set of test items: `sums` (k, ...) holds the sums of
+        the k per-item columns a row carries (`correct`: one 0/1 column; `item_sums`: the task's own), `count`
+        how many items were summed. By default the mean of one column (accuracy: the share correct). The
+        reducer's bootstrap recomputes the metric this way on every resample of the test items."""
+        return sums[0] / count
+
     def describe_grid(self, spec: Spec, langs: list[str] | None) -> str:
         """The grid `xlp validate` prints for this task, given the languages its units read."""
         own, sources, targets = spec.grid(self.name, default=langs)
@@ -127,8 +135,10 @@ class SentenceTask(Task):
 
 def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, metric: str, value: float,
                baseline: float, n_train: int, n_test: int, invariant: bool, correct: np.ndarray | None,
-               pooling: str | None = None, fit: tuple | None = None) -> dict:
+               pooling: str | None = None, fit: tuple | None = None, item_sums: np.ndarray | None = None) -> dict:
     """One row of probes.parquet; `correct` (per test item) is bit-packed for the reducer's paired bootstrap;
+    a metric that is not a share of items correct gives instead `item_sums`, (k, n_test) per-item columns
+    whose sums give the value through the task's `value_from_sums` (float32 bytes, for the same bootstrap);
     `tokens` is the tokens seen at the checkpoint where its name or metadata says; `pooling` the subword
     pooling of word vectors (None where the task pools otherwise); `fit` (a LinearProbes and this row's index
     among them) gives the L-BFGS iterations and final gradient max-norm of the row's probe (null without one)."""
@@ -136,5 +146,6 @@ def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, me
             "layer": layer, "src_lang": src, "tgt_lang": tgt, "seed": seed, "metric": metric, "value": float(value),
             "baseline": baseline, "n_train": n_train, "n_test": n_test, "seed_invariant": invariant,
             "pooling": pooling, "correct": None if correct is None else np.packbits(correct).tobytes(),
+            "item_sums": None if item_sums is None else np.asarray(item_sums, dtype=np.float32).tobytes(),
             "probe_iters": None if fit is None else int(fit[0].iterations[fit[1]]),
             "probe_grad_norm": None if fit is None else float(fit[0].grad_norm[fit[1]])}

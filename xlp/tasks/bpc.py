@@ -51,6 +51,10 @@ class BpcTask(SentenceTask):
         langs = langs or spec.grid(self.name)[0]
         return f"in-language {len(langs)} ({', '.join(langs)}); no cross-lingual pairs"
 
+    @staticmethod
+    def value_from_sums(sums: np.ndarray, count: int) -> np.ndarray:
+        return sums[0] / sums[1]  # item_sums: each sentence's bits and characters
+
     def skip(self, ckpt: Checkpoint, spec: Spec) -> str | None:
         if lm_kind(ckpt, spec.trust_remote_code) is None:
             return f"bpc: {ckpt.name} has no language-model head (masked or causal); no bits per character for it"
@@ -79,7 +83,8 @@ class BpcTask(SentenceTask):
             for seed in unit.seeds:
                 row = result_row(unit, task=self.name, layer=unit.layers[0], src=lang, tgt=lang, seed=seed,
                                  metric=self.metric, value=bits.sum() / chars.sum(), baseline=float(uniform),
-                                 n_train=0, n_test=len(bits), invariant=True, correct=None)
+                                 n_train=0, n_test=len(bits), invariant=True, correct=None,
+                                 item_sums=np.stack([bits, chars]))
                 rows.append({**row, "estimator": "causal_exact" if causal else "masked_pll",
                              "bits_per_byte": float(bits.sum() / nbytes.sum())})
         return rows
