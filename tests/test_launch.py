@@ -425,50 +425,60 @@ def test_dropped_features_give_the_same_results(clean_grid, tmp_path, tiny_serie
     assert snapshot(run) == clean_snapshot
 
 
-def test_racing_takeovers_of_a_dead_drivers_lock_leave_one_holder(tmp_path):
-    """Four relaunches on this machine find the same dead driver's lock at once (each has read it before any
-    acts): exactly one takes it over and holds the lock; the others are told it was just claimed."""
+def _race_for_a_dead_lock(run, dead_pid: int, drivers: int = 4) -> tuple[list[int], list[str]]:
+    """`drivers` relaunches on this machine, each holding back until all have read the dead driver's lock."""
     import json
     import socket
-    import subprocess
     import threading
 
     from xlp.errors import XlpError
     from xlp.orchestrator.lock import LOCK, _acquire
     from xlp.storage import Store
 
+    host = socket.gethostname()
+    (run / LOCK).write_text(json.dumps({"host": host, "pid": dead_pid, "since": 0}))
+    everyone_read = threading.Barrier(drivers)
+    seen = threading.local()
+
+    class Racing(Store):
+        def read_bytes(self, rel):
+            data = super().read_bytes(rel)
+            if rel == LOCK and not getattr(seen, "lock", False):
+                seen.lock = True
+                everyone_read.wait(timeout=30)
+            return data
+
+    won, refused = [], []
+
+    def relaunch(i):
+        try:
+            _acquire(Racing(str(run)), {"host": host, "pid": 10 ** 7 + i, "since": i})
+            won.append(i)
+        except XlpError as e:
+            refused.append(str(e))
+
+    threads = [threading.Thread(target=relaunch, args=(i,)) for i in range(drivers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return won, refused
+
+
+def test_racing_takeovers_of_a_dead_drivers_lock_leave_one_holder(tmp_path):
+    """Four relaunches on this machine find the same dead driver's lock at once (each has read it before any
+    acts): exactly one takes it over and holds the lock; the others are told it was just claimed."""
+    import json
+    import subprocess
+
+    from xlp.orchestrator.lock import LOCK
+
     dead = subprocess.Popen(["true"])
     dead.wait()
-    host = socket.gethostname()
     for trial in range(5):
         run = tmp_path / f"run{trial}"
         run.mkdir()
-        (run / LOCK).write_text(json.dumps({"host": host, "pid": dead.pid, "since": 0}))
-        everyone_read = threading.Barrier(4)
-        seen = threading.local()
-
-        class Racing(Store):
-            def read_bytes(self, rel):
-                data = super().read_bytes(rel)
-                if rel == LOCK and not getattr(seen, "lock", False):
-                    seen.lock = True
-                    everyone_read.wait(timeout=30)
-                return data
-
-        won, refused = [], []
-
-        def relaunch(i):
-            try:
-                _acquire(Racing(str(run)), {"host": host, "pid": 10 ** 7 + i, "since": i})
-                won.append(i)
-            except XlpError as e:
-                refused.append(str(e))
-
-        threads = [threading.Thread(target=relaunch, args=(i,)) for i in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        won, refused = _race_for_a_dead_lock(run, dead.pid)
         assert len(won) == 1 and len(refused) == 3, (won, refused)
         assert all("just claimed by another xlp launch" in r for r in refused)
         assert json.loads((run / LOCK).read_text())["pid"] == 10 ** 7 + won[0]
