@@ -59,3 +59,44 @@ def test_probe_units_group_tasks_that_share_a_probe_and_run_each_task_once(tmp_p
 
     assert units(["pos", "arc_uas", "pos", "arc"]) == ["pos", "arc+arc_uas"]
     assert units(["arc_uas"]) == ["arc_uas"]
+
+
+def test_bpc_on_plain_text_equals_bpc_on_the_same_sentences_from_ud(tmp_path, tiny_series, ray_local):
+    """`bpc.text` scores plain text, in languages with no treebank in the run (the paper's BPC covers 94): a
+    `<lang>.txt` holding a UD test split's sentences gives the bits per character of the split itself at every
+    checkpoint; Arabic, from the UDHR and not in data.languages, gets its rows; a line that is not UTF-8 stops
+    pre-flight naming its file and line."""
+    import pandas as pd
+    from conftest import SHARED, run_xlp, write_spec
+
+    spec = dict(name="b", checkpoints=[{"path": f"{tiny_series}/step_*"}], tasks=["bpc"],
+                data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en", "vi"], "max_test_sentences": 30})
+    r = run_xlp("launch", write_spec(tmp_path / "ud.yaml", output=str(tmp_path / "ud"), **spec), "--quiet")
+    assert r.returncode == 0, r.stderr
+
+    text = tmp_path / "text"
+    text.mkdir()
+    for lang, file in (("en", "UD_English-EWT/en_ewt-ud-test.conllu"),
+                       ("vi", "UD_Vietnamese-VTB/vi_vtb-ud-test.conllu")):
+        lines = [s.text for s in read_conllu(UD / file, 30) if s.text]
+        assert all(t == t.strip() and "\n" not in t for t in lines)
+        (text / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    udhr = pd.read_csv(SHARED / "udhr" / "udhr.tsv", sep="\t")
+    (text / "ar.txt").write_text("\n".join(udhr[udhr.lang == "ar"].text.head(20)) + "\n", encoding="utf-8")
+    by_text = write_spec(tmp_path / "text.yaml", output=str(tmp_path / "text-run"), bpc={"text": str(text)},
+                         task_grid={"bpc": {"languages": ["en", "vi", "ar"]}}, **spec)
+    r = run_xlp("launch", by_text, "--quiet")
+    assert r.returncode == 0, r.stderr
+
+    def bpc(run):
+        rows = pd.read_parquet(run / "results" / "probes.parquet")
+        return rows.pivot(index="step", columns="src_lang", values="value")
+
+    from_ud, from_text = bpc(tmp_path / "ud"), bpc(tmp_path / "text-run")
+    assert sorted(from_text.columns) == ["ar", "en", "vi"] and len(from_text) == 3
+    assert np.allclose(from_text[["en", "vi"]], from_ud[["en", "vi"]], rtol=1e-9, atol=0)
+    assert np.isfinite(from_text["ar"]).all()
+
+    (text / "vi.txt").write_bytes("Một câu.\n".encode() + b"\xff\xfe broken\n")
+    r = run_xlp("validate", by_text)
+    assert r.returncode == 1 and f"{text / 'vi.txt'}:2: not UTF-8" in r.stderr and "Traceback" not in r.stderr

@@ -106,6 +106,14 @@ class RetrievalSpec(_Strict):
     max_sentences: int | None = Field(500, ge=2)
 
 
+class BpcSpec(_Strict):
+    """Where the `bpc` task's text comes from: each language's UD test split (default), or plain text, a
+    folder of `<lang>.txt` files, one text a line (held-out pretraining text, as the paper's 94 languages);
+    its languages are then `task_grid.bpc.languages` and need no treebank."""
+
+    text: str | None = None
+
+
 class AlignmentSpec(_Strict):
     """The `align` task's gold data: a folder of `<pair>.src-tgt` / `<pair>.gold` files (the layout of
     ${XLP_SHARED}/alignment), or explicit [sentences, gold] file pairs per pair name."""
@@ -166,6 +174,7 @@ class Spec(_Strict):
     cross_lingual: bool = True
     task_grid: dict[str, TaskGridSpec] = Field({}, description="per task name: its own languages, sources, targets")
     retrieval: RetrievalSpec = RetrievalSpec()
+    bpc: BpcSpec = BpcSpec()
     alignment: AlignmentSpec = AlignmentSpec()
     analysis: AnalysisSpec = AnalysisSpec()
     trust_remote_code: bool = False
@@ -214,7 +223,7 @@ class Spec(_Strict):
 
         for name, g in self.task_grid.items():
             try:
-                reads_ud = get_task(name).reads_ud
+                reads_ud = get_task(name).reads_ud_in(self)
             except XlpError as e:
                 raise ValueError(f"task_grid.{name}: {e}") from None
             for key in ("languages", "sources", "targets"):

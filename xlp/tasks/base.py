@@ -38,6 +38,10 @@ class Task(ABC):
         """Tables derived from the run's rows: {file name: (report title, table)}; none by default."""
         return {}
 
+    def reads_ud_in(self, spec: Spec) -> bool:
+        """Whether, in this spec, the task's languages' data are data.languages' UD treebanks."""
+        return self.reads_ud
+
     @staticmethod
     def value_from_sums(sums: np.ndarray, count: int) -> np.ndarray:
         """The metric from per-item scores summed over a set of test items: `sums` (k, ...) holds the sums of

@@ -12,12 +12,14 @@ tokens cover. The two estimators are not comparable with each other; each row na
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from xlp.errors import XlpError
+from xlp.hashing import data_files
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.loading import TokenBatches, lm_kind, load_fast_tokenizer, load_model, pick_device
 from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, result_row
@@ -27,13 +29,33 @@ if TYPE_CHECKING:
     from xlp.spec import Spec
 
 PASSES = 7
+TEXT = "text"  # the corpus of a unit that reads bpc.text's plain-text files
+
+
+def read_lines(path: Path, cap: int | None) -> list[str]:
+    """The first `cap` non-empty lines of a UTF-8 text file (one text a line, surrounding space removed)."""
+    texts: list[str] = []
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as e:
+                raise XlpError(f"{path}:{n}: not UTF-8 ({e.reason} at byte {e.start})") from None
+            if line:
+                texts.append(line)
+                if cap is not None and len(texts) >= cap:
+                    break
+    if not texts:
+        raise XlpError(f"{path}: no text (one text a line)")
+    return texts
 
 
 class BpcTask(SentenceTask):
     name = "bpc"
     metric = "bpc"
     higher_is_better = False
-    definition = (f"bits per character of each language's test text (column bits_per_byte: per UTF-8 byte). A masked "
+    definition = (f"bits per character of each language's test text, its UD test split or the lines of bpc.text's "
+                  f"<lang>.txt (column bits_per_byte: per UTF-8 byte). A masked "
                   f"LM (estimator masked_pll): {PASSES} masking passes, pass j masks the tokens whose index is j mod "
                   f"{PASSES}, so every token is predicted once with the rest visible. A causal LM (estimator "
                   "causal_exact): every token's exact log-probability given the text before it (a sliding window, "
@@ -41,11 +63,29 @@ class BpcTask(SentenceTask):
                   "comparable. Bits / characters covered; the row's layer is the model's last (the head reads it); "
                   "baseline = a uniform distribution over the vocabulary.")
 
+    def reads_ud_in(self, spec: Spec) -> bool:
+        return spec.bpc.text is None
+
     def inputs(self, spec: Spec, data: RunData, notes: list[str]) -> SentenceInputs | None:
-        files = data.test_files(spec.grid(self.name)[0])
-        return SentenceInputs(langs=tuple(files), files=tuple(files.values()), corpus=spec.data.test_split,
-                              options=(("max_sentences", spec.data.max_test_sentences),
-                                       ("lenient", spec.data.conllu == "lenient")))
+        """Each language's UD test split, or with `bpc.text` its `<lang>.txt` (read and checked now)."""
+        langs, cap = spec.grid(self.name)[0], spec.data.max_test_sentences
+        if spec.bpc.text is None:
+            files = data.test_files(langs)
+            corpus = spec.data.test_split
+        else:
+            folder = Path(spec.bpc.text)
+            if not folder.is_dir():
+                raise XlpError(f"bpc.text: {folder} is not a folder")
+            paths = {lang: folder / f"{lang}.txt" for lang in langs}
+            missing = [p.name for p in paths.values() if not p.is_file()]
+            if missing:
+                raise XlpError(f"bpc.text: no {', '.join(missing)} in {folder} (one <lang>.txt a language)")
+            for path in paths.values():
+                read_lines(path, cap)
+            digests = data_files(list(paths.values()))
+            files, corpus = {lang: digests[p] for lang, p in paths.items()}, TEXT
+        return SentenceInputs(langs=tuple(files), files=tuple(files.values()), corpus=corpus,
+                              options=(("max_sentences", cap), ("lenient", spec.data.conllu == "lenient")))
 
     def describe_grid(self, spec: Spec, langs: list[str] | None) -> str:
         langs = langs or spec.grid(self.name)[0]
@@ -72,7 +112,10 @@ class BpcTask(SentenceTask):
         scorer = _causal_scorer(unit.ckpt, runtime) if causal else MlmScorer(unit.ckpt, runtime)
         rows = []
         for lang, file in zip(unit.langs, unit.inputs.files):
-            texts = [s.text for s in read_conllu(file.path, cap, lenient=lenient) if s.text]
+            if unit.inputs.corpus == TEXT:
+                texts = read_lines(Path(file.path), cap)
+            else:
+                texts = [s.text for s in read_conllu(file.path, cap, lenient=lenient) if s.text]
             if causal:
                 scored = scorer.bits(texts)
                 bits, chars, nbytes, tokens = scored.bits, scored.chars, scored.bytes, scored.tokens
