@@ -83,6 +83,15 @@ def test_report_sections_figures_and_numbers(tmp_path):
     findings = _section(page, "findings")
     assert "Benjamini–Hochberg" in findings and "cross-fitted" in findings.lower()
     assert "pos (layer 1) emerged in 0 of 2 (0 %) languages." in findings  # three checkpoints: no trend possible
+    # its tables hold the rows that have numbers (not every task x other task x layer), counts as integers
+    tables = re.findall(r"<table.*?</table>", findings, re.S)
+    assert tables and "<th>quantity</th>" not in findings
+    for t in tables:
+        header = re.findall(r"<th>(.*?)</th>", t)
+        for tr in re.findall(r"<tr>(.*?)</tr>", t.split("<tbody>")[1], re.S):
+            row = dict(zip(header, re.findall(r"<td>(.*?)</td>", tr)))
+            assert any(v for k, v in row.items() if k not in ("task", "other_task", "scope", "layer")), row
+    assert "<td>2</td>" in findings and "<td>2.0000</td>" not in findings  # n_languages
 
 
 def test_report_single_checkpoint_single_language_missing_task(tmp_path):

@@ -329,8 +329,12 @@ def _findings_html(r: _Report, findings: pd.DataFrame, analysis) -> str:
                      else "<p>Nothing to compute for this run.</p>")
         if len(numbers):
             wide = numbers.pivot_table(index=["task", "other_task", "scope", "layer"], columns="quantity",
-                                       values="value", aggfunc="first", dropna=False, sort=False)
-            wide = wide[list(dict.fromkeys(numbers.quantity))].reset_index()
+                                       values="value", aggfunc="first", sort=False)  # the rows that exist only
+            wide = wide[[q for q in dict.fromkeys(numbers.quantity) if q in wide]].reset_index()
+            wide.columns.name = None
+            for col in wide.columns[4:]:  # counts and steps as integers
+                if wide[col].dropna().map(float.is_integer).all():
+                    wide[col] = wide[col].astype("Int64")
             parts.append(_table(wide.loc[:, (wide != "").any(axis=0)]))
         if key == "acquisition":
             parts.append(r.acquisition_figure())
