@@ -224,6 +224,8 @@ def test_every_family_runs_pos_bpc_and_retrieval_through_launch(kind, tmp_path, 
     bpc = probes[probes.task == "bpc"]
     assert set(bpc.estimator) == {"causal_exact" if causal else "masked_pll"} and len(bpc) == 3 * 2
     assert (bpc.value > 0).all() and (bpc.bits_per_byte > 0).all()
+    figures = {f.name for f in (tmp_path / "run" / "report" / "figures").iterdir()}
+    assert {"transfer_pos.png", "transfer_retrieval.png"} <= figures and "transfer_bpc.png" not in figures
     if kind == "olmo":
         assert sorted(set(probes.tokens)) == [0, 2 * 10**9, 4 * 10**9]
 

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.colors import Normalize, SymLogNorm  # noqa: E402
+from matplotlib.colors import ListedColormap, Normalize, SymLogNorm  # noqa: E402
 
 from xlp.orchestrator.analysis import direction  # noqa: E402
 from xlp.orchestrator.findings import FINDINGS, findings_table  # noqa: E402
@@ -180,20 +180,24 @@ class _Report:
         if e.empty or "emergence_step" not in e:
             return ""
         layer = self.last_layer(task)
-        grid = (e[(e["task"] == task) & (e["layer"] == layer)]
-                .pivot(index="src_lang", columns="tgt_lang", values="emergence_step"))
-        if grid.empty:
-            return ""
+        curves = e[(e["task"] == task) & (e["layer"] == layer)]
+        if not (curves["src_lang"] != curves["tgt_lang"]).any():
+            return ""  # in-language only (bpc): no transfer to show
+        grid = curves.pivot(index="src_lang", columns="tgt_lang", values="emergence_step")
         order = list(self.style)
         grid = grid.loc[[x for x in order if x in grid.index], [x for x in order if x in grid.columns]]
+        ran = curves.assign(ran=1.0).pivot(index="src_lang", columns="tgt_lang", values="ran").reindex_like(grid)
 
         def draw():
-            v = grid.to_numpy(dtype=float)
+            v, missing = grid.to_numpy(dtype=float), np.isnan(ran.to_numpy(dtype=float))
             norm = _step_norm(v[~np.isnan(v)])
             fig, ax = plt.subplots(figsize=(1.2 + 0.55 * v.shape[1], 1.0 + 0.5 * v.shape[0]))
             ax.set_facecolor("#eeeeee")  # cells of curves that did not emerge
             im = ax.imshow(np.ma.masked_invalid(v), cmap="viridis", norm=norm, aspect="auto")
+            ax.imshow(np.ma.masked_where(~missing, np.ones_like(v)), cmap=ListedColormap(["white"]), aspect="auto")
             for (i, j), x in np.ndenumerate(v):
+                if missing[i, j]:
+                    continue  # a pair the run does not have
                 if np.isnan(x):
                     ax.text(j, i, "did not\nemerge", ha="center", va="center", fontsize=5, color="#555")
                 else:
@@ -208,14 +212,14 @@ class _Report:
 
         return self.figure(f"transfer_{task}", draw, f"{task}, layer {layer}: emergence step of each "
                            "source → target curve (probe trained on the source, tested on the target); grey "
-                           "cells: did not emerge.")
+                           "cells: did not emerge; blank cells: pairs the run does not have.")
 
     def layers(self, task: str) -> str:
         d = self.curve_rows(task)
         what = "cross-lingual" if self.pairwise(task) else "in-language"
         grid = d.groupby(["layer", "step"])["value"].mean().unstack("step")
-        if grid.empty:
-            return ""
+        if len(grid) < 2:
+            return ""  # one layer (bpc reads the last): its curves say it all
 
         def draw():
             fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * grid.shape[1] + 2), max(2.5, 0.35 * grid.shape[0] + 1.5)))
@@ -290,7 +294,7 @@ class _Report:
                              "best_value": c[best], "final_step": c.index[-1], "final_value": c.iloc[-1],
                              "final_minus_best": c.iloc[-1] - c[best], "avg_best_step": avg_step,
                              "value_at_avg_best": curves.at[lang, avg_step],
-                             "regret": sign * (c[best] - curves.at[lang, avg_step])})
+                             "regret": sign * (c[best] - curves.at[lang, avg_step]) + 0.0})  # no -0
         return "".join(lines) + (_table(pd.DataFrame(rows)) if rows else "<p>No in-language results.</p>")
 
 

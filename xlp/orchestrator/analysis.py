@@ -81,7 +81,7 @@ def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec | None = None) -
         sign = direction(key[-1])
         stats = curve_stats(steps, v, a.emergence_threshold)
         for field in ("first_value", "best_value", "final_value", "final_minus_best"):
-            stats[field] *= sign  # back to the metric's units: for bpc, final_minus_best > 0 is a loss
+            stats[field] = sign * stats[field] + 0.0  # the metric's units (bpc: final_minus_best > 0 is a loss); no -0
         decided = decide(steps, v, sign * baseline, b, a, float(trend))
         rows.append({**dict(zip(CURVE_KEYS + ["metric"], key)), **stats, **decided, "baseline": float(baseline),
                      "threshold": a.emergence_threshold, "reference": a.emergence_reference})

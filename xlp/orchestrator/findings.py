@@ -191,7 +191,8 @@ def _best(em: pd.DataFrame, curves: pd.DataFrame, out: _Rows) -> None:
             if len(tested):
                 text += f", and the final is not significantly worse than the best in {_share(holds, len(tested))}"
             text += (f"; under the one checkpoint best on average (step {avg}) the median regret is "
-                     f"{regret.median():.3g} (largest {regret.max():.3g}, {regret.idxmax()}).")
+                     f"{regret.median() + 0.0:.3g} (largest {regret.max() + 0.0:.3g}"
+                     + (f", {regret.idxmax()})." if regret.max() > 0 else ")."))
             out.say("best", task, text, layer)
 
 
