@@ -112,3 +112,38 @@ def test_spec_ud_uri_fetches_into_the_cache(server, tmp_path, monkeypatch):
     assert "fi: UD_Finnish-PUD has no train or dev split; target only" in r.stdout and "spec is valid" in r.stdout
     assert sorted(p.name for p in (tmp_path / "cache" / "ud" / "9.9").iterdir() if p.is_dir()) == \
         ["UD_Finnish-PUD", "UD_Vietnamese-VTB"]
+
+
+def test_a_test_only_treebank_cut_in_two_is_a_source_too(tmp_path, tiny_series, ray_local):
+    """`data.split_test` cuts Arabic's only split (its PUD test set) in two by a hash of each sentence id:
+    Arabic probes train on one part, and every probe that scores Arabic (its own and English's) is scored
+    on the other, the same sentences for both; the parts are disjoint and hold about the asked share; the
+    Arabic probe beats the majority baseline. A treebank with a train split is refused by key."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    spec = dict(name="split", output=str(tmp_path / "run"), checkpoints=[{"path": f"{tiny_series}/step_*"}],
+                data={"ud_root": str(UD), "languages": ["en", "ar"], "split_test": {"ar": 0.7},
+                      "max_train_sentences": 1000, "max_test_sentences": 1000},
+                tasks=["pos"], layers=[0, 2], probe={"seeds": [0]})
+    r = run_xlp("launch", write_spec(tmp_path / "s.yaml", **spec), "--quiet")
+    assert r.returncode == 0, r.stderr
+    feats = tmp_path / "run" / "features" / "step=0" / "lang=ar"
+    train = set(pq.read_table(feats / "split=test-train", columns=["sent_id"]).column("sent_id").to_pylist())
+    held_out = set(pq.read_table(feats / "split=test-heldout", columns=["sent_id"]).column("sent_id").to_pylist())
+    assert not train & held_out and len(train | held_out) == 1000  # every sentence of ar_pud-ud-test, once
+    assert 0.65 < len(train) / 1000 < 0.75
+
+    probes = pd.read_parquet(tmp_path / "run" / "results" / "probes.parquet")
+    assert {("ar", "ar"), ("ar", "en"), ("en", "ar"), ("en", "en")} == set(zip(probes.src_lang, probes.tgt_lang))
+    to_ar = probes[probes.tgt_lang == "ar"]
+    held_out_words = pq.read_table(feats / "split=test-heldout", columns=["word_id"]).num_rows
+    assert set(to_ar.n_test) == {held_out_words}  # both sources scored on the same held-out words
+    ar = probes[(probes.src_lang == "ar") & (probes.tgt_lang == "ar")]
+    assert (ar.value > ar.baseline + 0.1).all()  # measured: 0.48-0.50 against a baseline of 0.27
+
+    spec["data"]["split_test"] = {"en": 0.5}
+    r = run_xlp("validate", write_spec(tmp_path / "bad.yaml", **spec))
+    assert r.returncode == 1 and "data.split_test.en" in r.stderr and "train" in r.stderr
+    assert "Traceback" not in r.stderr
+

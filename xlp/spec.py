@@ -64,6 +64,9 @@ class DataSpec(_Strict):
     max_train_sentences: int | None = Field(2000, ge=1)
     max_test_sentences: int | None = Field(1000, ge=1)
     conllu: Literal["strict", "lenient"] = "strict"  # lenient: skip malformed sentences, report how many
+    split_test: dict[str, float] = Field({}, description="language -> share: a treebank with only a test split "
+                                         "is cut in two by a hash of each sentence id; probes train on about that "
+                                         "share and every probe is scored on the rest, so it is a source too")
     xnli: str | None = Field(None, description="the XNLI-1.0 folder (xnli.dev.tsv, xnli.test.tsv), for task xnli")
 
     @field_validator("languages")
@@ -75,6 +78,15 @@ class DataSpec(_Strict):
         if len(set(langs)) != len(langs):
             raise ValueError("a language is listed twice")
         return langs
+
+    @model_validator(mode="after")
+    def _split_test(self) -> "DataSpec":
+        for lang, share in self.split_test.items():
+            if lang not in self.languages:
+                raise ValueError(f"split_test: {lang!r} is not in data.languages")
+            if not 0 < share < 1:
+                raise ValueError(f"split_test.{lang}: {share} is not a share between 0 and 1")
+        return self
 
 
 class ProbeSpec(_Strict):

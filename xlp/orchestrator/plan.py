@@ -70,15 +70,15 @@ def make_plan(spec: Spec, inputs: RunInputs | None = None) -> Plan:
     layers = tuple(inputs.layers)
     extract: dict[tuple[int, str, str], ExtractUnit] = {}
     for ckpt in probed:
-        wanted = {(lang, *ud[lang].train, d.max_train_sentences) for lang in plan.sources}
-        wanted |= {(lang, *ud[lang].test, d.max_test_sentences) for lang in plan.targets}
-        for lang, split, file, cap in sorted(wanted, key=lambda w: (w[0], w[1])):
+        wanted = {(lang, *ud[lang].train, d.max_train_sentences, ud[lang].part("train")) for lang in plan.sources}
+        wanted |= {(lang, *ud[lang].test, d.max_test_sentences, ud[lang].part("test")) for lang in plan.targets}
+        for lang, split, file, cap, part in sorted(wanted, key=lambda w: (w[0], w[1])):
             unit = ExtractUnit(ckpt=ckpt, lang=lang, split=split, file=file, max_sentences=cap,
                                lenient=d.conllu == "lenient", layers=layers, pooling=inputs.poolings[ckpt.name],
-                               dtype=spec.feature_dtype)
+                               dtype=spec.feature_dtype, part=part)
             extract[(ckpt.step, lang, split)] = unit
             plan.extract.append(unit)
-            plan.words += inputs.words[(file, cap)]
+            plan.words += inputs.words[(file, cap, part)]
 
     size = spec.probe.layers_per_unit or len(layers)
     layer_groups = [layers[i:i + size] for i in range(0, len(layers), size)]

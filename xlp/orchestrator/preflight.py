@@ -26,7 +26,7 @@ from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.tasks import SentenceTask, Task, WordTask, resolve_tasks
 from xlp.tasks.base import RunData, SentenceInputs, UdFiles
-from xlp.tasks.ud import find_treebank, read_conllu, require_sentences
+from xlp.tasks.ud import find_treebank, read_part, require_sentences
 
 
 @dataclass
@@ -39,7 +39,7 @@ class RunInputs:
     hidden: int  # the largest hidden size
     layers: list[int]
     data: RunData
-    words: dict[tuple[DataFile, int | None], int] = field(default_factory=dict)  # per (file, cap)
+    words: dict[tuple, int] = field(default_factory=dict)  # per (file, cap, part)
     sentence_inputs: dict[str, SentenceInputs] = field(default_factory=dict)  # per sentence task
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)  # task -> checkpoint name -> note
     duplicates: dict[int, int] = field(default_factory=dict)  # step -> the earlier step with identical files
@@ -124,9 +124,9 @@ def check_layers(spec: Spec, depths: dict[str, int]) -> list[int]:
     return list(spec.layers)
 
 
-def check_data(spec: Spec, notes: list[str]) -> tuple[RunData, dict[tuple[DataFile, int | None], int]]:
+def check_data(spec: Spec, notes: list[str]) -> tuple[RunData, dict[tuple, int]]:
     """Resolve the UD root and each language's train and test splits, and read every split file now
-    (a malformed file stops the launch here); words per (file, cap)."""
+    (a malformed file stops the launch here); words per (file, cap, part)."""
     d = spec.data
     unknown = [k for k in d.treebanks if k not in d.languages]
     if unknown:
@@ -136,6 +136,17 @@ def check_data(spec: Spec, notes: list[str]) -> tuple[RunData, dict[tuple[DataFi
     for lang in d.languages:
         tb = find_treebank(ud_root, lang, d.treebanks.get(lang))
         train, test = tb.split_file(d.train_split, fallback="dev"), tb.split_file(d.test_split)
+        if lang in d.split_test:
+            if train is not None or test is None:
+                raise XlpError(f"data.split_test.{lang}: {tb.name} has " + (
+                    f"a {train[0]} split to train on" if train else f"no {d.test_split} split")
+                    + f"; split_test cuts a treebank's only split, its {d.test_split} split, in two")
+            share = d.split_test[lang]
+            notes.append(f"{lang}: {tb.name} has only a {test[0]} split; probes train on about {share:.0%} of its "
+                         f"sentences ({test[0]}-train, by a hash of each sentence id) and every probe is scored "
+                         f"on the rest ({test[0]}-heldout) (data.split_test)")
+            splits[lang] = (tb.name, (f"{test[0]}-train", test[1]), (f"{test[0]}-heldout", test[1]))
+            continue
         if train and test and train[0] == test[0]:
             raise XlpError(f"data: {lang} would train and test its probes on the same split ({test[0]} of "
                            f"{tb.name}); set data.train_split or data.test_split to another split")
@@ -153,16 +164,19 @@ def check_data(spec: Spec, notes: list[str]) -> tuple[RunData, dict[tuple[DataFi
 
     ud, words = {}, {}
     for lang, (name, train, test) in splits.items():
-        ud[lang] = UdFiles(treebank=name, train=resolved(train), test=resolved(test))
-        for split, cap in ((ud[lang].train, d.max_train_sentences), (ud[lang].test, d.max_test_sentences)):
-            if split is not None and (split[1], cap) not in words:
-                words[(split[1], cap)] = _count_words(lang, split[0], split[1], cap, d.conllu == "lenient", notes)
+        ud[lang] = UdFiles(treebank=name, train=resolved(train), test=resolved(test), share=d.split_test.get(lang))
+        for split, cap, side in ((ud[lang].train, d.max_train_sentences, "train"),
+                                 (ud[lang].test, d.max_test_sentences, "test")):
+            key = (*split[1:], cap, ud[lang].part(side)) if split is not None else None
+            if key is not None and key not in words:
+                words[key] = _count_words(lang, split[0], *key, d.conllu == "lenient", notes)
     return RunData(ud_root=Path(ud_root), ud=ud), words
 
 
-def _count_words(lang: str, split: str, file: DataFile, cap: int | None, lenient: bool, notes: list[str]) -> int:
+def _count_words(lang: str, split: str, file: DataFile, cap: int | None, part: tuple[str, float] | None,
+                 lenient: bool, notes: list[str]) -> int:
     skipped: list[str] = []
-    sentences = read_conllu(file.path, cap, lenient=lenient, skipped=skipped)
+    sentences = read_part(file.path, cap, lenient, part, skipped)
     require_sentences(file.path, sentences, len(skipped))
     if skipped:
         notes.append(f"{lang} {split}: skipped {len(skipped)} malformed sentences (data.conllu: lenient); "
@@ -172,9 +186,10 @@ def _count_words(lang: str, split: str, file: DataFile, cap: int | None, lenient
 
 def feature_bytes(spec: Spec, inputs: RunInputs) -> int:
     """Disk the word features take: every extraction unit's words x layers x hidden size x dtype size."""
-    per_ckpt = sum(inputs.words[(inputs.data.ud[lang].train[1], spec.data.max_train_sentences)]
+    ud = inputs.data.ud
+    per_ckpt = sum(inputs.words[(ud[lang].train[1], spec.data.max_train_sentences, ud[lang].part("train"))]
                    for lang in inputs.sources)
-    per_ckpt += sum(inputs.words[(inputs.data.ud[lang].test[1], spec.data.max_test_sentences)]
+    per_ckpt += sum(inputs.words[(ud[lang].test[1], spec.data.max_test_sentences, ud[lang].part("test"))]
                     for lang in inputs.targets)
     width = 2 if spec.feature_dtype == "float16" else 4
     return per_ckpt * len(inputs.checkpoints) * len(inputs.layers) * inputs.hidden * width

@@ -72,6 +72,7 @@ class ExtractUnit(Unit):
     layers: tuple[int, ...]
     pooling: str
     dtype: str
+    part: tuple[str, float] | None = None  # one side of a test split cut in two (data.split_test)
 
     @property
     def key(self) -> str:

@@ -17,7 +17,7 @@ from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, 
 from xlp.storage.store import ChecksumMismatch, Written
 from xlp.tasks.base import Runtime, WordTask, result_row
 from xlp.tasks.probe import fit_probes, majority_accuracy
-from xlp.tasks.ud import read_conllu
+from xlp.tasks.ud import read_part
 
 
 def _fault_injection(key: str, faults: dict | None) -> None:
@@ -94,7 +94,7 @@ class ExtractionWorker:
             r = self.runtime
             self.extractor = FeatureExtractor(unit.ckpt, list(unit.layers), unit.pooling, r.batch_tokens, r.device,
                                               r.trust_remote_code, r.allow_pickle)
-        sentences = read_conllu(unit.file.path, unit.max_sentences, lenient=unit.lenient)
+        sentences = read_part(unit.file.path, unit.max_sentences, unit.lenient, unit.part)
         vecs = self.extractor.extract([s.forms for s in sentences], unit.dtype)
         table = features_table(sentences, vecs, unit.dtype)
         written = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)

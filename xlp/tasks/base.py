@@ -79,6 +79,11 @@ class UdFiles:
     treebank: str
     train: tuple[str, DataFile] | None
     test: tuple[str, DataFile] | None
+    share: float | None = None  # data.split_test: train and test are two parts of one test split
+
+    def part(self, side: str) -> tuple[str, float] | None:
+        """("train" or "test", share) where the language's test split is cut in two, else None."""
+        return None if self.share is None else (side, self.share)
 
 
 @dataclass(frozen=True)

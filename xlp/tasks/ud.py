@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,6 +131,25 @@ def read_conllu(path: str | Path, max_sentences: int | None = None, lenient: boo
         if sent is not None:
             sentences.append(sent)
     return sentences
+
+
+def in_train_part(sent_id: str, share: float) -> bool:
+    """Whether a sentence falls in the train part when a test-only split is cut in two (data.split_test): a
+    stable hash of its id below `share`, so the parts keep about that share, do not depend on the order of
+    the file, and never change between runs."""
+    return int(hashlib.sha256(sent_id.encode()).hexdigest()[:12], 16) / 16 ** 12 < share
+
+
+def read_part(path: str | Path, max_sentences: int | None, lenient: bool, part: tuple[str, float] | None,
+              skipped: list[str] | None = None) -> list[Sentence]:
+    """read_conllu, or with `part` = (side, share) the first `max_sentences` of that side ("train" or
+    "test") of the file cut in two by `in_train_part`."""
+    if part is None:
+        return read_conllu(path, max_sentences, lenient=lenient, skipped=skipped)
+    side, share = part
+    chosen = [s for s in read_conllu(path, None, lenient=lenient, skipped=skipped)
+              if in_train_part(s.sent_id, share) == (side == "train")]
+    return chosen[:max_sentences]
 
 
 def require_sentences(path: str | Path, sentences: list[Sentence], skipped: int = 0) -> None:
