@@ -173,3 +173,25 @@ def test_bpc_claims_carry_intervals_and_hold_on_a_null_series():
     assert de.emergence_step_hi <= 400 and not de.degradation_significant
     assert not flat.emerged and np.isnan(flat.emergence_step) and not flat.degradation_significant
     assert fi.degradation_significant and fi.degradation > 0.3 and fi.degradation_q < 0.01
+
+
+def test_emergence_in_tokens_seen_where_every_checkpoint_says():
+    """The emergence table gives the best and emergence checkpoints as tokens seen too (series whose steps
+    are not comparable, such as Pythia's and OLMo's, compare in tokens), and leaves them null when any
+    checkpoint's tokens are unknown rather than guessing."""
+    rng = np.random.default_rng(5)
+    n, steps = 400, (0, 100, 200, 400, 800, 1600)
+    rows = []
+    for step, p in zip(steps, (0.3, 0.5, 0.7, 0.8, 0.85, 0.85)):
+        correct = rng.random(n) < p
+        rows.append(dict(step=step, tokens=step * 2_000_000, task="pos", layer=1, src_lang="en", tgt_lang="en",
+                         seed=0, metric="accuracy", value=correct.mean(), baseline=0.2, n_test=n,
+                         correct=np.packbits(correct).tobytes()))
+    e = emergence_table(pd.DataFrame(rows)).iloc[0]
+    assert e.emerged
+    for tokens, step in (("best_tokens", "best_step"), ("emergence_tokens", "emergence_step"),
+                         ("emergence_tokens_lo", "emergence_step_lo"), ("emergence_tokens_hi", "emergence_step_hi")):
+        assert e[tokens] == e[step] * 2_000_000, tokens
+    rows[2]["tokens"] = None
+    e = emergence_table(pd.DataFrame(rows)).iloc[0]
+    assert np.isnan(e.best_tokens) and np.isnan(e.emergence_tokens) and not np.isnan(e.emergence_step)

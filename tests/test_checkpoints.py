@@ -82,6 +82,19 @@ def test_tokens_seen_from_a_trainers_state(tmp_path):
     (d / "config.json").write_text("{}")
     [c] = resolve_checkpoints([CheckpointSpec(path=str(d))])
     assert (c.step, c.tokens) == (500, 1024000)
+    # a folder whose name gives the step (a Trainer's checkpoint-500, xlp's step_0) takes the tokens seen from
+    # its metadata; a name that gives both keeps its own
+    for name, meta, expected in (("checkpoint-500", "trainer_state.json", (500, 1024000)),
+                                 ("step_0", "xlp_checkpoint.json", (0, 0)),
+                                 ("step1000-tokens4B", "xlp_checkpoint.json", (1000, 4 * 10**9))):
+        d = tmp_path / name
+        d.mkdir()
+        step, tokens = expected
+        key, tokens_key = ("global_step", "num_input_tokens_seen") if meta.startswith("trainer") else ("step", "tokens")
+        (d / meta).write_text(json.dumps({key: step, tokens_key: 0 if name.startswith("step1000") else tokens}))
+        (d / "config.json").write_text("{}")
+        [c] = resolve_checkpoints([CheckpointSpec(path=str(d))])
+        assert (c.step, c.tokens) == expected, name
 
 
 def test_glob_is_sorted_by_step_and_duplicates_refused(tiny_series, tmp_path):

@@ -150,4 +150,7 @@ def test_default_model_learns_pos_during_pretraining(tmp_path, ray_local):
     assert (em_bpc.emergence_step_lo <= em_bpc.emergence_step).all()
     assert (em_bpc.emergence_step <= em_bpc.emergence_step_hi).all()
     assert em_bpc.degradation_p.notna().all() and not em_bpc.degradation_significant.any()
+    # the series records the tokens it had seen (16 x 64 packed tokens a step), so emergence reads in tokens too
+    assert (results.tokens == results.step * 16 * 64).all()
+    assert (em_pos.emergence_tokens.dropna() == em_pos.emergence_step.dropna() * 1024).all()
     assert (em_bpc.best_value == bpc[800].sort_index().to_numpy()).all()

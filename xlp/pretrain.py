@@ -266,7 +266,8 @@ def _train(cfg: PretrainSpec, out: Path, texts: dict[str, list[str]], run_hash: 
             held_out = float(np.mean([mlm_loss(model, *b).item() for b in eval_batch]))
         model.train()
         (tmp / METADATA_FILE).write_text(json.dumps(
-            {"step": step, "run": run_hash, "train_loss": loss, "mlm_loss": held_out}, indent=1))
+            {"step": step, "tokens": step * cfg.batch_size * cfg.max_length,  # packed rows: no padding
+             "run": run_hash, "train_loss": loss, "mlm_loss": held_out}, indent=1))
         state = out / STATE_DIR
         state.mkdir(exist_ok=True)
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, state / f"_tmp_{step}.pt")

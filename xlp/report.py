@@ -61,6 +61,11 @@ def _emergence_display(em: pd.DataFrame) -> pd.DataFrame:
     out = em.copy()
     for col in [c for c in STEP_COLUMNS if c in out]:
         out[col] = [NOT_EMERGED if pd.isna(x) else str(int(x)) for x in out[col]]
+    tokens = [c for c in out if "_tokens" in c]
+    if "best_tokens" not in out or out["best_tokens"].isna().all():
+        return out.drop(columns=tokens)  # the checkpoints do not say how many tokens they had seen
+    for col in tokens:
+        out[col] = ["" if pd.isna(x) else f"{x:,.0f}" for x in out[col]]
     return out
 
 

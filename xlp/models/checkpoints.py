@@ -169,7 +169,7 @@ def step_name_of(directory: Path) -> StepName | None:
     """Step and tokens from the folder name (step_1000, step1000-tokens4B, checkpoint-1000, ...) or its
     metadata file (xlp's own, or a Trainer's trainer_state.json with its tokens seen when recorded)."""
     named = parse_step_name(directory.name)
-    if named is not None:
+    if named is not None and named.tokens is not None:
         return named
     for meta, key, tokens_key in ((METADATA_FILE, "step", "tokens"), ("trainer_state.json", "global_step",
                                                                        "num_input_tokens_seen")):
@@ -178,10 +178,12 @@ def step_name_of(directory: Path) -> StepName | None:
             try:
                 data = json.loads(f.read_text())
                 tokens = data.get(tokens_key)
-                return StepName(int(data[key]), int(tokens) if tokens else None)
+                found = StepName(int(data[key]), int(tokens) if tokens is not None else None)
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 raise XlpError(f"{f}: cannot read the step ({key}): {e}") from None
-    return None
+            # the name's step wins; the metadata adds the tokens seen where the name has none
+            return found if named is None else replace(named, tokens=found.tokens)
+    return named
 
 
 def step_of(directory: Path) -> int | None:

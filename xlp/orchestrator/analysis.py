@@ -17,7 +17,10 @@ CURVE_COLUMNS = CURVE_KEYS + [
     "above_baseline_p", "emergence_p", "emergence_q", "emerged",
     "emergence_step", "emergence_step_lo", "emergence_step_hi",
     "emergence_step_normalized", "emergence_step_normalized_lo", "emergence_step_normalized_hi",
-    "degradation", "degradation_p", "degradation_q", "degradation_significant"]
+    "degradation", "degradation_p", "degradation_q", "degradation_significant",
+    "best_tokens", "emergence_tokens", "emergence_tokens_lo", "emergence_tokens_hi"]
+TOKEN_COLUMNS = {"best_tokens": "best_step", "emergence_tokens": "emergence_step",
+                 "emergence_tokens_lo": "emergence_step_lo", "emergence_tokens_hi": "emergence_step_hi"}
 
 
 def direction(metric: str) -> int:
@@ -94,7 +97,18 @@ def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec | None = None) -
     steps = [c for c in CURVE_COLUMNS if c.startswith("emergence_step")]
     out.loc[~out["emerged"], steps] = np.nan
     out["degradation_significant"] = (out["degradation_q"] < a.alpha) & (out["degradation"] > 0)
+    tokens = _tokens_by_step(probes)
+    for col, step_col in TOKEN_COLUMNS.items():  # the same checkpoints, as tokens seen where every one says
+        out[col] = out[step_col].map(tokens) if tokens is not None else np.nan
     return out[CURVE_COLUMNS]
+
+
+def _tokens_by_step(probes: pd.DataFrame) -> pd.Series | None:
+    """Tokens seen at each step of the run, if every checkpoint's name or metadata gives them."""
+    if "tokens" not in probes:
+        return None
+    tokens = pd.to_numeric(probes.groupby("step")["tokens"].first(), errors="coerce")
+    return None if tokens.isna().any() else tokens.astype(float)
 
 
 def emergence_table(probes: pd.DataFrame, threshold: float = 0.95, **analysis) -> pd.DataFrame:
