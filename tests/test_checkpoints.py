@@ -83,15 +83,16 @@ def test_tokens_seen_from_a_trainers_state(tmp_path):
     [c] = resolve_checkpoints([CheckpointSpec(path=str(d))])
     assert (c.step, c.tokens) == (500, 1024000)
     # a folder whose name gives the step (a Trainer's checkpoint-500, xlp's step_0) takes the tokens seen from
-    # its metadata; a name that gives both keeps its own
-    for name, meta, expected in (("checkpoint-500", "trainer_state.json", (500, 1024000)),
-                                 ("step_0", "xlp_checkpoint.json", (0, 0)),
-                                 ("step1000-tokens4B", "xlp_checkpoint.json", (1000, 4 * 10**9))):
+    # its metadata; a name that gives both keeps its own; a Trainer that did not count writes 0 (unknown)
+    trainer, own = ("global_step", "num_input_tokens_seen"), ("step", "tokens")
+    for name, keys, meta, expected in (("checkpoint-500", trainer, (500, 1024000), (500, 1024000)),
+                                       ("checkpoint-600", trainer, (600, 0), (600, None)),
+                                       ("step_0", own, (0, 0), (0, 0)),
+                                       ("step1000-tokens4B", own, (1000, 0), (1000, 4 * 10**9))):
         d = tmp_path / name
         d.mkdir()
-        step, tokens = expected
-        key, tokens_key = ("global_step", "num_input_tokens_seen") if meta.startswith("trainer") else ("step", "tokens")
-        (d / meta).write_text(json.dumps({key: step, tokens_key: 0 if name.startswith("step1000") else tokens}))
+        file = "trainer_state.json" if keys == trainer else "xlp_checkpoint.json"
+        (d / file).write_text(json.dumps(dict(zip(keys, meta))))
         (d / "config.json").write_text("{}")
         [c] = resolve_checkpoints([CheckpointSpec(path=str(d))])
         assert (c.step, c.tokens) == expected, name

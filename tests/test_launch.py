@@ -467,7 +467,8 @@ def _race_for_a_dead_lock(run, dead_pid: int, drivers: int = 4) -> tuple[list[in
 
 def test_racing_takeovers_of_a_dead_drivers_lock_leave_one_holder(tmp_path):
     """Four relaunches on this machine find the same dead driver's lock at once (each has read it before any
-    acts): exactly one takes it over and holds the lock; the others are told it was just claimed."""
+    acts): exactly one takes it over and holds the lock; the others are told it was just claimed (or is being
+    taken over). An empty lock (one being created where a file cannot appear whole) is never taken over."""
     import json
     import subprocess
 
@@ -480,6 +481,17 @@ def test_racing_takeovers_of_a_dead_drivers_lock_leave_one_holder(tmp_path):
         run.mkdir()
         won, refused = _race_for_a_dead_lock(run, dead.pid)
         assert len(won) == 1 and len(refused) == 3, (won, refused)
-        assert all("just claimed by another xlp launch" in r for r in refused)
+        assert all("just claimed by another xlp launch" in r or "is taking over the lock" in r for r in refused)
         assert json.loads((run / LOCK).read_text())["pid"] == 10 ** 7 + won[0]
         assert sorted(p.name for p in run.iterdir()) == [LOCK]  # no takeover mark or temporary file left
+
+    from xlp.errors import XlpError
+    from xlp.orchestrator.lock import _acquire
+    from xlp.storage import Store
+
+    run = tmp_path / "creating"
+    run.mkdir()
+    (run / LOCK).write_bytes(b"")
+    with pytest.raises(XlpError, match="just claimed"):
+        _acquire(Store(str(run)), {"host": "h", "pid": 1, "since": 0})
+    assert (run / LOCK).read_bytes() == b""

@@ -80,7 +80,7 @@ def test_bpc_on_plain_text_equals_bpc_on_the_same_sentences_from_ud(tmp_path, ti
                        ("vi", "UD_Vietnamese-VTB/vi_vtb-ud-test.conllu")):
         lines = [s.text for s in read_conllu(UD / file, 30) if s.text]
         assert all(t == t.strip() and "\n" not in t for t in lines)
-        (text / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (text / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8-sig")  # a BOM, as editors save
     udhr = pd.read_csv(SHARED / "udhr" / "udhr.tsv", sep="\t")
     (text / "ar.txt").write_text("\n".join(udhr[udhr.lang == "ar"].text.head(20)) + "\n", encoding="utf-8")
     by_text = write_spec(tmp_path / "text.yaml", output=str(tmp_path / "text-run"), bpc={"text": str(text)},

@@ -177,12 +177,17 @@ def step_name_of(directory: Path) -> StepName | None:
         if f.is_file():
             try:
                 data = json.loads(f.read_text())
-                tokens = data.get(tokens_key)
-                found = StepName(int(data[key]), int(tokens) if tokens is not None else None)
+                step, tokens = int(data[key]), data.get(tokens_key)
+                # a Trainer writes num_input_tokens_seen = 0 unless it was asked to count: unknown, not 0
+                found = StepName(step, int(tokens) if tokens is not None and (tokens or not step) else None)
             except (ValueError, KeyError, TypeError, AttributeError) as e:
+                if named is not None:
+                    return named  # the name gives the step; the metadata only could have added tokens
                 raise XlpError(f"{f}: cannot read the step ({key}): {e}") from None
-            # the name's step wins; the metadata adds the tokens seen where the name has none
-            return found if named is None else replace(named, tokens=found.tokens)
+            if named is None:
+                return found
+            # the name's step wins; the metadata adds the tokens seen where it speaks of the same step
+            return replace(named, tokens=found.tokens) if found.step == named.step else named
     return named
 
 

@@ -45,10 +45,15 @@ def _stale(store: Store, me: dict) -> bytes | None:
     raw = _read(store)
     if raw is None:
         return None
+    if not raw.strip():  # a lock being created where a file cannot appear whole (O_EXCL, then the write)
+        raise XlpError(f"{store.location} was just claimed by another xlp launch; wait for it to finish. If no "
+                       f"driver is running, delete {store.location}/{LOCK} (it is empty)")
     try:
         holder = json.loads(raw)
     except ValueError:
-        return raw  # written atomically, so never a lock being created: a broken one
+        holder = None
+    if not isinstance(holder, dict):
+        return raw  # not a lock any xlp writes: a broken one, taken over
     if holder.get("host") != me["host"] or _alive(int(holder.get("pid", -1))):
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
         raise XlpError(f"{store.location} is being run by another xlp launch (pid {holder.get('pid')} on "
@@ -72,7 +77,9 @@ def _acquire(store: Store, me: dict) -> None:
     if stale is not None:
         mark = f"{LOCK}.{hashlib.sha256(stale).hexdigest()[:16]}.takeover"
         if not store.create_exclusive(mark, data):
-            raise claimed
+            raise XlpError(f"{store.location}: another xlp launch is taking over the lock of a driver that died; "
+                           f"wait for it. If no driver is running (one died while taking over), delete "
+                           f"{store.location}/{mark}")
         try:
             if _read(store) == stale:
                 store.delete(LOCK)

@@ -74,8 +74,9 @@ def reduce_run(store: Store, spec: Spec, force: bool = False, ledger: Ledger | N
         probes = probes.reset_index(drop=True)
     if len(probes) and plan.get("checkpoints"):  # a series that moved keeps its results, under its new name
         probes["checkpoint"] = probes.step.astype(str).map(plan["checkpoints"]).fillna(probes.checkpoint)
+    tasks = resolve_tasks(spec.tasks)  # first: a plugin task's metric direction and value_from_sums are its own
     emergence = analyse_curves(probes, spec.analysis)
-    findings = findings_table(probes, emergence, spec.analysis.alpha, [t.name for t in resolve_tasks(spec.tasks)])
+    findings = findings_table(probes, emergence, spec.analysis.alpha, [t.name for t in tasks])
     tick(1, total)
     layers = best_layers(probes)
     _write(store, "probes", probes)
@@ -83,7 +84,7 @@ def reduce_run(store: Store, spec: Spec, force: bool = False, ledger: Ledger | N
     _write(store, "findings", findings)
     _write(store, "layers", layers)
     extra = {"best layer per checkpoint (in-language)": layers}
-    for task in resolve_tasks(spec.tasks):
+    for task in tasks:
         for name, (title, table) in task.extra_tables(probes).items():
             _write(store, name, table)
             extra[title] = table

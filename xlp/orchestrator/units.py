@@ -51,8 +51,12 @@ class Unit:
 
     @cached_property
     def hash(self) -> str:
-        """The hash of every field (what the unit reads and how), the unit's kind and xlp's version."""
-        return digest({"unit": type(self).__name__, "code": xlp.__version__, **_hashable(self)})
+        """The hash of every field (what the unit reads and how), the unit's kind and xlp's version. A field
+        that defaults to None counts only when set, so a field added that way keeps the hashes of the units
+        of runs made before it existed (and their outputs are not redone)."""
+        unset = {f.name for f in fields(self) if f.default is None and getattr(self, f.name) is None}
+        own = {k: v for k, v in _hashable(self).items() if k not in unset}
+        return digest({"unit": type(self).__name__, "code": xlp.__version__, **own})
 
     @property
     def output(self) -> str:

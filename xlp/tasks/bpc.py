@@ -38,7 +38,7 @@ def read_lines(path: Path, cap: int | None) -> list[str]:
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
             try:
-                line = raw.decode("utf-8").strip()
+                line = raw.decode("utf-8").removeprefix("\ufeff" if n == 1 else "").strip()  # a BOM is no text
             except UnicodeDecodeError as e:
                 raise XlpError(f"{path}:{n}: not UTF-8 ({e.reason} at byte {e.start})") from None
             if line:
