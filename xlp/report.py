@@ -379,7 +379,8 @@ value, θ = {theta}. The normalised variant is the first checkpoint with (value 
 Each comes with a {100 * (1 - a.alpha):.0f} % interval (<code>_lo</code>, <code>_hi</code>): the step recomputed on
 {a.bootstrap} bootstrap resamples of the test items (the whole curve and its reference recomputed each time),
 percentiles taken among the checkpoints' steps. It says how far the step could move with other test items of the
-same language; it is not an interval over pretraining runs.</dd>
+same language; it is not an interval over pretraining runs. Where every checkpoint says how many tokens it had
+seen, the <code>_tokens</code> columns give the same checkpoints in tokens.</dd>
 <dt>Best checkpoint</dt><dd>the argmax of the curve (argmin for bits per character), the earliest on ties;
 final_minus_best = final value − best value, on all test items (a point estimate that favours the best).</dd>
 <dt>Degradation</dt><dd><code>degradation</code> = best − final (positive: the final is worse) with the best chosen
