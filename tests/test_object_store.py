@@ -119,3 +119,16 @@ def test_two_drivers_cannot_both_take_the_lock_on_s3(s3):
                 pass
         assert json.loads(run.read_bytes(LOCK))["pid"] == os.getpid()
     assert not run.exists(LOCK)
+
+    # a driver that died on this machine left its lock on S3: a relaunch takes it over, leaving no takeover mark
+    import socket
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = Store(f"{s3}/stale")
+    stale.write_bytes(LOCK, json.dumps({"host": socket.gethostname(), "pid": dead.pid, "since": 0}).encode())
+    with run_lock(stale):
+        assert json.loads(stale.read_bytes(LOCK))["pid"] == os.getpid()
+        assert list(stale.files("")) == [LOCK]
+    assert not stale.exists(LOCK)
