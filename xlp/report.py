@@ -78,7 +78,8 @@ def _step_axis(ax, steps) -> None:
     else:
         ax.set_xlim(-1, 1)
     if len(steps) <= 10:
-        ax.set_xticks(steps, [str(s) for s in steps])
+        crowded = {"rotation": 30, "ha": "right", "rotation_mode": "anchor"} if len(steps) > 6 else {}
+        ax.set_xticks(steps, [str(s) for s in steps], **crowded)
         ax.minorticks_off()
 
 
@@ -87,6 +88,14 @@ def _step_norm(values: np.ndarray) -> Normalize:
     if positive.size and positive.max() > positive.min():
         return SymLogNorm(linthresh=positive.min(), vmin=0, vmax=positive.max(), base=10)
     return Normalize(vmin=0, vmax=max(float(np.nanmax(values)) if values.size else 1, 1))
+
+
+def _short(n: float) -> str:
+    """1638400 -> 1.6M: tokens as an axis label."""
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.0f}"
 
 
 class _Report:
@@ -171,6 +180,7 @@ class _Report:
             what = "mean over the other languages as targets" if pairwise else "in-language"
             ax.set(xlabel="pretraining step (symlog)", ylabel=d["metric"].iloc[0],
                    title=f"{task}: {what} learning curves, layer {layer}")
+            self.tokens_axis(ax, d["step"].unique())
             ax.legend(title="source" if pairwise else "language", loc="center left",
                       bbox_to_anchor=(1.01, 0.5), fontsize=8)
             return fig
@@ -179,6 +189,18 @@ class _Report:
         return self.figure(f"curves_{task}", draw, f"{task}, layer {layer} (the last layer): mean over seeds, "
                            f"band = min–max across seeds, dashed = {baseline}"
                            + (", dotted = the step-0 (random-initialisation) checkpoint." if has_step0 else "."))
+
+    def tokens_axis(self, ax, steps) -> None:
+        """Tokens seen along the top of a step axis, where every checkpoint of the run says."""
+        if "tokens" not in self.probes or len(steps) > 10:
+            return
+        tokens = pd.to_numeric(self.probes.groupby("step")["tokens"].first(), errors="coerce")
+        if tokens.isna().any():
+            return
+        steps = sorted(int(s) for s in steps)
+        ax.set_xticks(steps, [f"{s} · {_short(tokens[s])}" for s in steps], fontsize=7, rotation=30, ha="right",
+                      rotation_mode="anchor")
+        ax.set_xlabel("pretraining step (symlog) and tokens seen")
 
     def transfer(self, task: str) -> str:
         e = self.emergence
