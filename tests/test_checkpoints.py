@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import make_tiny_xlmr, write_spec
@@ -217,3 +218,28 @@ def test_one_repository_per_checkpoint_from_a_pattern():
         (2000000, "google/multiberts-seed_0-step_2000k", "main")]
     with pytest.raises(ValueError, match="needs `steps`"):
         CheckpointSpec(repo="google/multiberts-seed_0-step_{step}", revisions=["main"])
+
+
+def test_the_pythia_example_plans_its_series_from_the_hub_cache(tmp_path):
+    """examples/pythia.yaml as written, its revisions served from a hub cache offline (tiny random GPT-NeoX
+    models with the real GPT-NeoX tokenizer under Pythia's branch names): validate resolves every step, reads
+    each word off its last subword, and plans POS, deprel and bpc."""
+    import yaml
+    from conftest import make_tiny_family
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "pythia.yaml"
+    revisions = yaml.safe_load(example.read_text())["checkpoints"][0]["revisions"]
+    repo = tmp_path / "hub" / "models--EleutherAI--pythia-160m"
+    for i, rev in enumerate(revisions):
+        commit = f"{i + 1:040x}"
+        make_tiny_family("gpt_neox", repo / "snapshots" / commit, seed=i, layers=2, hidden=16)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / rev).write_text(commit)
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "COLUMNS": "250"}
+    r = subprocess.run([sys.executable, "-c", "from xlp.cli import main; main()", "validate", str(example)],
+                       capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    steps = ", ".join(rev.removeprefix("step") for rev in revisions)
+    assert steps in r.stdout and "task bpc" in r.stdout and "cross-lingual 3 x 3" in r.stdout
+    assert "weights not on this machine" not in r.stdout  # sizes read from the cached snapshots
+    assert not (tmp_path / "runs").exists()  # validate writes nothing

@@ -22,13 +22,22 @@ def lm_kind(ckpt: Checkpoint, trust_remote_code: bool = False) -> str | None:
 
 
 def weight_sizes(ckpt: Checkpoint) -> tuple[int, int, str] | None:
-    """A local checkpoint's parameters, the bytes of its weights in their stored dtype, and that dtype, read
-    from its safetensors headers (every shard); None where it has none (a hub checkpoint not downloaded)."""
+    """A checkpoint's parameters, the bytes of its weights in their stored dtype, and that dtype, read from
+    its safetensors headers (every shard), for a local folder or a hub revision in the local hub cache;
+    None where it has none here (a hub checkpoint not downloaded)."""
     from pathlib import Path
 
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
     from safetensors import safe_open
 
-    files = sorted(Path(ckpt.location).glob("*.safetensors")) if ckpt.is_local else []
+    folder: str | None = ckpt.location
+    if not ckpt.is_local:
+        try:  # the cache only: validate downloads nothing
+            folder = snapshot_download(ckpt.location, revision=ckpt.revision, local_files_only=True)
+        except (LocalEntryNotFoundError, OSError, ValueError):
+            folder = None
+    files = sorted(Path(folder).glob("*.safetensors")) if folder else []
     params, nbytes, dtypes = 0, 0, set()
     for f in files:
         with safe_open(str(f), framework="pt") as st:
