@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from xlp.errors import XlpError
@@ -13,6 +14,8 @@ from xlp.orchestrator.ray_session import TOKEN_HINT, auth_refused
 from xlp.spec import Spec
 
 SPEC_NAME = "xlp-spec.yaml"
+NO_AGENT = "No available agent to submit job"  # Ray's answer until the head's job agent has registered
+AGENT_WAITS = (1, 2, 4, 8, 15)  # seconds between tries
 
 
 def _client(address: str | None):
@@ -46,8 +49,17 @@ def submit(spec_path: Path, spec: Spec, address: str | None, verify: bool = Fals
     try:
         shutil.copy(spec_path, workdir / SPEC_NAME)
         entry = f"xlp launch {SPEC_NAME} --quiet" + (" --verify" if verify else "")
-        return client.submit_job(entrypoint=entry, runtime_env={"working_dir": str(workdir)},
-                                 metadata={"xlp_run": spec.name, "xlp_output": spec.output})
+        for wait in (*AGENT_WAITS, None):
+            try:
+                return client.submit_job(entrypoint=entry, runtime_env={"working_dir": str(workdir)},
+                                         metadata={"xlp_run": spec.name, "xlp_output": spec.output})
+            except RuntimeError as e:
+                if NO_AGENT not in str(e):
+                    raise
+                if wait is None:
+                    raise XlpError(f"the Ray Jobs API at {client.get_address()} has had no job agent for "
+                                   f"{sum(AGENT_WAITS)} s ({_why(e)}); is the head node still starting?") from None
+                time.sleep(wait)  # a head node that just started registers its job agent a little later
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
