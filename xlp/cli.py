@@ -1,4 +1,4 @@
-"""The `xlp` command line: launch, status, validate, report, pretrain."""
+"""The `xlp` command line: launch, status, validate, report, compare, pretrain."""
 
 from __future__ import annotations
 
@@ -247,6 +247,33 @@ def report(run: str = typer.Argument(..., help="A run folder or URI (s3://...)."
         raise XlpError(f"{run}: not an xlp run folder (no spec.json); launch a spec first") from None
     reduce_run(store, spec, force=True)
     stdout.print(f"report written to {run}/report/index.html")
+
+
+@app.command()
+def compare(
+    runs: list[str] = typer.Argument(..., help="Two run folders or URIs or more (pretraining seeds, model sizes)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write comparison.parquet, .csv and per_run.parquet here."),
+) -> None:
+    """The same curves across runs: in how many runs each emerged, the spread of its emergence step, its best
+    checkpoints and degradation, with a sentence per task.
+
+    Example: xlp compare runs/multiberts-seed_0 runs/multiberts-seed_1 runs/multiberts-seed_2 --out runs/compare
+    """
+    from xlp.orchestrator.compare import compare_curves, load_runs, summary
+
+    per_run = load_runs(runs)
+    compared = compare_curves(per_run)
+    if compared.empty:
+        raise XlpError("compare: the runs share no curve (task, layer, source, target)")
+    for line in summary(compared):
+        stdout.print(line, highlight=False)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        compared.to_parquet(out / "comparison.parquet", index=False)
+        compared.to_csv(out / "comparison.csv", index=False)
+        per_run.to_parquet(out / "per_run.parquet", index=False)
+        stdout.print(f"{len(compared)} curves compared across {per_run['run'].nunique()} runs: "
+                     f"{out}/comparison.parquet")
 
 
 @app.command(name="pretrain")

@@ -1,0 +1,87 @@
+"""`xlp compare`: the same curves across runs (pretraining seeds such as MultiBERTs', model sizes such as
+Pythia's, or one series probed two ways). Each run's own statistics hold within the run (intervals over its test
+items); across runs, a curve's emergence is counted run by run and its step compared, which is the spread over
+pretraining runs that no single run can show."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from xlp.errors import XlpError
+from xlp.orchestrator.analysis import CURVE_KEYS
+from xlp.storage import Store
+
+PER_RUN = ["emerged", "emergence_step", "emergence_step_lo", "emergence_step_hi", "best_step", "best_value",
+           "final_value", "degradation", "degradation_significant"]
+
+
+def load_runs(runs: list[str]) -> pd.DataFrame:
+    """Every run's emergence table, one row per (run, curve); a run is named by its spec's name (or its
+    location where two share a name)."""
+    if len(runs) < 2:
+        raise XlpError("compare: give two runs or more")
+    tables, names = [], []
+    for run in runs:
+        store = Store(run)
+        if not store.exists("results/emergence.parquet"):
+            raise XlpError(f"{run}: no results/emergence.parquet; launch it (or `xlp report {run}`) first")
+        em = pd.read_parquet(store.path("results/emergence.parquet"), filesystem=store.fs)
+        spec_name = _spec_name(store) or run
+        names.append(spec_name if spec_name not in names else run)
+        tables.append(em[CURVE_KEYS + ["metric"] + [c for c in PER_RUN if c in em]].assign(run=names[-1]))
+    return pd.concat(tables, ignore_index=True)
+
+
+def _spec_name(store: Store) -> str | None:
+    import json
+
+    try:
+        return json.loads(store.read_bytes("spec.json")).get("name")
+    except (OSError, ValueError):
+        return None
+
+
+def compare_curves(per_run: pd.DataFrame) -> pd.DataFrame:
+    """One row per curve that every run has: in how many runs it emerged, and the median, lowest and highest
+    emergence step among those runs; the distinct best checkpoints; in how many runs the final checkpoint is
+    significantly worse than the best."""
+    n_runs = per_run["run"].nunique()
+    counts = per_run.groupby(CURVE_KEYS)["run"].nunique()
+    shared = counts[counts == n_runs].index
+    rows = []
+    for key, g in per_run.set_index(CURVE_KEYS).loc[shared].groupby(level=list(range(len(CURVE_KEYS)))):
+        steps = g.loc[g["emerged"].astype(bool), "emergence_step"].to_numpy(dtype=float)
+        rows.append({**dict(zip(CURVE_KEYS, key)), "metric": g["metric"].iloc[0], "n_runs": n_runs,
+                     "n_emerged": len(steps),
+                     "emergence_step_median": float(np.median(steps)) if len(steps) else np.nan,
+                     "emergence_step_min": float(steps.min()) if len(steps) else np.nan,
+                     "emergence_step_max": float(steps.max()) if len(steps) else np.nan,
+                     "n_distinct_best": int(g["best_step"].nunique()),
+                     "n_degraded": int(g["degradation_significant"].fillna(False).astype(bool).sum())})
+    return pd.DataFrame(rows, columns=CURVE_KEYS + ["metric", "n_runs", "n_emerged", "emergence_step_median",
+                                                    "emergence_step_min", "emergence_step_max",
+                                                    "n_distinct_best", "n_degraded"])
+
+
+def summary(compared: pd.DataFrame) -> list[str]:
+    """Per task, at its last layer, in-language: a sentence on how the runs agree."""
+    lines = []
+    ins = compared[compared["src_lang"] == compared["tgt_lang"]]
+    for task, g in ins.groupby("task", sort=False):
+        g = g[g["layer"] == g["layer"].max()]
+        n, n_runs = len(g), int(g["n_runs"].iloc[0])
+        every = int((g["n_emerged"] == n_runs).sum())
+        none = int((g["n_emerged"] == 0).sum())
+        line = (f"{task} (layer {int(g['layer'].iloc[0])}): emerged in each of the {n_runs} runs in {every} of {n} "
+                f"languages, in none of them in {none}")
+        spread = (g["emergence_step_max"] - g["emergence_step_min"])[g["n_emerged"] >= 2]
+        if len(spread):
+            worst = g.loc[spread.idxmax()]
+            line += (f"; where it emerged in two runs or more, its step differs across runs by up to "
+                     f"{spread.max():.0f} steps ({worst['src_lang']}: {worst['emergence_step_min']:.0f}–"
+                     f"{worst['emergence_step_max']:.0f})")
+        degraded = int((g["n_degraded"] > 0).sum())
+        lines.append(line + f"; the final checkpoint is significantly worse than the best in at least one run in "
+                            f"{degraded} of {n} languages.")
+    return lines
