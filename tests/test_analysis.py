@@ -195,3 +195,17 @@ def test_emergence_in_tokens_seen_where_every_checkpoint_says():
     rows[2]["tokens"] = None
     e = emergence_table(pd.DataFrame(rows)).iloc[0]
     assert np.isnan(e.best_tokens) and np.isnan(e.emergence_tokens) and not np.isnan(e.emergence_step)
+
+
+def test_counting_wins_by_matrix_products_equals_comparing_items():
+    """The per-pair counts behind the sign test (items on which checkpoint j is above i), for 0/1 correctness
+    with one seed and with three that differ, by level-indicator matrix products equal comparing every item."""
+    from xlp.orchestrator.curves import item_wins
+
+    rng = np.random.default_rng(2)
+    for K, sign in ((1, 1), (3, 1), (3, -1)):
+        items = (rng.random((7, K, 1, 500)) < np.linspace(0.2, 0.9, 7)[:, None, None, None]).astype(np.uint8)
+        mean = sign * items[:, :, 0].mean(axis=1)  # (T, n), seed-averaged and signed
+        plain = (mean[None, :, :] > mean[:, None, :]).sum(axis=2)
+        fast = item_wins(items, lambda sums, count: sign * sums[0] / count, sign)
+        assert fast.dtype.kind == "i" and (fast == plain).all(), (K, sign)

@@ -70,8 +70,7 @@ def bootstrap(curves: dict[tuple, np.ndarray], n: int, rng: np.random.Generator,
             return sign * np.asarray(value(np.moveaxis(sums, 1, 0).astype(float), count), dtype=float)
 
     for k, items in curves.items():  # per pair of checkpoints, the items on which j beats i and i beats j
-        c = score(items.mean(axis=1), 1)  # (T, n): each item's own value; NaN (undefined) counts as a tie
-        out[k]["wins"] = (c[None, :, :] > c[:, None, :]).sum(axis=2)  # [i, j]: items where j is above i
+        out[k]["wins"] = item_wins(items, score, sign)
     keys = list(curves)
     largest = max(c.shape[0] * c.shape[1] * c.shape[2] for c in curves.values())
     per_chunk = max(1, 2 ** 24 // max(1, n * largest))  # rows x items of float32 at a time
@@ -100,6 +99,21 @@ def bootstrap(curves: dict[tuple, np.ndarray], n: int, rng: np.random.Generator,
         for k in chunk:
             out[k]["whole"] = score(whole[k], n).T
     return out
+
+
+def item_wins(items: np.ndarray, score: Callable[[np.ndarray, int], np.ndarray], sign: int) -> np.ndarray:
+    """(T, T): [i, j] = the items on which checkpoint j scores above checkpoint i (seed-averaged, as `score`
+    signs them; NaN, an undefined item, is a tie). 0/1 correctness takes K + 1 values per item (how many
+    seeds got it right), so the counts are K matrix products of level indicators; other scores are compared
+    item by item."""
+    T, K, cols, n = items.shape
+    if items.dtype == np.uint8 and cols == 1:
+        right = items[:, :, 0].sum(axis=1, dtype=np.int32)  # (T, n): seeds that got each item right
+        wins = sum((right < b).astype(np.float32) @ (right == b).astype(np.float32).T for b in range(1, K + 1))
+        wins = np.rint(wins).astype(np.int64)  # [i, j]: items with fewer right at i than at j (exact counts)
+        return wins if sign > 0 else wins.T  # a lower-is-better 0/1 metric: reversed
+    c = score(items.mean(axis=1), 1)  # (T, n): each item's own value
+    return (c[None, :, :] > c[:, None, :]).sum(axis=2)
 
 
 def whole_curve(boot: dict) -> np.ndarray:
