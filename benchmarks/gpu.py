@@ -1,7 +1,8 @@
 """GPU extraction: xlp's whole extraction path (tokenisation, length-bucketed batches, pooling on the
 device, float16 copy, Parquet write) against a bare forward pass of the same XLM-R-base-sized model on
 the same batches, in one process on one CUDA device; prints words/s for both and the ratio (target:
-xlp >= 70 % of the bare forward pass).
+xlp >= 70 % of the bare forward pass). Then the probes of every layer fit on the GPU and on the CPU from
+those features (cluster.gpus_per_probe): both times and the largest accuracy difference.
 
 The model is XLM-R base's shape (12 layers, d = 768, 250,002 pieces) with random weights, so no hub is
 needed; the tokenizer is XLM-R's from XLP_SHARED when present, else one trained here on the text.
@@ -90,10 +91,34 @@ def bare_forward(ex: FeatureExtractor, sents: list[Sentence]) -> float:
     return time.perf_counter() - t
 
 
+def probes_on_both(sents: list[Sentence], vecs: dict, words: int) -> None:
+    """cluster.gpus_per_probe: the POS probes of every layer fit on the GPU and on the CPU from the same
+    features (the first 80 % of `words` words train, the rest test); prints both times and the largest
+    accuracy difference over the layers (target: within the fit's tolerance, about 0.003)."""
+    import numpy as np
+
+    from xlp.tasks.probe import fit_probes
+
+    y = np.array([tag for s in sents for tag in s.upos])[:words]
+    X = np.stack([vecs[layer][:words] for layer in sorted(vecs)])
+    cut = int(0.8 * len(y))
+    acc, took = {}, {}
+    for device in ("cuda", "cpu"):
+        t = time.perf_counter()
+        probes = fit_probes(X[:, :cut], y[:cut], device=device)
+        torch.cuda.synchronize()
+        took[device] = time.perf_counter() - t
+        acc[device] = probes.score(X[:, cut:], y[cut:], "accuracy")[0]
+    print(f"POS probes, {X.shape[0]} layers, {cut} train / {len(y) - cut} test words: GPU {took['cuda']:.1f} s, "
+          f"CPU {took['cpu']:.1f} s ({took['cpu'] / took['cuda']:.1f}x); largest accuracy difference "
+          f"{float(np.abs(acc['cuda'] - acc['cpu']).max()):.4f} (target <= 0.003)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sentences", type=int, default=20000)
     ap.add_argument("--batch-tokens", type=int, default=16384)
+    ap.add_argument("--probe-words", type=int, default=20000, help="words of the probe check (GPU vs CPU fit)")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run this on a GPU machine")
@@ -114,6 +139,7 @@ def main() -> None:
     print(f"bare forward pass (bf16, inputs on device): {n / t_bare:12,.0f} words/s")
     print(f"xlp extraction path incl. Parquet write   : {n / t_xlp:12,.0f} words/s")
     print(f"xlp / bare                                : {t_bare / t_xlp:12.1%} (target >= 70%)")
+    probes_on_both(sents, vecs, args.probe_words)
 
 
 if __name__ == "__main__":

@@ -207,5 +207,5 @@ def test_counting_wins_by_matrix_products_equals_comparing_items():
         items = (rng.random((7, K, 1, 500)) < np.linspace(0.2, 0.9, 7)[:, None, None, None]).astype(np.uint8)
         mean = sign * items[:, :, 0].mean(axis=1)  # (T, n), seed-averaged and signed
         plain = (mean[None, :, :] > mean[:, None, :]).sum(axis=2)
-        fast = item_wins(items, lambda sums, count: sign * sums[0] / count, sign)
+        fast = item_wins(items, lambda sums, count, s=sign: s * sums[0] / count, sign)
         assert fast.dtype.kind == "i" and (fast == plain).all(), (K, sign)

@@ -33,7 +33,8 @@ def test_gpu_placement_and_a_killed_node_loses_nothing(clean_grid, tmp_path, tin
         cluster.wait_for_nodes()
         run = tmp_path / "run"
         grid_spec(tmp_path, tiny_series, run,
-                  cluster={"extractors": 2, "gpus_per_extractor": 1, "cpus_per_extractor": 0.5})
+                  cluster={"extractors": 2, "gpus_per_extractor": 1, "cpus_per_extractor": 0.5,
+                           "gpus_per_probe": 0.5, "cpus_per_probe": 0.25})
         marker = tmp_path / "held"
         # the unit is held where it runs until the test has taken its node down and deleted the marker
         env = {**os.environ, "RAY_ADDRESS": cluster.address,
@@ -69,6 +70,8 @@ def test_gpu_placement_and_a_killed_node_loses_nothing(clean_grid, tmp_path, tin
         assert len(extract) == 18
         assert {r["ray_node"] for r in extract.values()} <= {n.node_id for n in gpu_nodes}  # placement
         assert extract["step=100/lang=de/split=test"]["ray_node"] == survivor.node_id
+        probe = [json.loads(p.read_text()) for p in (run / "ledger/probe").rglob("*.json")]
+        assert len(probe) == 9 and {r["ray_node"] for r in probe} <= {n.node_id for n in gpu_nodes}  # gpus_per_probe
         assert snapshot(run) == clean_snapshot  # no missing, no duplicated, no different rows
     finally:
         if driver is not None and driver.poll() is None:

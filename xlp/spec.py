@@ -26,6 +26,8 @@ class ClusterSpec(_Strict):
     gpus_per_extractor: float = Field(0, ge=0)
     cpus_per_extractor: float = Field(1, gt=0)
     cpus_per_probe: float = Field(1, gt=0)
+    gpus_per_probe: float = Field(0, ge=0, description="GPUs a probe unit asks Ray for (fractions share one); "
+                                  "probes then fit on the GPU Ray gives them (the CPU where it has none)")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray node; null: all")
 
 

@@ -85,7 +85,8 @@ def _launch(spec, plan, store, console, quiet, address, start, emit, verify=Fals
 
 def _check_resources(available: dict, cl, extracting: bool) -> None:
     """A request the cluster can never meet would wait forever: say so instead."""
-    wants = [("cluster.cpus_per_probe", "CPU", cl.cpus_per_probe)]
+    wants = [("cluster.cpus_per_probe", "CPU", cl.cpus_per_probe),
+             ("cluster.gpus_per_probe", "GPU", cl.gpus_per_probe)]
     if extracting:
         wants += [("cluster.cpus_per_extractor", "CPU", cl.cpus_per_extractor),
                   ("cluster.gpus_per_extractor", "GPU", cl.gpus_per_extractor)]
@@ -140,7 +141,8 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     actors = [Actor.options(num_cpus=cl.cpus_per_extractor, num_gpus=cl.gpus_per_extractor,
                             max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD")
               .remote(spec.output, runtime) for _ in range(n_actors)]
-    probe_task = ray.remote(run_probe).options(num_cpus=cl.cpus_per_probe, max_retries=2)
+    probe_task = ray.remote(run_probe).options(num_cpus=cl.cpus_per_probe, num_gpus=cl.gpus_per_probe,
+                                               max_retries=2)
     # sentence tasks run the model: they get an extractor's resources
     sentence_task = ray.remote(run_sentence_unit).options(num_cpus=cl.cpus_per_extractor,
                                                        num_gpus=cl.gpus_per_extractor, max_retries=2)
@@ -165,7 +167,8 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
                 inflight[sentence_task.remote(spec.output, u, runtime, fail)] = ("probe", u, None)
             elif all(k in done_ext for k in u.needs):
                 digests = ledger.output_digests("extract", u.needs)
-                inflight[probe_task.remote(spec.output, u, fail, digests)] = ("probe", u, None)
+                on_gpu = cl.gpus_per_probe > 0
+                inflight[probe_task.remote(spec.output, u, fail, digests, on_gpu)] = ("probe", u, None)
             else:
                 still.append(u)
         waiting[:] = still

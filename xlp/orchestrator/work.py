@@ -8,9 +8,11 @@ import time
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from xlp.errors import ShardChecksumError, XlpError
 from xlp.models.extract import FeatureExtractor
+from xlp.models.loading import pick_device
 from xlp.orchestrator.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, resample_sentences, shard_path
@@ -113,11 +115,14 @@ def _read(store: Store, needs: tuple[str, ...], step: int, lang: str, split: str
         raise ShardChecksumError(path) from None
 
 
-def run_probe(output: str, unit: ProbeUnit, faults: dict | None = None, digests: dict[str, str] | None = None) -> dict:
+def run_probe(output: str, unit: ProbeUnit, faults: dict | None = None, digests: dict[str, str] | None = None,
+              on_gpu: bool = False) -> dict:
     """Fit the source's probes for every layer of the unit, per seed (once when the seed can change
     neither the examples nor the fit), and score them on every target's test examples, for each of
-    the unit's tasks (the first task's probe serves the others: arc and arc_uas share one fit)."""
+    the unit's tasks (the first task's probe serves the others: arc and arc_uas share one fit). With
+    `on_gpu` (cluster.gpus_per_probe) the fits run on the GPU Ray assigned, if the worker sees one."""
     start = time.time()
+    device = pick_device(None) if on_gpu else torch.device("cpu")
     _fault_injection(unit.key, faults)
     store = _store(output, faults)
     digests = digests or {}
@@ -139,7 +144,7 @@ def run_probe(output: str, unit: ProbeUnit, faults: dict | None = None, digests:
             idx = np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
             X, y = X[:, idx], y[idx]
         warm = next(iter(probes.values()), None)  # the first seed's optimum: a start closer to this one's
-        probes[seed] = fit_probes(X, y, settings.l2, settings.max_iter, settings.tol, init=warm)
+        probes[seed] = fit_probes(X, y, settings.l2, settings.max_iter, settings.tol, init=warm, device=device)
         n_train[seed] = len(y)
     del table
     rows = []

@@ -69,7 +69,7 @@ def _metric(hit: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
 
 
 def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1000, tol: float = 5e-5,
-               init: LinearProbes | None = None) -> LinearProbes:
+               init: LinearProbes | None = None, device: str | torch.device | None = None) -> LinearProbes:
     """Fit one multinomial probe per leading slice of X (L, n, d) on labels y (n,), each to its optimum.
 
     A probe stops when the largest absolute entry of its gradient is at most `tol` (scikit-learn's
@@ -77,31 +77,34 @@ def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1
     than float rounding (REL_CHANGE of it), or after `max_iter` iterations (a safety cap). The result
     records each probe's iterations, final gradient max-norm and whether it met `tol` (`converged`).
     `init` starts every probe from another fit's solution over the same classes (a bootstrap seed,
-    the previous checkpoint); the optimum does not depend on it.
-    Deterministic for given inputs."""
+    the previous checkpoint); the optimum does not depend on it. `device` is where the fit runs (a GPU
+    where the cluster gives probes one; the CPU by default); the probes come back on the CPU.
+    Deterministic for given inputs and device."""
     X = np.asarray(X)
     if X.ndim == 2:
         X = X[None]
     classes, y_idx = np.unique(y, return_inverse=True)
     L, n, d = X.shape
     C = len(classes)
-    Xt = torch.as_tensor(X, dtype=torch.float32)
+    dev = torch.device(device or "cpu")
+    Xt = torch.as_tensor(X).to(dev, torch.float32)
     mean = Xt.mean(1, keepdim=True)
     scale = Xt.std(1, keepdim=True, correction=0).clamp_min(SCALE_FLOOR)
-    theta = torch.zeros(L, d * C + C)
+    theta = torch.zeros(L, d * C + C, device=dev)
     if init is not None and C > 1 and np.array_equal(init.classes, classes) and init.weight.shape == (L, d, C):
-        theta = torch.cat([init.weight.reshape(L, -1), init.bias], 1).to(torch.float32).clone()
+        theta = torch.cat([init.weight.reshape(L, -1), init.bias], 1).to(dev, torch.float32).clone()
     iters, gmax = np.zeros(L, dtype=np.int64), np.zeros(L)
     converged = np.ones(L, dtype=bool)
     if C > 1:
-        Zt = torch.empty(L, d, n)
+        Zt = torch.empty(L, d, n, device=dev)
         for layer in range(L):  # one layer at a time: no second full-size copy
             Zt[layer] = ((Xt[layer] - mean[layer]) / scale[layer]).T
-        onehot_t = torch.nn.functional.one_hot(torch.as_tensor(y_idx, dtype=torch.long), C).T.to(torch.float32)
+        onehot_t = torch.nn.functional.one_hot(torch.as_tensor(y_idx, dtype=torch.long, device=dev), C).T.float()
         iters, gmax, converged = _lbfgs(Zt, onehot_t.contiguous(), l2, theta, max_iter, tol)
         del Zt
-    W, b = theta[:, : d * C].reshape(L, d, C), theta[:, d * C:]
-    return LinearProbes(classes=classes, mean=mean, scale=scale, weight=W.contiguous(), bias=b.contiguous(),
+    W, b = theta[:, : d * C].reshape(L, d, C).cpu(), theta[:, d * C:].cpu()
+    return LinearProbes(classes=classes, mean=mean.cpu(), scale=scale.cpu(), weight=W.contiguous(),
+                        bias=b.contiguous(),
                         iterations=iters, grad_norm=gmax, converged=converged)
 
 
@@ -136,14 +139,14 @@ def _lbfgs(Z: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tens
     active = list(range(L))  # Z[j] holds the features of probe active[j]
     th = theta.clone()
     f, g = _objective(Z, onehot_t, l2, th)
-    S, Y = torch.zeros(L, HISTORY, P), torch.zeros(L, HISTORY, P)
-    rho = torch.zeros(L, HISTORY, dtype=torch.float64)  # 0 marks an empty slot: it drops out below
-    gamma = torch.zeros(L)
-    stalled = torch.zeros(L, dtype=torch.bool)
+    S, Y = torch.zeros(L, HISTORY, P, device=Z.device), torch.zeros(L, HISTORY, P, device=Z.device)
+    rho = torch.zeros(L, HISTORY, dtype=torch.float64, device=Z.device)  # 0 marks an empty slot: it drops out below
+    gamma = torch.zeros(L, device=Z.device)
+    stalled = torch.zeros(L, dtype=torch.bool, device=Z.device)
     for it in range(max_iter + 1):
         g_inf = g.abs().amax(1)
-        done = (g_inf <= tol).numpy()
-        stop = done | stalled.numpy() | (it == max_iter)
+        done = (g_inf <= tol).cpu().numpy()
+        stop = done | stalled.cpu().numpy() | (it == max_iter)
         if stop.any():
             for j in np.flatnonzero(stop):
                 lay = active[j]
@@ -156,7 +159,7 @@ def _lbfgs(Z: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tens
                     if new != old:
                         Z[new] = Z[old]
                 Z = Z[: len(keep)]
-                idx = torch.as_tensor(keep)
+                idx = torch.as_tensor(keep, device=Z.device)
                 active = [active[j] for j in keep]
                 th, f, g, S, Y, rho, gamma = (t[idx] for t in (th, f, g, S, Y, rho, gamma))
         k = len(active)
