@@ -9,11 +9,11 @@ from conftest import run_xlp
 from xlp.orchestrator.analysis import CURVE_COLUMNS
 
 
-def _run(root, name, curves):
+def _run(root, name, curves, alpha=0.05):
     """A run folder with its spec's name and results/emergence.parquet holding `curves`:
     {(task, layer, language): (emerged, emergence step, best step, degraded)}."""
     (root / "results").mkdir(parents=True)
-    (root / "spec.json").write_text(json.dumps({"name": name}))
+    (root / "spec.json").write_text(json.dumps({"name": name, "analysis": {"alpha": alpha}, "pooling": "auto"}))
     rows = [{**dict.fromkeys(CURVE_COLUMNS), "task": t, "layer": layer, "src_lang": lang, "tgt_lang": lang,
              "metric": "accuracy", "emerged": em, "emergence_step": step if em else np.nan, "best_step": best,
              "degradation_significant": deg}
@@ -57,6 +57,11 @@ def test_compare_counts_emergence_and_its_spread_across_runs(tmp_path):
     assert "worse than the best in at least one run in 2 of 3 languages" in out
     per_run = pd.read_parquet(tmp_path / "out" / "per_run.parquet")
     assert sorted(per_run.run.unique()) == ["seed_0", "seed_1", "seed_2"]
+
+    assert "differ" not in r.stderr  # the same settings
+    _run(tmp_path / "strict", "strict", seeds[0], alpha=0.01)
+    r = run_xlp("compare", str(runs[0]), str(tmp_path / "strict"))
+    assert r.returncode == 0 and "the runs differ in analysis" in r.stderr and "pooling" not in r.stderr
 
     r = run_xlp("compare", str(runs[0]))
     assert r.returncode == 1 and "two runs or more" in r.stderr and "Traceback" not in r.stderr

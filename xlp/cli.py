@@ -259,9 +259,11 @@ def compare(
 
     Example: xlp compare runs/multiberts-seed_0 runs/multiberts-seed_1 runs/multiberts-seed_2 --out runs/compare
     """
-    from xlp.orchestrator.compare import compare_curves, load_runs, summary
+    from xlp.orchestrator.compare import compare_curves, differing_settings, load_runs, summary
 
     per_run = load_runs(runs)
+    for what in differing_settings(runs):
+        err.print(f"[yellow]note:[/] the runs differ in {what}: their curves differ by that too", highlight=False)
     compared = compare_curves(per_run)
     if compared.empty:
         raise XlpError("compare: the runs share no curve (task, layer, source, target)")

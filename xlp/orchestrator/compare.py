@@ -33,13 +33,33 @@ def load_runs(runs: list[str]) -> pd.DataFrame:
     return pd.concat(tables, ignore_index=True)
 
 
-def _spec_name(store: Store) -> str | None:
+def _spec(store: Store) -> dict:
     import json
 
     try:
-        return json.loads(store.read_bytes("spec.json")).get("name")
+        return json.loads(store.read_bytes("spec.json"))
     except (OSError, ValueError):
-        return None
+        return {}
+
+
+def _spec_name(store: Store) -> str | None:
+    return _spec(store).get("name")
+
+
+def differing_settings(runs: list[str]) -> list[str]:
+    """The spec keys that decide what a curve's numbers mean (analysis, probe, data caps) and differ between
+    the runs: comparing them across runs compares the settings too."""
+    specs = [_spec(Store(run)) for run in runs]
+    out = []
+    for section, keys in (("analysis", None), ("probe", None),
+                          ("data", ("max_train_sentences", "max_test_sentences", "split_test")), ("pooling", ())):
+        values = []
+        for spec in specs:
+            v = spec.get(section)
+            values.append({k: v.get(k) for k in keys} if isinstance(v, dict) and keys else v)
+        if any(v != values[0] for v in values[1:]):
+            out.append(section if not keys else f"{section} ({', '.join(keys)})")
+    return out
 
 
 def compare_curves(per_run: pd.DataFrame) -> pd.DataFrame:
