@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from xlp.orchestrator.curves import bootstrap, decide, item_groups, whole_curve
+from xlp.orchestrator.curves import bootstrap, decide, item_groups
 from xlp.orchestrator.stats import bh_q, bootstrap_pair_signs, pair_signs, stable_rng, trend_p
 from xlp.spec import AnalysisSpec
 from xlp.tasks import item_value, metric_direction
@@ -72,7 +72,7 @@ def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec | None = None) -
         if b is not None and len(b["point"][0]) != len(steps):
             b = None  # per-item scores at only some checkpoints
         # which checkpoints differ beyond the noise: the trend test counts only those differences
-        signs = pair_signs(v[None])[0] if b is None else bootstrap_pair_signs(whole_curve(b), a.alpha, b["wins"])
+        signs = pair_signs(v[None])[0] if b is None else bootstrap_pair_signs(b["whole"], a.alpha, b["wins"])
         groups.append((key, steps, v, c["baseline"].mean(), b, signs))
     trends = np.ones(len(groups))
     for T in {len(g[1]) for g in groups}:  # the trend test, one batch per number of checkpoints

@@ -63,7 +63,7 @@ def bootstrap(curves: dict[tuple, np.ndarray], n: int, rng: np.random.Generator,
     halves = [np.sort(perm[: n // 2]), np.sort(perm[n // 2:])]
     weights = [multinomial_weights(rng, n_boot, len(h)) for h in halves]
     seed_weights: dict[int, np.ndarray] = {}
-    out: dict[tuple, dict] = {key: {"n": [len(h) for h in halves], "point": [], "boot": []} for key in curves}
+    out: dict[tuple, dict] = {key: {"point": [], "boot": []} for key in curves}
 
     def score(sums: np.ndarray, count: int) -> np.ndarray:  # sums (T, k, ...) -> signed values (T, ...)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -116,11 +116,6 @@ def item_wins(items: np.ndarray, score: Callable[[np.ndarray, int], np.ndarray],
     return (c[None, :, :] > c[:, None, :]).sum(axis=2)
 
 
-def whole_curve(boot: dict) -> np.ndarray:
-    """(n_boot, T) bootstrap replicates of the whole curve (both halves' items)."""
-    return boot["whole"]
-
-
 def decide(steps: np.ndarray, v: np.ndarray, baseline: float, boot: dict | None, a: AnalysisSpec,
            trend: float | None = None) -> dict:
     """Emergence and degradation of one curve: v (T,) seed-averaged values in step order, scored higher-is-better
@@ -130,7 +125,7 @@ def decide(steps: np.ndarray, v: np.ndarray, baseline: float, boot: dict | None,
     T, alpha, theta, nan = len(v), a.alpha, a.emergence_threshold, float("nan")
     ref = int(np.argmax(v)) if a.emergence_reference == "best" else T - 1
     if trend is None:
-        signs = None if boot is None else bootstrap_pair_signs(whole_curve(boot), alpha, boot["wins"])[None]
+        signs = None if boot is None else bootstrap_pair_signs(boot["whole"], alpha, boot["wins"])[None]
         trend = float(trend_p(v[None], a.emergence_reference, signs)[0])
     row = {"reference_step": int(steps[ref]), "trend_p": trend,
            "rise_p": nan, "above_baseline_p": nan, "degradation": nan, "degradation_p": nan}
@@ -138,7 +133,7 @@ def decide(steps: np.ndarray, v: np.ndarray, baseline: float, boot: dict | None,
         rise, above = v[ref] > v[0], v[ref] > baseline
     else:
         (pA, pB), (bA, bB) = boot["point"], boot["boot"]
-        vb = whole_curve(boot)  # (n_boot, T): the whole curve, recomputed per resample
+        vb = boot["whole"]  # (n_boot, T): the whole curve, recomputed per resample
         # the bootstrap is too lenient when few items differ (4 of 1,000 all one way "pass"): the exact sign
         # test over the items that differ must agree
         row["rise_p"] = max(float(np.mean(vb[:, ref] - vb[:, 0] <= 0)), sign_test_greater(boot["wins"])[0, ref])
