@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap, Normalize, SymLogNorm  # noqa: E402
 
-from xlp.orchestrator.analysis import direction  # noqa: E402
+from xlp.orchestrator.analysis import direction, tokens_by_step  # noqa: E402
 from xlp.orchestrator.findings import FINDINGS, findings_table  # noqa: E402
 from xlp.tasks import BUILT_IN, pairwise_only, resolve_tasks  # noqa: E402
 
@@ -191,11 +191,9 @@ class _Report:
                            + (", dotted = the step-0 (random-initialisation) checkpoint." if has_step0 else "."))
 
     def tokens_axis(self, ax, steps) -> None:
-        """Tokens seen along the top of a step axis, where every checkpoint of the run says."""
-        if "tokens" not in self.probes or len(steps) > 10:
-            return
-        tokens = pd.to_numeric(self.probes.groupby("step")["tokens"].first(), errors="coerce")
-        if tokens.isna().any():
+        """Each step's tick also names the tokens seen there, where every checkpoint of the run says."""
+        tokens = tokens_by_step(self.probes) if len(steps) <= 10 else None
+        if tokens is None:
             return
         steps = sorted(int(s) for s in steps)
         ax.set_xticks(steps, [f"{s} · {_short(tokens[s])}" for s in steps], fontsize=7, rotation=30, ha="right",

@@ -97,13 +97,13 @@ def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec | None = None) -
     steps = [c for c in CURVE_COLUMNS if c.startswith("emergence_step")]
     out.loc[~out["emerged"], steps] = np.nan
     out["degradation_significant"] = (out["degradation_q"] < a.alpha) & (out["degradation"] > 0)
-    tokens = _tokens_by_step(probes)
+    tokens = tokens_by_step(probes)
     for col, step_col in TOKEN_COLUMNS.items():  # the same checkpoints, as tokens seen where every one says
         out[col] = out[step_col].map(tokens) if tokens is not None else np.nan
     return out[CURVE_COLUMNS]
 
 
-def _tokens_by_step(probes: pd.DataFrame) -> pd.Series | None:
+def tokens_by_step(probes: pd.DataFrame) -> pd.Series | None:
     """Tokens seen at each step of the run, if every checkpoint's name or metadata gives them."""
     if "tokens" not in probes:
         return None
