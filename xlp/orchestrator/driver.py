@@ -143,6 +143,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
               .remote(spec.output, runtime) for _ in range(n_actors)]
     probe_task = ray.remote(run_probe).options(num_cpus=cl.cpus_per_probe, num_gpus=cl.gpus_per_probe,
                                                max_retries=2)
+    probe_on_gpu = cl.gpus_per_probe > 0
     # sentence tasks run the model: they get an extractor's resources
     sentence_task = ray.remote(run_sentence_unit).options(num_cpus=cl.cpus_per_extractor,
                                                        num_gpus=cl.gpus_per_extractor, max_retries=2)
@@ -167,8 +168,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
                 inflight[sentence_task.remote(spec.output, u, runtime, fail)] = ("probe", u, None)
             elif all(k in done_ext for k in u.needs):
                 digests = ledger.output_digests("extract", u.needs)
-                on_gpu = cl.gpus_per_probe > 0
-                inflight[probe_task.remote(spec.output, u, fail, digests, on_gpu)] = ("probe", u, None)
+                inflight[probe_task.remote(spec.output, u, fail, digests, probe_on_gpu)] = ("probe", u, None)
             else:
                 still.append(u)
         waiting[:] = still

@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pyarrow as pa
-import torch
 
 from xlp.errors import ShardChecksumError, XlpError
 from xlp.models.extract import FeatureExtractor
@@ -122,7 +121,7 @@ def run_probe(output: str, unit: ProbeUnit, faults: dict | None = None, digests:
     the unit's tasks (the first task's probe serves the others: arc and arc_uas share one fit). With
     `on_gpu` (cluster.gpus_per_probe) the fits run on the GPU Ray assigned, if the worker sees one."""
     start = time.time()
-    device = pick_device(None) if on_gpu else torch.device("cpu")
+    device = pick_device(None) if on_gpu else None  # None: the CPU
     _fault_injection(unit.key, faults)
     store = _store(output, faults)
     digests = digests or {}
