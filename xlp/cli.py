@@ -261,8 +261,8 @@ def compare(
     """
     from xlp.orchestrator.compare import compare_curves, differing_settings, load_runs, summary
 
-    per_run = load_runs(runs)
-    for what in differing_settings(runs):
+    per_run, specs = load_runs(runs)
+    for what in differing_settings(specs):
         err.print(f"[yellow]note:[/] the runs differ in {what}: their curves differ by that too", highlight=False)
     compared = compare_curves(per_run)
     if compared.empty:

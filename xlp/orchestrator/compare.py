@@ -5,6 +5,8 @@ pretraining runs that no single run can show."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -16,50 +18,41 @@ PER_RUN = ["emerged", "emergence_step", "emergence_step_lo", "emergence_step_hi"
            "final_value", "degradation", "degradation_significant"]
 
 
-def load_runs(runs: list[str]) -> pd.DataFrame:
-    """Every run's emergence table, one row per (run, curve); a run is named by its spec's name (or its
-    location where two share a name)."""
+def load_runs(runs: list[str]) -> tuple[pd.DataFrame, list[dict]]:
+    """Every run's emergence table, one row per (run, curve), and each run's spec (as the run saved it); a
+    run is named by its spec's name (or its location where two share a name)."""
     if len(runs) < 2:
         raise XlpError("compare: give two runs or more")
-    tables, names = [], []
+    tables, names, specs = [], [], []
     for run in runs:
         store = Store(run)
         if not store.exists("results/emergence.parquet"):
             raise XlpError(f"{run}: no results/emergence.parquet; launch it (or `xlp report {run}`) first")
         em = pd.read_parquet(store.path("results/emergence.parquet"), filesystem=store.fs)
-        spec_name = _spec_name(store) or run
-        names.append(spec_name if spec_name not in names else run)
+        try:
+            specs.append(json.loads(store.read_bytes("spec.json")))
+        except (OSError, ValueError):
+            specs.append({})
+        name = specs[-1].get("name") or run
+        names.append(name if name not in names else run)
         tables.append(em[CURVE_KEYS + ["metric"] + [c for c in PER_RUN if c in em]].assign(run=names[-1]))
-    return pd.concat(tables, ignore_index=True)
+    return pd.concat(tables, ignore_index=True), specs
 
 
-def _spec(store: Store) -> dict:
-    import json
-
-    try:
-        return json.loads(store.read_bytes("spec.json"))
-    except (OSError, ValueError):
-        return {}
-
-
-def _spec_name(store: Store) -> str | None:
-    return _spec(store).get("name")
+# what decides a curve's numbers, per spec: comparing runs that differ here compares the settings too
+SETTINGS = {
+    "analysis": lambda spec: spec.get("analysis"),
+    "probe": lambda spec: spec.get("probe"),
+    "data (max_train_sentences, max_test_sentences, split_test)":
+        lambda spec: {k: (spec.get("data") or {}).get(k) for k in ("max_train_sentences", "max_test_sentences",
+                                                                  "split_test")},
+    "pooling": lambda spec: spec.get("pooling"),
+}
 
 
-def differing_settings(runs: list[str]) -> list[str]:
-    """The spec keys that decide what a curve's numbers mean (analysis, probe, data caps) and differ between
-    the runs: comparing them across runs compares the settings too."""
-    specs = [_spec(Store(run)) for run in runs]
-    out = []
-    for section, keys in (("analysis", None), ("probe", None),
-                          ("data", ("max_train_sentences", "max_test_sentences", "split_test")), ("pooling", ())):
-        values = []
-        for spec in specs:
-            v = spec.get(section)
-            values.append({k: v.get(k) for k in keys} if isinstance(v, dict) and keys else v)
-        if any(v != values[0] for v in values[1:]):
-            out.append(section if not keys else f"{section} ({', '.join(keys)})")
-    return out
+def differing_settings(specs: list[dict]) -> list[str]:
+    """The SETTINGS in which the runs' specs differ."""
+    return [what for what, of in SETTINGS.items() if any(of(spec) != of(specs[0]) for spec in specs[1:])]
 
 
 def compare_curves(per_run: pd.DataFrame) -> pd.DataFrame:
