@@ -29,6 +29,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _claimed(store: Store, hint: str = "") -> XlpError:
+    return XlpError(f"{store.location} was just claimed by another xlp launch; wait for it to finish{hint}")
+
+
 def _read(store: Store) -> bytes | None:
     """The lock's bytes, None if there is none (S3 reports a missing key as a plain OSError)."""
     try:
@@ -46,8 +50,7 @@ def _stale(store: Store, me: dict) -> bytes | None:
     if raw is None:
         return None
     if not raw.strip():  # a lock being created where a file cannot appear whole (O_EXCL, then the write)
-        raise XlpError(f"{store.location} was just claimed by another xlp launch; wait for it to finish. If no "
-                       f"driver is running, delete {store.location}/{LOCK} (it is empty)")
+        raise _claimed(store, f". If no driver is running, delete {store.location}/{LOCK} (it is empty)")
     try:
         holder = json.loads(raw)
     except ValueError:
@@ -72,7 +75,6 @@ def _acquire(store: Store, me: dict) -> None:
             return
     except NotImplementedError:
         return _acquire_by_read_back(store, me, data)
-    claimed = XlpError(f"{store.location} was just claimed by another xlp launch; wait for it to finish")
     stale = _stale(store, me)
     if stale is not None:
         mark = f"{LOCK}.{hashlib.sha256(stale).hexdigest()[:16]}.takeover"
@@ -89,7 +91,7 @@ def _acquire(store: Store, me: dict) -> None:
             store.delete(mark)
     elif store.create_exclusive(LOCK, data):
         return
-    raise claimed
+    raise _claimed(store)
 
 
 def _acquire_by_read_back(store: Store, me: dict, data: bytes) -> None:
@@ -98,7 +100,7 @@ def _acquire_by_read_back(store: Store, me: dict, data: bytes) -> None:
     _stale(store, me)
     store.write_bytes(LOCK, data)
     if json.loads(store.read_bytes(LOCK)) != me:
-        raise XlpError(f"{store.location} was just claimed by another xlp launch; wait for it to finish")
+        raise _claimed(store)
 
 
 @contextmanager
