@@ -312,6 +312,8 @@ def test_identical_checkpoints_are_probed_once(tmp_path, tiny_series, ray_local)
         tasks=["pos"], layers=[1]))
     res = launch(spec, quiet=True)
     assert {u.ckpt.step for u in res.plan.extract} == {0, 200}
+    # the disk estimate counts the words of the units that are extracted (32 wide, float16), not the twin's
+    assert res.plan.feature_bytes == res.plan.words * 1 * 32 * 2
     assert any("step 50" in n and "identical to step 0" in n for n in res.plan.notes)
     probes = pd.read_parquet(tmp_path / "run" / "results" / "probes.parquet")
     assert sorted(set(probes.step)) == [0, 50, 200]

@@ -192,7 +192,8 @@ def feature_bytes(spec: Spec, inputs: RunInputs) -> int:
     per_ckpt += sum(inputs.words[(ud[lang].test[1], spec.data.max_test_sentences, ud[lang].part("test"))]
                     for lang in inputs.targets)
     width = 2 if spec.feature_dtype == "float16" else 4
-    return per_ckpt * len(inputs.checkpoints) * len(inputs.layers) * inputs.hidden * width
+    extracted = len(inputs.checkpoints) - len(inputs.duplicates)  # an identical checkpoint is extracted once
+    return per_ckpt * extracted * len(inputs.layers) * inputs.hidden * width
 
 
 def _features_on_disk(spec: Spec) -> int:
