@@ -116,8 +116,10 @@ def test_default_model_learns_pos_during_pretraining(tmp_path, ray_local):
     from xlp.spec import load_spec
 
     out, langs = tmp_path / "mini", ["en", "de", "fr", "vi"]
-    dirs = pretrain(PretrainSpec(out=str(out), languages=langs, steps=800, save_steps=[0, 100, 200, 300, 500, 800]),
-                    quiet=True)
+    # eight checkpoints: the trend test needs enough of them that differ beyond the noise (with six, vi, the slowest
+    # language, emerged at 3-5 of 5 layers and once at none, q = 0.051, as the tokenizer's training varies by run)
+    dirs = pretrain(PretrainSpec(out=str(out), languages=langs, steps=800,
+                                 save_steps=[0, 100, 200, 300, 400, 500, 650, 800]), quiet=True)
     meta = [json.loads((d / "xlp_checkpoint.json").read_text()) for d in dirs]
     assert meta[-1]["mlm_loss"] < meta[0]["mlm_loss"] - 2.0
     spec = load_spec(write_spec(
@@ -138,8 +140,8 @@ def test_default_model_learns_pos_during_pretraining(tmp_path, ray_local):
     em = pd.read_parquet(tmp_path / "run" / "results" / "emergence.parquet")
     assert len(em) == 4 * 5 + 4
     em_pos = em[em.task == "pos"]
-    # POS emerges in every language, at most layers (measured: 20 of the 20 curves after 800 steps; after 600, 20 and
-    # 17 in two runs with their own tokenizers, vi the slowest language)
+    # POS emerges in every language, at most layers (measured with eight checkpoints: 20 of the 20 curves in each of
+    # three runs with their own tokenizers, vi's smallest q about 0.001)
     assert em_pos.groupby("src_lang").emerged.any().all() and em_pos.src_lang.nunique() == 4
     assert em_pos.emerged.sum() >= 15
     assert em_pos.emergence_step.notna().sum() == em_pos.emerged.sum()
