@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from xlp.orchestrator.curves import bootstrap
+from xlp.analysis.curves import bootstrap
 from xlp.tasks import item_value
 
 

@@ -19,11 +19,11 @@ import torch
 from naive import naive_word_vectors  # benchmarks/naive.py: the shared hand-written baseline
 from transformers import AutoModel, AutoTokenizer
 
+from xlp.data.conllu import read_conllu
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import FeatureExtractor
 from xlp.paths import shared_dir
 from xlp.storage.features import PARQUET_OPTIONS, features_table, vectors
-from xlp.tasks.ud import read_conllu
 
 
 def naive(model_dir: str, sentences, out: Path) -> dict[int, np.ndarray]:

@@ -21,11 +21,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
+from xlp.data.conllu import Sentence, read_conllu
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import FeatureExtractor
 from xlp.paths import shared_dir
 from xlp.storage.features import PARQUET_OPTIONS, features_table
-from xlp.tasks.ud import Sentence, read_conllu
 
 
 def sentences(n: int) -> list[Sentence]:
@@ -97,7 +97,7 @@ def probes_on_both(sents: list[Sentence], vecs: dict, words: int) -> None:
     accuracy difference over the layers (target: within the fit's tolerance, about 0.003)."""
     import numpy as np
 
-    from xlp.tasks.probe import fit_probes
+    from xlp.probing.linear import fit_probes
 
     y = np.array([tag for s in sents for tag in s.upos])[:words]
     X = np.stack([vecs[layer][:words] for layer in sorted(vecs)])

@@ -5,7 +5,7 @@ and cross-lingual). By hand: padded batches in file order with `output_hidden_st
 every word copied to Python, then scikit-learn's LogisticRegression one probe at a time (standardised
 features, C = 1 / (l2 n), lbfgs to the same gradient tolerance as xlp's probe; a feature's scale is
 floored at xlp's SCALE_FLOOR, as in xlp). xlp: a spec run
-through `xlp.orchestrator.driver.launch` (local Ray, Parquet features, ledger, report). Prints both
+through `xlp.run.driver.launch` (local Ray, Parquet features, ledger, report). Prints both
 times, the ratio, and the accuracy difference of every cell (layer x source x target).
 
     python benchmarks/grid.py [--train 2000] [--test 1000] [--small]
@@ -26,11 +26,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from transformers import AutoModel, AutoTokenizer
 
-from xlp.orchestrator.driver import launch
+from xlp.config import ProbeSpec, load_spec
+from xlp.data.conllu import read_conllu
 from xlp.paths import shared_dir
-from xlp.spec import ProbeSpec, load_spec
-from xlp.tasks.probe import SCALE_FLOOR
-from xlp.tasks.ud import read_conllu
+from xlp.probing.linear import SCALE_FLOOR
+from xlp.run.driver import launch
 
 # what xlp's plan picks with train_split: train (these treebanks have no train file here: dev instead)
 FILES = {"en": ("UD_English-EWT/en_ewt-ud-dev.conllu", "UD_English-EWT/en_ewt-ud-test.conllu"),

@@ -15,12 +15,12 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
+from xlp.config import ProbeSpec
+from xlp.data.conllu import read_conllu
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import FeatureExtractor
 from xlp.paths import shared_dir
-from xlp.spec import ProbeSpec
-from xlp.tasks.probe import SCALE_FLOOR, fit_probes
-from xlp.tasks.ud import read_conllu
+from xlp.probing.linear import SCALE_FLOOR, fit_probes
 
 FILES = {("en", "train"): "UD_English-EWT/en_ewt-ud-dev.conllu", ("en", "test"): "UD_English-EWT/en_ewt-ud-test.conllu",
          ("de", "train"): "UD_German-GSD/de_gsd-ud-dev.conllu", ("de", "test"): "UD_German-GSD/de_gsd-ud-test.conllu"}

@@ -87,7 +87,7 @@ GRID_RESULTS = ["results/probes.parquet", "results/emergence.parquet", "results/
 
 def grid_spec(tmp_path: Path, series: Path, output: Path, languages=("en", "de", "vi"), **overrides):
     """The 3 checkpoints x 3 languages POS grid that the launch and cluster tests disturb."""
-    from xlp.spec import load_spec
+    from xlp.config import load_spec
 
     return load_spec(write_spec(
         tmp_path / "grid.yaml", name="grid", output=str(output),
@@ -104,7 +104,7 @@ def snapshot(run: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def clean_grid(tmp_path_factory, tiny_series, ray_local):
     """An undisturbed run of the 3 x 3 grid, and its results' bytes."""
-    from xlp.orchestrator.driver import launch
+    from xlp.run.driver import launch
 
     tmp = tmp_path_factory.mktemp("clean")
     run = tmp / "run"

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from xlp.orchestrator.analysis import curve_stats, emergence_table
+from xlp.analysis.curve_table import curve_stats, emergence_table
 
 
 def test_curve_stats_hand_computed():
@@ -35,7 +35,7 @@ def test_emergence_table_averages_seeds():
 
 
 def test_paired_bootstrap():
-    from xlp.orchestrator.analysis import paired_bootstrap_p
+    from xlp.analysis.curve_table import paired_bootstrap_p
 
     rng = np.random.default_rng(0)
     b = rng.random(2000) < 0.80
@@ -49,7 +49,7 @@ def test_paired_bootstrap():
 
 
 def test_degradation_significance_and_best_layers():
-    from xlp.orchestrator.analysis import best_layers
+    from xlp.analysis.curve_table import best_layers
 
     n = 400
     rng = np.random.default_rng(1)
@@ -99,7 +99,7 @@ def test_lower_is_better_metric_bpc():
 def test_status_throughput_counts_parallel_workers_and_skips_gaps():
     """Two units ran side by side (0-10 s and 2-8 s), then nothing for a while, then one more (20-25 s):
     the cluster was busy 15 s, not the 21 worker-seconds, and the 10 s gap between launches is not counted."""
-    from xlp.orchestrator.status import busy_seconds
+    from xlp.run.status import busy_seconds
 
     recs = [{"finished": 10, "seconds": 10}, {"finished": 8, "seconds": 6}, {"finished": 25, "seconds": 5}]
     assert busy_seconds(recs) == 15
@@ -118,8 +118,8 @@ def test_bootstrap_of_a_ratio_metric_equals_a_plain_loop():
     """The one-matrix-product bootstrap of bits per character (per-sentence bits and characters, two seeds that
     differ) gives, per replicate, what a plain loop gives: resample the sentences (and seeds), sum bits and
     characters, divide."""
-    from xlp.orchestrator.curves import bootstrap
-    from xlp.orchestrator.stats import multinomial_weights
+    from xlp.analysis.curves import bootstrap
+    from xlp.analysis.stats import multinomial_weights
     from xlp.tasks import item_value
 
     rng = np.random.default_rng(3)
@@ -200,7 +200,7 @@ def test_emergence_in_tokens_seen_where_every_checkpoint_says():
 def test_counting_wins_by_matrix_products_equals_comparing_items():
     """The per-pair counts behind the sign test (items on which checkpoint j is above i), for 0/1 correctness
     with one seed and with three that differ, by level-indicator matrix products equal comparing every item."""
-    from xlp.orchestrator.curves import item_wins
+    from xlp.analysis.curves import item_wins
 
     rng = np.random.default_rng(2)
     for K, sign in ((1, 1), (3, 1), (3, -1)):

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import make_tiny_xlmr, write_spec
 
+from xlp.config import CheckpointSpec
 from xlp.errors import XlpError
 from xlp.models.checkpoints import parse_step_name, resolve_checkpoints, step_of
-from xlp.spec import CheckpointSpec
 
 
 def test_steps_from_names_and_metadata(tmp_path):
@@ -153,8 +153,8 @@ def test_hub_revisions_all_or_a_pattern_come_from_the_cache_offline(tmp_path, mo
 def test_series_with_two_tokenizers_is_refused_unless_allowed(tiny_series, tmp_path):
     from conftest import MINILM
 
-    from xlp.orchestrator.plan import make_plan
-    from xlp.spec import load_spec
+    from xlp.config import load_spec
+    from xlp.run.plan import make_plan
 
     other = tmp_path / "step_300"
     shutil.copytree(tiny_series / "step_200", other)

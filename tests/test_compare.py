@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from conftest import run_xlp
 
-from xlp.orchestrator.analysis import CURVE_COLUMNS
+from xlp.analysis.curve_table import CURVE_COLUMNS
 
 
 def _run(root, name, curves, alpha=0.05):

@@ -11,13 +11,13 @@ import torch
 from conftest import FAMILIES, MINILM, UD, make_tiny_family, make_tiny_xlmr
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+from xlp.data.conllu import read_conllu
 from xlp.errors import XlpError
 from xlp.models.causal_lm import CausalLmScorer
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import FeatureExtractor
 from xlp.models.families import is_causal, layer_stack, model_kind
 from xlp.models.words import align
-from xlp.tasks.ud import read_conllu
 
 CAUSAL = [k for k in FAMILIES if k != "modernbert"]
 FOX = ["The", "quick", "brown", "fox", "jumped", "over", "the", "lazy", "dog", "."]

@@ -6,12 +6,12 @@ import torch
 from conftest import MINILM, UD
 from transformers import AutoModel, AutoTokenizer
 
+from xlp.data.conllu import read_conllu
 from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import FeatureExtractor
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, shard_path, vectors
-from xlp.tasks.ud import read_conllu
 
 
 def _reference(model, tok, words, layer, pooling):

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from xlp.orchestrator.analysis import analyse_curves, emergence_table
-from xlp.orchestrator.findings import findings_table
-from xlp.spec import AnalysisSpec
+from xlp.analysis.curve_table import analyse_curves, emergence_table
+from xlp.analysis.findings import findings_table
+from xlp.config import AnalysisSpec
 
 STEPS = (0, 25, 50, 100, 200, 400, 800)
 LANGS = ("en", "de", "fr", "vi")

@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import MINILM, grid_spec, run_xlp, snapshot, write_spec
 
-from xlp.orchestrator.driver import launch
-from xlp.spec import load_spec
+from xlp.config import load_spec
+from xlp.run.driver import launch
 
 
 def test_grid_resume_and_partial_redo(clean_grid):
@@ -113,8 +113,8 @@ def test_minilm_arc_and_deprel_far_above_baselines(tmp_path, ray_local):
     assert mean["arc_uas"] >= base["arc_uas"] + 0.2 and (df[df.task == "arc_uas"].metric == "uas").all()
     assert not df[df.task == "arc"].seed_invariant.any()  # seeds draw different non-arcs
     # arc_uas alone fits its own arc probe: the same rows as with the shared fit
-    from xlp.orchestrator.plan import make_plan
-    from xlp.orchestrator.work import run_probe
+    from xlp.run.plan import make_plan
+    from xlp.run.work import run_probe
 
     alone = make_plan(spec.model_copy(update={"tasks": ["arc_uas"]})).probe[0]
     run_probe(spec.output, alone)
@@ -136,7 +136,7 @@ def test_second_driver_is_refused_and_a_dead_drivers_lock_taken_over(tmp_path, t
     import subprocess
 
     from xlp.errors import XlpError
-    from xlp.orchestrator.lock import run_lock
+    from xlp.run.lock import run_lock
     from xlp.storage import Store
 
     run = tmp_path / "locked"
@@ -408,7 +408,7 @@ def test_dropped_features_give_the_same_results(clean_grid, tmp_path, tiny_serie
     that reads a dropped shard must be redone (then that shard alone is extracted again)."""
     from conftest import grid_spec, snapshot
 
-    from xlp.orchestrator.driver import launch
+    from xlp.run.driver import launch
 
     _, _, _, clean_snapshot = clean_grid
     run = tmp_path / "run"
@@ -432,7 +432,7 @@ def _race_for_a_dead_lock(run, dead_pid: int, drivers: int = 4) -> tuple[list[in
     import threading
 
     from xlp.errors import XlpError
-    from xlp.orchestrator.lock import LOCK, _acquire
+    from xlp.run.lock import LOCK, _acquire
     from xlp.storage import Store
 
     host = socket.gethostname()
@@ -472,7 +472,7 @@ def test_racing_takeovers_of_a_dead_drivers_lock_leave_one_holder(tmp_path):
     import json
     import subprocess
 
-    from xlp.orchestrator.lock import LOCK
+    from xlp.run.lock import LOCK
 
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -486,7 +486,7 @@ def test_racing_takeovers_of_a_dead_drivers_lock_leave_one_holder(tmp_path):
         assert sorted(p.name for p in run.iterdir()) == [LOCK]  # no takeover mark or temporary file left
 
     from xlp.errors import XlpError
-    from xlp.orchestrator.lock import _acquire
+    from xlp.run.lock import _acquire
     from xlp.storage import Store
 
     run = tmp_path / "creating"

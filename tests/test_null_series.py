@@ -38,8 +38,8 @@ def _seeded_models(root: Path) -> Path:
 
 
 def _run(tmp: Path, series: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    from xlp.orchestrator.driver import launch
-    from xlp.spec import load_spec
+    from xlp.config import load_spec
+    from xlp.run.driver import launch
 
     spec = load_spec(write_spec(
         tmp / "null.yaml", name="null", output=str(tmp / "run"), checkpoints=[{"path": f"{series}/step_*"}],

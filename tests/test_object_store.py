@@ -11,7 +11,7 @@ import pytest
 from conftest import run_xlp, write_spec
 
 from xlp.errors import XlpError
-from xlp.orchestrator.lock import LOCK, run_lock
+from xlp.run.lock import LOCK, run_lock
 from xlp.storage import Store
 
 # moto 5.2.1 answers CompleteMultipartUpload with a root tag that pyarrow rejects (getmoto/moto#10055)

@@ -8,9 +8,9 @@ import pytest
 from safetensors.torch import load_file
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+from xlp.config import PretrainSpec
 from xlp.errors import XlpError
-from xlp.pretrain import pretrain
-from xlp.spec import PretrainSpec
+from xlp.models.replica import pretrain
 
 SMALL = dict(languages=["en", "de", "vi"], steps=60, save_steps=[0, 20, 60], layers=2, hidden=64, heads=2,
              ffn=128, vocab_size=2000, batch_size=16, max_length=48, warmup=10)
@@ -39,7 +39,7 @@ def test_series_loads_with_auto_classes_and_loss_falls(series):
 def test_whole_word_masking_masks_every_piece_of_a_chosen_word(series):
     import torch
 
-    from xlp.pretrain import mask_tokens, word_starts
+    from xlp.models.replica import mask_tokens, word_starts
 
     tok = AutoTokenizer.from_pretrained(series[0])
     ids = torch.tensor([tok("Die unglaublichen Katzen schliefen lange auf dem warmen Dach").input_ids] * 64)
@@ -112,8 +112,8 @@ def test_default_model_learns_pos_during_pretraining(tmp_path, ray_local):
     emerges in every language (the emergence statistics say so, not a bare difference)."""
     from conftest import write_spec
 
-    from xlp.orchestrator.driver import launch
-    from xlp.spec import load_spec
+    from xlp.config import load_spec
+    from xlp.run.driver import launch
 
     out, langs = tmp_path / "mini", ["en", "de", "fr", "vi"]
     # eight checkpoints: the trend test needs enough of them that differ beyond the noise (with six, vi, the slowest

@@ -7,12 +7,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from xlp.data.conllu import read_conllu
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import FeatureExtractor
+from xlp.probing.linear import fit_probes, majority_accuracy
 from xlp.storage.features import features_table, layer_column
 from xlp.tasks import BUILT_IN as TASKS
-from xlp.tasks.probe import fit_probes, majority_accuracy
-from xlp.tasks.ud import read_conllu
 
 LAYERS = [2, 4]
 L2 = 1e-3

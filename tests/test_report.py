@@ -2,9 +2,9 @@ import re
 
 import pandas as pd
 
-from xlp.orchestrator.analysis import emergence_table
+from xlp.analysis.curve_table import emergence_table
+from xlp.config import Spec
 from xlp.report import SECTIONS, write_report
-from xlp.spec import Spec
 from xlp.storage import Store
 
 # in-language accuracy at (layer 0, layer 1) per step; en peaks at 100, de at 200

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import MINILM, SHARED, UD, run_xlp, write_spec
 
+from xlp.config import load_spec
 from xlp.errors import XlpError
-from xlp.orchestrator.driver import launch
-from xlp.spec import load_spec
+from xlp.run.driver import launch
 from xlp.tasks.retrieval import parallel_pud, parallel_udhr, retrieval_hits
 
 UDHR_LANGS = ["en", "de", "fr", "es", "ru", "fi", "zh", "ar", "hi", "tr", "vi", "el"]
@@ -43,7 +43,7 @@ def _xnli_layout(folder, langs=("en", "de")):
     """Sentence pairs in XNLI's official TSV layout, made from UD sentences (no XNLI data here):
     entailment = the premise itself, neutral = the premise plus words of another sentence,
     contradiction = another sentence. Balanced, so the majority baseline is 1/3."""
-    from xlp.tasks.ud import find_treebank, read_conllu
+    from xlp.data.conllu import find_treebank, read_conllu
 
     folder.mkdir()
     rng = random.Random(0)
@@ -99,7 +99,7 @@ def test_minilm_sentence_tasks(tmp_path, ray_local):
 
 
 def test_xnli_without_data_is_a_note_not_an_error(tmp_path):
-    from xlp.orchestrator.plan import make_plan
+    from xlp.run.plan import make_plan
 
     spec = load_spec(write_spec(tmp_path / "x.yaml", name="x", output=str(tmp_path / "run"),
                                 checkpoints=[{"path": str(MINILM), "step": 0}],
@@ -112,7 +112,7 @@ def test_xnli_without_data_is_a_note_not_an_error(tmp_path):
 def test_xnli_uses_every_language_its_data_has_unless_told(tmp_path):
     """XNLI's languages are its data's, not data.languages' (the paper: 15 languages whatever the UD set);
     `task_grid.xnli` narrows them."""
-    from xlp.orchestrator.plan import make_plan
+    from xlp.run.plan import make_plan
 
     spec = dict(name="x", output=str(tmp_path / "run"), checkpoints=[{"path": str(MINILM), "step": 0}],
                 data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"], "xnli": str(_xnli_layout(tmp_path / "xnli"))},

@@ -19,8 +19,8 @@ from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
 SESSION = """
 import json, sys
 import psutil, ray
-from xlp.orchestrator.ray_session import ray_session
-from xlp.spec import ClusterSpec
+from xlp.run.ray_session import ray_session
+from xlp.config import ClusterSpec
 
 with ray_session(ClusterSpec(num_cpus=1)):
     assert ray.get(ray.remote(lambda: 1 + 1).remote()) == 2
@@ -107,8 +107,8 @@ CONNECT = """
 import sys
 import ray
 from xlp.errors import XlpError
-from xlp.orchestrator.ray_session import ray_session
-from xlp.spec import ClusterSpec
+from xlp.run.ray_session import ray_session
+from xlp.config import ClusterSpec
 
 try:
     with ray_session(ClusterSpec(), sys.argv[1]):

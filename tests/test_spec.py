@@ -5,8 +5,8 @@ import sys
 import pytest
 from conftest import MINILM, UD, run_xlp, write_spec
 
+from xlp.config import load_spec
 from xlp.errors import XlpError
-from xlp.spec import load_spec
 
 
 def _spec(tmp_path, **over):
@@ -82,8 +82,8 @@ def test_cluster_yaml_is_the_papers_grid(tmp_path, monkeypatch):
     import yaml
     from conftest import SHARED, make_tiny_xlmr
 
-    from xlp.orchestrator.plan import make_plan
-    from xlp.orchestrator.units import ProbeUnit, SentenceUnit
+    from xlp.run.plan import make_plan
+    from xlp.run.units import ProbeUnit, SentenceUnit
 
     raw = yaml.safe_load((Path(__file__).parents[1] / "cluster.yaml").read_text())
     sample = (UD / "UD_English-EWT" / "en_ewt-ud-test.conllu").read_text().split("\n\n")[:6]

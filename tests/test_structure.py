@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from conftest import MINILM, UD, run_xlp, write_spec
 
+from xlp.config import ProbeSpec
 from xlp.hashing import DataFile
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.loading import weight_sizes
-from xlp.orchestrator.units import ExtractUnit, ProbeUnit, SentenceUnit
-from xlp.spec import ProbeSpec
+from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.tasks import BUILT_IN, get_task
 from xlp.tasks.base import SentenceInputs
 
@@ -220,8 +220,8 @@ def _feats_table():
 def test_each_task_has_its_own_grid_of_languages(tmp_path, tiny_series):
     """The paper's grid is per task: POS in-language in more languages than it crosses; a task's grid is
     validated against the data, and `xlp validate` prints it."""
-    from xlp.orchestrator.plan import make_plan
-    from xlp.spec import load_spec
+    from xlp.config import load_spec
+    from xlp.run.plan import make_plan
 
     spec = dict(name="g", output=str(tmp_path / "run"), checkpoints=[{"path": f"{tiny_series}/step_*"}],
                 data={"ud_root": str(UD), "languages": ["en", "de", "vi"], "max_train_sentences": 20,
@@ -248,8 +248,8 @@ def test_bootstrap_seeds_measure_probe_training_variance(tmp_path, tiny_series, 
     seeds differ; the default fits once on all of them and repeats the row (seed_invariant)."""
     import pyarrow.parquet as pq
 
-    from xlp.orchestrator.driver import launch
-    from xlp.spec import load_spec
+    from xlp.config import load_spec
+    from xlp.run.driver import launch
 
     runs = {}
     for resample in ("none", "bootstrap"):
@@ -274,9 +274,9 @@ def test_status_and_report_count_the_same_busy_time(tmp_path):
     import json
     import time
 
-    from xlp.orchestrator.ledger import Ledger
-    from xlp.orchestrator.reduce import _timings
-    from xlp.orchestrator.status import run_status
+    from xlp.run.ledger import Ledger
+    from xlp.run.reduce import _timings
+    from xlp.run.status import run_status
     from xlp.storage import Store
 
     store = Store(str(tmp_path / "run"))
@@ -301,8 +301,8 @@ def test_identical_checkpoints_are_probed_once(tmp_path, tiny_series, ray_local)
     named at plan time, probed once, and the later step repeats the earlier one's rows."""
     import shutil
 
-    from xlp.orchestrator.driver import launch
-    from xlp.spec import load_spec
+    from xlp.config import load_spec
+    from xlp.run.driver import launch
 
     for src, name in (("step_0", "step_0"), ("step_0", "step_50"), ("step_200", "step_200")):
         shutil.copytree(tiny_series / src, tmp_path / "s" / name)

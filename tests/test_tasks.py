@@ -3,10 +3,10 @@
 import numpy as np
 from conftest import UD
 
+from xlp.data.conllu import read_conllu
+from xlp.probing.pairs import arcs_and_non_arcs, sentence_rows
 from xlp.storage.features import features_table
 from xlp.tasks import BUILT_IN as TASKS
-from xlp.tasks.pairs import arcs_and_non_arcs, sentence_rows
-from xlp.tasks.ud import read_conllu
 
 
 def _table(n=50, d=4):
@@ -47,8 +47,8 @@ def test_probe_units_group_tasks_that_share_a_probe_and_run_each_task_once(tmp_p
     runs once; arc_uas alone is a unit of its own."""
     from conftest import MINILM, write_spec
 
-    from xlp.orchestrator.plan import make_plan
-    from xlp.spec import load_spec
+    from xlp.config import load_spec
+    from xlp.run.plan import make_plan
 
     def units(tasks):
         spec = load_spec(write_spec(tmp_path / "t.yaml", name="t", output=str(tmp_path / "run"),

@@ -3,8 +3,8 @@ import csv
 import pytest
 from conftest import UD
 
+from xlp.data.conllu import find_treebank, read_conllu
 from xlp.errors import XlpError
-from xlp.tasks.ud import find_treebank, read_conllu
 
 
 def test_word_counts_match_the_release_manifest():
@@ -84,8 +84,8 @@ def test_treebank_choice_and_dev_fallback():
 def test_treebanks_are_found_through_directory_links_and_a_link_cycle_ends(tmp_path):
     """A UD root that is itself a link, treebank folders that are links (and a second link to one of
     them), a folder of linked files, and a link back up to the root: every treebank is found once."""
+    from xlp.data.conllu import conllu_files
     from xlp.tasks.retrieval import parallel_pud
-    from xlp.tasks.ud import conllu_files
 
     real = tmp_path / "mine"
     real.mkdir()
@@ -118,8 +118,8 @@ def test_treebanks_are_found_through_directory_links_and_a_link_cycle_ends(tmp_p
 def test_an_empty_test_file_is_refused_before_any_unit_runs(tmp_path):
     from conftest import MINILM, run_xlp, write_spec
 
-    from xlp.orchestrator.plan import make_plan
-    from xlp.spec import load_spec
+    from xlp.config import load_spec
+    from xlp.run.plan import make_plan
 
     tb = tmp_path / "ud" / "UD_Xx-Empty"
     tb.mkdir(parents=True)
@@ -154,8 +154,8 @@ def test_cycle_is_refused(tmp_path):
 def test_lenient_mode_skips_and_reports_malformed_sentences(tmp_path):
     from conftest import MINILM, write_spec
 
-    from xlp.orchestrator.plan import make_plan
-    from xlp.spec import load_spec
+    from xlp.config import load_spec
+    from xlp.run.plan import make_plan
 
     tb = tmp_path / "ud" / "UD_Xx-Mixed"
     tb.mkdir(parents=True)
@@ -178,8 +178,8 @@ def test_lenient_mode_skips_and_reports_malformed_sentences(tmp_path):
 def test_train_and_test_on_the_same_split_is_refused(tmp_path):
     from conftest import MINILM, write_spec
 
-    from xlp.orchestrator.plan import make_plan
-    from xlp.spec import load_spec
+    from xlp.config import load_spec
+    from xlp.run.plan import make_plan
 
     spec = write_spec(tmp_path / "s.yaml", name="same", output=str(tmp_path / "run"),
                       checkpoints=[{"path": str(MINILM), "step": 0}], tasks=["pos"], layers=[1],

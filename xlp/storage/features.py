@@ -20,7 +20,7 @@ def layer_column(layer: int) -> str:
 
 
 def features_table(sentences: Sequence, layer_vectors: dict[int, np.ndarray], dtype: str = "float16") -> pa.Table:
-    """Build the shard table from sentences (xlp.tasks.ud.Sentence) and per-layer (n_words, d) arrays."""
+    """Build the shard table from sentences (xlp.data.conllu.Sentence) and per-layer (n_words, d) arrays."""
     lengths = np.fromiter((len(s.forms) for s in sentences), dtype=np.int64, count=len(sentences))
     n = int(lengths.sum())
     sent_idx = np.repeat(np.arange(len(sentences), dtype=np.int32), lengths)

@@ -23,8 +23,8 @@ from xlp.hashing import data_files
 from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, result_row
 
 if TYPE_CHECKING:
+    from xlp.config import Spec
     from xlp.models.extract import FeatureExtractor
-    from xlp.spec import Spec
 
 NAME = "align"
 METHODS = ("argmax", "itermax")

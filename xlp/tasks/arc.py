@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from xlp.probing.pairs import arcs_and_non_arcs, pair_features, sentence_rows
 from xlp.storage.features import vectors
 from xlp.tasks.base import WordTask
-from xlp.tasks.pairs import arcs_and_non_arcs, pair_features, sentence_rows
 
 
 class ArcTask(WordTask):

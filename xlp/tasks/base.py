@@ -22,8 +22,8 @@ from xlp.hashing import DataFile
 if TYPE_CHECKING:  # the orchestrator's types, for hints only: tasks never import the orchestrator
     import pandas as pd
 
+    from xlp.config import Spec
     from xlp.models.checkpoints import Checkpoint
-    from xlp.spec import Spec
 
 
 class Task(ABC):

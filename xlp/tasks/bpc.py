@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
+from xlp.data.conllu import read_conllu
 from xlp.errors import XlpError
 from xlp.hashing import data_files
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.loading import TokenBatches, lm_kind, load_fast_tokenizer, load_model, pick_device
 from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, result_row
-from xlp.tasks.ud import read_conllu
 
 if TYPE_CHECKING:
-    from xlp.spec import Spec
+    from xlp.config import Spec
 
 PASSES = 7
 TEXT = "text"  # the corpus of a unit that reads bpc.text's plain-text files

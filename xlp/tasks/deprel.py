@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from xlp.probing.pairs import pair_features, sentence_rows
 from xlp.tasks.base import WordTask
-from xlp.tasks.pairs import pair_features, sentence_rows
 
 
 class DeprelTask(WordTask):

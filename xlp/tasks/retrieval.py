@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from xlp.data.conllu import conllu_files, read_conllu, require_sentences
 from xlp.errors import XlpError
 from xlp.hashing import data_files
 from xlp.paths import shared_dir
 from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, result_row
-from xlp.tasks.ud import conllu_files, read_conllu, require_sentences
 
 if TYPE_CHECKING:
-    from xlp.spec import Spec
+    from xlp.config import Spec
 
 
 class RetrievalTask(SentenceTask):

@@ -18,7 +18,7 @@ from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, resul
 from xlp.tasks.retrieval import SENTENCE_VECTORS
 
 if TYPE_CHECKING:
-    from xlp.spec import Spec
+    from xlp.config import Spec
 
 SPLITS = ("dev", "test")
 COLUMNS = {"language", "gold_label", "sentence1", "sentence2"}
@@ -103,7 +103,7 @@ class XnliTask(SentenceTask):
         """Probes on [u; v; |u - v|; u * v] sentence-pair vectors: fit on each source's dev pairs (all
         layers in one solve), scored on every target's test pairs."""
         from xlp.models.extract import FeatureExtractor
-        from xlp.tasks.probe import fit_probes, majority_accuracy
+        from xlp.probing.linear import fit_probes, majority_accuracy
 
         (train_cap, test_cap), probe = unit.inputs.option("caps"), unit.inputs.option("probe")
         paths = dict(zip(SPLITS, (Path(f.path) for f in unit.inputs.files)))

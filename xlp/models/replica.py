@@ -23,13 +23,13 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from xlp.config import PretrainSpec
+from xlp.data.conllu import conllu_files, read_conllu
 from xlp.data.ud_release import resolve_ud_root
 from xlp.errors import XlpError
 from xlp.models import quiet_transformers
 from xlp.models.checkpoints import METADATA_FILE
 from xlp.paths import shared_dir
-from xlp.spec import PretrainSpec
-from xlp.tasks.ud import conllu_files, read_conllu
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 MANIFEST = "xlp_pretrain.json"

@@ -8,13 +8,13 @@ from collections.abc import Callable
 import pandas as pd
 import pyarrow as pa
 
-from xlp.orchestrator.analysis import analyse_curves, best_layers
-from xlp.orchestrator.findings import findings_table
-from xlp.orchestrator.ledger import Ledger
-from xlp.orchestrator.status import busy_seconds
-from xlp.orchestrator.units import digest, probe_output
+from xlp.analysis.curve_table import analyse_curves, best_layers
+from xlp.analysis.findings import findings_table
+from xlp.config import Spec
 from xlp.report import write_report
-from xlp.spec import Spec
+from xlp.run.ledger import Ledger
+from xlp.run.status import busy_seconds
+from xlp.run.units import digest, probe_output
 from xlp.storage import Store
 from xlp.tasks import resolve_tasks
 

@@ -26,7 +26,7 @@ def _options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks 
 
 
 def _load(spec_path: Path):
-    from xlp.spec import load_spec
+    from xlp.config import load_spec
 
     return load_spec(spec_path)
 
@@ -46,11 +46,11 @@ def launch(
 
     Resumable: a relaunch redoes only what is missing.  Example: xlp launch examples/quickstart.yaml
     """
-    from xlp.orchestrator.driver import launch as run_launch
+    from xlp.run.driver import launch as run_launch
 
     s = _load(spec)
     if submit:
-        from xlp.orchestrator.submit import submit as submit_job
+        from xlp.run.submit import submit as submit_job
 
         job = submit_job(spec, s, address, verify)
         if as_json:
@@ -61,7 +61,7 @@ def launch(
                       f"or `xlp status {s.output}`")
         return
     if s.pretrain is not None:  # build the checkpoint series first if it is not there yet
-        from xlp.pretrain import pretrain
+        from xlp.models.replica import pretrain
 
         pretrain(s.pretrain, console=err, quiet=quiet)
     emit = (lambda event: print(json.dumps(event), flush=True)) if as_json else None
@@ -95,12 +95,12 @@ def validate(
         stdout.print(f"[green]{spec}: spec is valid[/] (schema only)")
         return
     from xlp.models.loading import weight_sizes
-    from xlp.orchestrator import preflight
-    from xlp.orchestrator.plan import make_plan
+    from xlp.run import preflight
+    from xlp.run.plan import make_plan
     from xlp.tasks import resolve_tasks
 
     if s.pretrain is not None:
-        from xlp.pretrain import is_complete, save_schedule
+        from xlp.models.replica import is_complete, save_schedule
 
         if not is_complete(s.pretrain):
             stdout.print(f"checkpoints: `xlp launch` first pretrains the series into {s.pretrain.out} "
@@ -162,10 +162,10 @@ def status(
     from rich.console import Group
     from rich.live import Live
 
-    from xlp.orchestrator.status import run_status
+    from xlp.run.status import run_status
 
     if job:
-        from xlp.orchestrator.submit import job_status
+        from xlp.run.submit import job_status
 
         js = job_status(job, address)
         if as_json:
@@ -236,8 +236,8 @@ def report(run: str = typer.Argument(..., help="A run folder or URI (s3://...)."
 
     Example: xlp report runs/quickstart
     """
-    from xlp.orchestrator.reduce import reduce_run
-    from xlp.spec import Spec
+    from xlp.config import Spec
+    from xlp.run.reduce import reduce_run
     from xlp.storage import Store
 
     store = Store(run)
@@ -259,7 +259,7 @@ def compare(
 
     Example: xlp compare runs/multiberts-seed_0 runs/multiberts-seed_1 runs/multiberts-seed_2 --out runs/compare
     """
-    from xlp.orchestrator.compare import compare_curves, differing_settings, load_runs, summary
+    from xlp.analysis.compare import compare_curves, differing_settings, load_runs, summary
 
     per_run, specs = load_runs(runs)
     for what in differing_settings(specs):
@@ -292,8 +292,8 @@ def pretrain_cmd(
 
     Resumable: a rerun continues from the last saved checkpoint.  Example: xlp pretrain --out runs/mini-xlmr
     """
-    from xlp.pretrain import pretrain
-    from xlp.spec import PretrainSpec
+    from xlp.config import PretrainSpec
+    from xlp.models.replica import pretrain
 
     base = _load(spec).pretrain if spec else None
     if spec and base is None:

@@ -14,9 +14,9 @@ from typing import ClassVar
 from pydantic import BaseModel
 
 import xlp
+from xlp.config import ProbeSpec
 from xlp.hashing import DataFile
 from xlp.models.checkpoints import Checkpoint
-from xlp.spec import ProbeSpec
 from xlp.storage.features import shard_path
 from xlp.tasks.base import SentenceInputs, SentenceTask, Task, WordTask
 

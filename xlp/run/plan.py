@@ -9,11 +9,11 @@ import json
 from dataclasses import dataclass, field
 
 import xlp
+from xlp.config import Spec
 from xlp.models.checkpoints import Checkpoint
-from xlp.orchestrator import preflight
-from xlp.orchestrator.preflight import RunInputs
-from xlp.orchestrator.units import ExtractUnit, ProbeUnit, SentenceUnit
-from xlp.spec import Spec
+from xlp.run import preflight
+from xlp.run.preflight import RunInputs
+from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.tasks import WordTask
 
 

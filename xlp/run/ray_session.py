@@ -14,8 +14,8 @@ import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
+from xlp.config import ClusterSpec
 from xlp.errors import XlpError
-from xlp.spec import ClusterSpec
 
 TOKEN_HINT = ("give xlp the cluster's Ray token: RAY_AUTH_MODE=token with RAY_AUTH_TOKEN_PATH=FILE "
               "(or RAY_AUTH_TOKEN, or the file ~/.ray/auth_token)")

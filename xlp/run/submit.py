@@ -9,9 +9,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from xlp.config import Spec
 from xlp.errors import XlpError
-from xlp.orchestrator.ray_session import TOKEN_HINT, auth_refused
-from xlp.spec import Spec
+from xlp.run.ray_session import TOKEN_HINT, auth_refused
 
 SPEC_NAME = "xlp-spec.yaml"
 NO_AGENT = "No available agent to submit job"  # Ray's answer until the head's job agent has registered

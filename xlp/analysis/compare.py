@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from xlp.analysis.curve_table import CURVE_KEYS
 from xlp.errors import XlpError
-from xlp.orchestrator.analysis import CURVE_KEYS
 from xlp.storage import Store
 
 PER_RUN = ["emerged", "emergence_step", "emergence_step_lo", "emergence_step_hi", "best_step", "best_value",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from xlp.orchestrator.analysis import direction
-from xlp.orchestrator.stats import sign_test_p
+from xlp.analysis.curve_table import direction
+from xlp.analysis.stats import sign_test_p
 from xlp.tasks import pairwise_only
 
 COLUMNS = ["finding", "task", "other_task", "scope", "layer", "src_lang", "tgt_lang", "quantity", "value", "text"]

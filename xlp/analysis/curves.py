@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from xlp.orchestrator.stats import (
+from xlp.analysis.stats import (
     bootstrap_pair_signs,
     multinomial_weights,
     percentile_step,
@@ -17,7 +17,7 @@ from xlp.orchestrator.stats import (
     sign_test_greater,
     trend_p,
 )
-from xlp.spec import AnalysisSpec
+from xlp.config import AnalysisSpec
 
 
 def item_groups(probes: pd.DataFrame) -> dict[tuple, dict[tuple, np.ndarray]]:

@@ -14,14 +14,14 @@ from typing import Callable
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from xlp.config import Spec
 from xlp.errors import ShardChecksumError, XlpError
-from xlp.orchestrator.ledger import Ledger
-from xlp.orchestrator.lock import run_lock
-from xlp.orchestrator.plan import Plan, SentenceUnit, make_plan
-from xlp.orchestrator.ray_session import ray_session
-from xlp.orchestrator.reduce import reduce_run
-from xlp.orchestrator.status import INFLIGHT
-from xlp.spec import Spec
+from xlp.run.ledger import Ledger
+from xlp.run.lock import run_lock
+from xlp.run.plan import Plan, SentenceUnit, make_plan
+from xlp.run.ray_session import ray_session
+from xlp.run.reduce import reduce_run
+from xlp.run.status import INFLIGHT
 from xlp.storage import Store
 from xlp.tasks.base import Runtime
 
@@ -118,7 +118,7 @@ def _ship_plugin_tasks(plan: Plan) -> None:
 def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> None:
     import ray
 
-    from xlp.orchestrator.work import ExtractionWorker, run_probe, run_sentence_unit
+    from xlp.run.work import ExtractionWorker, run_probe, run_sentence_unit
 
     fail = {"unit": os.environ.get("XLP_FAIL_UNIT"), "write": os.environ.get("XLP_FAIL_WRITE"),
             "die": os.environ.get("XLP_DIE_IN_UNIT"), "marker": os.environ.get("XLP_DIE_MARKER"),

@@ -16,8 +16,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import ListedColormap, Normalize, SymLogNorm  # noqa: E402
 
-from xlp.orchestrator.analysis import direction, tokens_by_step  # noqa: E402
-from xlp.orchestrator.findings import FINDINGS, findings_table  # noqa: E402
+from xlp.analysis.curve_table import direction, tokens_by_step  # noqa: E402
+from xlp.analysis.findings import FINDINGS, findings_table  # noqa: E402
 from xlp.tasks import BUILT_IN, pairwise_only, resolve_tasks  # noqa: E402
 
 # Okabe & Ito's colour-blind-safe palette; past 8 languages colours repeat with another marker

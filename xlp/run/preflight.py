@@ -10,6 +10,8 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xlp.config import Spec
+from xlp.data.conllu import find_treebank, read_part, require_sentences
 from xlp.data.ud_release import resolve_ud_root
 from xlp.errors import XlpError
 from xlp.hashing import DataFile, data_files
@@ -22,11 +24,9 @@ from xlp.models.checkpoints import (
     with_identities,
 )
 from xlp.models.families import resolve_pooling
-from xlp.spec import Spec
 from xlp.storage import Store
 from xlp.tasks import SentenceTask, Task, WordTask, resolve_tasks
 from xlp.tasks.base import RunData, SentenceInputs, UdFiles
-from xlp.tasks.ud import find_treebank, read_part, require_sentences
 
 
 @dataclass

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from xlp.orchestrator.curves import bootstrap, decide, item_groups
-from xlp.orchestrator.stats import bh_q, bootstrap_pair_signs, pair_signs, stable_rng, trend_p
-from xlp.spec import AnalysisSpec
+from xlp.analysis.curves import bootstrap, decide, item_groups
+from xlp.analysis.stats import bh_q, bootstrap_pair_signs, pair_signs, stable_rng, trend_p
+from xlp.config import AnalysisSpec
 from xlp.tasks import item_value, metric_direction
 
 CURVE_KEYS = ["task", "layer", "src_lang", "tgt_lang"]

@@ -9,16 +9,16 @@ import time
 import numpy as np
 import pyarrow as pa
 
+from xlp.data.conllu import read_part
 from xlp.errors import ShardChecksumError, XlpError
 from xlp.models.extract import FeatureExtractor
 from xlp.models.loading import pick_device
-from xlp.orchestrator.units import ExtractUnit, ProbeUnit, SentenceUnit
+from xlp.probing.linear import fit_probes, majority_accuracy
+from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, resample_sentences, shard_path
 from xlp.storage.store import ChecksumMismatch, Written
 from xlp.tasks.base import Runtime, WordTask, result_row
-from xlp.tasks.probe import fit_probes, majority_accuracy
-from xlp.tasks.ud import read_part
 
 
 def _fault_injection(key: str, faults: dict | None) -> None:

@@ -9,8 +9,8 @@ import time
 from collections import defaultdict
 
 from xlp.errors import XlpError
-from xlp.orchestrator.ledger import STAGES, Ledger
-from xlp.orchestrator.lock import LOCK, _alive
+from xlp.run.ledger import STAGES, Ledger
+from xlp.run.lock import LOCK, _alive
 from xlp.storage import Store
 
 INFLIGHT = "status/inflight.json"  # written by the driver as units start and finish

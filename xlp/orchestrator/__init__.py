@@ -1,1 +1,0 @@
-"""The orchestrator composes tasks, models and storage into a resumable Ray run."""

@@ -1,0 +1,1 @@
+"""Probe solvers and the features they are fit on; they know nothing of tasks."""
