@@ -8,23 +8,21 @@ import numpy as np
 import pytest
 from conftest import MINILM, SHARED
 
+from xlp.data.alignment import read_gold, read_pair
 from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import FeatureExtractor
-from xlp.tasks.align import (
-    AlignTask,
+from xlp.probing.simalign import (
     Counts,
-    align_rows,
     align_sentence,
     argmax_links,
     diagonal_links,
     itermax_links,
-    read_gold,
-    read_pair,
     score,
     score_layers,
     similarity,
 )
+from xlp.tasks.align import AlignTask, align_rows
 
 ALIGNMENT = SHARED / "alignment"
 

@@ -12,7 +12,7 @@ from conftest import make_tiny_xlmr, write_spec
 
 from xlp.config import CheckpointSpec
 from xlp.errors import XlpError
-from xlp.models.checkpoints import parse_step_name, resolve_checkpoints, step_of
+from xlp.models.series import parse_step_name, resolve_checkpoints, step_of
 
 
 def test_steps_from_names_and_metadata(tmp_path):

@@ -80,7 +80,7 @@ def test_converted_model_matches_the_original(fairseq_dir, tmp_path):
     for ha, hb in zip(a.hidden_states, b.hidden_states):
         torch.testing.assert_close(ha, hb, rtol=0, atol=1e-5)
     torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-5)
-    from xlp.models.checkpoints import step_of
+    from xlp.models.series import step_of
     assert step_of(tmp_path / "step_1500") == 1500
     assert (tmp_path / "step_1500" / "model.safetensors").is_file()
 

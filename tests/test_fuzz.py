@@ -8,9 +8,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from xlp.config import load_spec
 from xlp.data.conllu import read_conllu
 from xlp.errors import XlpError
+from xlp.run.manifest import load_manifest as load_spec
 
 FIELD = st.one_of(st.sampled_from(["_", "0", "1", "2", "3", "-1", "1-2", "2.1", "x", "NOUN", "root", "nsubj:pass"]),
                   st.text(max_size=4))

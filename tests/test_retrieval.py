@@ -71,7 +71,8 @@ def test_minilm_sentence_tasks(tmp_path, ray_local):
     spec = load_spec(write_spec(
         tmp_path / "r.yaml", name="retrieval", output=str(tmp_path / "run"),
         checkpoints=[{"path": str(MINILM), "step": 0}],
-        data={"ud_root": "${XLP_SHARED}/ud", "languages": UDHR_LANGS, "xnli": str(_xnli_layout(tmp_path / "xnli"))},
+        data={"ud_root": "${XLP_SHARED}/ud", "languages": UDHR_LANGS},
+        xnli={"path": str(_xnli_layout(tmp_path / "xnli"))},
         tasks=["retrieval", "bpc", "xnli"], layers=[0, 6], probe={"seeds": [0, 1]}, retrieval={"max_sentences": 25}))
     res = launch(spec, quiet=True)
     assert any("has no language-model head" in n for n in res.plan.notes)  # MiniLM: bpc skipped, not an error
@@ -115,7 +116,8 @@ def test_xnli_uses_every_language_its_data_has_unless_told(tmp_path):
     from xlp.run.plan import make_plan
 
     spec = dict(name="x", output=str(tmp_path / "run"), checkpoints=[{"path": str(MINILM), "step": 0}],
-                data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"], "xnli": str(_xnli_layout(tmp_path / "xnli"))},
+                data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"]},
+                xnli={"path": str(_xnli_layout(tmp_path / "xnli"))},
                 tasks=["xnli"], layers=[6])
     [unit] = make_plan(load_spec(write_spec(tmp_path / "a.yaml", **spec))).probe
     assert unit.langs == ("en", "de")

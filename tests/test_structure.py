@@ -19,6 +19,7 @@ from xlp.config import ProbeSpec
 from xlp.hashing import DataFile
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.loading import weight_sizes
+from xlp.run.manifest import load_manifest
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.tasks import BUILT_IN, get_task
 from xlp.tasks.base import SentenceInputs
@@ -142,10 +143,9 @@ def test_bpc_refuses_pickled_hub_weights(tmp_path):
 import sys
 from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint
-from xlp.tasks.base import Runtime
-from xlp.tasks.bpc import MlmScorer
+from xlp.models.masked_lm import MlmScorer
 try:
-    scorer = MlmScorer(Checkpoint(0, "org/tiny", revision="main"), Runtime(allow_pickle=sys.argv[1] == "yes"))
+    scorer = MlmScorer(Checkpoint(0, "org/tiny", revision="main"), allow_pickle=sys.argv[1] == "yes")
 except XlpError as e:
     print("refused:", e)
 else:
@@ -165,7 +165,7 @@ def test_unknown_or_broken_task_names_the_key(tmp_path):
                       checkpoints=[{"path": str(MINILM)}], data={"ud_root": str(UD), "languages": ["en"]},
                       tasks=["pos", "no_such_module:Task"])
     r = run_xlp("validate", spec, "--schema-only")
-    assert r.returncode == 1 and "key `tasks`" in r.stderr and "cannot import" in r.stderr
+    assert r.returncode == 1 and "key `tasks.1`" in r.stderr and "cannot import" in r.stderr
     assert "Traceback" not in r.stderr
 
 
@@ -177,23 +177,33 @@ def plugin_path(monkeypatch):
 
 
 def test_a_researchers_own_task_runs_like_a_built_in_one(tmp_path, ray_local, plugin_path):
-    """examples/plugins/ud_features.py, outside xlp, probes UD's Number feature: named in the spec as
-    `module:Class`, it is planned, hashed, run on Ray workers, reduced and reported like a built-in task."""
-    spec = write_spec(tmp_path / "feats.yaml", name="feats", output=str(tmp_path / "run"),
-                      checkpoints=[{"path": str(MINILM)}],
-                      data={"ud_root": str(UD), "languages": ["en", "de"], "max_train_sentences": 300,
-                            "max_test_sentences": 150},
-                      tasks=["pos", "ud_features:NumberTask"], layers=[3], cross_lingual=True)
-    r = run_xlp("launch", spec, "--quiet")
+    """examples/plugins/ud_features.py, outside xlp, probes a UD feature chosen by its own option: named in the
+    spec as `module:Class` with its section under its name, it is validated, planned, hashed (its option with
+    it), run on Ray workers, reduced and reported like a built-in task."""
+    from xlp.run.plan import make_plan
+
+    spec = dict(name="feats", output=str(tmp_path / "run"), checkpoints=[{"path": str(MINILM)}],
+                data={"ud_root": str(UD), "languages": ["en", "de"], "max_train_sentences": 300,
+                      "max_test_sentences": 150},
+                tasks=["pos", "ud_features:UdFeatureTask"], ud_feature={"feature": "Number"}, layers=[3],
+                cross_lingual=True)
+    r = run_xlp("validate", write_spec(tmp_path / "bad.yaml", **{**spec, "ud_feature": {"feature": "number"}}))
+    assert r.returncode == 1 and "key `ud_feature.feature`" in r.stderr  # its own model checks its option
+    plans = {f: make_plan(load_manifest(write_spec(tmp_path / f"{f}.yaml", **{**spec, "ud_feature": {"feature": f}})))
+             for f in ("Number", "Case")}
+    hashes = {f: {u.key: u.hash for u in plan.probe} for f, plan in plans.items()}
+    assert {k for k in hashes["Number"] if hashes["Number"][k] != hashes["Case"][k]} == {
+        k for k in hashes["Number"] if "task=ud_feature" in k} != set()  # the option is in its units' hashes only
+    r = run_xlp("launch", tmp_path / "Number.yaml", "--quiet")
     assert r.returncode == 0, r.stderr
     probes = pd.read_parquet(tmp_path / "run" / "results" / "probes.parquet")
-    number = probes[probes.task == "number"]
+    number = probes[probes.task == "ud_feature"]
     assert len(number) == 4  # en->en, en->de, de->en, de->de
     en = number[(number.src_lang == "en") & (number.tgt_lang == "en")].iloc[0]
     assert en.value > en.baseline + 0.1  # MiniLM is an English model: measured 0.93 against 0.79
     report = (tmp_path / "run" / "report" / "index.html").read_text()
-    assert "the value of the UD feature Number" in report
-    assert run_xlp("launch", spec, "--quiet", "--json").stdout.count('"event": "unit"') == 0  # all done
+    assert "the UD feature Number" in report
+    assert run_xlp("launch", tmp_path / "Number.yaml", "--quiet", "--json").stdout.count('"event": "unit"') == 0
 
 
 def test_a_plugin_registered_under_the_entry_point_group(tmp_path, monkeypatch, plugin_path):
@@ -240,7 +250,7 @@ def test_each_task_has_its_own_grid_of_languages(tmp_path, tiny_series):
     assert dtype == "F32" and nbytes == 4 * params and f"{params / 1e6:,.1f} M parameters" in r.stdout
     bad = write_spec(tmp_path / "b.yaml", **{**spec, "task_grid": {"pos": {"sources": ["fr"]}}})
     r = run_xlp("validate", bad, "--schema-only")
-    assert r.returncode == 1 and "task_grid.pos.sources: ['fr'] not in data.languages" in r.stderr
+    assert r.returncode == 1 and "key `task_grid.pos.sources`: ['fr'] not in data.languages" in r.stderr
 
 
 def test_bootstrap_seeds_measure_probe_training_variance(tmp_path, tiny_series, ray_local):

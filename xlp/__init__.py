@@ -1,3 +1,5 @@
 """xlp: probe every checkpoint of a multilingual pretraining run, per language and skill."""
 
-__version__ = "0.1.0"
+from xlp.version import __version__
+
+__all__ = ["__version__"]

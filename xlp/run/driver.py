@@ -4,7 +4,6 @@ start as soon as their shards exist, every finished unit recorded in the ledger,
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections import Counter, OrderedDict
@@ -18,6 +17,7 @@ from xlp.config import Spec
 from xlp.errors import ShardChecksumError, XlpError
 from xlp.run.ledger import Ledger
 from xlp.run.lock import run_lock
+from xlp.run.manifest import PLAN_FILE, SPEC_FILE, Manifest, manifest
 from xlp.run.plan import Plan, SentenceUnit, make_plan
 from xlp.run.ray_session import ray_session
 from xlp.run.reduce import reduce_run
@@ -35,13 +35,18 @@ class LaunchResult:
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
+    def summary(self, output: str) -> dict:
+        return {"run": output, "extracted": self.extracted, "probed": self.probed, "skipped_done": self.skipped,
+                "failed": self.failed, "seconds": round(self.seconds, 2), "results": f"{output}/results",
+                "report": f"{output}/report/index.html"}
+
 
 def _error_text(e: BaseException) -> str:
     cause = getattr(e, "cause", None) or e
     return f"{type(cause).__name__}: {cause}" if not isinstance(cause, XlpError) else str(cause)
 
 
-def launch(spec: Spec, console: Console | None = None, quiet: bool = False, address: str | None = None,
+def launch(spec: Spec | Manifest, console: Console | None = None, quiet: bool = False, address: str | None = None,
            events: Callable[[dict], None] | None = None, verify: bool = False) -> LaunchResult:
     """Run (or resume) the whole grid; redo only units the ledger does not show as done.
 
@@ -49,15 +54,21 @@ def launch(spec: Spec, console: Console | None = None, quiet: bool = False, addr
     unit and per stage (for `xlp launch --json`)."""
     start = time.time()
     console = console or Console(stderr=True)
-    store = Store(spec.output)
-    plan = make_plan(spec)
+    run = manifest(spec)
+    if run.spec.pretrain is not None:  # build the checkpoint series first if it is not there yet
+        from xlp.models.replica import pretrain
+
+        pretrain(run.spec.pretrain, console=console, quiet=quiet)
+    store = Store(run.spec.output)
+    plan = make_plan(run)
     with run_lock(store):
-        return _launch(spec, plan, store, console, quiet, address, start, events or (lambda _: None), verify)
+        return _launch(run, plan, store, console, quiet, address, start, events or (lambda _: None), verify)
 
 
-def _launch(spec, plan, store, console, quiet, address, start, emit, verify=False) -> LaunchResult:
-    store.write_bytes("plan.json", plan.to_json().encode())
-    store.write_bytes("spec.json", spec.model_dump_json(indent=1).encode())
+def _launch(run: Manifest, plan, store, console, quiet, address, start, emit, verify=False) -> LaunchResult:
+    spec = run.spec
+    store.write_bytes(PLAN_FILE, plan.to_json().encode())
+    store.write_bytes(SPEC_FILE, run.to_json().encode())
     ledger = Ledger(store)
     probe_todo = [u for u in plan.probe if not ledger.is_done("probe", u.key, u.hash, verify)]
     for key in {k for u in probe_todo for k in u.needs if ledger.is_dropped("extract", k)}:
@@ -118,11 +129,8 @@ def _ship_plugin_tasks(plan: Plan) -> None:
 def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> None:
     import ray
 
-    from xlp.run.work import ExtractionWorker, run_probe, run_sentence_unit
+    from xlp.run.work import ExtractionWorker, Faults, WorkContext, run_probe, run_sentence_unit
 
-    fail = {"unit": os.environ.get("XLP_FAIL_UNIT"), "write": os.environ.get("XLP_FAIL_WRITE"),
-            "die": os.environ.get("XLP_DIE_IN_UNIT"), "marker": os.environ.get("XLP_DIE_MARKER"),
-            "hold": os.environ.get("XLP_HOLD_IN_UNIT"), "hold_marker": os.environ.get("XLP_HOLD_MARKER")}
     todo_keys = {u.key for u in ext_todo}
     readers = Counter(k for u in probe_todo for k in u.needs)  # probes still to read each shard
     done_ext = {u.key for u in plan.extract} - todo_keys
@@ -137,13 +145,13 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     n_actors = min(cl.extractors, len(by_ckpt))
     runtime = Runtime(batch_tokens=spec.batch_tokens, trust_remote_code=spec.trust_remote_code,
                       allow_pickle=spec.allow_pickle)
+    ctx = WorkContext(spec.output, runtime, Faults.from_env(), probe_on_gpu=cl.gpus_per_probe > 0)
     _ship_plugin_tasks(plan)
     actors = [Actor.options(num_cpus=cl.cpus_per_extractor, num_gpus=cl.gpus_per_extractor,
                             max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD")
-              .remote(spec.output, runtime) for _ in range(n_actors)]
+              .remote(ctx) for _ in range(n_actors)]
     probe_task = ray.remote(run_probe).options(num_cpus=cl.cpus_per_probe, num_gpus=cl.gpus_per_probe,
                                                max_retries=2)
-    probe_on_gpu = cl.gpus_per_probe > 0
     # sentence tasks run the model: they get an extractor's resources
     sentence_task = ray.remote(run_sentence_unit).options(num_cpus=cl.cpus_per_extractor,
                                                        num_gpus=cl.gpus_per_extractor, max_retries=2)
@@ -155,7 +163,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
         if by_ckpt:
             _, units = by_ckpt.popitem(last=False)
             for u in units:
-                inflight[actors[i].run.remote(u, fail)] = ("extract", u, i)
+                inflight[actors[i].run.remote(u)] = ("extract", u, i)
             load[i] += len(units)
 
     def submit_ready() -> None:
@@ -165,10 +173,10 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
                 ledger.record_failure("probe", u.key, u.hash, "an input shard failed to extract")
                 result.failed[f"probe {u.key}"] = "input shard failed"
             elif isinstance(u, SentenceUnit):
-                inflight[sentence_task.remote(spec.output, u, runtime, fail)] = ("probe", u, None)
+                inflight[sentence_task.remote(ctx, u)] = ("probe", u, None)
             elif all(k in done_ext for k in u.needs):
                 digests = ledger.output_digests("extract", u.needs)
-                inflight[probe_task.remote(spec.output, u, fail, digests, probe_on_gpu)] = ("probe", u, None)
+                inflight[probe_task.remote(ctx, u, digests)] = ("probe", u, None)
             else:
                 still.append(u)
         waiting[:] = still

@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-import xlp
 from xlp.config import Spec
 from xlp.models.checkpoints import Checkpoint
 from xlp.run import preflight
+from xlp.run.manifest import Manifest, manifest
 from xlp.run.preflight import RunInputs
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.tasks import WordTask
+from xlp.version import __version__
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Plan:
     def to_json(self) -> str:
         """What `xlp status` reads: every unit key with the hash it must be recorded with."""
         return json.dumps({
-            "xlp_version": xlp.__version__,
+            "xlp_version": __version__,
             "summary": self.summary(),
             "checkpoints": {str(c.step): c.name for c in self.checkpoints},  # where each step is now
             "duplicates": {str(k): v for k, v in self.duplicates.items()},
@@ -59,9 +60,11 @@ class Plan:
         }, indent=1, sort_keys=True)
 
 
-def make_plan(spec: Spec, inputs: RunInputs | None = None) -> Plan:
+def make_plan(run: Spec | Manifest, inputs: RunInputs | None = None) -> Plan:
     """Lay out every unit of the run (pre-flight first, unless its result is given)."""
-    inputs = inputs or preflight.check(spec)
+    run = manifest(run)
+    spec = run.spec
+    inputs = inputs or preflight.check(run)
     d, ud = spec.data, inputs.data.ud
     plan = Plan(checkpoints=inputs.checkpoints, layers=inputs.layers, sources=inputs.sources,
                 targets=inputs.targets, notes=inputs.notes, feature_bytes=preflight.feature_bytes(spec, inputs),
@@ -85,6 +88,8 @@ def make_plan(spec: Spec, inputs: RunInputs | None = None) -> Plan:
     for ckpt in probed:
         for tasks in _fit_groups(inputs.word_tasks):
             langs, sources, targets_of_grid = spec.grid(tasks[0].name)
+            options = tuple((t.name, run.tasks.options[t.name].model_dump_json()) for t in tasks
+                            if type(run.tasks.options[t.name]).model_fields) or None
             for group in layer_groups:
                 for src in plan.sources:
                     tgts = [t for t in plan.targets if (t == src and src in langs)
@@ -99,7 +104,7 @@ def make_plan(spec: Spec, inputs: RunInputs | None = None) -> Plan:
                                                 pooling=inputs.poolings[ckpt.name],
                                                 train_split=ud[src].train[0], targets=targets, probe=spec.probe,
                                                 needs=tuple(u.key for u in needs),
-                                                inputs=tuple(u.hash for u in needs)))
+                                                inputs=tuple(u.hash for u in needs), options=options))
     for task in inputs.tasks:
         found = inputs.sentence_inputs.get(task.name)
         if found is None:

@@ -20,12 +20,13 @@ from xlp.models.checkpoints import (
     check_one_tokenizer,
     check_weights,
     load_config,
-    resolve_checkpoints,
     with_identities,
 )
 from xlp.models.families import resolve_pooling
+from xlp.models.series import resolve_checkpoints
+from xlp.run.manifest import Manifest, manifest
 from xlp.storage import Store
-from xlp.tasks import SentenceTask, Task, WordTask, resolve_tasks
+from xlp.tasks import SentenceTask, Task, WordTask
 from xlp.tasks.base import RunData, SentenceInputs, UdFiles
 
 
@@ -59,8 +60,9 @@ class RunInputs:
         return [lang for lang, f in self.data.ud.items() if f.test] if self.word_tasks else []
 
 
-def check(spec: Spec) -> RunInputs:
-    tasks = resolve_tasks(spec.tasks)
+def check(run: Spec | Manifest) -> RunInputs:
+    run = manifest(run)
+    spec, tasks = run.spec, list(run.tasks)
     ckpts = resolve_checkpoints(spec.checkpoints)
     configs = check_series(ckpts, spec)
     depths = {name: c.num_hidden_layers for name, c in configs.items()}
@@ -78,10 +80,11 @@ def check(spec: Spec) -> RunInputs:
         raise XlpError("data.languages: no language has a train (or dev) split to fit probes on")
     for task in tasks:
         if isinstance(task, SentenceTask):
-            found = task.inputs(spec, data, notes)
+            ctx = run.context(task.name, data)
+            found = task.inputs(ctx, notes)
             if found is not None:
                 inputs.sentence_inputs[task.name] = found
-                skips = {c.name: note for c in inputs.checkpoints if (note := task.skip(c, spec))}
+                skips = {c.name: note for c in inputs.checkpoints if (note := task.skip(c, ctx))}
                 inputs.skipped[task.name] = skips
                 notes.extend(skips.values())
     check_disk(spec, feature_bytes(spec, inputs) - _features_on_disk(spec))
@@ -213,7 +216,6 @@ def check_disk(spec: Spec, need: int) -> None:
                        f"{free / 2**30:.1f} GiB free; free space, cap data.max_*_sentences, or choose fewer layers")
 
 
-def check_data_only(spec: Spec) -> None:
+def check_data_only(run: Spec | Manifest) -> None:
     """What can be checked before a pretraining spec's checkpoints exist: the tasks and the data."""
-    resolve_tasks(spec.tasks)
-    check_data(spec, [])
+    check_data(manifest(run).spec, [])

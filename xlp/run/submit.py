@@ -9,11 +9,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from xlp.config import Spec
 from xlp.errors import XlpError
+from xlp.run.manifest import Manifest
 from xlp.run.ray_session import TOKEN_HINT, auth_refused
 
-SPEC_NAME = "xlp-spec.yaml"
+SPEC_NAME = "xlp-spec.json"  # the validated manifest: ${VAR}s and defaults as they were where it was validated
 NO_AGENT = "No available agent to submit job"  # Ray's answer until the head's job agent has registered
 AGENT_WAITS = (1, 2, 4, 8, 15)  # seconds between tries
 
@@ -36,8 +36,9 @@ def _why(e: Exception) -> str:
     return f"{why}; {TOKEN_HINT}" if auth_refused(str(e)) else why
 
 
-def submit(spec_path: Path, spec: Spec, address: str | None, verify: bool = False) -> str:
-    """Send `xlp launch` of this spec to the cluster; the spec travels in the job's runtime_env."""
+def submit(run: Manifest, address: str | None, verify: bool = False) -> str:
+    """Send `xlp launch` of this run to the cluster; its validated manifest travels in the job's runtime_env."""
+    spec = run.spec
     relative = [what for what, value in [("output", spec.output)] + [
         (f"checkpoints[{i}].path", c.path) for i, c in enumerate(spec.checkpoints) if c.path]
         if "://" not in value and not os.path.isabs(os.path.expanduser(value))]
@@ -47,7 +48,7 @@ def submit(spec_path: Path, spec: Spec, address: str | None, verify: bool = Fals
     client = _client(address or spec.cluster.address)
     workdir = Path(tempfile.mkdtemp(prefix="xlp-job-"))
     try:
-        shutil.copy(spec_path, workdir / SPEC_NAME)
+        (workdir / SPEC_NAME).write_text(run.to_json())
         entry = f"xlp launch {SPEC_NAME} --quiet" + (" --verify" if verify else "")
         for wait in (*AGENT_WAITS, None):
             try:

@@ -13,12 +13,12 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
-import xlp
 from xlp.config import ProbeSpec
 from xlp.hashing import DataFile
 from xlp.models.checkpoints import Checkpoint
 from xlp.storage.features import shard_path
 from xlp.tasks.base import SentenceInputs, SentenceTask, Task, WordTask
+from xlp.version import __version__
 
 
 def digest(obj) -> str:
@@ -56,7 +56,7 @@ class Unit:
         of runs made before it existed (and their outputs are not redone)."""
         unset = {f.name for f in fields(self) if f.default is None and getattr(self, f.name) is None}
         own = {k: v for k, v in _hashable(self).items() if k not in unset}
-        return digest({"unit": type(self).__name__, "code": xlp.__version__, **own})
+        return digest({"unit": type(self).__name__, "code": __version__, **own})
 
     @property
     def output(self) -> str:
@@ -102,10 +102,17 @@ class ProbeUnit(Unit):
     probe: ProbeSpec
     needs: tuple[str, ...]  # extraction unit keys
     inputs: tuple[str, ...]  # their hashes: the shards' identity
+    options: tuple[tuple[str, str], ...] | None = None  # (task, its options as JSON) for tasks that have options
 
     @property
     def task(self) -> str:
         return "+".join(t.name for t in self.tasks)
+
+    def configured_tasks(self) -> tuple[WordTask, ...]:
+        """The unit's tasks with the run's options they were planned with."""
+        given = dict(self.options or ())
+        return tuple(t.configured(t.Options.model_validate_json(given[t.name])) if t.name in given else t
+                     for t in self.tasks)
 
     @property
     def key(self) -> str:

@@ -1,10 +1,12 @@
-"""What one unit does, independent of where it runs (a Ray actor, a Ray task, or a test)."""
+"""What one unit does, independent of where it runs (a Ray actor, a Ray task, or a test). Every worker
+takes one `WorkContext` (where the run's files are, how to run, the tests' injected faults) and a unit."""
 
 from __future__ import annotations
 
 import os
 import socket
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -21,23 +23,51 @@ from xlp.storage.store import ChecksumMismatch, Written
 from xlp.tasks.base import Runtime, WordTask, result_row
 
 
-def _fault_injection(key: str, faults: dict | None) -> None:
+@dataclass(frozen=True)
+class Faults:
     """Tests break a chosen unit deterministically, from the driver's environment (the driver passes
     it along, so long-lived Ray workers need not see it): XLP_FAIL_UNIT=<substring of a unit key>
     raises in it; XLP_DIE_IN_UNIT=<substring> kills the worker process running it (as the OOM killer
     would), once: XLP_DIE_MARKER names a file created on the way down; XLP_HOLD_IN_UNIT=<substring>
     holds it, once, after writing its Ray node id and pid to XLP_HOLD_MARKER, until the test deletes
-    that file (at most two minutes), so that the test can take the node down while the unit runs there."""
-    faults = faults or {}
-    if faults.get("unit") and faults["unit"] in key:
-        raise RuntimeError(f"injected failure in {key} (XLP_FAIL_UNIT)")
-    if faults.get("die") and faults["die"] in key and _first_time(faults.get("marker")):
-        os._exit(137)
-    hold = faults.get("hold_marker")
-    if faults.get("hold") and faults["hold"] in key and _first_time(hold, f"{_ray_node()} {os.getpid()}"):
-        deadline = time.time() + 120
-        while os.path.exists(hold) and time.time() < deadline:
-            time.sleep(0.1)
+    that file (at most two minutes), so that the test can take the node down while the unit runs there;
+    XLP_FAIL_WRITE=<substring of a path> makes writes there fail with ENOSPC."""
+    unit: str | None = None
+    write: str | None = None
+    die: str | None = None
+    die_marker: str | None = None
+    hold: str | None = None
+    hold_marker: str | None = None
+
+    @classmethod
+    def from_env(cls) -> Faults:
+        env = os.environ.get
+        return cls(unit=env("XLP_FAIL_UNIT"), write=env("XLP_FAIL_WRITE"), die=env("XLP_DIE_IN_UNIT"),
+                   die_marker=env("XLP_DIE_MARKER"), hold=env("XLP_HOLD_IN_UNIT"), hold_marker=env("XLP_HOLD_MARKER"))
+
+    def inject(self, key: str) -> None:
+        if self.unit and self.unit in key:
+            raise RuntimeError(f"injected failure in {key} (XLP_FAIL_UNIT)")
+        if self.die and self.die in key and _first_time(self.die_marker):
+            os._exit(137)
+        hold = self.hold_marker
+        if self.hold and self.hold in key and _first_time(hold, f"{_ray_node()} {os.getpid()}"):
+            deadline = time.time() + 120
+            while os.path.exists(hold) and time.time() < deadline:
+                time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class WorkContext:
+    """What every worker gets besides its unit: the run folder, how to run (never what to compute: none of
+    it is hashed), and the faults tests inject."""
+    output: str
+    runtime: Runtime = field(default_factory=Runtime)
+    faults: Faults = field(default_factory=Faults)
+    probe_on_gpu: bool = False  # cluster.gpus_per_probe > 0: fit on the GPU Ray assigns, if the worker sees one
+
+    def store(self) -> Store:
+        return Store(self.output, fail_write=self.faults.write)
 
 
 def _first_time(marker: str | None, content: str = "") -> bool:
@@ -64,10 +94,6 @@ def _ray_node() -> str | None:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
-def _store(output: str, faults: dict | None) -> Store:
-    return Store(output, fail_write=(faults or {}).get("write"))
-
-
 def _written(written: Written, rows: int, start: float, **extra) -> dict:
     """What the ledger records of a finished unit: its output's size and digest, and where and how long."""
     return {"bytes": written.bytes, "sha256": written.sha256, "rows": rows, "seconds": time.time() - start,
@@ -81,14 +107,13 @@ def _write_rows(store: Store, unit: ProbeUnit | SentenceUnit, rows: list[dict], 
 class ExtractionWorker:
     """Holds one loaded checkpoint at a time and writes feature shards."""
 
-    def __init__(self, output: str, runtime: Runtime):
-        self.store, self.runtime = Store(output), runtime
+    def __init__(self, ctx: WorkContext):
+        self.ctx, self.store, self.runtime = ctx, ctx.store(), ctx.runtime
         self.extractor: FeatureExtractor | None = None
 
-    def run(self, unit: ExtractUnit, faults: dict | None = None) -> dict:
+    def run(self, unit: ExtractUnit, digests: dict[str, str] | None = None) -> dict:
         start = time.time()
-        _fault_injection(unit.key, faults)
-        self.store.fail_write = (faults or {}).get("write")
+        self.ctx.faults.inject(unit.key)
         e = self.extractor
         if e is None or e.ckpt != unit.ckpt or e.layers != list(unit.layers) or e.pooling != unit.pooling:
             self.extractor = None  # free the previous checkpoint before loading the next
@@ -114,21 +139,21 @@ def _read(store: Store, needs: tuple[str, ...], step: int, lang: str, split: str
         raise ShardChecksumError(path) from None
 
 
-def run_probe(output: str, unit: ProbeUnit, faults: dict | None = None, digests: dict[str, str] | None = None,
-              on_gpu: bool = False) -> dict:
+def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None = None) -> dict:
     """Fit the source's probes for every layer of the unit, per seed (once when the seed can change
     neither the examples nor the fit), and score them on every target's test examples, for each of
-    the unit's tasks (the first task's probe serves the others: arc and arc_uas share one fit). With
-    `on_gpu` (cluster.gpus_per_probe) the fits run on the GPU Ray assigned, if the worker sees one."""
+    the unit's tasks (the first task's probe serves the others: arc and arc_uas share one fit). Each
+    shard read is checked against `digests` (the ledger's, by unit key)."""
     start = time.time()
-    device = pick_device(None) if on_gpu else None  # None: the CPU
-    _fault_injection(unit.key, faults)
-    store = _store(output, faults)
+    device = pick_device(None) if ctx.probe_on_gpu else None  # None: the CPU
+    ctx.faults.inject(unit.key)
+    store = ctx.store()
     digests = digests or {}
-    fit = unit.tasks[0]
+    tasks = unit.configured_tasks()
+    fit = tasks[0]
     step, settings = unit.ckpt.step, unit.probe
     resample = settings.resample == "bootstrap"
-    needs = tuple(dict.fromkeys([c for task in unit.tasks for c in task.needs] + (["sent_idx"] if resample else [])))
+    needs = tuple(dict.fromkeys([c for task in tasks for c in task.needs] + (["sent_idx"] if resample else [])))
     table, cols = _read(store, needs, step, unit.src, unit.train_split, unit.layers, digests)
     cap = settings.max_train_words
     probes, n_train, invariant = {}, {}, False
@@ -149,7 +174,7 @@ def run_probe(output: str, unit: ProbeUnit, faults: dict | None = None, digests:
     rows = []
     for tgt, split in unit.targets:
         test, cols = _read(store, needs, step, tgt, split, unit.layers, digests)
-        for task in unit.tasks:
+        for task in tasks:
             rows += _score(unit, task, probes, n_train, invariant, tgt, test, cols)
     if not rows:
         raise XlpError(f"probe {unit.key}: no targets")
@@ -179,9 +204,8 @@ def _score(unit: ProbeUnit, task: WordTask, probes: dict, n_train: dict, invaria
     return rows
 
 
-def run_sentence_unit(output: str, unit: SentenceUnit, runtime: Runtime, faults: dict | None = None) -> dict:
+def run_sentence_unit(ctx: WorkContext, unit: SentenceUnit, digests: dict[str, str] | None = None) -> dict:
     """A sentence task's unit: its rows, in the probe outputs' layout, written like a probe's."""
     start = time.time()
-    _fault_injection(unit.key, faults)
-    store = _store(output, faults)
-    return _write_rows(store, unit, unit.sentence_task.rows(unit, runtime), start)
+    ctx.faults.inject(unit.key)
+    return _write_rows(ctx.store(), unit, unit.sentence_task.rows(unit, ctx.runtime), start)

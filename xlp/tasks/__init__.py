@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 
 import numpy as np
+from pydantic import ValidationError
 
+from xlp.config import Spec
 from xlp.errors import XlpError
 from xlp.tasks.align import AlignTask
 from xlp.tasks.arc import ArcHeadTask, ArcTask
-from xlp.tasks.base import SentenceTask, Task, WordTask
+from xlp.tasks.base import RunData, SentenceTask, Task, TaskContext, TaskOptions, WordTask
 from xlp.tasks.bpc import BpcTask
 from xlp.tasks.deprel import DeprelTask
 from xlp.tasks.pos import PosTask
@@ -25,11 +28,12 @@ BUILT_IN: dict[str, Task] = {task.name: task for task in (
     PosTask(), PosControlTask(), ArcTask(), ArcHeadTask(), DeprelTask(),
     RetrievalTask(), BpcTask(), XnliTask(), AlignTask(),
 )}
+DEFAULT_TASKS = (PosTask.name,)  # a spec that names no task
 ENTRY_POINT_GROUP = "xlp.tasks"
 _loaded: dict[str, Task] = {}  # plugin tasks this process has resolved, by name
 
-__all__ = ["BUILT_IN", "SentenceTask", "Task", "WordTask", "get_task", "item_value", "known_tasks", "metric_direction",
-           "pairwise_only", "resolve_tasks"]
+__all__ = ["BUILT_IN", "RunTasks", "SentenceTask", "Task", "TaskContext", "TaskOptions", "WordTask", "configure",
+           "get_task", "item_value", "known_tasks", "metric_direction", "pairwise_only", "resolve_tasks"]
 
 
 def known_tasks() -> list[str]:
@@ -60,13 +64,75 @@ def get_task(ref: str) -> Task:
     return task
 
 
-def resolve_tasks(refs: list[str]) -> list[Task]:
-    """The spec's tasks, each once, in order."""
+def resolve_tasks(refs: list[str] | None) -> list[Task]:
+    """The spec's tasks (None: the default ones), each once, in order."""
     tasks: dict[str, Task] = {}
-    for ref in refs:
+    for ref in refs or DEFAULT_TASKS:
         task = get_task(ref)
         tasks.setdefault(task.name, task)
     return list(tasks.values())
+
+
+@dataclass(frozen=True)
+class RunTasks:
+    """A run's tasks, resolved once, each with its validated options; what every layer below the run gets."""
+    tasks: dict[str, Task]
+    options: dict[str, TaskOptions]
+
+    def __iter__(self):
+        return iter(self.tasks.values())
+
+    def __getitem__(self, name: str) -> Task:
+        return self.tasks[name]
+
+    def configured(self) -> dict[str, Task]:
+        """Each task of the run with its options (what its definition and examples read)."""
+        return {name: task.configured(self.options[name]) for name, task in self.tasks.items()}
+
+    def context(self, name: str, spec: Spec, run_data: RunData | None = None) -> TaskContext:
+        """What task `name` sees of the run: its options and the parts of the spec a task may read."""
+        return TaskContext(name=name, options=self.options[name], data=spec.data, probe=spec.probe,
+                           pooling=spec.pooling, cross_lingual=spec.cross_lingual, grid_entry=spec.task_grid.get(name),
+                           trust_remote_code=spec.trust_remote_code, run_data=run_data)
+
+
+def legacy_keys() -> dict[tuple, tuple]:
+    """Where older specs wrote built-in tasks' options (old key -> key now), for the spec reader."""
+    return {tuple(old.split(".")): (task.name, *([inner] if inner else []))
+            for task in BUILT_IN.values() for old, inner in task.legacy_keys.items()}
+
+
+def configure(spec: Spec) -> RunTasks:
+    """Resolve the spec's tasks and validate each one's options (its section, under its name); a section
+    that no task of the run and no built-in task owns is an unknown key. Errors name file, line and key."""
+    src = spec.source
+    tasks: dict[str, Task] = {}
+    for i, ref in enumerate(spec.tasks or DEFAULT_TASKS):
+        try:
+            task = get_task(ref)
+        except XlpError as e:
+            raise src.key_error(("tasks", i), str(e)) from None
+        tasks.setdefault(task.name, task)
+    owners = {**BUILT_IN, **tasks}
+    for key in spec.model_extra or {}:
+        if key not in owners:
+            raise src.key_error((key,), "unknown key (check its spelling against the spec reference in the README)")
+    options = {}
+    for name, task in owners.items():
+        try:
+            options[name] = task.Options.model_validate(spec.section(name))
+        except ValidationError as e:
+            raise src.error(e, prefix=(name,)) from None
+    for name, g in spec.task_grid.items():
+        if name not in owners:
+            raise src.key_error(("task_grid", name), f"no task {name!r} in this run")
+        if not owners[name].reads_ud_with(options[name]):
+            continue
+        for key in ("languages", "sources", "targets"):
+            missing = [lang for lang in getattr(g, key) or [] if lang not in spec.data.languages]
+            if missing:
+                raise src.key_error(("task_grid", name, key), f"{missing} not in data.languages")
+    return RunTasks(tasks, {name: options[name] for name in owners})
 
 
 def pairwise_only() -> set[str]:

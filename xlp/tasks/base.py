@@ -9,6 +9,7 @@ at plan time it resolves the files it reads (`inputs`), and one unit per checkpo
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,61 +17,23 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
 
+from xlp.config import DataSpec, ProbeSpec, TaskGridSpec
+from xlp.config.spec import task_grid
 from xlp.hashing import DataFile
 
-if TYPE_CHECKING:  # the orchestrator's types, for hints only: tasks never import the orchestrator
+if TYPE_CHECKING:  # for hints only
     import pandas as pd
 
-    from xlp.config import Spec
     from xlp.models.checkpoints import Checkpoint
 
 
-class Task(ABC):
-    name: ClassVar[str]
-    metric: ClassVar[str]
-    higher_is_better: ClassVar[bool] = True
-    definition: ClassVar[str]  # what the report and README state: examples, metric, baseline
-    pairwise_only: ClassVar[bool] = False  # in-language values are trivial: curves use the other languages
-    reads_ud: ClassVar[bool] = True  # its languages' data are data.languages' UD treebanks
+class TaskOptions(BaseModel):
+    """A task's own options: the spec's section under the task's name (`bpc: {text: ...}`). A task with
+    options subclasses this and names the subclass as its `Options`; unknown keys are errors."""
 
-    def extra_tables(self, probes: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
-        """Tables derived from the run's rows: {file name: (report title, table)}; none by default."""
-        return {}
-
-    def reads_ud_in(self, spec: Spec) -> bool:
-        """Whether, in this spec, the task's languages' data are data.languages' UD treebanks."""
-        return self.reads_ud
-
-    @staticmethod
-    def value_from_sums(sums: np.ndarray, count: int) -> np.ndarray:
-        """The metric from per-item scores summed over a set of test items: `sums` (k, ...) holds the sums of
-        the k per-item columns a row carries (`correct`: one 0/1 column; `item_sums`: the task's own), `count`
-        how many items were summed. By default the mean of one column (accuracy: the share correct). The
-        reducer's bootstrap recomputes the metric this way on every resample of the test items."""
-        return sums[0] / count
-
-    def describe_grid(self, spec: Spec, langs: list[str] | None) -> str:
-        """The grid `xlp validate` prints for this task, given the languages its units read."""
-        own, sources, targets = spec.grid(self.name, default=langs)
-        across = f"cross-lingual {len(sources)} x {len(targets)}" if sources else "no cross-lingual pairs"
-        if self.pairwise_only:
-            return f"{across} (in-language values are trivial)"
-        return f"in-language {len(own)} ({', '.join(own)}); {across}"
-
-
-class WordTask(Task):
-    """A linear probe on word features. `needs` names the shard's label columns it reads; `seeded`
-    says whether its examples depend on the seed; a task that scores with another's probe names it in
-    `fit_with` (the probe is fit once when both run) and implements `evaluate` and `test_baseline`."""
-
-    needs: ClassVar[tuple[str, ...]]
-    seeded: ClassVar[bool] = False
-    fit_with: ClassVar[str | None] = None
-
-    @abstractmethod
-    def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Features (L, n, d) of the given layer columns and labels (n,)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True)
@@ -94,6 +57,90 @@ class RunData:
 
     def test_files(self, langs: list[str]) -> dict[str, DataFile]:
         return {lang: self.ud[lang].test[1] for lang in langs if lang in self.ud and self.ud[lang].test}
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """What a task sees of a run: its own options, the spec's data section and probe settings, its grid of
+    languages and, from pre-flight on, the data resolved for the run. Never the whole spec."""
+    name: str
+    options: TaskOptions
+    data: DataSpec
+    probe: ProbeSpec
+    pooling: str
+    cross_lingual: bool = True
+    grid_entry: TaskGridSpec | None = None
+    trust_remote_code: bool = False
+    run_data: RunData | None = None
+
+    def grid(self, default: list[str] | None = None) -> tuple[list[str], list[str], list[str]]:
+        """(in-language languages, cross-lingual sources, targets): the task's `task_grid` entry, else
+        `default`, else data.languages."""
+        return task_grid(self.grid_entry, default or self.data.languages, self.cross_lingual)
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    metric: ClassVar[str]
+    higher_is_better: ClassVar[bool] = True
+    definition: ClassVar[str]  # what the report and README state: examples, metric, baseline
+    pairwise_only: ClassVar[bool] = False  # in-language values are trivial: curves use the other languages
+    reads_ud: ClassVar[bool] = True  # its languages' data are data.languages' UD treebanks
+    Options: ClassVar[type[TaskOptions]] = TaskOptions  # its section of the spec, under its name
+    # where older specs wrote its options: a dotted key -> the key in its section it is now (None: the section)
+    legacy_keys: ClassVar[dict[str, str | None]] = {}
+
+    _options: TaskOptions | None = None
+
+    @property
+    def options(self) -> TaskOptions:
+        """The run's options for this task (its Options' defaults until `configured`)."""
+        return self._options if self._options is not None else self.Options()
+
+    def configured(self, options: TaskOptions) -> Task:
+        """This task with a run's options (a copy: the registry's instance stays as it is)."""
+        task = copy.copy(self)
+        task._options = options
+        return task
+
+    def extra_tables(self, probes: pd.DataFrame) -> dict[str, tuple[str, pd.DataFrame]]:
+        """Tables derived from the run's rows: {file name: (report title, table)}; none by default."""
+        return {}
+
+    def reads_ud_with(self, options: TaskOptions) -> bool:
+        """Whether, with these options, the task's languages' data are data.languages' UD treebanks."""
+        return self.reads_ud
+
+    @staticmethod
+    def value_from_sums(sums: np.ndarray, count: int) -> np.ndarray:
+        """The metric from per-item scores summed over a set of test items: `sums` (k, ...) holds the sums of
+        the k per-item columns a row carries (`correct`: one 0/1 column; `item_sums`: the task's own), `count`
+        how many items were summed. By default the mean of one column (accuracy: the share correct). The
+        reducer's bootstrap recomputes the metric this way on every resample of the test items."""
+        return sums[0] / count
+
+    def describe_grid(self, ctx: TaskContext, langs: list[str] | None) -> str:
+        """The grid `xlp validate` prints for this task, given the languages its units read."""
+        own, sources, targets = ctx.grid(default=langs)
+        across = f"cross-lingual {len(sources)} x {len(targets)}" if sources else "no cross-lingual pairs"
+        if self.pairwise_only:
+            return f"{across} (in-language values are trivial)"
+        return f"in-language {len(own)} ({', '.join(own)}); {across}"
+
+
+class WordTask(Task):
+    """A linear probe on word features. `needs` names the shard's label columns it reads; `seeded`
+    says whether its examples depend on the seed; a task that scores with another's probe names it in
+    `fit_with` (the probe is fit once when both run) and implements `evaluate` and `test_baseline`.
+    Its options reach the worker in the probe unit (and count in its hash); `examples` reads `self.options`."""
+
+    needs: ClassVar[tuple[str, ...]]
+    seeded: ClassVar[bool] = False
+    fit_with: ClassVar[str | None] = None
+
+    @abstractmethod
+    def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Features (L, n, d) of the given layer columns and labels (n,)."""
 
 
 @dataclass(frozen=True)
@@ -121,11 +168,11 @@ class SentenceTask(Task):
     """A task that runs the model on whole texts: one unit per checkpoint, all languages inside."""
 
     @abstractmethod
-    def inputs(self, spec: Spec, data: RunData, notes: list[str]) -> SentenceInputs | None:
-        """Read and check the task's data now (pre-flight). None: the task does not run; a note in
-        `notes` says why (as for anything left out)."""
+    def inputs(self, ctx: TaskContext, notes: list[str]) -> SentenceInputs | None:
+        """Read and check the task's data now (pre-flight; `ctx.run_data` is set). None: the task does not
+        run; a note in `notes` says why (as for anything left out)."""
 
-    def skip(self, ckpt: Checkpoint, spec: Spec) -> str | None:
+    def skip(self, ckpt: Checkpoint, ctx: TaskContext) -> str | None:
         """A note when this checkpoint cannot run the task (it is left out, not an error)."""
         return None
 

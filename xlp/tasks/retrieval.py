@@ -6,22 +6,27 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from xlp.data.conllu import conllu_files, read_conllu, require_sentences
 from xlp.errors import XlpError
 from xlp.hashing import data_files
 from xlp.paths import shared_dir
-from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, result_row
+from xlp.tasks.base import Runtime, SentenceInputs, SentenceTask, TaskContext, TaskOptions, result_row
 
-if TYPE_CHECKING:
-    from xlp.config import Spec
+
+class RetrievalOptions(TaskOptions):
+    corpus: Literal["udhr", "pud"] = "udhr"
+    udhr: str | None = Field(None, description="the UDHR TSV (lang, article, paragraph, text); default: XLP_SHARED's")
+    max_sentences: int | None = Field(500, ge=2)
 
 
 class RetrievalTask(SentenceTask):
     name = "retrieval"
+    Options = RetrievalOptions
     metric = "accuracy@1"
     pairwise_only = True  # a sentence trivially retrieves itself: curves use the other languages
     reads_ud = False  # the UDHR, or the PUD treebanks found under the UD root for any language named
@@ -29,13 +34,13 @@ class RetrievalTask(SentenceTask):
                   "sentences (special tokens left out; a text longer than the model's window is the mean over all "
                   "its windows); baseline = chance.")
 
-    def inputs(self, spec: Spec, data: RunData, notes: list[str]) -> SentenceInputs | None:
+    def inputs(self, ctx: TaskContext, notes: list[str]) -> SentenceInputs | None:
         """The corpus is read and aligned now (pre-flight); the unit reads the same files again."""
-        r, langs = spec.retrieval, spec.grid(self.name)[0]
+        r, langs = ctx.options, ctx.grid()[0]
         if r.corpus == "udhr":
             files = {lang: Path(r.udhr) if r.udhr else shared_dir() / "udhr" / "udhr.tsv" for lang in langs}
         else:
-            found = {lang: conllu_files(data.ud_root, f"{lang}_pud-ud-test.conllu") for lang in langs}
+            found = {lang: conllu_files(ctx.run_data.ud_root, f"{lang}_pud-ud-test.conllu") for lang in langs}
             files = {lang: paths[0] for lang, paths in found.items() if paths}
         texts = _parallel(r.corpus, files, langs, r.max_sentences)
         missing = [lang for lang in langs if lang not in texts]

@@ -6,95 +6,52 @@ sentence2. No data means the task is not run (a note), never an error."""
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import Field
 
-from xlp.errors import XlpError
+from xlp.data.xnli import SPLITS, available, read_xnli, read_xnli_file, xnli_file
 from xlp.hashing import data_files
-from xlp.tasks.base import RunData, Runtime, SentenceInputs, SentenceTask, result_row
+from xlp.tasks.base import Runtime, SentenceInputs, SentenceTask, TaskContext, TaskOptions, result_row
 from xlp.tasks.retrieval import SENTENCE_VECTORS
-
-if TYPE_CHECKING:
-    from xlp.config import Spec
-
-SPLITS = ("dev", "test")
-COLUMNS = {"language", "gold_label", "sentence1", "sentence2"}
-
-
-def xnli_file(root: str | Path, split: str) -> Path:
-    root = Path(root)
-    flat = root / f"xnli.{split}.tsv"
-    return flat if flat.is_file() else root / "XNLI-1.0" / f"xnli.{split}.tsv"
-
-
-def available(root: str | None) -> bool:
-    return bool(root) and all(xnli_file(root, s).is_file() for s in SPLITS)
-
-
-def read_xnli(root: str | Path, split: str, langs: list[str] | None,
-              cap: int | None) -> dict[str, tuple[list, list, np.ndarray]]:
-    """Per language (every one when `langs` is None): premises, hypotheses and gold labels of one split
-    (the first `cap` pairs)."""
-    return read_xnli_file(xnli_file(root, split), langs, cap)
-
-
-def read_xnli_file(path: Path, langs: list[str] | None, cap: int | None) -> dict[str, tuple[list, list, np.ndarray]]:
-    out: dict[str, tuple[list, list, list]] = {}
-    csv.field_size_limit(1 << 24)
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            if not COLUMNS <= set(reader.fieldnames or ()):
-                raise XlpError(f"{path}:1: expected the columns {sorted(COLUMNS)} of XNLI's TSV layout")
-            for n, row in enumerate(reader, 2):
-                lang = row["language"]
-                if langs is not None and lang not in langs:
-                    continue
-                p, h, y = out.setdefault(lang, ([], [], []))
-                if cap is not None and len(y) >= cap:
-                    continue
-                if None in (row["sentence1"], row["sentence2"], row["gold_label"]):
-                    raise XlpError(f"{path}:{n}: a row with missing fields")
-                p.append(row["sentence1"])
-                h.append(row["sentence2"])
-                y.append(row["gold_label"])
-    except OSError as e:
-        raise XlpError(f"data.xnli: cannot read {path}: {e.strerror}") from None
-    return {lang: (p, h, np.asarray(y)) for lang, (p, h, y) in out.items()}
 
 
 def pair_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.concatenate([u, v, np.abs(u - v), u * v], axis=-1)
 
 
+class XnliOptions(TaskOptions):
+    path: str | None = Field(None, description="the XNLI-1.0 folder (xnli.dev.tsv, xnli.test.tsv)")
+
+
 class XnliTask(SentenceTask):
     name = "xnli"
+    Options = XnliOptions
+    legacy_keys = {"data.xnli": "path"}
     metric = "accuracy"
     reads_ud = False  # every language of its data, unless task_grid.xnli names some
     definition = ("premise/hypothesis pairs as [u; v; |u - v|; u * v] of mean-pooled sentence vectors; probes fit on a "
                   "language's dev split, scored on test splits; accuracy; baseline = the majority label.")
 
-    def inputs(self, spec: Spec, data: RunData, notes: list[str]) -> SentenceInputs | None:
-        d = spec.data
-        if not available(d.xnli):
-            notes.append("xnli: not run, no data (set data.xnli to the XNLI-1.0 folder with xnli.dev.tsv "
+    def inputs(self, ctx: TaskContext, notes: list[str]) -> SentenceInputs | None:
+        d, folder = ctx.data, ctx.options.path
+        if not available(folder):
+            notes.append("xnli: not run, no data (set xnli.path to the XNLI-1.0 folder with xnli.dev.tsv "
                          "and xnli.test.tsv)")
             return None
-        dev = read_xnli(d.xnli, "dev", None, d.max_train_sentences)  # pre-flight: read both now
-        test = read_xnli(d.xnli, "test", None, d.max_test_sentences)
-        grid, sources, targets = spec.grid(self.name, default=list(dict.fromkeys([*dev, *test])))
+        dev = read_xnli(folder, "dev", None, d.max_train_sentences)  # pre-flight: read both now
+        test = read_xnli(folder, "test", None, d.max_test_sentences)
+        grid, sources, targets = ctx.grid(default=list(dict.fromkeys([*dev, *test])))
         langs = tuple(lang for lang in dict.fromkeys([*grid, *sources, *targets]) if lang in dev or lang in test)
         if not any(lang in dev for lang in langs) or not test:
-            notes.append(f"xnli: not run, none of {list(grid)} has both a dev and a test split in {d.xnli}")
+            notes.append(f"xnli: not run, none of {list(grid)} has both a dev and a test split in {folder}")
             return None
-        files = data_files([xnli_file(d.xnli, split) for split in SPLITS])
+        files = data_files([xnli_file(folder, split) for split in SPLITS])
         return SentenceInputs(langs=langs, files=tuple(files.values()), corpus="xnli", options=(
             ("caps", (d.max_train_sentences, d.max_test_sentences)), ("grid", (tuple(grid), tuple(sources),
                                                                               tuple(targets))),
-            ("probe", spec.probe.model_dump()), ("sentence_vectors", SENTENCE_VECTORS)))
+            ("probe", ctx.probe.model_dump()), ("sentence_vectors", SENTENCE_VECTORS)))
 
     def rows_per_unit(self, n_langs: int, n_layers: int, cross_lingual: bool) -> int:
         return n_layers * n_langs ** (2 if cross_lingual else 1)  # an upper bound: sources need a dev split

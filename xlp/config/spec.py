@@ -1,19 +1,15 @@
-"""The experiment spec: YAML validated into typed models; errors name the file, line and key."""
+"""The core spec's typed models. Task options are not here: each task owns its options model."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from xlp.errors import XlpError
-from xlp.paths import is_safe_name, shared_dir
-
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+from xlp.config.source import SpecSource
+from xlp.paths import is_safe_name
 
 
 class _Strict(BaseModel):
@@ -69,7 +65,6 @@ class DataSpec(_Strict):
     split_test: dict[str, float] = Field({}, description="language -> share: a treebank with only a test split "
                                          "is cut in two by a hash of each sentence id; probes train on about that "
                                          "share and every probe is scored on the rest, so it is a source too")
-    xnli: str | None = Field(None, description="the XNLI-1.0 folder (xnli.dev.tsv, xnli.test.tsv), for task xnli")
 
     @field_validator("languages")
     @classmethod
@@ -114,30 +109,15 @@ class TaskGridSpec(_Strict):
     targets: list[str] | None = None
 
 
-class RetrievalSpec(_Strict):
-    corpus: Literal["udhr", "pud"] = "udhr"
-    udhr: str | None = Field(None, description="the UDHR TSV (lang, article, paragraph, text); default: XLP_SHARED's")
-    max_sentences: int | None = Field(500, ge=2)
-
-
-class BpcSpec(_Strict):
-    """Where the `bpc` task's text comes from: each language's UD test split (default), or plain text, a
-    folder of `<lang>.txt` files, one text a line (held-out pretraining text, as the paper's 94 languages);
-    its languages are then `task_grid.bpc.languages` and need no treebank."""
-
-    text: str | None = None
-
-
-class AlignmentSpec(_Strict):
-    """The `align` task's gold data: a folder of `<pair>.src-tgt` / `<pair>.gold` files (the layout of
-    ${XLP_SHARED}/alignment), or explicit [sentences, gold] file pairs per pair name."""
-
-    gold: str = Field(default_factory=lambda: str(shared_dir() / "alignment"))
-    pairs: list[str] = Field(["enfr", "zhen"], min_length=1, description="XXYY or xx-yy: source then target")
-    files: dict[str, tuple[str, str]] = Field({}, description="pair -> [sentence file, gold file]")
-    one_indexed: bool = True
-    method: Literal["argmax", "itermax"] = "argmax"
-    max_sentences: int | None = Field(None, ge=1)
+def task_grid(entry: TaskGridSpec | None, default: list[str],
+              cross_lingual: bool) -> tuple[list[str], list[str], list[str]]:
+    """(in-language languages, cross-lingual sources, targets) from a task's `task_grid` entry and the
+    languages it has by default; sources and targets default to its languages, none without cross_lingual."""
+    g = entry or TaskGridSpec()
+    langs = g.languages or default
+    if not cross_lingual:
+        return langs, [], []
+    return langs, g.sources or langs, g.targets or langs
 
 
 class AnalysisSpec(_Strict):
@@ -175,21 +155,37 @@ class PretrainSpec(_Strict):
     threads: int | None = Field(1, ge=1, description="torch CPU threads while training; null: torch's default")
 
 
-class Spec(_Strict):
+def pretrain_with(base: PretrainSpec | None, **given) -> PretrainSpec:
+    """A pretraining recipe: `base` (a spec's section) with the values given (None: keep), validated."""
+    from pydantic import ValidationError
+
+    from xlp.errors import XlpError
+
+    fields = base.model_dump() if base else {}
+    fields.update({k: v for k, v in given.items() if v is not None})
+    try:
+        return PretrainSpec.model_validate(fields)
+    except ValidationError as e:
+        raise XlpError(f"pretrain options: {e}") from None
+
+
+class Spec(BaseModel):
+    """The core spec. A task's options are a section under the task's name (`bpc:`, `retrieval:`, ...), kept
+    here as written and validated by the task's own options model when the run's tasks are resolved."""
+
+    model_config = ConfigDict(extra="allow")
+    _source: SpecSource | None = PrivateAttr(None)
     name: str
     output: str
     cluster: ClusterSpec = ClusterSpec()
     checkpoints: list[CheckpointSpec] = Field(min_length=1)
     data: DataSpec
-    tasks: list[str] = Field(default_factory=lambda: [_default_task()], min_length=1)
+    tasks: list[str] | None = Field(None, min_length=1, description="task names; null: the registry's default")
     layers: Literal["all"] | list[int] = "all"
     pooling: Literal["auto", "first", "mean", "last"] = "auto"  # auto: last in a causal LM, first otherwise
     probe: ProbeSpec = ProbeSpec()
     cross_lingual: bool = True
     task_grid: dict[str, TaskGridSpec] = Field({}, description="per task name: its own languages, sources, targets")
-    retrieval: RetrievalSpec = RetrievalSpec()
-    bpc: BpcSpec = BpcSpec()
-    alignment: AlignmentSpec = AlignmentSpec()
     analysis: AnalysisSpec = AnalysisSpec()
     trust_remote_code: bool = False
     allow_pickle: bool = False
@@ -208,46 +204,20 @@ class Spec(_Strict):
             raise ValueError(f"{name!r} must be letters, digits, '.', '_' or '-' (it names folders)")
         return name
 
-    @field_validator("tasks")
-    @classmethod
-    def _known_tasks(cls, tasks: list[str]) -> list[str]:
-        from xlp.tasks import get_task
+    @property
+    def source(self) -> SpecSource:
+        """Where the spec was read from (a spec built in code names itself as `<spec>`)."""
+        return self._source or SpecSource(Path("<spec>"))
 
-        for task in tasks:
-            try:
-                get_task(task)
-            except XlpError as e:
-                raise ValueError(str(e)) from None
-        return tasks
+    def section(self, key: str) -> dict:
+        """A task option section as written (empty when absent)."""
+        return (self.model_extra or {}).get(key) or {}
 
     def grid(self, task: str, default: list[str] | None = None) -> tuple[list[str], list[str], list[str]]:
         """A task's (in-language languages, cross-lingual sources, cross-lingual targets): its `task_grid`
         entry, else `default` (else data.languages); sources and targets default to its languages, and
         with `cross_lingual: false` there are none."""
-        g = self.task_grid.get(task) or TaskGridSpec()
-        langs = g.languages or default or self.data.languages
-        if not self.cross_lingual:
-            return langs, [], []
-        return langs, g.sources or langs, g.targets or langs
-
-    @model_validator(mode="after")
-    def _task_grid_languages(self) -> "Spec":
-        """A task that reads UD treebanks takes its languages from data.languages."""
-        from xlp.tasks import get_task
-
-        for name, g in self.task_grid.items():
-            try:
-                reads_ud = get_task(name).reads_ud_in(self)
-            except XlpError as e:
-                raise ValueError(f"task_grid.{name}: {e}") from None
-            for key in ("languages", "sources", "targets"):
-                langs = getattr(g, key) or []
-                if not reads_ud:
-                    continue
-                missing = [lang for lang in langs if lang not in self.data.languages]
-                if missing:
-                    raise ValueError(f"task_grid.{name}.{key}: {missing} not in data.languages")
-        return self
+        return task_grid(self.task_grid.get(task), default or self.data.languages, self.cross_lingual)
 
     @model_validator(mode="after")
     def _pretrain_defaults(self) -> "Spec":
@@ -267,83 +237,3 @@ class Spec(_Strict):
                 raise ValueError("layers are non-negative ints (0 = embeddings), or 'all'")
             return sorted(set(layers))
         return layers
-
-
-def _default_task() -> str:
-    from xlp.tasks.pos import PosTask
-
-    return PosTask.name
-
-
-def _expand(value: Any, where: str, path: Path) -> Any:
-    if isinstance(value, str):
-        def sub(m: re.Match) -> str:
-            var = m.group(1)
-            if var in os.environ:
-                return os.environ[var]
-            if var == "XLP_SHARED":
-                return str(shared_dir())
-            raise XlpError(f"{path}: key `{where}`: environment variable ${{{var}}} is not set")
-
-        return _VAR.sub(sub, value)
-    if isinstance(value, dict):
-        return {k: _expand(v, f"{where}.{k}" if where else str(k), path) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v, f"{where}[{i}]", path) for i, v in enumerate(value)]
-    return value
-
-
-def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
-    """The 1-based line in the YAML source of the value at `loc` (as deep as it exists)."""
-    line = None
-    for part in loc:
-        if node is None:
-            break
-        line = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            nxt = None
-            for key, val in node.value:
-                if key.value == str(part):
-                    line, nxt = key.start_mark.line + 1, val
-                    break
-            node = nxt
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            node = None
-    return line
-
-
-def load_spec(path: str | Path) -> Spec:
-    """Read and validate a spec file; raise XlpError naming file, line and key on any problem."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise XlpError(f"spec file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise XlpError(f"cannot read spec {path}: {e}") from None
-    try:
-        raw = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark else ""
-        raise XlpError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    if not isinstance(raw, dict):
-        raise XlpError(f"{path}: a spec is a YAML mapping of keys (name, output, checkpoints, data, ...)")
-    raw = _expand(raw, "", path)
-    try:
-        return Spec.model_validate(raw)
-    except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            key = ".".join(str(p) for p in loc) or "(top level)"
-            line = _line_of(root, loc)
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key (check its spelling against the spec reference in the README)"
-            lines.append(f"{path}{f':{line}' if line else ''}: key `{key}`: {msg}")
-        raise XlpError("invalid spec\n" + "\n".join(lines)) from None

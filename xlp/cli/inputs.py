@@ -1,0 +1,86 @@
+"""`xlp pretrain`, `xlp data ud` and `xlp convert fairseq`: making the inputs a run reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from xlp.cli.app import app, err, load, stdout
+from xlp.errors import XlpError
+
+
+@app.command(name="pretrain")
+def pretrain_cmd(
+    spec: Optional[Path] = typer.Argument(None, help="A spec whose `pretrain:` section to use (optional)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Checkpoint folder (step_<N>/ inside)."),
+    languages: Optional[str] = typer.Option(None, help="Comma-separated ISO codes; default: all in ud_root."),
+    steps: Optional[int] = typer.Option(None, help="Training steps."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    ud_root: Optional[str] = typer.Option(None, help="UD release folder (default $XLP_SHARED/ud)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Pretrain a miniature XLM-R on UD train/dev text and the UDHR, saving a checkpoint series.
+
+    Resumable: a rerun continues from the last saved checkpoint.  Example: xlp pretrain --out runs/mini-xlmr
+    """
+    from xlp.config.spec import pretrain_with
+    from xlp.models.replica import pretrain
+
+    base = load(spec).spec.pretrain if spec else None
+    if spec and base is None:
+        raise XlpError(f"{spec}: has no `pretrain:` section")
+    if base is None and out is None:
+        raise XlpError("give --out DIR (or a spec with a `pretrain:` section)")
+    cfg = pretrain_with(base, out=str(out) if out else None, steps=steps, seed=seed, ud_root=ud_root,
+                        languages=languages.split(",") if languages else None)
+    dirs = pretrain(cfg, console=err, quiet=quiet)
+    stdout.print(f"{len(dirs)} checkpoints in {cfg.out}: " + ", ".join(d.name for d in dirs))
+
+
+data_app = typer.Typer(help="Fetch inputs into xlp's cache (XLP_CACHE, default ~/.cache/xlp).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+convert_app = typer.Typer(help="Convert checkpoints from other toolkits to Hugging Face directories.",
+                          no_args_is_help=True)
+app.add_typer(convert_app, name="convert")
+
+
+@data_app.command("ud")
+def data_ud(
+    version: str = typer.Option("2.16", "--version", help="UD release, e.g. 2.16."),
+    languages: Optional[str] = typer.Option(None, "--languages", "-l", help="Comma-separated ISO codes; default: all."),
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Folder to unpack into (default: the cache)."),
+    url: Optional[str] = typer.Option(None, "--url",
+                                      help="Archive URL ({version} is filled in); default: the release's."),
+    sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected SHA-256 of the archive."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Download a UD release once (resumable, checksum-verified) and unpack the requested languages.
+
+    Prints the folder to use as `data.ud_root` (or write `ud_root: ud://2.16` in the spec).
+    Example: xlp data ud --version 2.16 --languages en,de,fi
+    """
+    from xlp.data.ud_release import fetch_ud
+
+    langs = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
+    root = fetch_ud(version, langs, dest, url, sha256, console=err, quiet=quiet)
+    stdout.print(str(root))
+
+
+@convert_app.command("fairseq")
+def convert_fairseq_cmd(
+    src: Path = typer.Argument(..., help="fairseq folder: model.pt, dict.txt, sentencepiece.bpe.model."),
+    dst: Path = typer.Argument(..., help="New Hugging Face model folder."),
+    heads: Optional[int] = typer.Option(None, help="Attention heads, if the checkpoint's args do not say."),
+    step: Optional[int] = typer.Option(None, help="Pretraining step to record (default: from model.pt)."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Unpickle arbitrary objects in model.pt."),
+) -> None:
+    """Convert a fairseq RoBERTa / XLM-R checkpoint to an XLMRobertaForMaskedLM folder (safetensors).
+
+    fairseq is not needed.  Example: xlp convert fairseq xlmr-replica/checkpoint_5_20000 runs/replica/step_20000
+    """
+    from xlp.models.fairseq import convert_fairseq
+
+    out = convert_fairseq(src, dst, heads=heads, step=step, allow_pickle=allow_pickle)
+    stdout.print(f"converted {src} -> {out}")

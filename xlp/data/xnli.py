@@ -1,0 +1,56 @@
+"""XNLI 1.0 in its official TSV layout (xnli.dev.tsv, xnli.test.tsv; language, gold_label, sentence1,
+sentence2 columns), read per language."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from xlp.errors import XlpError
+
+SPLITS = ("dev", "test")
+COLUMNS = {"language", "gold_label", "sentence1", "sentence2"}
+
+
+def xnli_file(root: str | Path, split: str) -> Path:
+    root = Path(root)
+    flat = root / f"xnli.{split}.tsv"
+    return flat if flat.is_file() else root / "XNLI-1.0" / f"xnli.{split}.tsv"
+
+
+def available(root: str | None) -> bool:
+    return bool(root) and all(xnli_file(root, s).is_file() for s in SPLITS)
+
+
+def read_xnli(root: str | Path, split: str, langs: list[str] | None,
+              cap: int | None) -> dict[str, tuple[list, list, np.ndarray]]:
+    """Per language (every one when `langs` is None): premises, hypotheses and gold labels of one split
+    (the first `cap` pairs)."""
+    return read_xnli_file(xnli_file(root, split), langs, cap)
+
+
+def read_xnli_file(path: Path, langs: list[str] | None, cap: int | None) -> dict[str, tuple[list, list, np.ndarray]]:
+    out: dict[str, tuple[list, list, list]] = {}
+    csv.field_size_limit(1 << 24)
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            if not COLUMNS <= set(reader.fieldnames or ()):
+                raise XlpError(f"{path}:1: expected the columns {sorted(COLUMNS)} of XNLI's TSV layout")
+            for n, row in enumerate(reader, 2):
+                lang = row["language"]
+                if langs is not None and lang not in langs:
+                    continue
+                p, h, y = out.setdefault(lang, ([], [], []))
+                if cap is not None and len(y) >= cap:
+                    continue
+                if None in (row["sentence1"], row["sentence2"], row["gold_label"]):
+                    raise XlpError(f"{path}:{n}: a row with missing fields")
+                p.append(row["sentence1"])
+                h.append(row["sentence2"])
+                y.append(row["gold_label"])
+    except OSError as e:
+        raise XlpError(f"xnli.path: cannot read {path}: {e.strerror}") from None
+    return {lang: (p, h, np.asarray(y)) for lang, (p, h, y) in out.items()}
