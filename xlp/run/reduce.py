@@ -1,4 +1,5 @@
-"""The reducer: gather every probe unit's rows into results tables, curves' statistics, a report."""
+"""The reducer: gather every probe unit's rows, reduce them to results (xlp.analysis.reduce), write the results
+tables and the report."""
 
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from collections.abc import Callable
 import pandas as pd
 import pyarrow as pa
 
-from xlp.analysis.curve_table import analyse_curves, best_layers
-from xlp.analysis.findings import findings_table
+from xlp.analysis.reduce import reduce
 from xlp.config import Spec
 from xlp.report import write_report
 from xlp.run.ledger import Ledger
@@ -74,21 +74,11 @@ def reduce_run(store: Store, spec: Spec, force: bool = False, ledger: Ledger | N
         probes = probes.reset_index(drop=True)
     if len(probes) and plan.get("checkpoints"):  # a series that moved keeps its results, under its new name
         probes["checkpoint"] = probes.step.astype(str).map(plan["checkpoints"]).fillna(probes.checkpoint)
-    tasks = resolve_tasks(spec.tasks)  # first: a plugin task's metric direction and value_from_sums are its own
-    emergence = analyse_curves(probes, spec.analysis)
-    findings = findings_table(probes, emergence, spec.analysis.alpha, [t.name for t in tasks])
+    results = reduce(probes, spec.analysis, {t.name: t for t in resolve_tasks(spec.tasks)})
     tick(1, total)
-    layers = best_layers(probes)
-    _write(store, "probes", probes)
-    _write(store, "emergence", emergence)
-    _write(store, "findings", findings)
-    _write(store, "layers", layers)
-    extra = {"best layer per checkpoint (in-language)": layers}
-    for task in tasks:
-        for name, (title, table) in task.extra_tables(probes).items():
-            _write(store, name, table)
-            extra[title] = table
-    write_report(store, spec, plan, probes, emergence, extra, timings=_timings(ledger, plan), findings=findings)
+    for name, table in results.tables().items():
+        _write(store, name, table)
+    write_report(store, results, spec, plan, timings=_timings(ledger, plan))
     store.write_bytes(REDUCED, json.dumps({"inputs": inputs}).encode())
     tick(1, total)
-    return probes, emergence
+    return probes, results.emergence
