@@ -18,10 +18,10 @@ def html_table(df: pd.DataFrame) -> str:
 
 
 def _integers(df: pd.DataFrame, columns) -> pd.DataFrame:
-    """Columns whose values are all whole numbers (counts, steps) shown as integers."""
+    """Columns whose values are all whole numbers (counts, steps) shown as integers (blank where missing)."""
     for col in columns:
         if df[col].dropna().map(float.is_integer).all():
-            df[col] = df[col].astype("Int64")
+            df[col] = ["" if pd.isna(x) else str(int(x)) for x in df[col]]
     return df
 
 
