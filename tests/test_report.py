@@ -80,7 +80,11 @@ def test_report_sections_figures_and_numbers(tmp_path):
 
     # layer 1: mean over languages is 0.70 at step 100 and 0.74 at step 200; en's regret 0.80 - 0.78
     best = _section(page, "best")
-    assert "<td>en</td><td>100</td><td>0.0200</td><td>200</td>" in re.sub(r"\s+", "", best).replace("<td>", "<td>")
+    rows = [dict(zip(re.findall(r"<th>(.*?)</th>", best), re.findall(r"<td>(.*?)</td>", tr)))
+            for tr in re.findall(r"<tr>(.*?)</tr>", best.split("<tbody>")[1], re.S)]
+    assert [r["language"] for r in rows] == ["en", "de"]  # the spec's order
+    assert (rows[0]["layer"], rows[0]["best_step"], rows[0]["regret"], rows[0]["avg_best_step"]) == (
+        "1", "100", "0.0200", "200")
     assert LAYERS_TITLE in _section(page, "tables")
 
     # Findings come first, say how they are computed, and state each claim with its numbers
