@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from xlp.analysis.curves import bootstrap
-from xlp.tasks import item_value
+from xlp.tasks import BUILT_IN
 
 
 def plain(curves: dict, n: int, rng: np.random.Generator, n_boot: int) -> dict:
@@ -54,7 +54,7 @@ def main() -> None:
     naive = plain(curves, n, np.random.default_rng(1), args.boot)
     t_plain = time.perf_counter() - t
     t = time.perf_counter()
-    fast = bootstrap(curves, n, np.random.default_rng(1), args.boot, value=item_value("pos"))
+    fast = bootstrap(curves, n, np.random.default_rng(1), args.boot, value=BUILT_IN["pos"].value_from_sums)
     t_xlp = time.perf_counter() - t
 
     gap = max(float(np.max(np.abs(naive[k][h].std(axis=0) - fast[k]["boot"][h].std(axis=0))))
@@ -67,7 +67,7 @@ def main() -> None:
     # one target's curves at the paper's size: 13 layers, 39 checkpoints, 3 seeds, about 20,000 test words
     paper = {i: (rng.random((39, 3, 1, 20000)) < 0.6).astype(np.uint8) for i in range(13)}
     t = time.perf_counter()
-    bootstrap(paper, 20000, np.random.default_rng(2), 1000, value=item_value("pos"))
+    bootstrap(paper, 20000, np.random.default_rng(2), 1000, value=BUILT_IN["pos"].value_from_sums)
     took = time.perf_counter() - t
     print(f"xlp at the paper's size (13 curves of 39 checkpoints x 3 seeds x 20,000 words, 1,000 replicates): "
           f"{took:.2f} s, {took / len(paper):.2f} s per curve")

@@ -2,6 +2,7 @@ import numpy as np
 import pandas as pd
 
 from xlp.analysis.curve_table import curve_stats, emergence_table
+from xlp.tasks import BUILT_IN
 
 
 def test_curve_stats_hand_computed():
@@ -28,7 +29,7 @@ def test_emergence_table_averages_seeds():
         for seed, v in enumerate(vals):
             rows.append(dict(step=step, task="pos", layer=1, src_lang="en", tgt_lang="de", seed=seed,
                              metric="accuracy", value=v, baseline=0.1))
-    em = emergence_table(pd.DataFrame(rows))
+    em = emergence_table(pd.DataFrame(rows), BUILT_IN)
     [r] = em.to_dict("records")
     assert r["best_step"] == 10 and np.isclose(r["best_value"], 0.7)
     assert np.isclose(r["first_value"], 0.2) and np.isclose(r["final_minus_best"], -0.1)
@@ -63,14 +64,14 @@ def test_degradation_significance_and_best_layers():
             rows.append(dict(step=step, task="pos", layer=1, src_lang="en", tgt_lang=tgt, seed=0, metric="accuracy",
                              value=correct.mean(), baseline=0.2, n_test=n, correct=np.packbits(correct).tobytes()))
     probes = pd.DataFrame(rows)
-    em = emergence_table(probes).set_index("tgt_lang")  # degradation is cross-fitted over halves of the items
+    em = emergence_table(probes, BUILT_IN).set_index("tgt_lang")  # degradation is cross-fitted over halves of the items
     assert em.loc["de", "degradation_significant"] and em.loc["de", "degradation_q"] < 0.01
     assert not em.loc["fr", "degradation_significant"]
 
     layered = pd.DataFrame([dict(task="pos", src_lang="en", tgt_lang="en", step=s, layer=la, value=v)
                             for s, vals in ((0, (0.5, 0.6, 0.6)), (10, (0.7, 0.8, 0.75)), (20, (0.7, 0.8, 0.65)))
                             for la, v in enumerate(vals)])
-    bl = best_layers(layered).set_index("step")
+    bl = best_layers(layered, BUILT_IN).set_index("step")
     assert bl.loc[0, "best_layer"] == 1 and bl.loc[10, "best_layer"] == 1  # lowest layer on ties
     assert bl.loc[10, "last_layer"] == 2 and np.isclose(bl.loc[10, "last_layer_value"], 0.75)
     # the last layer peaks at step 10 (0.75) and ends at 0.65: it lost 0.10 while layer 1 held 0.8
@@ -85,7 +86,7 @@ def test_lower_is_better_metric_bpc():
     def table(values):
         rows = [dict(task="bpc", layer=4, src_lang="en", tgt_lang="en", metric="bpc", step=s, seed=0, value=v,
                      baseline=6.0) for s, v in zip((0, 100, 200, 400, 800), values)]
-        return emergence_table(pd.DataFrame(rows), 0.95).iloc[0]
+        return emergence_table(pd.DataFrame(rows), BUILT_IN, 0.95).iloc[0]
 
     e = table((5.0, 4.0, 3.5, 3.6))
     assert (e.best_step, e.best_value, e.first_value, e.final_value) == (200, 3.5, 5.0, 3.6)
@@ -94,6 +95,23 @@ def test_lower_is_better_metric_bpc():
     e = table((5.0, 4.0, 3.5, 3.4, 3.35))
     assert e.emerged and (e.emergence_step, e.emergence_step_normalized) == (200, 400)
     assert np.isnan(e.degradation_p)  # no per-item scores for bpc: no degradation test
+
+
+def test_a_metrics_direction_comes_from_the_runs_tasks():
+    """The analysis asks the run's own tasks (name -> Task) for a metric's direction, not a process-wide
+    registry: a lower-is-better task that no registry knows scores as one, and the rows of a task the run does
+    not have get the Task defaults (higher is better)."""
+    from xlp.analysis.curve_table import best_layers
+    from xlp.tasks.base import Task
+
+    class Loss(Task):
+        name, metric, higher_is_better, definition = "loss", "nats", False, "a loss"
+
+    rows = pd.DataFrame([dict(task="loss", layer=0, src_lang="en", tgt_lang="en", metric="nats", step=s, seed=0,
+                              value=v, baseline=9.0) for s, v in zip((0, 100, 200), (5.0, 3.0, 4.0))])
+    assert emergence_table(rows, {"loss": Loss()}).iloc[0].best_step == 100
+    assert emergence_table(rows, {}).iloc[0].best_step == 0
+    assert best_layers(rows, {"loss": Loss()}).last_layer_best_step.tolist() == [100] * 3
 
 
 def test_status_throughput_counts_parallel_workers_and_skips_gaps():
@@ -120,14 +138,14 @@ def test_bootstrap_of_a_ratio_metric_equals_a_plain_loop():
     characters, divide."""
     from xlp.analysis.curves import bootstrap
     from xlp.analysis.stats import multinomial_weights
-    from xlp.tasks import item_value
 
     rng = np.random.default_rng(3)
     n, T, K, n_boot = 31, 3, 2, 50
     chars = rng.integers(5, 80, size=n).astype(float)
     items = np.stack([np.stack([chars * rng.uniform(1, 5, size=n), np.broadcast_to(chars, (n,))], axis=0)
                       for _ in range(T * K)]).reshape(T, K, 2, n).astype(np.float32)
-    out = bootstrap({"c": items}, n, np.random.default_rng(7), n_boot, value=item_value("bpc"), sign=-1)["c"]
+    bpc = BUILT_IN["bpc"].value_from_sums
+    out = bootstrap({"c": items}, n, np.random.default_rng(7), n_boot, value=bpc, sign=-1)["c"]
 
     again = np.random.default_rng(7)  # the same draws, in the same order
     perm = again.permutation(n)
@@ -167,7 +185,7 @@ def test_bpc_claims_carry_intervals_and_hold_on_a_null_series():
                         ("fi", (5.0, 4.0, 3.5, 3.4, 3.8, 4.0))):
         rows += [{**r, "tgt_lang": tgt, "src_lang": tgt} for r in _bpc_rows(
             [(s, bits(v)) for s, v in zip(steps, levels)], chars)]
-    em = emergence_table(pd.DataFrame(rows)).set_index("tgt_lang")
+    em = emergence_table(pd.DataFrame(rows), BUILT_IN).set_index("tgt_lang")
     de, flat, fi = em.loc["de"], em.loc["fr"], em.loc["fi"]
     assert de.emerged and de.emergence_step_lo <= de.emergence_step <= de.emergence_step_hi
     assert de.emergence_step_hi <= 400 and not de.degradation_significant
@@ -187,13 +205,13 @@ def test_emergence_in_tokens_seen_where_every_checkpoint_says():
         rows.append(dict(step=step, tokens=step * 2_000_000, task="pos", layer=1, src_lang="en", tgt_lang="en",
                          seed=0, metric="accuracy", value=correct.mean(), baseline=0.2, n_test=n,
                          correct=np.packbits(correct).tobytes()))
-    e = emergence_table(pd.DataFrame(rows)).iloc[0]
+    e = emergence_table(pd.DataFrame(rows), BUILT_IN).iloc[0]
     assert e.emerged
     for tokens, step in (("best_tokens", "best_step"), ("emergence_tokens", "emergence_step"),
                          ("emergence_tokens_lo", "emergence_step_lo"), ("emergence_tokens_hi", "emergence_step_hi")):
         assert e[tokens] == e[step] * 2_000_000, tokens
     rows[2]["tokens"] = None
-    e = emergence_table(pd.DataFrame(rows)).iloc[0]
+    e = emergence_table(pd.DataFrame(rows), BUILT_IN).iloc[0]
     assert np.isnan(e.best_tokens) and np.isnan(e.emergence_tokens) and not np.isnan(e.emergence_step)
 
 

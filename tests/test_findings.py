@@ -10,6 +10,12 @@ from scipy.stats import binomtest
 from xlp.analysis.curve_table import analyse_curves, emergence_table
 from xlp.analysis.findings import findings_table
 from xlp.config import AnalysisSpec
+from xlp.tasks import BUILT_IN
+
+
+def _tasks(*names: str) -> dict:
+    return {name: BUILT_IN[name] for name in names}
+
 
 STEPS = (0, 25, 50, 100, 200, 400, 800)
 LANGS = ("en", "de", "fr", "vi")
@@ -36,7 +42,7 @@ def test_emergence_says_yes_and_no():
             + _rows([0.6, 0.8, 0.5, 0.75, 0.55, 0.7, 0.6], rng, tgt="vi")  # differing checkpoints, no trend
             + _rows([0.05, 0.08, 0.11, 0.13, 0.15, 0.16, 0.16], rng, tgt="zh")  # rises, but stays below baseline
             + _rows(rising, rng, tgt="ar", seeds=(0, 1, 2), seeds_differ=True))
-    em = emergence_table(pd.DataFrame(rows)).set_index("tgt_lang")
+    em = emergence_table(pd.DataFrame(rows), BUILT_IN).set_index("tgt_lang")
     for lang in ("de", "ar"):
         e = em.loc[lang]
         assert e.emerged and e.trend_p < 0.05 and e.rise_p < 0.05 and e.above_baseline_p < 0.05
@@ -54,8 +60,8 @@ def test_emergence_says_yes_and_no():
 def test_reference_final_and_a_curve_that_learns_then_forgets():
     rng = np.random.default_rng(1)
     rows = _rows([0.30, 0.55, 0.85, 0.80, 0.70, 0.55, 0.35], rng)
-    best = emergence_table(pd.DataFrame(rows)).iloc[0]
-    final = emergence_table(pd.DataFrame(rows), emergence_reference="final").iloc[0]
+    best = emergence_table(pd.DataFrame(rows), BUILT_IN).iloc[0]
+    final = emergence_table(pd.DataFrame(rows), BUILT_IN, emergence_reference="final").iloc[0]
     assert best.emerged and best.emergence_step == 50 and best.reference_step == 50
     assert best.degradation_significant and 0.4 < best.degradation < 0.6
     assert not final.emerged and final.reference_step == 800  # back near where it started: no rise to the final
@@ -69,7 +75,7 @@ def test_degradation_is_cross_fitted_and_corrected():
     for i in range(20):
         rows += _rows([0.7] * 7, rng, n=300, src=f"s{i:02d}")
     rows += _rows([0.3, 0.5, 0.7, 0.8, 0.8, 0.8, 0.6], rng, n=300, src="zz")
-    em = analyse_curves(pd.DataFrame(rows), AnalysisSpec()).set_index("src_lang")
+    em = analyse_curves(pd.DataFrame(rows), AnalysisSpec(), BUILT_IN).set_index("src_lang")
     assert em.degradation_significant.tolist() == [False] * 20 + [True]
     assert (em.final_minus_best < 0).sum() >= 15  # the naive point estimate: the flat ones "lose" too
 
@@ -93,8 +99,8 @@ def learning_probes(n=300, seed=0, tasks=("pos", "deprel")) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def learned():
     probes = learning_probes()
-    em = analyse_curves(probes)
-    return probes, em, findings_table(probes, em, 0.05, ["pos", "deprel"])
+    em = analyse_curves(probes, AnalysisSpec(), BUILT_IN)
+    return probes, em, findings_table(probes, em, _tasks("pos", "deprel"))
 
 
 def _get(f, finding, quantity, task="pos", layer=2, **kw) -> float:
@@ -170,12 +176,12 @@ def test_findings_on_a_series_where_nothing_emerges():
             for tgt in LANGS[:2]:
                 rows += _rows([0.5] * 7, rng, n=200, task=task, src=src, tgt=tgt)
     probes = pd.DataFrame(rows)
-    em = analyse_curves(probes)
-    f = findings_table(probes, em, 0.05, ["pos", "deprel"])
+    em = analyse_curves(probes, AnalysisSpec(), BUILT_IN)
+    f = findings_table(probes, em, _tasks("pos", "deprel"))
     assert not em.emerged.any()
     text = " ".join(f[f.quantity == "sentence"].text)
     assert "pos (layer 1) emerged in 0 of 2 (0 %) languages." in text
     assert "0 of 2 (0 %) source → target pairs emerged" in text
     assert "median step did not emerge vs did not emerge" in text
     assert np.isnan(_get(f, "acquisition", "median_step", layer=1, other_task=""))
-    assert findings_table(probes.iloc[:0], em.iloc[:0]).empty
+    assert findings_table(probes.iloc[:0], em.iloc[:0], {}).empty

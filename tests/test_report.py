@@ -2,10 +2,12 @@ import re
 
 import pandas as pd
 
-from xlp.analysis.curve_table import emergence_table
+from xlp.analysis.reduce import reduce
+from xlp.analysis.results import LAYERS_TITLE
 from xlp.config import Spec
 from xlp.report import SECTIONS, write_report
 from xlp.storage import Store
+from xlp.tasks import resolve_tasks
 
 # in-language accuracy at (layer 0, layer 1) per step; en peaks at 100, de at 200
 CURVES = {"en": {0: (0.30, 0.30), 100: (0.55, 0.80), 200: (0.60, 0.78)},
@@ -36,18 +38,21 @@ def _plan(steps, notes=()) -> dict:
                         "targets": 2}, "notes": list(notes), "xlp_version": "0.1.0"}
 
 
+def _report(tmp_path, probes, spec, plan, timings=None):
+    results = reduce(probes, spec.analysis, {t.name: t for t in resolve_tasks(spec.tasks)})
+    store = Store(str(tmp_path))
+    write_report(store, results, spec, plan, timings)
+    return results, store, store.read_bytes("report/index.html").decode()
+
+
 def _section(page: str, sid: str) -> str:
     return re.search(rf'<section id="{sid}">(.*?)</section>', page, re.S).group(1)
 
 
 def test_report_sections_figures_and_numbers(tmp_path):
     probes = _probes()
-    emergence = emergence_table(probes, 0.95)
-    store = Store(str(tmp_path))
-    best_lang = pd.DataFrame({"language": ["en", "de"], "step": [100, 200]})
-    write_report(store, _spec(), _plan((0, 100, 200), ["a <b>note</b>"]), probes, emergence,
-                 {"best checkpoint per language": best_lang})
-    page = store.read_bytes("report/index.html").decode()
+    results, store, page = _report(tmp_path, probes, _spec(), _plan((0, 100, 200), ["a <b>note</b>"]))
+    emergence = results.emergence
 
     for sid in SECTIONS:
         assert f'<section id="{sid}">' in page
@@ -75,8 +80,12 @@ def test_report_sections_figures_and_numbers(tmp_path):
 
     # layer 1: mean over languages is 0.70 at step 100 and 0.74 at step 200; en's regret 0.80 - 0.78
     best = _section(page, "best")
-    assert "best-on-average checkpoint = step 200" in best and "0.0200" in best
-    assert "best checkpoint per language" in _section(page, "tables")
+    rows = [dict(zip(re.findall(r"<th>(.*?)</th>", best), re.findall(r"<td>(.*?)</td>", tr)))
+            for tr in re.findall(r"<tr>(.*?)</tr>", best.split("<tbody>")[1], re.S)]
+    assert [r["language"] for r in rows] == ["en", "de"]  # the spec's order
+    assert (rows[0]["layer"], rows[0]["best_step"], rows[0]["regret"], rows[0]["avg_best_step"]) == (
+        "1", "100", "0.0200", "200")
+    assert LAYERS_TITLE in _section(page, "tables")
 
     # Findings come first, say how they are computed, and state each claim with its numbers
     assert page.index('<section id="findings">') < page.index('<section id="summary">')
@@ -96,10 +105,8 @@ def test_report_sections_figures_and_numbers(tmp_path):
 
 def test_report_single_checkpoint_single_language_missing_task(tmp_path):
     probes = _probes(steps=(0,), langs=("en",))
-    emergence = emergence_table(probes, 0.95)
-    store = Store(str(tmp_path))
-    write_report(store, _spec(tasks=("pos", "deprel"), languages=("en",)), _plan((0,)), probes, emergence)
-    page = store.read_bytes("report/index.html").decode()
+    spec = _spec(tasks=("pos", "deprel"), languages=("en",))
+    _, store, page = _report(tmp_path, probes, spec, _plan((0,)))
     assert all(f'<section id="{sid}">' in page for sid in SECTIONS)
     assert "No probe results for task deprel" in _section(page, "notes")
     # acquisition (Findings), curves and layers; one language has no transfer, so no transfer figure
@@ -110,7 +117,25 @@ def test_report_single_checkpoint_single_language_missing_task(tmp_path):
 def test_report_with_no_results(tmp_path):
     probes = pd.DataFrame(columns=["checkpoint", "step", "task", "layer", "src_lang", "tgt_lang", "seed", "metric",
                                    "value", "baseline", "n_train", "n_test", "seed_invariant"])
-    store = Store(str(tmp_path))
-    write_report(store, _spec(), _plan(()), probes, emergence_table(probes))
-    page = store.read_bytes("report/index.html").decode()
+    _, _, page = _report(tmp_path, probes, _spec(), _plan(()))
     assert all(f'<section id="{sid}">' in page for sid in SECTIONS) and "<img" not in page
+
+
+def test_a_figure_that_fails_is_a_note_not_a_lost_report(tmp_path, monkeypatch):
+    from xlp.report import figures
+
+    def broken(results, task, style):
+        raise ValueError("no room")
+
+    monkeypatch.setitem(figures.PER_TASK, "layers", broken)
+    _, store, page = _report(tmp_path, _probes(), _spec(), _plan((0, 100, 200)))
+    assert "Figure layers_pos was skipped: ValueError: no room" in _section(page, "notes")
+    assert not store.exists("report/figures/layers_pos.png") and store.exists("report/figures/curves_pos.png")
+
+
+def test_importing_the_report_imports_no_matplotlib():
+    import subprocess
+    import sys
+
+    code = "import sys, xlp.report, xlp.run.reduce; print('matplotlib' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

@@ -5,52 +5,27 @@ pretraining runs that no single run can show."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
 from xlp.analysis.curve_table import CURVE_KEYS
-from xlp.errors import XlpError
-from xlp.storage import Store
+from xlp.config import Spec
 
 PER_RUN = ["emerged", "emergence_step", "emergence_step_lo", "emergence_step_hi", "best_step", "best_value",
            "final_value", "degradation", "degradation_significant"]
 
 
-def load_runs(runs: list[str]) -> tuple[pd.DataFrame, list[dict]]:
-    """Every run's emergence table, one row per (run, curve), and each run's spec (as the run saved it); a
-    run is named by its spec's name (or its location where two share a name)."""
-    if len(runs) < 2:
-        raise XlpError("compare: give two runs or more")
-    tables, names, specs = [], [], []
-    for run in runs:
-        store = Store(run)
-        if not store.exists("results/emergence.parquet"):
-            raise XlpError(f"{run}: no results/emergence.parquet; launch it (or `xlp report {run}`) first")
-        em = pd.read_parquet(store.path("results/emergence.parquet"), filesystem=store.fs)
-        try:
-            specs.append(json.loads(store.read_bytes("spec.json")))
-        except (OSError, ValueError):
-            specs.append({})
-        name = specs[-1].get("name") or run
-        names.append(name if name not in names else run)
-        tables.append(em[CURVE_KEYS + ["metric"] + [c for c in PER_RUN if c in em]].assign(run=names[-1]))
-    return pd.concat(tables, ignore_index=True), specs
-
-
 # what decides a curve's numbers, per spec: comparing runs that differ here compares the settings too
 SETTINGS = {
-    "analysis": lambda spec: spec.get("analysis"),
-    "probe": lambda spec: spec.get("probe"),
+    "analysis": lambda spec: spec.analysis,
+    "probe": lambda spec: spec.probe,
     "data (max_train_sentences, max_test_sentences, split_test)":
-        lambda spec: {k: (spec.get("data") or {}).get(k) for k in ("max_train_sentences", "max_test_sentences",
-                                                                  "split_test")},
-    "pooling": lambda spec: spec.get("pooling"),
+        lambda spec: (spec.data.max_train_sentences, spec.data.max_test_sentences, spec.data.split_test),
+    "pooling": lambda spec: spec.pooling,
 }
 
 
-def differing_settings(specs: list[dict]) -> list[str]:
+def differing_settings(specs: list[Spec]) -> list[str]:
     """The SETTINGS in which the runs' specs differ."""
     return [what for what, of in SETTINGS.items() if any(of(spec) != of(specs[0]) for spec in specs[1:])]
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
 from xlp.analysis.curves import bootstrap, decide, item_groups
 from xlp.analysis.stats import bh_q, bootstrap_pair_signs, pair_signs, stable_rng, trend_p
 from xlp.config import AnalysisSpec
-from xlp.tasks import item_value, metric_direction
+from xlp.tasks.base import Task
 
 CURVE_KEYS = ["task", "layer", "src_lang", "tgt_lang"]
 CURVE_COLUMNS = CURVE_KEYS + [
@@ -23,9 +25,21 @@ TOKEN_COLUMNS = {"best_tokens": "best_step", "emergence_tokens": "emergence_step
                  "emergence_tokens_lo": "emergence_step_lo", "emergence_tokens_hi": "emergence_step_hi"}
 
 
-def direction(metric: str) -> int:
-    """+1 where higher is better, -1 where lower is (the curve is scored as -value, reported as value)."""
-    return metric_direction(metric)
+def run_task(name: str, tasks: Mapping[str, Task]) -> Task | type[Task]:
+    """The run's task of that name; for one the run does not have (rows of an older run), the Task base class:
+    higher is better, the share of items correct, not pairwise."""
+    return tasks.get(name, Task)
+
+
+def direction(task: str, tasks: Mapping[str, Task]) -> int:
+    """+1 where the task's metric is higher-is-better, -1 where lower is (the curve is scored as -value,
+    reported as value)."""
+    return 1 if run_task(task, tasks).higher_is_better else -1
+
+
+def pairwise_tasks(tasks: Mapping[str, Task]) -> set[str]:
+    """The run's tasks whose in-language values are trivial (retrieval): their curves use the other languages."""
+    return {name for name, task in tasks.items() if task.pairwise_only}
 
 
 def curve_stats(steps: np.ndarray, values: np.ndarray, threshold: float = 0.95) -> dict:
@@ -52,22 +66,22 @@ def curve_stats(steps: np.ndarray, values: np.ndarray, threshold: float = 0.95) 
     }
 
 
-def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec | None = None) -> pd.DataFrame:
+def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[str, Task]) -> pd.DataFrame:
     """One row per (task, layer, source, target) curve: its point statistics, whether it emerged (with the
-    emergence step and its bootstrap interval) and the cross-fitted degradation test, BH q-values per task."""
-    a = analysis or AnalysisSpec()
+    emergence step and its bootstrap interval) and the cross-fitted degradation test, BH q-values per task.
+    `tasks` (the run's, by name) give each metric's direction and how it is recomputed from item sums."""
+    a = analysis
     if probes.empty:
         return pd.DataFrame(columns=CURVE_COLUMNS)
     curves = (probes.groupby(CURVE_KEYS + ["metric", "step"], sort=True)
               .agg(value=("value", "mean"), baseline=("baseline", "mean")).reset_index())
     boots: dict[tuple, dict] = {}
-    metrics = probes.groupby("task")["metric"].first()
     for (task, tgt, n), group in item_groups(probes).items():
         boots.update(bootstrap(group, n, stable_rng(a.seed, task, tgt, n), a.bootstrap,
-                               value=item_value(task), sign=direction(metrics[task])))
+                               value=run_task(task, tasks).value_from_sums, sign=direction(task, tasks)))
     groups = []
     for key, c in curves.groupby(CURVE_KEYS + ["metric"], sort=True):
-        steps, v = c["step"].to_numpy(), direction(key[-1]) * c["value"].to_numpy()
+        steps, v = c["step"].to_numpy(), direction(key[0], tasks) * c["value"].to_numpy()
         b = boots.get(tuple(key[:4]))
         if b is not None and len(b["point"][0]) != len(steps):
             b = None  # per-item scores at only some checkpoints
@@ -81,7 +95,7 @@ def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec | None = None) -
                              np.stack([groups[i][5] for i in at]))
     rows = []
     for (key, steps, v, baseline, b, _), trend in zip(groups, trends):
-        sign = direction(key[-1])
+        sign = direction(key[0], tasks)
         stats = curve_stats(steps, v, a.emergence_threshold)
         for field in ("first_value", "best_value", "final_value", "final_minus_best"):
             stats[field] = sign * stats[field] + 0.0  # the metric's units (bpc: final_minus_best > 0 is a loss); no -0
@@ -111,9 +125,10 @@ def tokens_by_step(probes: pd.DataFrame) -> pd.Series | None:
     return None if tokens.isna().any() else tokens.astype(float)
 
 
-def emergence_table(probes: pd.DataFrame, threshold: float = 0.95, **analysis) -> pd.DataFrame:
+def emergence_table(probes: pd.DataFrame, tasks: Mapping[str, Task], threshold: float = 0.95,
+                    **analysis) -> pd.DataFrame:
     """analyse_curves with the analysis settings as keywords (emergence_reference, alpha, bootstrap, seed)."""
-    return analyse_curves(probes, AnalysisSpec(emergence_threshold=threshold, **analysis))
+    return analyse_curves(probes, AnalysisSpec(emergence_threshold=threshold, **analysis), tasks)
 
 
 def paired_bootstrap_p(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> float:
@@ -135,24 +150,23 @@ def unpack_correct(packed: bytes, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(packed, dtype=np.uint8), count=n).astype(bool)
 
 
-def best_layers(probes: pd.DataFrame) -> pd.DataFrame:
+def best_layers(probes: pd.DataFrame, tasks: Mapping[str, Task]) -> pd.DataFrame:
     """Per (task, language, step), in-language: the best layer (lowest on ties) and the last layer's value."""
     ins = probes[probes.src_lang == probes.tgt_lang]
     if ins.empty:
         return pd.DataFrame(columns=["task", "lang", "step", "best_layer", "best_layer_value"])
     curve = ins.groupby(["task", "src_lang", "step", "layer"], sort=True).value.mean().reset_index()
-    metric_of = ins.groupby("task")["metric"].first().to_dict() if "metric" in ins else {}
     rows = []
     for (task, lang, step), g in curve.groupby(["task", "src_lang", "step"], sort=True):
         g = g.sort_values("layer")
-        i = int(np.argmax(g.value.to_numpy() * direction(metric_of.get(task, ""))))
+        i = int(np.argmax(g.value.to_numpy() * direction(task, tasks)))
         rows.append({"task": task, "lang": lang, "step": step, "best_layer": int(g.layer.iloc[i]),
                      "best_layer_value": float(g.value.iloc[i]), "last_layer": int(g.layer.iloc[-1]),
                      "last_layer_value": float(g.value.iloc[-1])})
     out = pd.DataFrame(rows)
     # the v2 finding: the last layer's value at the final checkpoint minus its value at its own best step
     for (task, _lang), g in out.groupby(["task", "lang"], sort=False):
-        sign = direction(metric_of.get(task, ""))
+        sign = direction(task, tasks)
         best = g.loc[(sign * g.last_layer_value).idxmax()]
         out.loc[g.index, "last_layer_best_step"] = int(best.step)
         out.loc[g.index, "last_layer_final_minus_best"] = g.last_layer_value.iloc[-1] - best.last_layer_value

@@ -7,12 +7,14 @@ nothing to count (nothing emerged, one task, one language) still gets its senten
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
-from xlp.analysis.curve_table import direction
+from xlp.analysis.curve_table import direction, pairwise_tasks
 from xlp.analysis.stats import sign_test_p
-from xlp.tasks import pairwise_only
+from xlp.tasks.base import Task
 
 COLUMNS = ["finding", "task", "other_task", "scope", "layer", "src_lang", "tgt_lang", "quantity", "value", "text"]
 FINDINGS = {"acquisition": "(a) acquisition order", "transfer": "(b) transfer timing", "degradation": "(c) degradation",
@@ -46,9 +48,9 @@ class _Rows:
                           "src_lang": "", "tgt_lang": "", "quantity": "sentence", "value": np.nan, "text": text})
 
 
-def in_language(em: pd.DataFrame) -> pd.DataFrame:
-    """The in-language curves, of tasks that have one."""
-    return em[(em.src_lang == em.tgt_lang) & ~em.task.isin(pairwise_only())]
+def in_language(em: pd.DataFrame, pairwise: set[str]) -> pd.DataFrame:
+    """The in-language curves, of tasks that have one (not those in `pairwise`)."""
+    return em[(em.src_lang == em.tgt_lang) & ~em.task.isin(pairwise)]
 
 
 def _steps_or_inf(g: pd.DataFrame) -> pd.Series:
@@ -56,8 +58,8 @@ def _steps_or_inf(g: pd.DataFrame) -> pd.Series:
     return g.set_index("src_lang")["emergence_step"].astype(float).fillna(np.inf)
 
 
-def _acquisition(em: pd.DataFrame, out: _Rows, order: list[str]) -> None:
-    ins = in_language(em)
+def _acquisition(em: pd.DataFrame, out: _Rows, order: list[str], pairwise: set[str]) -> None:
+    ins = in_language(em, pairwise)
     present = set(ins.task)
     tasks = [t for t in order if t in present] + sorted(present - set(order))
     for (task, layer), g in ins.groupby(["task", "layer"], sort=False):
@@ -96,9 +98,9 @@ def _acquisition(em: pd.DataFrame, out: _Rows, order: list[str]) -> None:
         out.say("acquisition", tasks[0] if tasks else "", "One task with in-language curves: no order across tasks.")
 
 
-def _transfer(em: pd.DataFrame, out: _Rows) -> None:
-    cross = em[(em.src_lang != em.tgt_lang) & ~em.task.isin(pairwise_only())]
-    ins = in_language(em)
+def _transfer(em: pd.DataFrame, out: _Rows, pairwise: set[str]) -> None:
+    cross = em[(em.src_lang != em.tgt_lang) & ~em.task.isin(pairwise)]
+    ins = in_language(em, pairwise)
     for (task, layer), g in cross.groupby(["task", "layer"], sort=False):
         alone = _steps_or_inf(ins[(ins.task == task) & (ins.layer == layer)])
         g = g[g.src_lang.isin(alone.index) & g.tgt_lang.isin(alone.index)]
@@ -128,9 +130,9 @@ def _transfer(em: pd.DataFrame, out: _Rows) -> None:
             out.say("transfer", task, text if k else text + ".", layer)
 
 
-def _degradation(em: pd.DataFrame, out: _Rows, alpha: float) -> None:
-    ins_mask = (em.src_lang == em.tgt_lang) & ~em.task.isin(pairwise_only())
-    cross_mask = (em.src_lang != em.tgt_lang) & ~em.task.isin(pairwise_only())
+def _degradation(em: pd.DataFrame, out: _Rows, alpha: float, pairwise: set[str]) -> None:
+    ins_mask = (em.src_lang == em.tgt_lang) & ~em.task.isin(pairwise)
+    cross_mask = (em.src_lang != em.tgt_lang) & ~em.task.isin(pairwise)
     for scope, mask in (("in-language", ins_mask), ("cross-lingual", cross_mask)):
         for (task, layer), g in em[mask].groupby(["task", "layer"], sort=False):
             tested = g[g.degradation_p.notna()]
@@ -155,16 +157,16 @@ def _degradation(em: pd.DataFrame, out: _Rows, alpha: float) -> None:
                 out.say("degradation", task, text + ".", layer)
 
 
-def _curves(probes: pd.DataFrame) -> pd.DataFrame:
+def _curves(probes: pd.DataFrame, tasks: Mapping[str, Task]) -> pd.DataFrame:
     """In-language value per (task, layer, language, step), averaged over seeds, in the 'higher is better' sense."""
-    ins = probes[(probes.src_lang == probes.tgt_lang) & ~probes.task.isin(pairwise_only())]
+    ins = probes[(probes.src_lang == probes.tgt_lang) & ~probes.task.isin(pairwise_tasks(tasks))]
     c = ins.groupby(["task", "layer", "src_lang", "step", "metric"], sort=True)["value"].mean().reset_index()
-    c["score"] = c["value"] * c["metric"].map(direction).astype(float)
+    c["score"] = c["value"] * c["task"].map(lambda task: direction(task, tasks)).astype(float)
     return c
 
 
-def _best(em: pd.DataFrame, curves: pd.DataFrame, out: _Rows) -> None:
-    ins = in_language(em)
+def _best(em: pd.DataFrame, curves: pd.DataFrame, out: _Rows, pairwise: set[str]) -> None:
+    ins = in_language(em, pairwise)
     for (task, layer), g in curves.groupby(["task", "layer"], sort=False):
         wide = g.pivot(index="src_lang", columns="step", values="score").dropna(axis=1)
         if wide.empty:
@@ -196,8 +198,8 @@ def _best(em: pd.DataFrame, curves: pd.DataFrame, out: _Rows) -> None:
             out.say("best", task, text, layer)
 
 
-def _layers(em: pd.DataFrame, curves: pd.DataFrame, out: _Rows) -> None:
-    ins = in_language(em)
+def _layers(em: pd.DataFrame, curves: pd.DataFrame, out: _Rows, pairwise: set[str]) -> None:
+    ins = in_language(em, pairwise)
     for task, g in ins.groupby("task", sort=False):
         last = int(g.layer.max())
         if g.layer.nunique() < 2:
@@ -228,16 +230,18 @@ def _layers(em: pd.DataFrame, curves: pd.DataFrame, out: _Rows) -> None:
                 "languages.", last)
 
 
-def findings_table(probes: pd.DataFrame, emergence: pd.DataFrame, alpha: float = 0.05,
-                   tasks: list[str] | None = None) -> pd.DataFrame:
-    """Every finding's numbers and sentences (see the module's docstring); pairs of tasks in the order of `tasks`."""
+def findings_table(probes: pd.DataFrame, emergence: pd.DataFrame, tasks: Mapping[str, Task],
+                   alpha: float = 0.05) -> pd.DataFrame:
+    """Every finding's numbers and sentences (see the module's docstring); `tasks`, the run's by name, give each
+    metric's direction and which tasks have no in-language curves; pairs of tasks in their order."""
     out = _Rows()
     if not emergence.empty and "emerged" in emergence:
-        curves = _curves(probes)
-        _acquisition(emergence, out, list(tasks or []))
-        _transfer(emergence, out)
-        _degradation(emergence, out, alpha)
-        _best(emergence, curves, out)
-        _layers(emergence, curves, out)
+        pairwise = pairwise_tasks(tasks)
+        curves = _curves(probes, tasks)
+        _acquisition(emergence, out, list(tasks), pairwise)
+        _transfer(emergence, out, pairwise)
+        _degradation(emergence, out, alpha, pairwise)
+        _best(emergence, curves, out, pairwise)
+        _layers(emergence, curves, out, pairwise)
     df = pd.DataFrame(out.rows, columns=COLUMNS)
     return df.astype({"layer": int, "value": float})

@@ -22,8 +22,7 @@ def report(run: str = typer.Argument(..., help="A run folder or URI (s3://...)."
     from xlp.storage import Store
 
     store = Store(run)
-    manifest, _ = load_run(store)
-    reduce_run(store, manifest.spec, force=True)
+    reduce_run(store, *load_run(store), force=True)
     stdout.print(f"report written to {run}/report/index.html")
 
 
@@ -37,7 +36,8 @@ def compare(
 
     Example: xlp compare runs/multiberts-seed_0 runs/multiberts-seed_1 runs/multiberts-seed_2 --out runs/compare
     """
-    from xlp.analysis.compare import compare_curves, differing_settings, load_runs, summary
+    from xlp.analysis.compare import compare_curves, differing_settings, summary
+    from xlp.run.runs import load_runs
 
     per_run, specs = load_runs(runs)
     for what in differing_settings(specs):

@@ -67,7 +67,7 @@ def launch(spec: Spec | Manifest, console: Console | None = None, quiet: bool = 
 
 def _launch(run: Manifest, plan, store, console, quiet, address, start, emit, verify=False) -> LaunchResult:
     spec = run.spec
-    store.write_bytes(PLAN_FILE, plan.to_json().encode())
+    store.write_bytes(PLAN_FILE, json.dumps(plan.to_dict(), indent=1, sort_keys=True).encode())
     store.write_bytes(SPEC_FILE, run.to_json().encode())
     ledger = Ledger(store)
     probe_todo = [u for u in plan.probe if not ledger.is_done("probe", u.key, u.hash, verify)]
@@ -89,7 +89,7 @@ def _launch(run: Manifest, plan, store, console, quiet, address, start, emit, ve
             progress.update(bar, advance=n, total=total)
             emit({"event": "reduce", "advance": n, "total": total})
 
-        reduce_run(store, spec, ledger=ledger, on_step=reduced)  # the ledger the run kept current
+        reduce_run(store, run, plan.to_dict(), ledger=ledger, on_step=reduced)  # the ledger the run kept current
     result.seconds = time.time() - start
     return result
 

@@ -5,7 +5,6 @@ and sentence-task units (one per checkpoint and task)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from xlp.config import Spec
@@ -48,16 +47,16 @@ class Plan:
             "extraction_units": len(self.extract), "probe_units": len(self.probe),
         }
 
-    def to_json(self) -> str:
-        """What `xlp status` reads: every unit key with the hash it must be recorded with."""
-        return json.dumps({
+    def to_dict(self) -> dict:
+        """What plan.json holds (`xlp status` reads it): every unit key with the hash it must be recorded with."""
+        return {
             "xlp_version": __version__,
             "summary": self.summary(),
             "checkpoints": {str(c.step): c.name for c in self.checkpoints},  # where each step is now
             "duplicates": {str(k): v for k, v in self.duplicates.items()},
             "notes": self.notes,
             "units": {"extract": {u.key: u.hash for u in self.extract}, "probe": {u.key: u.hash for u in self.probe}},
-        }, indent=1, sort_keys=True)
+        }
 
 
 def make_plan(run: Spec | Manifest, inputs: RunInputs | None = None) -> Plan:

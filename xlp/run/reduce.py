@@ -1,4 +1,5 @@
-"""The reducer: gather every probe unit's rows into results tables, curves' statistics, a report."""
+"""The reducer: gather every probe unit's rows, reduce them to results (xlp.analysis.reduce), write the results
+tables and the report."""
 
 from __future__ import annotations
 
@@ -8,15 +9,13 @@ from collections.abc import Callable
 import pandas as pd
 import pyarrow as pa
 
-from xlp.analysis.curve_table import analyse_curves, best_layers
-from xlp.analysis.findings import findings_table
-from xlp.config import Spec
+from xlp.analysis.reduce import reduce
 from xlp.report import write_report
 from xlp.run.ledger import Ledger
+from xlp.run.manifest import Manifest
 from xlp.run.status import busy_seconds
 from xlp.run.units import digest, probe_output
 from xlp.storage import Store
-from xlp.tasks import resolve_tasks
 
 REDUCED = "results/_reduced.json"
 PROBE_ORDER = ["step", "task", "layer", "src_lang", "tgt_lang", "seed"]
@@ -40,12 +39,12 @@ def _timings(ledger: Ledger, plan: dict) -> dict[str, str]:
     return out
 
 
-def reduce_run(store: Store, spec: Spec, force: bool = False, ledger: Ledger | None = None,
+def reduce_run(store: Store, run: Manifest, plan: dict, force: bool = False, ledger: Ledger | None = None,
                on_step: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Reduce the probe outputs that the run's plan (RUN/plan.json) names; unless forced, skip it when
+    """Reduce the probe outputs that the run's plan (as in RUN/plan.json) names; unless forced, skip it when
     nothing they depend on changed since the last reduction. `on_step(advance, total)` reports progress."""
     tick = on_step or (lambda n, total: None)
-    plan = json.loads(store.read_bytes("plan.json"))
+    spec = run.spec
     ledger = ledger or Ledger(store)  # an output left by an older plan (another hash) is not a result
     outputs = [probe_output(key) for key, h in plan["units"]["probe"].items()
                if ledger.is_done("probe", key, h)]
@@ -74,21 +73,11 @@ def reduce_run(store: Store, spec: Spec, force: bool = False, ledger: Ledger | N
         probes = probes.reset_index(drop=True)
     if len(probes) and plan.get("checkpoints"):  # a series that moved keeps its results, under its new name
         probes["checkpoint"] = probes.step.astype(str).map(plan["checkpoints"]).fillna(probes.checkpoint)
-    tasks = resolve_tasks(spec.tasks)  # first: a plugin task's metric direction and value_from_sums are its own
-    emergence = analyse_curves(probes, spec.analysis)
-    findings = findings_table(probes, emergence, spec.analysis.alpha, [t.name for t in tasks])
+    results = reduce(probes, spec.analysis, run.tasks.configured())
     tick(1, total)
-    layers = best_layers(probes)
-    _write(store, "probes", probes)
-    _write(store, "emergence", emergence)
-    _write(store, "findings", findings)
-    _write(store, "layers", layers)
-    extra = {"best layer per checkpoint (in-language)": layers}
-    for task in tasks:
-        for name, (title, table) in task.extra_tables(probes).items():
-            _write(store, name, table)
-            extra[title] = table
-    write_report(store, spec, plan, probes, emergence, extra, timings=_timings(ledger, plan), findings=findings)
+    for name, table in results.tables().items():
+        _write(store, name, table)
+    write_report(store, results, spec, plan, timings=_timings(ledger, plan))
     store.write_bytes(REDUCED, json.dumps({"inputs": inputs}).encode())
     tick(1, total)
-    return probes, emergence
+    return probes, results.emergence

@@ -5,11 +5,9 @@ group `xlp.tasks`; it implements the same interface (xlp/tasks/base.py) and runs
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
-import numpy as np
 from pydantic import ValidationError
 
 from xlp.config import Spec
@@ -30,10 +28,9 @@ BUILT_IN: dict[str, Task] = {task.name: task for task in (
 )}
 DEFAULT_TASKS = (PosTask.name,)  # a spec that names no task
 ENTRY_POINT_GROUP = "xlp.tasks"
-_loaded: dict[str, Task] = {}  # plugin tasks this process has resolved, by name
 
 __all__ = ["BUILT_IN", "RunTasks", "SentenceTask", "Task", "TaskContext", "TaskOptions", "WordTask", "configure",
-           "get_task", "item_value", "known_tasks", "metric_direction", "pairwise_only", "resolve_tasks"]
+           "get_task", "known_tasks", "legacy_keys", "resolve_tasks"]
 
 
 def known_tasks() -> list[str]:
@@ -60,7 +57,6 @@ def get_task(ref: str) -> Task:
     if not isinstance(task, (WordTask, SentenceTask)):
         raise XlpError(f"task {ref!r}: {type(task).__name__} does not implement xlp.tasks.base.WordTask or "
                        "SentenceTask")
-    _loaded[task.name] = task
     return task
 
 
@@ -133,22 +129,3 @@ def configure(spec: Spec) -> RunTasks:
             if missing:
                 raise src.key_error(("task_grid", name, key), f"{missing} not in data.languages")
     return RunTasks(tasks, {name: options[name] for name in owners})
-
-
-def pairwise_only() -> set[str]:
-    """Names of the tasks (known to this process) whose in-language values are trivial (retrieval)."""
-    return {t.name for t in (*BUILT_IN.values(), *_loaded.values()) if t.pairwise_only}
-
-
-def item_value(task: str) -> Callable[[np.ndarray, int], np.ndarray]:
-    """The task's `value_from_sums` (its metric from summed per-item scores), by name among the tasks known to
-    this process; a share of items correct for one it does not know."""
-    known = BUILT_IN.get(task) or _loaded.get(task)
-    return (known or Task).value_from_sums
-
-
-def metric_direction(metric: str) -> int:
-    """+1 where higher is better, -1 where lower is, by the metric's name among the tasks known to
-    this process (built in, or plugins it has resolved)."""
-    lower = {t.metric for t in (*BUILT_IN.values(), *_loaded.values()) if not t.higher_is_better}
-    return -1 if metric in lower else 1

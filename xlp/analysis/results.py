@@ -1,0 +1,33 @@
+"""What a run reports, computed once (by `xlp.analysis.reduce.reduce`): its results tables and the few things
+its report states that are not tables. The report renders these and computes nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+LAYERS_TITLE = "best layer per checkpoint (in-language)"
+
+
+@dataclass(frozen=True)
+class Results:
+    probes: pd.DataFrame  # every probe row (results/probes.parquet)
+    emergence: pd.DataFrame  # one row per curve (analyse_curves)
+    findings: pd.DataFrame  # claims (a)-(e), numbers and sentences (findings_table)
+    layers: pd.DataFrame  # best layer per (task, language, step) (best_layers)
+    extra: dict[str, tuple[str, pd.DataFrame]]  # the tasks' own tables: {file name: (title, table)}
+    tasks: tuple[str, ...]  # the tasks with rows: the run's, in its order, then any others the rows have
+    definitions: dict[str, str]  # the run's tasks: name -> what it measures
+    pairwise: frozenset[str]  # tasks whose in-language values are trivial: their curves use the other languages
+    notes: tuple[str, ...]  # what the rows lack (a task without results, a series without step 0)
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The results tables by file name (results/<name>.parquet)."""
+        own = {name: table for name, (_, table) in self.extra.items()}
+        return {"probes": self.probes, "emergence": self.emergence, "findings": self.findings,
+                "layers": self.layers, **own}
+
+    def titled_tables(self) -> dict[str, pd.DataFrame]:
+        """The tables the report lists by title: the best layers and the tasks' own."""
+        return {LAYERS_TITLE: self.layers, **dict(self.extra.values())}
