@@ -13,7 +13,9 @@ def _run(root, name, curves, alpha=0.05):
     """A run folder with its spec's name and results/emergence.parquet holding `curves`:
     {(task, layer, language): (emerged, emergence step, best step, degraded)}."""
     (root / "results").mkdir(parents=True)
-    (root / "spec.json").write_text(json.dumps({"name": name, "analysis": {"alpha": alpha}, "pooling": "auto"}))
+    (root / "spec.json").write_text(json.dumps({"name": name, "output": str(root), "analysis": {"alpha": alpha},
+                                                "pooling": "auto", "checkpoints": [{"path": "ckpts/step_*"}],
+                                                "data": {"ud_root": "ud", "languages": ["en"]}}))
     rows = [{**dict.fromkeys(CURVE_COLUMNS), "task": t, "layer": layer, "src_lang": lang, "tgt_lang": lang,
              "metric": "accuracy", "emerged": em, "emergence_step": step if em else np.nan, "best_step": best,
              "degradation_significant": deg}

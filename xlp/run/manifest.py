@@ -62,9 +62,15 @@ def from_json(text: str, where: str) -> Manifest:
     return manifest(spec_from_dict(raw, where, legacy=legacy_keys()))
 
 
+def run_manifest(store: Store) -> Manifest:
+    """The manifest a run folder's driver wrote (spec.json)."""
+    if not store.exists(SPEC_FILE):
+        raise XlpError(f"{store.path(SPEC_FILE)}: no spec.json; this folder has not been launched")
+    return from_json(store.read_bytes(SPEC_FILE).decode(), store.path(SPEC_FILE))
+
+
 def load_run(store: Store) -> tuple[Manifest, dict]:
     """A launched run's manifest and plan, as its driver wrote them."""
     if not store.exists(PLAN_FILE):
         raise XlpError(f"{store.path(PLAN_FILE)}: no plan.json; this folder has not been launched")
-    run = from_json(store.read_bytes(SPEC_FILE).decode(), store.path(SPEC_FILE))
-    return run, json.loads(store.read_bytes(PLAN_FILE))
+    return run_manifest(store), json.loads(store.read_bytes(PLAN_FILE))

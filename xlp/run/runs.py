@@ -8,7 +8,7 @@ from xlp.analysis.compare import PER_RUN
 from xlp.analysis.curve_table import CURVE_KEYS
 from xlp.config import Spec
 from xlp.errors import XlpError
-from xlp.run.manifest import load_run
+from xlp.run.manifest import run_manifest
 from xlp.storage import Store
 
 
@@ -23,7 +23,7 @@ def load_runs(runs: list[str]) -> tuple[pd.DataFrame, list[Spec]]:
         if not store.exists("results/emergence.parquet"):
             raise XlpError(f"{run}: no results/emergence.parquet; launch it (or `xlp report {run}`) first")
         em = pd.read_parquet(store.path("results/emergence.parquet"), filesystem=store.fs)
-        specs.append(load_run(store)[0].spec)
+        specs.append(run_manifest(store).spec)
         name = specs[-1].name
         names.append(name if name not in names else run)
         tables.append(em[CURVE_KEYS + ["metric"] + [c for c in PER_RUN if c in em]].assign(run=names[-1]))

@@ -26,7 +26,7 @@ from xlp.probing.simalign import (
     scores_from_sums,
     split_sentences,
 )
-from xlp.tasks.base import Runtime, SentenceInputs, SentenceTask, TaskContext, TaskOptions, result_row
+from xlp.tasks.base import Runtime, SentenceInputs, SentenceTask, TaskContext, TaskOptions, seed_rows
 
 if TYPE_CHECKING:
     from xlp.models.extract import FeatureExtractor
@@ -139,11 +139,9 @@ class AlignTask(SentenceTask):
             scored = align_rows(extractor, gold, [o["method"]])
             baseline = next(r["f1"] for r in scored if r["method"] == BASELINE)
             for r in (r for r in scored if r["method"] == o["method"]):
-                for seed in unit.seeds:  # no probe: one value, repeated so every task has the same rows
-                    row = result_row(unit, task=self.name, layer=r["layer"], src=src, tgt=tgt, seed=seed,
-                                     metric=self.metric, value=r["f1"], baseline=baseline, n_train=0,
-                                     n_test=len(gold), invariant=True, correct=None, pooling=extractor.pooling,
-                                     item_sums=np.stack(astuple(r["counts"])))
-                    rows.append({**row, "precision": r["precision"], "recall": r["recall"], "aer": r["aer"],
-                                 "method": o["method"]})
+                rows += seed_rows(unit, task=self.name, layer=r["layer"], src=src, tgt=tgt, metric=self.metric,
+                                  value=r["f1"], baseline=baseline, n_train=0, n_test=len(gold), correct=None,
+                                  pooling=extractor.pooling, item_sums=np.stack(astuple(r["counts"])),
+                                  extra={"precision": r["precision"], "recall": r["recall"], "aer": r["aer"],
+                                         "method": o["method"]})
         return rows

@@ -205,3 +205,10 @@ def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, me
             "item_sums": None if item_sums is None else np.asarray(item_sums, dtype=np.float32).tobytes(),
             "probe_iters": None if fit is None else int(fit[0].iterations[fit[1]]),
             "probe_grad_norm": None if fit is None else float(fit[0].grad_norm[fit[1]])}
+
+
+def seed_rows(unit, extra: dict | None = None, **fields) -> list[dict]:
+    """A value no seed changes (no probe, or a fit that is deterministic) as one row per seed of the unit, so
+    that every task has the same rows; `extra` adds a task's own columns."""
+    row = {**result_row(unit, seed=unit.seeds[0], invariant=True, **fields), **(extra or {})}
+    return [{**row, "seed": seed} for seed in unit.seeds]

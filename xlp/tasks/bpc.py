@@ -19,7 +19,7 @@ import numpy as np
 from xlp.data.conllu import read_conllu
 from xlp.errors import XlpError
 from xlp.hashing import data_files
-from xlp.tasks.base import Runtime, SentenceInputs, SentenceTask, TaskContext, TaskOptions, result_row
+from xlp.tasks.base import Runtime, SentenceInputs, SentenceTask, TaskContext, TaskOptions, seed_rows
 
 if TYPE_CHECKING:
     from xlp.models.checkpoints import Checkpoint
@@ -135,11 +135,9 @@ class BpcTask(SentenceTask):
                 bits, chars, tokens = scorer.bits(texts)
                 nbytes = np.array([len(t[: int(c)].encode("utf-8")) for t, c in zip(texts, chars)])
             uniform = np.log2(scorer.vocab_size) * tokens.sum() / chars.sum()  # a model that knows nothing
-            for seed in unit.seeds:
-                row = result_row(unit, task=self.name, layer=unit.layers[0], src=lang, tgt=lang, seed=seed,
-                                 metric=self.metric, value=bits.sum() / chars.sum(), baseline=float(uniform),
-                                 n_train=0, n_test=len(bits), invariant=True, correct=None,
-                                 item_sums=np.stack([bits, chars]))
-                rows.append({**row, "estimator": "causal_exact" if causal else "masked_pll",
-                             "bits_per_byte": float(bits.sum() / nbytes.sum())})
+            rows += seed_rows(unit, task=self.name, layer=unit.layers[0], src=lang, tgt=lang, metric=self.metric,
+                              value=bits.sum() / chars.sum(), baseline=float(uniform), n_train=0, n_test=len(bits),
+                              correct=None, item_sums=np.stack([bits, chars]),
+                              extra={"estimator": "causal_exact" if causal else "masked_pll",
+                                     "bits_per_byte": float(bits.sum() / nbytes.sum())})
         return rows

@@ -15,7 +15,7 @@ from xlp.data.conllu import conllu_files, read_conllu, require_sentences
 from xlp.errors import XlpError
 from xlp.hashing import data_files
 from xlp.paths import shared_dir
-from xlp.tasks.base import Runtime, SentenceInputs, SentenceTask, TaskContext, TaskOptions, result_row
+from xlp.tasks.base import Runtime, SentenceInputs, SentenceTask, TaskContext, TaskOptions, seed_rows
 
 
 class RetrievalOptions(TaskOptions):
@@ -69,10 +69,8 @@ class RetrievalTask(SentenceTask):
             for src in unit.langs:
                 for tgt in unit.langs:
                     hits = retrieval_hits(vectors[src][layer], vectors[tgt][layer])
-                    for seed in unit.seeds:  # no probe: one value, repeated so every task has the same rows
-                        rows.append(result_row(unit, task=self.name, layer=layer, src=src, tgt=tgt, seed=seed,
-                                               metric=self.metric, value=hits.mean(), baseline=1.0 / n, n_train=0,
-                                               n_test=n, invariant=True, correct=hits))
+                    rows += seed_rows(unit, task=self.name, layer=layer, src=src, tgt=tgt, metric=self.metric,
+                                      value=hits.mean(), baseline=1.0 / n, n_train=0, n_test=n, correct=hits)
         return rows
 
 

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from xlp.data.xnli import SPLITS, available, read_xnli, read_xnli_file, xnli_file
 from xlp.hashing import data_files
-from xlp.tasks.base import Runtime, SentenceInputs, SentenceTask, TaskContext, TaskOptions, result_row
+from xlp.tasks.base import Runtime, SentenceInputs, SentenceTask, TaskContext, TaskOptions, seed_rows
 from xlp.tasks.retrieval import SENTENCE_VECTORS
 
 
@@ -85,10 +85,8 @@ class XnliTask(SentenceTask):
                     (lang == src and src in grid) or (src in sources and lang in targets and lang != src))]:
                 Xt, yt = data[("test", tgt)]
                 values, correct = probes.score(Xt, yt, self.metric)
-                for li, layer in enumerate(unit.layers):
-                    for seed in unit.seeds:  # the fit is deterministic: one probe for every seed
-                        rows.append(result_row(unit, task=self.name, layer=layer, src=src, tgt=tgt, seed=seed,
-                                               metric=self.metric, value=values[li], baseline=majority_accuracy(yt),
-                                               n_train=len(y), n_test=len(yt), invariant=True, correct=correct[li],
-                                               fit=(probes, li)))
+                for li, layer in enumerate(unit.layers):  # the fit is deterministic: one probe for every seed
+                    rows += seed_rows(unit, task=self.name, layer=layer, src=src, tgt=tgt, metric=self.metric,
+                                      value=values[li], baseline=majority_accuracy(yt), n_train=len(y),
+                                      n_test=len(yt), correct=correct[li], fit=(probes, li))
         return rows
