@@ -12,7 +12,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "xlp"
 
 # lowest first: a layer imports only itself and the layers before it
 LAYERS = ["xlp.version", "xlp.errors", "xlp.paths", "xlp.hashing", "xlp.storage", "xlp.config", "xlp.data",
-          "xlp.probing", "xlp.models", "xlp.tasks", "xlp.analysis", "xlp.report", "xlp.run", "xlp.cli", "xlp"]
+          "xlp.probing", "xlp.models", "xlp.tasks", "xlp.analysis", "xlp.report", "xlp.run", "xlp.api", "xlp.cli",
+          "xlp"]
 
 
 def _module(f: Path) -> str:

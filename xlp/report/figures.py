@@ -111,8 +111,10 @@ def curve_rows(results: Results, task: str, layer: int | None = None) -> pd.Data
     return d[(d["task"] == task) & ((d["layer"] == layer) if layer is not None else True)]
 
 
-def curves(results: Results, task: str, style: Style) -> Plot | None:
-    layer, pairwise = last_layer(results, task), task in results.pairwise
+def curves(results: Results, task: str, style: Style, layer: int | None = None) -> Plot | None:
+    """Each language's learning curve at `layer` (default: the last), the languages and colours of `style`."""
+    last = layer is None
+    layer, pairwise = last_layer(results, task) if last else layer, task in results.pairwise
     d = curve_rows(results, task, layer)
     if d.empty:
         return None
@@ -140,18 +142,21 @@ def curves(results: Results, task: str, style: Style) -> Plot | None:
         return fig
 
     baseline = "chance (1 / sentences)" if pairwise else "the language's majority-class baseline"
-    return Plot(f"curves_{task}", f"{task}, layer {layer} (the last layer): mean over seeds, band = min–max across "
+    return Plot(f"curves_{task}" + ("" if last else f"_layer{layer}"),
+                f"{task}, layer {layer}{' (the last layer)' if last else ''}: mean over seeds, band = min–max across "
                 f"seeds, dashed = {baseline}"
                 + (", dotted = the step-0 (random-initialisation) checkpoint." if has_step0 else "."), draw)
 
 
-def transfer(results: Results, task: str, style: Style) -> Plot | None:
+def transfer(results: Results, task: str, style: Style, layer: int | None = None) -> Plot | None:
+    """The source x target grid of emergence steps at `layer` (default: the last), languages as in `style`."""
     from matplotlib.colors import ListedColormap, Normalize, SymLogNorm
 
     e = results.emergence
     if e.empty or "emergence_step" not in e:
         return None
-    layer = last_layer(results, task)
+    last = layer is None
+    layer = last_layer(results, task) if last else layer
     curves = e[(e["task"] == task) & (e["layer"] == layer)]
     if not (curves["src_lang"] != curves["tgt_lang"]).any():
         return None  # in-language only (bpc): no transfer to show
@@ -184,7 +189,8 @@ def transfer(results: Results, task: str, style: Style) -> Plot | None:
         fig.colorbar(im, ax=ax, label="emergence step")
         return fig
 
-    return Plot(f"transfer_{task}", f"{task}, layer {layer}: emergence step of each source → target curve (probe "
+    name = f"transfer_{task}" + ("" if last else f"_layer{layer}")
+    return Plot(name, f"{task}, layer {layer}: emergence step of each source → target curve (probe "
                 "trained on the source, tested on the target); grey cells: did not emerge; blank cells: pairs the "
                 "run does not have.", draw)
 
