@@ -311,8 +311,9 @@ def test_driver_killed_at_a_random_point_then_relaunched(clean_grid, tmp_path, t
 
 
 def test_changed_shard_fails_its_checksum_and_is_redone(clean_grid, tmp_path):
-    """A shard whose bytes change after it was written (same size): a probe that reads it refuses it
-    and the relaunch re-extracts it; `--verify` finds such a shard at rest. Results end identical."""
+    """A shard whose bytes change after it was written (same size): a probe that reads it refuses it, and the
+    next plain relaunch redoes exactly that shard and that probe; a changed shard no probe read stays until
+    `--verify` finds it at rest. Results end identical."""
     import shutil
 
     spec, run, _, clean_snapshot = clean_grid
@@ -326,16 +327,49 @@ def test_changed_shard_fails_its_checksum_and_is_redone(clean_grid, tmp_path):
         data[len(data) // 2] ^= 0xFF
         f.write_bytes(bytes(data))
 
-    flip("features/step=100/lang=de/split=test/part-0.parquet")  # read by a probe that must rerun:
+    read = "features/step=100/lang=de/split=test/part-0.parquet"
+    at_rest = "features/step=0/lang=vi/split=test/part-0.parquet"
+    flip(read)  # read by a probe that must rerun:
     (copy / "probes/step=100/task=pos/layers=0_1_2/src=en/part-0.parquet").unlink()
-    flip("features/step=0/lang=vi/split=test/part-0.parquet")  # read by nobody this time
+    flip(at_rest)  # read by nobody this time
+    changed = (copy / at_rest).read_bytes()
     refused = launch(spec, quiet=True)
     assert list(refused.failed) == ["probe step=100/task=pos/layers=0_1_2/src=en"] and refused.extracted == 0
     assert "does not match its checksum" in refused.failed["probe step=100/task=pos/layers=0_1_2/src=en"]
-    # the refused shard is redone anyway; --verify also finds the one at rest that no probe read
-    redone = launch(spec, quiet=True, verify=True)
-    assert not redone.failed and (redone.extracted, redone.probed) == (2, 1)
+    # without --verify: the refused shard and the probe that refused it, nothing else
+    redone = launch(spec, quiet=True, verify=False)
+    assert not redone.failed and (redone.extracted, redone.probed) == (1, 1)
+    assert (copy / read).read_bytes() == (run / read).read_bytes() and (copy / at_rest).read_bytes() == changed
+    # --verify also finds the one at rest that no probe read
+    verified = launch(spec, quiet=True, verify=True)
+    assert not verified.failed and (verified.extracted, verified.probed) == (1, 0)
+    assert (copy / at_rest).read_bytes() == (run / at_rest).read_bytes()
     assert snapshot(copy) == clean_snapshot
+
+
+def test_verify_on_the_command_line_redoes_a_changed_probe_output(clean_grid, tmp_path):
+    """`xlp launch --verify` reads every finished output: a probe output changed at rest (same size) is redone,
+    which a plain relaunch (sizes only) does not notice."""
+    import json
+    import shutil
+
+    spec, run, _, clean_snapshot = clean_grid
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    path = write_spec(tmp_path / "copy.yaml", **json.loads(spec.model_copy(update={"output": str(copy)})
+                                                           .model_dump_json(exclude_defaults=True)))
+    rel = "probes/step=200/task=pos/layers=0_1_2/src=vi/part-0.parquet"
+    data = bytearray((copy / rel).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / rel).write_bytes(bytes(data))
+    plain = run_xlp("launch", path, "--json")
+    assert plain.returncode == 0, plain.stderr
+    assert (json.loads(plain.stdout.splitlines()[-1])["probed"], (copy / rel).read_bytes()) == (0, bytes(data))
+    r = run_xlp("launch", path, "--verify", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.splitlines()[-1])
+    assert (summary["extracted"], summary["probed"], summary["failed"]) == (0, 1, {})
+    assert (copy / rel).read_bytes() == (run / rel).read_bytes() and snapshot(copy) == clean_snapshot
 
 
 def test_submit_runs_the_driver_as_a_ray_job(clean_grid, tmp_path, ray_local):
