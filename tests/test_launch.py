@@ -529,3 +529,37 @@ def test_racing_takeovers_of_a_dead_drivers_lock_leave_one_holder(tmp_path):
     with pytest.raises(XlpError, match="just claimed"):
         _acquire(Store(str(run)), {"host": "h", "pid": 1, "since": 0})
     assert (run / LOCK).read_bytes() == b""
+
+
+def _relaunch_copy(clean_grid, tmp_path, **probe):
+    """The clean grid's run copied, relaunched with other probe settings (its features reused)."""
+    import shutil
+
+    spec, run, _, _ = clean_grid
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    spec = spec.model_copy(update={"output": str(copy), "probe": spec.probe.model_copy(update=probe)})
+    return launch(spec, quiet=True), copy
+
+
+def test_max_train_words_caps_each_seeds_training_set(clean_grid, tmp_path):
+    """`probe.max_train_words` (cluster.yaml sets it): each probe trains on that many of the source's words, a
+    different subsample per seed, so the seeds differ and are not marked invariant; features are reused."""
+    res, copy = _relaunch_copy(clean_grid, tmp_path, max_train_words=150)
+    assert not res.failed and (res.extracted, res.probed) == (0, 9)
+    full = pq.read_table(clean_grid[1] / "results/probes.parquet").to_pandas()
+    capped = pq.read_table(copy / "results/probes.parquet").to_pandas()
+    assert len(capped) == len(full) and full.n_train.min() > 150 and (capped.n_train == 150).all()
+    assert not capped.seed_invariant.any() and full.seed_invariant.all()
+    by_seed = capped.pivot_table(index=["step", "layer", "src_lang", "tgt_lang"], columns="seed", values="value")
+    assert (by_seed[0] != by_seed[1]).mean() > 0.5  # another subsample, another probe
+
+
+def test_one_layer_per_unit_gives_the_same_results(clean_grid, tmp_path):
+    """`probe.layers_per_unit: 1` splits each probe unit into one per layer; probes.parquet is the default's."""
+    res, copy = _relaunch_copy(clean_grid, tmp_path, layers_per_unit=1)
+    assert not res.failed and (res.extracted, res.probed) == (0, 3 * 3 * 3)  # steps x sources x layers
+    assert {u.layers for u in res.plan.probe} == {(0,), (1,), (2,)}
+    full = pq.read_table(clean_grid[1] / "results/probes.parquet").to_pandas()
+    split = pq.read_table(copy / "results/probes.parquet").to_pandas()
+    assert split.equals(full)
