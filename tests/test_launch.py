@@ -563,3 +563,49 @@ def test_one_layer_per_unit_gives_the_same_results(clean_grid, tmp_path):
     full = pq.read_table(clean_grid[1] / "results/probes.parquet").to_pandas()
     split = pq.read_table(copy / "results/probes.parquet").to_pandas()
     assert split.equals(full)
+
+
+def test_the_lock_on_a_filesystem_without_exclusive_create(tmp_path):
+    """Where a store cannot create a file exclusively (Arrow's in-memory `mock://` filesystem: neither a local
+    disk nor S3), the lock is written and read back: it is held and released, a live driver's lock refuses a
+    second driver, a dead one's is taken over, and a driver whose lock was overwritten by another's at the same
+    moment stops."""
+    import json
+    import socket
+    import subprocess
+
+    from xlp.errors import XlpError
+    from xlp.run.lock import LOCK, _acquire, run_lock
+    from xlp.storage import Store
+
+    store = Store("mock:///run")
+    with pytest.raises(NotImplementedError):
+        store.create_exclusive("probe", b"")
+    with run_lock(store):
+        assert json.loads(store.read_bytes(LOCK))["pid"] == os.getpid()
+        with pytest.raises(XlpError, match="being run by another xlp launch"):
+            _acquire(store, {"host": socket.gethostname(), "pid": 10 ** 7, "since": 0})
+        assert json.loads(store.read_bytes(LOCK))["pid"] == os.getpid()  # untouched
+    assert not store.exists(LOCK)
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    store.write_bytes(LOCK, json.dumps({"host": socket.gethostname(), "pid": dead.pid, "since": 0}).encode())
+    with run_lock(store):
+        assert json.loads(store.read_bytes(LOCK))["pid"] == os.getpid()
+    assert not store.exists(LOCK)
+
+    other = {"host": "elsewhere", "pid": 1, "since": 0}
+
+    class Overwritten(Store):  # another driver's write lands between this one's write and its read-back
+        def write_bytes(self, rel, data):
+            written = super().write_bytes(rel, data)
+            if rel == LOCK:
+                super().write_bytes(LOCK, json.dumps(other).encode())
+            return written
+
+    racing = Overwritten("mock:///run")
+    racing.fs = store.fs  # the same in-memory filesystem as `store`
+    with pytest.raises(XlpError, match="just claimed by another xlp launch"):
+        _acquire(racing, {"host": socket.gethostname(), "pid": os.getpid(), "since": 0})
+    assert json.loads(store.read_bytes(LOCK)) == other  # the other driver's lock stands
