@@ -3,6 +3,7 @@
 import os
 import re
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import MINILM, grid_spec, run_xlp, snapshot, write_spec
@@ -124,8 +125,13 @@ def test_minilm_arc_and_deprel_far_above_baselines(tmp_path, ray_local):
     assert len(own) == 2 and own[cols].equals(shared[cols].reset_index(drop=True))
     r = run_xlp("validate", tmp_path / "pairs.yaml")  # the grid it announces is the grid that ran
     assert re.search(r"probe rows\W+([\d,]+)", r.stdout).group(1) == f"{len(df):,}"
+    # selectivity: POS accuracy minus the control task's, per (step, layer, source, target), over seeds
     sel = pq.read_table(tmp_path / "run/results/selectivity.parquet").to_pandas()
-    assert (sel.selectivity > 0.2).all()
+    assert len(sel) == 1 and tuple(sel.iloc[0][["step", "layer", "src_lang", "tgt_lang"]]) == (0, 3, "en", "en")
+    accuracy = mean[["pos", "pos_control"]]
+    assert np.isclose(sel.pos[0], accuracy["pos"]) and np.isclose(sel.control[0], accuracy["pos_control"])
+    assert np.isclose(sel.selectivity[0], accuracy["pos"] - accuracy["pos_control"])
+    assert sel.selectivity[0] > 0.2  # measured 0.93 - 0.54
 
 
 def test_second_driver_is_refused_and_a_dead_drivers_lock_taken_over(tmp_path, tiny_series):
