@@ -3,6 +3,7 @@ driver is running, the ETA, and the human-readable table (not only `--json`); an
 line when units fail: its exit code and the list of failures."""
 
 import json
+import os
 import re
 import shutil
 import time
@@ -82,7 +83,7 @@ def test_running_units_and_the_eta_while_a_driver_is_live(tmp_path, monkeypatch)
         st = json.loads(run_xlp("status", run, "--json").stdout)
         table = run_xlp("status", run).stdout
     ext = st["stages"]["extract"]
-    assert st["driver"]["running"] and f"pid {__import__('os').getpid()}" in st["driver"]["detail"]
+    assert st["driver"]["running"] and f"pid {os.getpid()}" in st["driver"]["detail"]
     assert (ext["done"], ext["running"], ext["pending"], ext["failed"]) == (2, 1, 1, 0)
     assert ext["running_units"] == ["c"]
     assert ext["rows_per_s"] == 600 / 30 and ext["eta_s"] == 15 * 2  # 15 s a unit, c and d left
