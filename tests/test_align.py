@@ -193,7 +193,10 @@ def test_minilm_aligns_enfr_well_above_the_diagonal_at_its_best_layer():
 
 def test_align_is_a_task_like_every_other(tmp_path, ray_local):
     """`tasks: [align]` through `xlp launch`: a row per layer and pair in probes.parquet (src and tgt from the
-    pair), curves and the per-layer table in the report; a malformed gold line stops pre-flight by file:line."""
+    pair), its figure and its per-layer table in the report (each layer's F1 as in probes.parquet); a malformed
+    gold line stops pre-flight by file:line."""
+    import re
+
     import pandas as pd
     from conftest import run_xlp, write_spec
 
@@ -209,7 +212,19 @@ def test_align_is_a_task_like_every_other(tmp_path, ray_local):
     # each row's F1 is its sentences' link counts summed, as the reducer's bootstrap recomputes it
     sums = np.stack([np.frombuffer(b, np.float32).reshape(4, 80).sum(axis=1) for b in rows.item_sums])
     assert np.allclose(AlignTask.value_from_sums(sums.T, 80), rows.value)
-    assert "unsupervised word alignment" in (tmp_path / "run" / "report" / "index.html").read_text()
+    page = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert "unsupervised word alignment" in page
+    # the pair's figure, inline and saved (one checkpoint: the en -> fr cell of the emergence grid)
+    assert '<img alt="transfer_align" src="data:image/png;base64,' in page
+    assert (tmp_path / "run" / "report" / "figures" / "transfer_align.png").stat().st_size > 1000
+    # the per-layer table: one row per layer, its value the layer's F1 in probes.parquet
+    table = re.search(r'<section id="emergence">(.*?)</section>', page, re.S).group(1)
+    header = re.findall(r"<th>(.*?)</th>", table)
+    shown = [dict(zip(header, re.findall(r"<td>(.*?)</td>", tr)))
+             for tr in re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1], re.S)]
+    assert [(r["task"], r["src_lang"], r["tgt_lang"], r["metric"]) for r in shown] == [("align", "en", "fr", "f1")] * 7
+    f1 = rows.set_index("layer").value
+    assert {int(r["layer"]): r["best_value"] for r in shown} == {layer: f"{v:.4f}" for layer, v in f1.items()}
     bad = tmp_path / "gold"
     bad.mkdir()
     (bad / "enfr.src-tgt").write_text("a b ||| c d\n")

@@ -11,7 +11,7 @@ import torch
 from conftest import FAMILIES, MINILM, UD, make_tiny_family, make_tiny_xlmr
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from xlp.data.conllu import read_conllu
+from xlp.data.conllu import find_treebank, read_conllu
 from xlp.errors import XlpError
 from xlp.models.causal_lm import CausalLmScorer
 from xlp.models.checkpoints import Checkpoint
@@ -202,7 +202,9 @@ HUB_NAMES = {  # each family's series named the way its publishers name their ch
 @pytest.mark.parametrize("kind", sorted(HUB_NAMES))
 def test_every_family_runs_pos_bpc_and_retrieval_through_launch(kind, tmp_path, ray_local):
     """A tiny random series of each family, saved as its publishers save it (LM head included, a real
-    tokenizer of its kind, the hub's step names), runs pos, bpc and retrieval end to end."""
+    tokenizer of its kind, the hub's step names), runs pos, bpc and retrieval end to end, with the outcomes an
+    untrained model must give: POS at or above its majority baseline, bits per character and per byte at the
+    uniform rate over the vocabulary, and in-language retrieval finding each sentence itself."""
     import pandas as pd
     from conftest import run_xlp, write_spec
 
@@ -210,8 +212,8 @@ def test_every_family_runs_pos_bpc_and_retrieval_through_launch(kind, tmp_path, 
         make_tiny_family(kind, tmp_path / "series" / name, seed=seed, layers=2)
     spec = write_spec(tmp_path / "s.yaml", name=kind, output=str(tmp_path / "run"),
                       checkpoints=[{"path": str(tmp_path / "series" / "*")}],
-                      data={"ud_root": str(UD), "languages": ["en", "de"], "max_train_sentences": 30,
-                            "max_test_sentences": 12},
+                      data={"ud_root": str(UD), "languages": ["en", "ru"], "max_train_sentences": 30,
+                            "max_test_sentences": 12},  # ru: 1.8 UTF-8 bytes a character, so bytes are not chars
                       tasks=["pos", "bpc", "retrieval"], retrieval={"max_sentences": 8}, probe={"seeds": [0]})
     r = run_xlp("launch", spec, "--quiet")
     assert r.returncode == 0, r.stderr
@@ -223,7 +225,23 @@ def test_every_family_runs_pos_bpc_and_retrieval_through_launch(kind, tmp_path, 
     assert set(pos.pooling) == {"last" if causal else "first"} and set(pos.layer) == {0, 1, 2}
     bpc = probes[probes.task == "bpc"]
     assert set(bpc.estimator) == {"causal_exact" if causal else "masked_pll"} and len(bpc) == 3 * 2
-    assert (bpc.value > 0).all() and (bpc.bits_per_byte > 0).all()
+    # an untrained model knows nothing: about the uniform rate over its vocabulary (measured within 0.3 %), per
+    # character (`value` against its `baseline`) and per UTF-8 byte of the texts scored
+    assert ((bpc.value / bpc.baseline).between(0.98, 1.02)).all()
+    test = {lang: [s.text for s in read_conllu(find_treebank(UD, lang).split_file("test")[1], max_sentences=12)]
+            for lang in ("en", "ru")}
+    chars_per_byte = {lang: sum(map(len, t)) / sum(len(x.encode()) for x in t) for lang, t in test.items()}
+    uniform_per_byte = bpc.baseline * bpc.src_lang.map(chars_per_byte)
+    assert ((bpc.bits_per_byte / uniform_per_byte).between(0.98, 1.02)).all()
+    # POS: in-language at or above the majority baseline at every layer and step, and clearly above on average
+    # (measured: en 0.27 to 0.37 against 0.14, ru 0.39 to 0.58 against 0.27)
+    inlang = pos[pos.src_lang == pos.tgt_lang]
+    assert len(inlang) == 3 * 2 * 3 and (inlang.value >= inlang.baseline).all()
+    assert (inlang.groupby("src_lang").value.mean() > inlang.groupby("src_lang").baseline.mean() + 0.05).all()
+    # retrieval in-language: every sentence finds itself, at every layer and step
+    retrieval = probes[probes.task == "retrieval"]
+    itself = retrieval[retrieval.src_lang == retrieval.tgt_lang]
+    assert len(itself) == 3 * 3 * 2 and (itself.value == 1.0).all() and (itself.n_test == 8).all()
     figures = {f.name for f in (tmp_path / "run" / "report" / "figures").iterdir()}
     assert {"transfer_pos.png", "transfer_retrieval.png"} <= figures and "transfer_bpc.png" not in figures
     if kind == "olmo":

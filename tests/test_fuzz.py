@@ -51,20 +51,28 @@ def test_conllu_reader_answers_sentences_or_a_located_error(lines, ending, garbl
     if garble:
         data = data[: len(data) // 2] + b"\xff\xfe" + data[len(data) // 2:]
     path = _write(data)
+    strict, error = None, None
     try:
-        sentences = read_conllu(path)
-        for s in sentences:
+        strict = read_conllu(path)
+        for s in strict:
             assert len(s.forms) == len(s.upos) == len(s.heads) and s.forms
     except XlpError as e:
-        assert str(path) in str(e)
-        if m := re.match(rf"{re.escape(str(path))}:(\d+): HEAD (\d+) of word (\d+)", str(e)):
+        error = str(e)
+        assert str(path) in error
+        if m := re.match(rf"{re.escape(str(path))}:(\d+): HEAD (\d+) of word (\d+)", error):
             cols = data.decode("utf-8-sig").split("\n")[int(m[1]) - 1].rstrip("\r").split("\t")
             assert cols[0] == m[3] and cols[6] == m[2]  # the line named is the word's own
     skipped = []
     try:  # lenient: bad sentences are skipped and reported, the rest is read
-        read_conllu(path, lenient=True, skipped=skipped)
-    except XlpError as e:
-        assert str(path) in str(e) and re.search(r"UTF-8|cannot read", str(e))
+        lenient = read_conllu(path, lenient=True, skipped=skipped)
+    except XlpError as e:  # only a file that cannot be read at all, which strict refuses the same way
+        assert str(e) == error and re.search(r"UTF-8|cannot read", str(e))
+    else:
+        if strict is not None:  # nothing malformed: the same sentences, none skipped
+            assert lenient == strict and skipped == []
+        else:  # the sentence strict stopped at is skipped, with strict's own message
+            assert skipped and skipped[0] == error
+            assert all(s.forms and len(s.forms) == len(s.upos) == len(s.heads) for s in lenient)
     finally:
         path.unlink()
 

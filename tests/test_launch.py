@@ -3,6 +3,7 @@
 import os
 import re
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from conftest import MINILM, grid_spec, run_xlp, snapshot, write_spec
@@ -124,8 +125,13 @@ def test_minilm_arc_and_deprel_far_above_baselines(tmp_path, ray_local):
     assert len(own) == 2 and own[cols].equals(shared[cols].reset_index(drop=True))
     r = run_xlp("validate", tmp_path / "pairs.yaml")  # the grid it announces is the grid that ran
     assert re.search(r"probe rows\W+([\d,]+)", r.stdout).group(1) == f"{len(df):,}"
+    # selectivity: POS accuracy minus the control task's, per (step, layer, source, target), over seeds
     sel = pq.read_table(tmp_path / "run/results/selectivity.parquet").to_pandas()
-    assert (sel.selectivity > 0.2).all()
+    assert len(sel) == 1 and tuple(sel.iloc[0][["step", "layer", "src_lang", "tgt_lang"]]) == (0, 3, "en", "en")
+    accuracy = mean[["pos", "pos_control"]]
+    assert np.isclose(sel.pos[0], accuracy["pos"]) and np.isclose(sel.control[0], accuracy["pos_control"])
+    assert np.isclose(sel.selectivity[0], accuracy["pos"] - accuracy["pos_control"])
+    assert sel.selectivity[0] > 0.2  # measured 0.93 - 0.54
 
 
 def test_second_driver_is_refused_and_a_dead_drivers_lock_taken_over(tmp_path, tiny_series):
@@ -311,8 +317,9 @@ def test_driver_killed_at_a_random_point_then_relaunched(clean_grid, tmp_path, t
 
 
 def test_changed_shard_fails_its_checksum_and_is_redone(clean_grid, tmp_path):
-    """A shard whose bytes change after it was written (same size): a probe that reads it refuses it
-    and the relaunch re-extracts it; `--verify` finds such a shard at rest. Results end identical."""
+    """A shard whose bytes change after it was written (same size): a probe that reads it refuses it, and the
+    next plain relaunch redoes exactly that shard and that probe; a changed shard no probe read stays until
+    `--verify` finds it at rest. Results end identical."""
     import shutil
 
     spec, run, _, clean_snapshot = clean_grid
@@ -326,16 +333,49 @@ def test_changed_shard_fails_its_checksum_and_is_redone(clean_grid, tmp_path):
         data[len(data) // 2] ^= 0xFF
         f.write_bytes(bytes(data))
 
-    flip("features/step=100/lang=de/split=test/part-0.parquet")  # read by a probe that must rerun:
+    read = "features/step=100/lang=de/split=test/part-0.parquet"
+    at_rest = "features/step=0/lang=vi/split=test/part-0.parquet"
+    flip(read)  # read by a probe that must rerun:
     (copy / "probes/step=100/task=pos/layers=0_1_2/src=en/part-0.parquet").unlink()
-    flip("features/step=0/lang=vi/split=test/part-0.parquet")  # read by nobody this time
+    flip(at_rest)  # read by nobody this time
+    changed = (copy / at_rest).read_bytes()
     refused = launch(spec, quiet=True)
     assert list(refused.failed) == ["probe step=100/task=pos/layers=0_1_2/src=en"] and refused.extracted == 0
     assert "does not match its checksum" in refused.failed["probe step=100/task=pos/layers=0_1_2/src=en"]
-    # the refused shard is redone anyway; --verify also finds the one at rest that no probe read
-    redone = launch(spec, quiet=True, verify=True)
-    assert not redone.failed and (redone.extracted, redone.probed) == (2, 1)
+    # without --verify: the refused shard and the probe that refused it, nothing else
+    redone = launch(spec, quiet=True, verify=False)
+    assert not redone.failed and (redone.extracted, redone.probed) == (1, 1)
+    assert (copy / read).read_bytes() == (run / read).read_bytes() and (copy / at_rest).read_bytes() == changed
+    # --verify also finds the one at rest that no probe read
+    verified = launch(spec, quiet=True, verify=True)
+    assert not verified.failed and (verified.extracted, verified.probed) == (1, 0)
+    assert (copy / at_rest).read_bytes() == (run / at_rest).read_bytes()
     assert snapshot(copy) == clean_snapshot
+
+
+def test_verify_on_the_command_line_redoes_a_changed_probe_output(clean_grid, tmp_path):
+    """`xlp launch --verify` reads every finished output: a probe output changed at rest (same size) is redone,
+    which a plain relaunch (sizes only) does not notice."""
+    import json
+    import shutil
+
+    spec, run, _, clean_snapshot = clean_grid
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    path = write_spec(tmp_path / "copy.yaml", **json.loads(spec.model_copy(update={"output": str(copy)})
+                                                           .model_dump_json(exclude_defaults=True)))
+    rel = "probes/step=200/task=pos/layers=0_1_2/src=vi/part-0.parquet"
+    data = bytearray((copy / rel).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / rel).write_bytes(bytes(data))
+    plain = run_xlp("launch", path, "--json")
+    assert plain.returncode == 0, plain.stderr
+    assert (json.loads(plain.stdout.splitlines()[-1])["probed"], (copy / rel).read_bytes()) == (0, bytes(data))
+    r = run_xlp("launch", path, "--verify", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout.splitlines()[-1])
+    assert (summary["extracted"], summary["probed"], summary["failed"]) == (0, 1, {})
+    assert (copy / rel).read_bytes() == (run / rel).read_bytes() and snapshot(copy) == clean_snapshot
 
 
 def test_submit_runs_the_driver_as_a_ray_job(clean_grid, tmp_path, ray_local):
@@ -495,3 +535,83 @@ def test_racing_takeovers_of_a_dead_drivers_lock_leave_one_holder(tmp_path):
     with pytest.raises(XlpError, match="just claimed"):
         _acquire(Store(str(run)), {"host": "h", "pid": 1, "since": 0})
     assert (run / LOCK).read_bytes() == b""
+
+
+def _relaunch_copy(clean_grid, tmp_path, **probe):
+    """The clean grid's run copied, relaunched with other probe settings (its features reused)."""
+    import shutil
+
+    spec, run, _, _ = clean_grid
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    spec = spec.model_copy(update={"output": str(copy), "probe": spec.probe.model_copy(update=probe)})
+    return launch(spec, quiet=True), copy
+
+
+def test_max_train_words_caps_each_seeds_training_set(clean_grid, tmp_path):
+    """`probe.max_train_words` (cluster.yaml sets it): each probe trains on that many of the source's words, a
+    different subsample per seed, so the seeds differ and are not marked invariant; features are reused."""
+    res, copy = _relaunch_copy(clean_grid, tmp_path, max_train_words=150)
+    assert not res.failed and (res.extracted, res.probed) == (0, 9)
+    full = pq.read_table(clean_grid[1] / "results/probes.parquet").to_pandas()
+    capped = pq.read_table(copy / "results/probes.parquet").to_pandas()
+    assert len(capped) == len(full) and full.n_train.min() > 150 and (capped.n_train == 150).all()
+    assert not capped.seed_invariant.any() and full.seed_invariant.all()
+    by_seed = capped.pivot_table(index=["step", "layer", "src_lang", "tgt_lang"], columns="seed", values="value")
+    assert (by_seed[0] != by_seed[1]).mean() > 0.5  # another subsample, another probe
+
+
+def test_one_layer_per_unit_gives_the_same_results(clean_grid, tmp_path):
+    """`probe.layers_per_unit: 1` splits each probe unit into one per layer; probes.parquet is the default's."""
+    res, copy = _relaunch_copy(clean_grid, tmp_path, layers_per_unit=1)
+    assert not res.failed and (res.extracted, res.probed) == (0, 3 * 3 * 3)  # steps x sources x layers
+    assert {u.layers for u in res.plan.probe} == {(0,), (1,), (2,)}
+    full = pq.read_table(clean_grid[1] / "results/probes.parquet").to_pandas()
+    split = pq.read_table(copy / "results/probes.parquet").to_pandas()
+    assert split.equals(full)
+
+
+def test_the_lock_on_a_filesystem_without_exclusive_create(tmp_path):
+    """Where a store cannot create a file exclusively (Arrow's in-memory `mock://` filesystem: neither a local
+    disk nor S3), the lock is written and read back: it is held and released, a live driver's lock refuses a
+    second driver, a dead one's is taken over, and a driver whose lock was overwritten by another's at the same
+    moment stops."""
+    import json
+    import socket
+    import subprocess
+
+    from xlp.errors import XlpError
+    from xlp.run.lock import LOCK, _acquire, run_lock
+    from xlp.storage import Store
+
+    store = Store("mock:///run")
+    with pytest.raises(NotImplementedError):
+        store.create_exclusive("probe", b"")
+    with run_lock(store):
+        assert json.loads(store.read_bytes(LOCK))["pid"] == os.getpid()
+        with pytest.raises(XlpError, match="being run by another xlp launch"):
+            _acquire(store, {"host": socket.gethostname(), "pid": 10 ** 7, "since": 0})
+        assert json.loads(store.read_bytes(LOCK))["pid"] == os.getpid()  # untouched
+    assert not store.exists(LOCK)
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    store.write_bytes(LOCK, json.dumps({"host": socket.gethostname(), "pid": dead.pid, "since": 0}).encode())
+    with run_lock(store):
+        assert json.loads(store.read_bytes(LOCK))["pid"] == os.getpid()
+    assert not store.exists(LOCK)
+
+    other = {"host": "elsewhere", "pid": 1, "since": 0}
+
+    class Overwritten(Store):  # another driver's write lands between this one's write and its read-back
+        def write_bytes(self, rel, data):
+            written = super().write_bytes(rel, data)
+            if rel == LOCK:
+                super().write_bytes(LOCK, json.dumps(other).encode())
+            return written
+
+    racing = Overwritten("mock:///run")
+    racing.fs = store.fs  # the same in-memory filesystem as `store`
+    with pytest.raises(XlpError, match="just claimed by another xlp launch"):
+        _acquire(racing, {"host": socket.gethostname(), "pid": os.getpid(), "since": 0})
+    assert json.loads(store.read_bytes(LOCK)) == other  # the other driver's lock stands

@@ -71,7 +71,11 @@ def test_a_whole_run_lives_on_s3(s3, tmp_path, tiny_series):
     assert len(probes) == 3 * 3 * 2 * 2  # steps x layers (0..2) x sources x targets
     assert probes.probe_iters.gt(0).all() and probes.probe_grad_norm.le(1e-4).all()
 
-    before = {f: store.sha256(f) for f in ["results/probes.parquet", "results/emergence.parquet"]}
+    tables = sorted(f for f in files if f.startswith("results/") and f.endswith(".parquet"))
+    assert {"results/probes.parquet", "results/emergence.parquet", "results/findings.parquet"} <= set(tables)
+    before = {f: store.sha256(f) for f in tables}
+    page = store.read_bytes("report/index.html")
+    assert page.count(b"data:image/png;base64,") == 4  # acquisition, curves, transfer and layers of pos
     again = run_xlp("launch", str(spec), "--json")
     assert again.returncode == 0, again.stderr
     summary = json.loads(again.stdout.strip().splitlines()[-1])
@@ -85,12 +89,17 @@ def test_a_whole_run_lives_on_s3(s3, tmp_path, tiny_series):
         "extract": (12, 12, 0), "probe": (6, 6, 0)}
     assert not st["driver"]["running"]
 
+    # `xlp report` rebuilds results and report from the probe outputs on the store alone: the same tables, byte
+    # for byte, and the same page (its figures inline)
     store.delete("report")
-    assert not store.exists("report/index.html")
+    store.delete("results")
+    assert not store.files("results") and not store.files("report")
     rep = run_xlp("report", out)
     assert rep.returncode == 0, rep.stderr
-    html = store.read_bytes("report/index.html").decode()
-    assert "pos" in html and store.files("report/figures")
+    assert {f: store.sha256(f) for f in tables} == before
+    assert store.read_bytes("report/index.html") == page
+    figures = store.files("report/figures")
+    assert {f"report/figures/{k}_pos.{x}" for k in ("curves", "layers") for x in ("png", "svg")} <= set(figures)
 
 
 def test_two_drivers_cannot_both_take_the_lock_on_s3(s3):

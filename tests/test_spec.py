@@ -1,3 +1,4 @@
+import json
 import re
 import subprocess
 import sys
@@ -158,3 +159,48 @@ def test_task_options_are_the_tasks_own_and_older_specs_still_load(tmp_path):
     path = _spec(tmp_path, tasks=["align"], alignment={"pairs": ["english"]})
     with pytest.raises(XlpError, match="key `alignment.pairs`"):  # the key as the spec wrote it
         load_manifest(path)
+
+
+def test_quickstart_yaml_validates_as_the_readme_runs_it(tmp_path, monkeypatch, tiny_series):
+    """examples/quickstart.yaml, the README's main command, as written: before its series exists `xlp validate`
+    checks the spec and data and names the pretraining `xlp launch` will do first; once the series is there
+    (a stand-in of tiny checkpoints under its step names) it plans the grid the file describes: 9 checkpoints,
+    7 languages, POS and deprel in-language and 7 x 7 across, bpc in the 7, alignment for en-fr and zh-en."""
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    from xlp.config import load_spec
+    from xlp.run.plan import make_plan
+    from xlp.run.units import SentenceUnit
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "quickstart.yaml"
+    raw = yaml.safe_load(example.read_text())
+    monkeypatch.chdir(tmp_path)  # its paths are relative: runs/ under the working directory
+    monkeypatch.setenv("COLUMNS", "250")
+    r = run_xlp("validate", example)
+    assert r.returncode == 0, r.stderr
+    steps = raw["pretrain"]["save_steps"]
+    assert f"pretrains the series into runs/mini-xlmr (steps {', '.join(map(str, steps))})" in r.stdout
+    assert "spec and data are valid" in r.stdout and not (tmp_path / "runs").exists()  # validate writes nothing
+
+    for i, step in enumerate(steps):  # the series as `xlp pretrain` leaves it: step_<N>/ with its metadata
+        folder = tmp_path / "runs" / "mini-xlmr" / f"step_{step}"
+        folder.mkdir(parents=True)
+        source = tiny_series / f"step_{(0, 100, 200)[i % 3]}"
+        for f in source.iterdir():
+            os.symlink(f, folder / f.name)
+        (folder / "xlp_checkpoint.json").write_text(json.dumps({"step": step}))
+    r = run_xlp("validate", example)
+    assert r.returncode == 0, r.stderr
+    langs = raw["data"]["languages"]
+    grid = {m[0]: m[1].strip() for m in re.findall(r"task (\w+)\W+\d+ units\W+(.*?)│", r.stdout)}
+    assert sorted(grid) == sorted(raw["tasks"]) == ["align", "bpc", "deprel", "pos"]
+    assert grid["pos"] == grid["deprel"] == f"in-language 7 ({', '.join(langs)}); cross-lingual 7 x 7"
+    assert grid["align"].startswith("2 language pairs")
+    assert re.search(r"checkpoints\W+9\W+" + ", ".join(map(str, steps)), r.stdout)
+    plan = make_plan(load_spec(example))
+    assert [c.step for c in plan.checkpoints] == steps and plan.layers == [0, 1, 2]
+    sentence = {u.task: u for u in plan.probe if isinstance(u, SentenceUnit) and u.ckpt.step == 0}
+    assert sorted(sentence["bpc"].langs) == sorted(langs) and sentence["align"].langs == ("enfr", "zhen")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -112,12 +113,35 @@ def test_pretrain_then_launch_on_a_spec_with_its_own_data(tmp_path):
                       tasks=["pos"], layers=[1], cross_lingual=False)
     r = run_xlp("pretrain", spec, "--quiet")
     assert r.returncode == 0, r.stderr
+    # what it trained on, as the series records it: the spec's data, not the shared UD or all its languages
+    recorded = json.loads((tmp_path / "mini" / "xlp_pretrain.json").read_text())["config"]
+    assert (recorded["ud_root"], recorded["languages"]) == (str(ud), ["en", "vi"])
     weights = (tmp_path / "mini" / "step_4" / "model.safetensors").stat().st_mtime_ns
     r = run_xlp("launch", spec, "--quiet")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "mini" / "step_4" / "model.safetensors").stat().st_mtime_ns == weights  # not retrained
     probes = pd.read_parquet(tmp_path / "run" / "results" / "probes.parquet")
     assert set(probes.src_lang) == {"en", "vi"} and set(probes.step) == {0, 4}
+
+
+def test_pretrain_options_override_the_spec(tmp_path):
+    """`xlp pretrain SPEC --out DIR --languages L --steps N`: the options win over the spec's `pretrain:` section
+    (and over the languages it takes from `data:`); the spec's own folder is left alone."""
+    ud = _small_ud(tmp_path / "ud")
+    spec = write_spec(tmp_path / "own.yaml", name="own", output=str(tmp_path / "run"),
+                      pretrain={"out": str(tmp_path / "mini"), "steps": 4, "save_steps": [0, 4], "layers": 1,
+                                "hidden": 16, "heads": 2, "ffn": 32, "vocab_size": 200, "batch_size": 2,
+                                "max_length": 16, "warmup": 1},
+                      checkpoints=[{"path": str(tmp_path / "mini" / "step_*")}],
+                      data={"ud_root": str(ud), "languages": ["vi", "en"]}, tasks=["pos"])
+    other = tmp_path / "other"
+    r = run_xlp("pretrain", spec, "--out", other, "--languages", "vi", "--steps", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert f"2 checkpoints in {other}: step_0, step_2" in r.stdout.replace("\n", "")
+    assert sorted(p.name for p in other.glob("step_*")) == ["step_0", "step_2"] and not (tmp_path / "mini").exists()
+    recorded = json.loads((other / "xlp_pretrain.json").read_text())["config"]
+    assert (recorded["out"], recorded["languages"], recorded["steps"]) == (str(other), ["vi"], 2)
+    assert (recorded["ud_root"], recorded["hidden"]) == (str(ud), 16)  # the rest still the spec's
 
 
 def test_bpc_refuses_pickled_hub_weights(tmp_path):
@@ -269,9 +293,12 @@ def test_bootstrap_seeds_measure_probe_training_variance(tmp_path, tiny_series, 
             data={"ud_root": str(UD), "languages": ["en"], "max_train_sentences": 40, "max_test_sentences": 30},
             tasks=["pos", "arc"], layers=[1, 2], cross_lingual=False,
             probe={"seeds": [0, 1, 2], "resample": resample}))
-        launch(spec, quiet=True)
+        res = launch(spec, quiet=True)
+        assert not res.failed and res.probed == 2, res.failed  # pos and arc each fit once
         runs[resample] = pq.read_table(tmp_path / resample / "results" / "probes.parquet").to_pandas()
     none, boot = runs["none"], runs["bootstrap"]
+    for rows in (none, boot):  # per task: 2 layers x 3 seeds, en -> en
+        assert rows.groupby("task").size().to_dict() == {"pos": 6, "arc": 6}
     pos_none, pos_boot = none[none.task == "pos"], boot[boot.task == "pos"]
     assert pos_none.groupby("layer").value.nunique().eq(1).all() and pos_none.seed_invariant.all()
     assert pos_boot.groupby("layer").value.nunique().gt(1).all() and not pos_boot.seed_invariant.any()
@@ -281,7 +308,6 @@ def test_bootstrap_seeds_measure_probe_training_variance(tmp_path, tiny_series, 
 def test_status_and_report_count_the_same_busy_time(tmp_path):
     """Stage time is the wall-clock time in which any unit ran, in `xlp status` and in the report alike, so a
     relaunch's gap is counted by neither (a span from first start to last end would count it)."""
-    import json
     import time
 
     from xlp.run.ledger import Ledger

@@ -9,14 +9,27 @@ from rich.console import Console
 
 app = typer.Typer(help="Probe every checkpoint of a multilingual pretraining run, per language and skill.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-stdout = Console()
-err = Console(stderr=True)
 debug = {"on": False}
+
+
+class Consoles:
+    """stdout and stderr, made anew for every command so that they take the terminal's width (COLUMNS) as it is
+    when the command runs, also where one process runs several (a notebook, the tests)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.out, self.err = Console(), Console(stderr=True)
+
+
+con = Consoles()
 
 
 @app.callback()
 def _options(on: bool = typer.Option(False, "--debug", help="Show tracebacks of errors.")) -> None:
     debug["on"] = on
+    con.reset()
 
 
 def load(spec_path: Path):

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from xlp.cli.app import app, err, load, stdout
+from xlp.cli.app import app, con, load
 from xlp.errors import XlpError
 
 
@@ -35,8 +35,8 @@ def pretrain_cmd(
         raise XlpError("give --out DIR (or a spec with a `pretrain:` section)")
     cfg = pretrain_with(base, out=str(out) if out else None, steps=steps, seed=seed, ud_root=ud_root,
                         languages=languages.split(",") if languages else None)
-    dirs = pretrain(cfg, console=err, quiet=quiet)
-    stdout.print(f"{len(dirs)} checkpoints in {cfg.out}: " + ", ".join(d.name for d in dirs))
+    dirs = pretrain(cfg, console=con.err, quiet=quiet)
+    con.out.print(f"{len(dirs)} checkpoints in {cfg.out}: " + ", ".join(d.name for d in dirs))
 
 
 data_app = typer.Typer(help="Fetch inputs into xlp's cache (XLP_CACHE, default ~/.cache/xlp).", no_args_is_help=True)
@@ -64,8 +64,8 @@ def data_ud(
     from xlp.data.ud_release import fetch_ud
 
     langs = [x.strip() for x in languages.split(",") if x.strip()] if languages else None
-    root = fetch_ud(version, langs, dest, url, sha256, console=err, quiet=quiet)
-    stdout.print(str(root))
+    root = fetch_ud(version, langs, dest, url, sha256, console=con.err, quiet=quiet)
+    con.out.print(str(root))
 
 
 @convert_app.command("fairseq")
@@ -83,4 +83,4 @@ def convert_fairseq_cmd(
     from xlp.models.fairseq import convert_fairseq
 
     out = convert_fairseq(src, dst, heads=heads, step=step, allow_pickle=allow_pickle)
-    stdout.print(f"converted {src} -> {out}")
+    con.out.print(f"converted {src} -> {out}")

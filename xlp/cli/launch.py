@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from xlp.cli.app import app, err, load, stdout
+from xlp.cli.app import app, con, load
 from xlp.errors import XlpError
 
 
@@ -39,16 +39,16 @@ def launch(
         if as_json:
             print(json.dumps({"event": "submitted", "job": job, "run": s.output}), flush=True)
         else:
-            stdout.print(job)
-            err.print(f"submitted: follow it with `xlp status --job {job} --address {address or '$RAY_ADDRESS'}` "
+            con.out.print(job)
+            con.err.print(f"submitted: follow it with `xlp status --job {job} --address {address or '$RAY_ADDRESS'}` "
                       f"or `xlp status {s.output}`")
         return
     emit = (lambda event: print(json.dumps(event), flush=True)) if as_json else None
-    result = run_launch(run, console=err, quiet=quiet or as_json, address=address, events=emit, verify=verify)
+    result = run_launch(run, console=con.err, quiet=quiet or as_json, address=address, events=emit, verify=verify)
     if as_json:
         print(json.dumps({"event": "summary", **result.summary(s.output)}), flush=True)
     elif not quiet:
-        err.print(f"[green]done[/] in {result.seconds:.1f}s: {result.extracted} shards extracted, "
+        con.err.print(f"[green]done[/] in {result.seconds:.1f}s: {result.extracted} shards extracted, "
                   f"{result.probed} probe units fit, {result.skipped} already done. "
                   f"Results in {s.output}/results, report at {s.output}/report/index.html")
     if result.failed:
@@ -68,15 +68,15 @@ def validate(
     """
     if schema_only:  # keys and types, task options included: no data, no checkpoints, no torch
         load(spec)
-        stdout.print(f"[green]{spec}: spec is valid[/] (schema only)")
+        con.out.print(f"[green]{spec}: spec is valid[/] (schema only)")
         return
     from xlp.run.grid import describe
 
     grid = describe(load(spec))
     if grid.pending_pretrain:
-        stdout.print(f"checkpoints: {grid.pending_pretrain}; run `xlp pretrain {spec}` to validate the grid "
+        con.out.print(f"checkpoints: {grid.pending_pretrain}; run `xlp pretrain {spec}` to validate the grid "
                      "before launching")
-        stdout.print("[green]spec and data are valid[/]")
+        con.out.print("[green]spec and data are valid[/]")
         return
     t = Table(title=f"{spec}: grid")
     t.add_column("dimension")
@@ -84,7 +84,7 @@ def validate(
     t.add_column("values")
     for row in grid.rows:
         t.add_row(*row)
-    stdout.print(t)
+    con.out.print(t)
     for note in grid.notes:
-        stdout.print(f"note: {note}")
-    stdout.print("[green]spec is valid[/]")
+        con.out.print(f"note: {note}")
+    con.out.print("[green]spec is valid[/]")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from xlp.cli.app import app, err, stdout
+from xlp.cli.app import app, con
 from xlp.errors import XlpError
 
 
@@ -23,7 +23,7 @@ def report(run: str = typer.Argument(..., help="A run folder or URI (s3://...)."
 
     store = Store(run)
     reduce_run(store, *load_run(store), force=True)
-    stdout.print(f"report written to {run}/report/index.html")
+    con.out.print(f"report written to {run}/report/index.html")
 
 
 @app.command()
@@ -41,16 +41,16 @@ def compare(
 
     per_run, specs = load_runs(runs)
     for what in differing_settings(specs):
-        err.print(f"[yellow]note:[/] the runs differ in {what}: their curves differ by that too", highlight=False)
+        con.err.print(f"[yellow]note:[/] the runs differ in {what}: their curves differ by that too", highlight=False)
     compared = compare_curves(per_run)
     if compared.empty:
         raise XlpError("compare: the runs share no curve (task, layer, source, target)")
     for line in summary(compared):
-        stdout.print(line, highlight=False)
+        con.out.print(line, highlight=False)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         compared.to_parquet(out / "comparison.parquet", index=False)
         compared.to_csv(out / "comparison.csv", index=False)
         per_run.to_parquet(out / "per_run.parquet", index=False)
-        stdout.print(f"{len(compared)} curves compared across {per_run['run'].nunique()} runs: "
+        con.out.print(f"{len(compared)} curves compared across {per_run['run'].nunique()} runs: "
                      f"{out}/comparison.parquet")

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from xlp.cli.app import app, load, stdout
+from xlp.cli.app import app, con, load
 from xlp.errors import XlpError
 
 
@@ -42,9 +42,9 @@ def status(
         if as_json:
             print(json.dumps(js))
         else:
-            stdout.print(f"job {job}: {js['status']}" + (f" ({js['message']})" if js["message"] else ""))
+            con.out.print(f"job {job}: {js['status']}" + (f" ({js['message']})" if js["message"] else ""))
             for line in js["log_tail"]:
-                stdout.print(f"  {line}", highlight=False, markup=False)
+                con.out.print(f"  {line}", highlight=False, markup=False)
         if target is None:
             return
     if target is None:
@@ -59,14 +59,14 @@ def status(
             st = run_status(run)
             yield st
 
-    if as_json or not (watch and stdout.is_terminal):  # not a live screen: every look printed in full
+    if as_json or not (watch and con.out.is_terminal):  # not a live screen: every look printed in full
         for st in looks():
             if as_json:
                 print(json.dumps(st), flush=True)
             else:
-                stdout.print(Group(*_status_view(run, st)))
+                con.out.print(Group(*_status_view(run, st)))
         return
-    with Live(console=stdout, auto_refresh=False) as live:
+    with Live(console=con.out, auto_refresh=False) as live:
         for st in looks():
             live.update(Group(*_status_view(run, st)), refresh=True)
 
