@@ -146,7 +146,8 @@ def load(run: str | Path) -> Run:
                 extra[file] = (title, pd.read_parquet(store.path(f"results/{file}.parquet"), filesystem=store.fs))
     results = Results(**tables, extra=extra, tasks=tuple(names),
                       definitions={n: t.definition for n, t in tasks.items()},
-                      pairwise=frozenset(n for n, t in tasks.items() if t.pairwise_only), notes=())
+                      pairwise=frozenset(n for n, t in tasks.items() if t.pairwise_only), notes=(),
+                      lower_is_better=frozenset(n for n, t in tasks.items() if not t.higher_is_better))
     return Run(location, m, results)
 
 

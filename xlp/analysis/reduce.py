@@ -38,4 +38,5 @@ def reduce(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[str, Tas
                    layers=best_layers(probes, tasks), extra=extra,
                    tasks=(*[t for t in tasks if t in present], *[t for t in present if t not in tasks]),
                    definitions={name: task.definition for name, task in tasks.items()},
-                   pairwise=frozenset(pairwise_tasks(tasks)), notes=tuple(_notes(probes, tasks)))
+                   pairwise=frozenset(pairwise_tasks(tasks)), notes=tuple(_notes(probes, tasks)),
+                   lower_is_better=frozenset(n for n, t in tasks.items() if not t.higher_is_better))

@@ -21,6 +21,7 @@ class Results:
     definitions: dict[str, str]  # the run's tasks: name -> what it measures
     pairwise: frozenset[str]  # tasks whose in-language values are trivial: their curves use the other languages
     notes: tuple[str, ...]  # what the rows lack (a task without results, a series without step 0)
+    lower_is_better: frozenset[str] = frozenset()  # tasks whose metric is better lower (bpc)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The results tables by file name (results/<name>.parquet)."""

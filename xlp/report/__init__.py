@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from xlp.analysis.results import Results
 from xlp.config import Spec
+from xlp.report.explore import explore_page
 from xlp.report.figures import draw_all, language_style
 from xlp.report.page import SECTIONS, page
 from xlp.storage import Store
@@ -17,7 +18,8 @@ __all__ = ["SECTIONS", "write_report"]
 
 def write_report(store: Store, results: Results, spec: Spec, plan: dict,
                  timings: Mapping[str, str] | None = None) -> None:
-    """Write report/index.html (figures inline) and report/figures/<kind>_<task>.{png,svg} to the store."""
+    """Write report/index.html (figures inline), report/figures/<kind>_<task>.{png,svg} and report/explore.html
+    (the interactive page) to the store."""
     style = language_style(spec.data.languages, results.probes)
     figures, skipped = draw_all(results, style)
     for drawn in (f for fs in figures.values() for f in fs):
@@ -26,3 +28,5 @@ def write_report(store: Store, results: Results, spec: Spec, plan: dict,
     notes = [*plan.get("notes", []), *results.notes, *skipped]
     html = page(results, spec, plan, timings or {}, figures, notes, list(style))
     store.write_bytes("report/index.html", html.encode())
+    store.write_bytes("report/explore.html", explore_page(results, spec.name, list(style),
+                                                          list(results.tables())).encode())

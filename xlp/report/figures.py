@@ -105,19 +105,24 @@ def last_layer(results: Results, task: str) -> int:
 
 def curve_rows(results: Results, task: str, layer: int | None = None) -> pd.DataFrame:
     """The rows of each language's curve: in-language, or for a pairwise task (retrieval, where a sentence
-    trivially finds itself) the language as source against every other target; one layer or all."""
+    trivially finds itself) or one with no in-language rows (align) the language as source against every other
+    target; one layer or all."""
     p = results.probes
-    d = p[(p["src_lang"] != p["tgt_lang"]) if task in results.pairwise else (p["src_lang"] == p["tgt_lang"])]
-    return d[(d["task"] == task) & ((d["layer"] == layer) if layer is not None else True)]
+    p = p[(p["task"] == task) & ((p["layer"] == layer) if layer is not None else True)]
+    same = p["src_lang"] == p["tgt_lang"]
+    if task in results.pairwise or not same.any():  # align has pairs only: each source's curve over its targets
+        return p[~same]
+    return p[same]
 
 
 def curves(results: Results, task: str, style: Style, layer: int | None = None) -> Plot | None:
     """Each language's learning curve at `layer` (default: the last), the languages and colours of `style`."""
     last = layer is None
-    layer, pairwise = last_layer(results, task) if last else layer, task in results.pairwise
+    layer = last_layer(results, task) if last else layer
     d = curve_rows(results, task, layer)
     if d.empty:
         return None
+    pairwise = bool((d["src_lang"] != d["tgt_lang"]).any())
     has_step0 = bool((d["step"] == 0).any())
 
     def draw() -> Figure:
@@ -141,7 +146,8 @@ def curves(results: Results, task: str, style: Style, layer: int | None = None) 
                   fontsize=8)
         return fig
 
-    baseline = "chance (1 / sentences)" if pairwise else "the language's majority-class baseline"
+    baseline = ("chance (1 / sentences)" if task in results.pairwise else
+                "the task's baseline" if pairwise else "the language's majority-class baseline")
     return Plot(f"curves_{task}" + ("" if last else f"_layer{layer}"),
                 f"{task}, layer {layer}{' (the last layer)' if last else ''}: mean over seeds, band = min–max across "
                 f"seeds, dashed = {baseline}"
@@ -197,7 +203,7 @@ def transfer(results: Results, task: str, style: Style, layer: int | None = None
 
 def layers(results: Results, task: str, style: Style) -> Plot | None:
     d = curve_rows(results, task)
-    what = "cross-lingual" if task in results.pairwise else "in-language"
+    what = "cross-lingual" if (d["src_lang"] != d["tgt_lang"]).any() else "in-language"
     grid = d.groupby(["layer", "step"])["value"].mean().unstack("step")
     if len(grid) < 2:
         return None  # one layer (bpc reads the last): its curves say it all

@@ -115,4 +115,6 @@ def page(results: Results, spec: Spec, plan: dict, timings: Mapping[str, str],
     sections = "\n".join(f'<section id="{k}"><h2>{TITLES.get(k, k.capitalize())}</h2>{body[k] or "<p>None.</p>"}'
                          "</section>" for k in SECTIONS)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>xlp: {esc(spec.name)}</title>'
-            f"<style>{CSS}</style></head><body><h1>xlp run: {esc(spec.name)}</h1>\n{sections}\n</body></html>\n")
+            f"<style>{CSS}</style></head><body><h1>xlp run: {esc(spec.name)}</h1>\n"
+            '<p><a href="explore.html">Explore the run</a>: any task, layer, languages and source, interactively.</p>'
+            f"\n{sections}\n</body></html>\n")
