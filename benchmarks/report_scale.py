@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-LANGS = [f"l{i:02d}" for i in range(44)]
+LANGS = [chr(97 + i // 26) + chr(97 + i % 26) for i in range(44)]  # aa, ab, ...: ISO-shaped codes
 STEPS = sorted({0, *np.unique(np.geomspace(1000, 1_500_000, 38).round(-3).astype(int))})
 TASKS = {"pos": "accuracy", "arc": "accuracy", "deprel": "accuracy", "bpc": "bpc", "xnli": "accuracy",
          "align": "f1"}
@@ -54,29 +54,59 @@ def synthetic_results(langs=LANGS, cross=18, steps=STEPS, layers=13, seeds=3, xn
     em = em.assign(metric=em.task.map(TASKS), emerged=True, emergence_step=float(steps[reach]),
                    emergence_step_lo=float(steps[reach - 1]), emergence_step_hi=float(steps[reach + 1]),
                    best_step=int(steps[-1]))
-    return Results(probes=probes, emergence=em.reset_index(drop=True), findings=pd.DataFrame(),
-                   layers=pd.DataFrame(), extra={}, tasks=tuple(grids), definitions=dict.fromkeys(grids, ""),
+    findings = pd.DataFrame(columns=["finding", "task", "other_task", "scope", "layer", "src_lang", "tgt_lang",
+                                     "quantity", "value", "text"])
+    layers = pd.DataFrame(columns=["task", "lang", "step", "best_layer", "best_layer_value", "last_layer",
+                                   "last_layer_value", "last_layer_best_step", "last_layer_final_minus_best"])
+    return Results(probes=probes, emergence=em.reset_index(drop=True), findings=findings, layers=layers, extra={}, tasks=tuple(grids), definitions=dict.fromkeys(grids, ""),
                    pairwise=frozenset(), notes=(), lower_is_better=frozenset({"bpc"}))
 
 
+def browser_load_seconds(page: Path) -> float | None:
+    """Seconds from opening the page (offline) in Chromium until its curves are drawn; None without a browser."""
+    import shutil
+
+    browser = shutil.which("chromium")
+    if browser is None:
+        return None
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=browser, args=["--no-sandbox", "--disable-background-networking"])
+        tab = b.new_context(offline=True).new_page()
+        t = time.perf_counter()
+        tab.goto(page.as_uri())
+        tab.wait_for_function("document.getElementById('curves').data !== undefined", timeout=60_000)
+        seconds = time.perf_counter() - t
+        b.close()
+    return seconds
+
+
 def main(small: bool) -> None:
-    from xlp.report.explore import explore_page
+    from xlp.config import Spec
+    from xlp.report import write_report
     from xlp.report.tables import emergence_display, html_table
+    from xlp.storage import Store
 
     results = synthetic_results(langs=LANGS[:8], cross=4, steps=STEPS[::4], layers=3) if small \
         else synthetic_results()
     print(f"{len(results.probes):,} probe rows, {len(results.emergence):,} curves")
     t = time.perf_counter()
-    naive = html_table(emergence_display(results.emergence))  # the old page wrote every curve's row
+    naive = html_table(emergence_display(results.emergence))  # the page used to write every curve's row
     naive_s = time.perf_counter() - t
+    out = Path(tempfile.mkdtemp())
+    spec = Spec(name="paper", output=str(out), checkpoints=[{"path": "ckpts/step_*"}],
+                data={"ud_root": "ud", "languages": LANGS}, tasks=list(TASKS))
     t = time.perf_counter()
-    page = explore_page(results, "paper", LANGS, ["probes", "emergence", "findings"])
+    write_report(Store(str(out)), results, spec, {"notes": [], "units": {}})
     ours_s = time.perf_counter() - t
-    out = Path(tempfile.mkdtemp()) / "explore.html"
-    out.write_text(page)
-    print(f"naive: the emergence table as HTML rows: {len(naive) / 1e6:.1f} MB in {naive_s:.1f} s")
-    print(f"xlp: explore.html (Plotly inlined, every curve): {len(page) / 1e6:.1f} MB in {ours_s:.1f} s -> {out}")
-    print(f"ratio of sizes: {len(naive) / len(page):.2f}")
+    sizes = {f.name: f.stat().st_size for f in (out / "report").iterdir() if f.is_file()}
+    figures = sum(f.stat().st_size for f in (out / "report" / "figures").iterdir())
+    print(f"naive: the emergence table alone as HTML rows: {len(naive) / 1e6:.1f} MB ({naive_s:.1f} s)")
+    print(f"xlp: the whole report in {ours_s:.1f} s: " + ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in sizes.items())
+          + f", figures/ {figures / 1e6:.1f} MB")
+    load = browser_load_seconds(out / "report" / "explore.html")
+    print("explore.html drawn in Chromium (offline) in " + (f"{load:.1f} s" if load else "- (no chromium)"))
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ def test_the_emergence_table_and_the_other_tables_are_the_results_tables(run):
     parts = re.split(r"<h3>(.*?)</h3>", _section(page, "tables"))
     by_title = {title: name for name, (title, _) in results.extra.items()} | {"best layer per checkpoint "
                                                                               "(in-language)": "layers"}
-    assert [html.unescape(t) for t in parts[1::2]] == list(results.titled_tables())
+    assert [html.unescape(t) for t in parts[1::2]] == [title for title, _ in results.titled_tables().values()]
     for title, body in zip(parts[1::2], parts[2::2]):
         table = tables[by_title[html.unescape(title)]]
         rows = _rows(body)

@@ -129,26 +129,11 @@ class Plots:
 
 def load(run: str | Path) -> Run:
     """A finished run's results (what `xlp launch` or `xlp report` wrote under RUN/results)."""
-    location = str(run)
-    store = Store(location)
+    from xlp.run.reduce import read_results
+
+    store = Store(str(run))
     m = run_manifest(store)
-    tables = {}
-    for name in ("probes", "emergence", "findings", "layers"):
-        if not store.exists(f"results/{name}.parquet"):
-            raise XlpError(f"{store.path(f'results/{name}.parquet')}: missing; `xlp report {location}` rebuilds it")
-        tables[name] = pd.read_parquet(store.path(f"results/{name}.parquet"), filesystem=store.fs)
-    tasks = m.tasks.configured()
-    names = list(dict.fromkeys([*tasks, *tables["probes"].get("task", pd.Series(dtype=str)).unique()]))
-    extra = {}
-    for task in tasks.values():
-        for file, (title, _) in task.extra_tables(tables["probes"]).items():
-            if store.exists(f"results/{file}.parquet"):
-                extra[file] = (title, pd.read_parquet(store.path(f"results/{file}.parquet"), filesystem=store.fs))
-    results = Results(**tables, extra=extra, tasks=tuple(names),
-                      definitions={n: t.definition for n, t in tasks.items()},
-                      pairwise=frozenset(n for n, t in tasks.items() if t.pairwise_only), notes=(),
-                      lower_is_better=frozenset(n for n, t in tasks.items() if not t.higher_is_better))
-    return Run(location, m, results)
+    return Run(str(run), m, read_results(store, m))
 
 
 def launch(spec: str | Path | Spec | Manifest, **options) -> LaunchResult:

@@ -29,6 +29,7 @@ class Results:
         return {"probes": self.probes, "emergence": self.emergence, "findings": self.findings,
                 "layers": self.layers, **own}
 
-    def titled_tables(self) -> dict[str, pd.DataFrame]:
-        """The tables the report lists by title: the best layers and the tasks' own."""
-        return {LAYERS_TITLE: self.layers, **dict(self.extra.values())}
+    def titled_tables(self) -> dict[str, tuple[str, pd.DataFrame]]:
+        """The tables the report lists, by file name (results/<name>.parquet): (title, table), the best layers
+        and the tasks' own."""
+        return {"layers": (LAYERS_TITLE, self.layers), **self.extra}

@@ -12,18 +12,25 @@ from xlp.errors import XlpError
 
 
 @app.command()
-def report(run: str = typer.Argument(..., help="A run folder or URI (s3://...).")) -> None:
-    """Rebuild RUN's results tables and report from the probe outputs on disk.
+def report(
+    run: str = typer.Argument(..., help="A run folder or URI (s3://...)."),
+    recompute: bool = typer.Option(False, "--recompute", help="Reduce the probe outputs again even where the "
+                                   "results tables are current."),
+) -> None:
+    """Write RUN's report: from its results tables where they are current (seconds), else after reducing the
+    probe outputs on disk again (the results tables too).
 
     Example: xlp report runs/quickstart
     """
     from xlp.run.manifest import load_run
-    from xlp.run.reduce import reduce_run
+    from xlp.run.reduce import reduce_run, render_report
     from xlp.storage import Store
 
     store = Store(run)
-    reduce_run(store, *load_run(store), force=True)
-    con.out.print(f"report written to {run}/report/index.html")
+    manifest, plan = load_run(store)
+    if not reduce_run(store, manifest, plan, force=recompute):
+        render_report(store, manifest, plan)
+    con.out.print(f"report written to {run}/report/index.html and explore.html")
 
 
 @app.command()

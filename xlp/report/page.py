@@ -93,6 +93,17 @@ def _best(results: Results, languages: Sequence[str]) -> str:
             + html_table(table))
 
 
+ROWS_IN_PAGE = 500  # a larger table is linked (CSV, Parquet) and explored in explore.html, not written as rows
+
+
+def _rows_or_link(table: pd.DataFrame, name: str) -> str:
+    if len(table) <= ROWS_IN_PAGE:
+        return html_table(table)
+    return (f'<p>{len(table):,} rows: <a href="../results/{name}.csv">{name}.csv</a>, '
+            f'<a href="../results/{name}.parquet">{name}.parquet</a>; explore them in '
+            '<a href="explore.html">explore.html</a>.</p>')
+
+
 def page(results: Results, spec: Spec, plan: dict, timings: Mapping[str, str],
          figures: Mapping[str, Sequence[Drawn]], notes: Sequence[str], languages: Sequence[str]) -> str:
     """The whole page: every section of SECTIONS, in order, with the figures inline; `languages` in the order
@@ -107,9 +118,10 @@ def page(results: Results, spec: Spec, plan: dict, timings: Mapping[str, str],
         "transfer": shown.get("transfer", ""),
         "layers": shown.get("layers", ""),
         "best": _best(results, languages),
-        "emergence": (html_table(emergence_display(results.emergence)) if not results.emergence.empty
-                      else "<p>No curves.</p>"),
-        "tables": "".join(f"<h3>{esc(name)}</h3>{html_table(df)}" for name, df in results.titled_tables().items()),
+        "emergence": (_rows_or_link(emergence_display(results.emergence), "emergence")
+                      if not results.emergence.empty else "<p>No curves.</p>"),
+        "tables": "".join(f"<h3>{esc(title)}</h3>{_rows_or_link(df, name)}"
+                          for name, (title, df) in results.titled_tables().items()),
         "spec": f"<pre>{esc(spec.model_dump_json(indent=1))}</pre>",
     }
     sections = "\n".join(f'<section id="{k}"><h2>{TITLES.get(k, k.capitalize())}</h2>{body[k] or "<p>None.</p>"}'

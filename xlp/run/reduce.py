@@ -10,6 +10,8 @@ import pandas as pd
 import pyarrow as pa
 
 from xlp.analysis.reduce import reduce
+from xlp.analysis.results import Results
+from xlp.errors import XlpError
 from xlp.report import write_report
 from xlp.run.ledger import Ledger
 from xlp.run.manifest import Manifest
@@ -40,9 +42,10 @@ def _timings(ledger: Ledger, plan: dict) -> dict[str, str]:
 
 
 def reduce_run(store: Store, run: Manifest, plan: dict, force: bool = False, ledger: Ledger | None = None,
-               on_step: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Reduce the probe outputs that the run's plan (as in RUN/plan.json) names; unless forced, skip it when
-    nothing they depend on changed since the last reduction. `on_step(advance, total)` reports progress."""
+               on_step: Callable[[int, int], None] | None = None) -> bool:
+    """Reduce the probe outputs that the run's plan (as in RUN/plan.json) names, write the results tables and
+    the report; unless forced, skip it (False) when nothing they depend on changed since the last reduction.
+    `on_step(advance, total)` reports progress."""
     tick = on_step or (lambda n, total: None)
     spec = run.spec
     ledger = ledger or Ledger(store)  # an output left by an older plan (another hash) is not a result
@@ -54,8 +57,7 @@ def reduce_run(store: Store, run: Manifest, plan: dict, force: bool = False, led
                      "outputs": {o: present.get(o) for o in outputs}})
     if not force and store.exists(REDUCED) and json.loads(store.read_bytes(REDUCED)).get("inputs") == inputs:
         tick(1, 1)
-        return (pd.read_parquet(store.path("results/probes.parquet"), filesystem=store.fs),
-                pd.read_parquet(store.path("results/emergence.parquet"), filesystem=store.fs))
+        return False
     total = len(outputs) + 2  # read each output, then the analysis, then tables and report
     tables = []
     for o in outputs:
@@ -80,4 +82,30 @@ def reduce_run(store: Store, run: Manifest, plan: dict, force: bool = False, led
     write_report(store, results, spec, plan, timings=_timings(ledger, plan))
     store.write_bytes(REDUCED, json.dumps({"inputs": inputs}).encode())
     tick(1, total)
-    return probes, results.emergence
+    return True
+
+
+def read_results(store: Store, run: Manifest) -> Results:
+    """A reduced run's Results, read back from its results tables (nothing is recomputed)."""
+    tables = {}
+    for name in ("probes", "emergence", "findings", "layers"):
+        if not store.exists(f"results/{name}.parquet"):
+            raise XlpError(f"{store.path(f'results/{name}.parquet')}: missing; `xlp report` rebuilds it")
+        tables[name] = pd.read_parquet(store.path(f"results/{name}.parquet"), filesystem=store.fs)
+    tasks = run.tasks.configured()
+    present = list(dict.fromkeys(tables["probes"].get("task", pd.Series(dtype=str))))
+    extra = {}
+    for task in tasks.values():  # a task's own tables, under the titles it gives them
+        for file, (title, _) in task.extra_tables(tables["probes"]).items():
+            if store.exists(f"results/{file}.parquet"):
+                extra[file] = (title, pd.read_parquet(store.path(f"results/{file}.parquet"), filesystem=store.fs))
+    return Results(**tables, extra=extra,
+                   tasks=(*[t for t in tasks if t in present], *[t for t in present if t not in tasks]),
+                   definitions={n: t.definition for n, t in tasks.items()},
+                   pairwise=frozenset(n for n, t in tasks.items() if t.pairwise_only), notes=(),
+                   lower_is_better=frozenset(n for n, t in tasks.items() if not t.higher_is_better))
+
+
+def render_report(store: Store, run: Manifest, plan: dict) -> None:
+    """The report again from the results tables as they are (`xlp report` on a run whose results are current)."""
+    write_report(store, read_results(store, run), run.spec, plan, timings=_timings(Ledger(store), plan))
