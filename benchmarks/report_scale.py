@@ -58,8 +58,9 @@ def synthetic_results(langs=LANGS, cross=18, steps=STEPS, layers=13, seeds=3, xn
                                      "quantity", "value", "text"])
     layers = pd.DataFrame(columns=["task", "lang", "step", "best_layer", "best_layer_value", "last_layer",
                                    "last_layer_value", "last_layer_best_step", "last_layer_final_minus_best"])
-    return Results(probes=probes, emergence=em.reset_index(drop=True), findings=findings, layers=layers, extra={}, tasks=tuple(grids), definitions=dict.fromkeys(grids, ""),
-                   pairwise=frozenset(), notes=(), lower_is_better=frozenset({"bpc"}))
+    return Results(probes=probes, emergence=em.reset_index(drop=True), findings=findings, layers=layers,
+                   extra={}, tasks=tuple(grids), definitions=dict.fromkeys(grids, ""), pairwise=frozenset(),
+                   notes=(), lower_is_better=frozenset({"bpc"}))
 
 
 def browser_load_seconds(page: Path) -> float | None:
