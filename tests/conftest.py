@@ -14,6 +14,48 @@ import yaml
 
 from xlp.paths import shared_dir
 
+# End-to-end tests over about 10 s on 2 cores: `python -m pytest -m "not slow"` is the edit-test loop (under 3
+# minutes); CI runs them all. A name here that no test has fails the collection, so the list cannot go stale.
+SLOW = {
+    "test_pretrain.py::test_default_model_learns_pos_during_pretraining",
+    "test_launch.py::test_submit_runs_the_driver_as_a_ray_job",
+    "test_launch.py::test_minilm_pos_accuracy",
+    "test_launch.py::test_minilm_arc_and_deprel_far_above_baselines",
+    "test_launch.py::test_dropped_features_give_the_same_results",
+    "test_launch.py::test_driver_killed_at_a_random_point_then_relaunched",
+    "test_launch.py::test_crash_then_relaunch_finishes_identically",
+    "test_launch.py::test_moved_series_is_not_redone_and_a_changed_checkpoint_is",
+    "test_tasks.py::test_bpc_on_plain_text_equals_bpc_on_the_same_sentences_from_ud",
+    "test_cluster.py::test_gpu_placement_and_a_killed_node_loses_nothing",
+    "test_retrieval.py::test_minilm_sentence_tasks",
+    "test_structure.py::test_bootstrap_seeds_measure_probe_training_variance",
+    "test_structure.py::test_a_researchers_own_task_runs_like_a_built_in_one",
+    "test_structure.py::test_bpc_refuses_pickled_hub_weights",
+    "test_structure.py::test_pretrain_then_launch_on_a_spec_with_its_own_data",
+    "test_structure.py::test_identical_checkpoints_are_probed_once",
+    "test_object_store.py::test_a_whole_run_lives_on_s3",
+    "test_families.py::test_every_family_runs_pos_bpc_and_retrieval_through_launch",
+    "test_probe.py::test_batched_equals_one_at_a_time_and_any_start",
+    "test_probe.py::test_converged_probes_match_sklearn_in_language_and_cross_lingual",
+    "test_security.py::test_a_cluster_address_is_used_with_the_clusters_token",
+    "test_null_series.py::test_nothing_to_learn_does_not_emerge",
+    "test_data.py::test_a_test_only_treebank_cut_in_two_is_a_source_too",
+    "test_explore.py::test_choices_redraw_the_plots_offline_in_chromium",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    names = {f"{item.path.name}::{item.originalname}" for item in items}
+    whole_suite = [Path(a).resolve() for a in config.args] == [Path(__file__).parent]
+    if whole_suite and not (config.option.keyword or config.option.markexpr) and SLOW - names:
+        raise pytest.UsageError(f"tests/conftest.py SLOW names tests that do not exist: {sorted(SLOW - names)}")
+    for item in items:
+        if f"{item.path.name}::{item.originalname}" in SLOW:
+            item.add_marker(pytest.mark.slow)
+
+
 SHARED = shared_dir()
 os.environ.setdefault("XLP_SHARED", str(SHARED))
 UD = SHARED / "ud"
