@@ -6,8 +6,8 @@ from xlp.analysis.reduce import reduce
 from xlp.analysis.results import LAYERS_TITLE
 from xlp.config import Spec
 from xlp.report import SECTIONS, write_report
+from xlp.run.manifest import manifest
 from xlp.storage import Store
-from xlp.tasks import resolve_tasks
 
 # in-language accuracy at (layer 0, layer 1) per step; en peaks at 100, de at 200
 CURVES = {"en": {0: (0.30, 0.30), 100: (0.55, 0.80), 200: (0.60, 0.78)},
@@ -39,7 +39,7 @@ def _plan(steps, notes=()) -> dict:
 
 
 def _report(tmp_path, probes, spec, plan, timings=None):
-    results = reduce(probes, spec.analysis, {t.name: t for t in resolve_tasks(spec.tasks)})
+    results = reduce(probes, spec.analysis, manifest(spec).tasks.configured())
     store = Store(str(tmp_path))
     write_report(store, results, spec, plan, timings)
     return results, store, store.read_bytes("report/index.html").decode()

@@ -18,8 +18,8 @@ from xlp.config import Spec
 from xlp.report import write_report
 from xlp.report.page import PACKAGES, _version
 from xlp.report.tables import STEP_COLUMNS
+from xlp.run.manifest import manifest
 from xlp.storage import Store
-from xlp.tasks import resolve_tasks
 
 STEPS = (0, 25, 50, 100, 200, 400, 800)
 LANGS = ("en", "de", "fr")
@@ -57,7 +57,7 @@ def run(tmp_path_factory):
     plan = {"summary": {"checkpoints": len(STEPS), "steps": list(STEPS), "layers": [0, 1], "sources": 3,
                         "targets": 3}, "notes": []}
     timings = {"probe": "84 units, 12.5 s of worker time, 756 rows, 6.1 s busy"}
-    results = reduce(_probes(), spec.analysis, {t.name: t for t in resolve_tasks(spec.tasks)})
+    results = reduce(_probes(), spec.analysis, manifest(spec).tasks.configured())
     tmp = tmp_path_factory.mktemp("run")
     store = Store(str(tmp))
     write_report(store, results, spec, plan, timings)

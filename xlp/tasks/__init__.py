@@ -30,7 +30,7 @@ DEFAULT_TASKS = (PosTask.name,)  # a spec that names no task
 ENTRY_POINT_GROUP = "xlp.tasks"
 
 __all__ = ["BUILT_IN", "RunTasks", "SentenceTask", "Task", "TaskContext", "TaskOptions", "WordTask", "configure",
-           "get_task", "known_tasks", "legacy_keys", "resolve_tasks"]
+           "get_task", "known_tasks", "legacy_keys"]
 
 
 def known_tasks() -> list[str]:
@@ -58,15 +58,6 @@ def get_task(ref: str) -> Task:
         raise XlpError(f"task {ref!r}: {type(task).__name__} does not implement xlp.tasks.base.WordTask or "
                        "SentenceTask")
     return task
-
-
-def resolve_tasks(refs: list[str] | None) -> list[Task]:
-    """The spec's tasks (None: the default ones), each once, in order."""
-    tasks: dict[str, Task] = {}
-    for ref in refs or DEFAULT_TASKS:
-        task = get_task(ref)
-        tasks.setdefault(task.name, task)
-    return list(tasks.values())
 
 
 @dataclass(frozen=True)
