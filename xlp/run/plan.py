@@ -55,7 +55,9 @@ class Plan:
             "checkpoints": {str(c.step): c.name for c in self.checkpoints},  # where each step is now
             "duplicates": {str(k): v for k, v in self.duplicates.items()},
             "notes": self.notes,
-            "units": {"extract": {u.key: u.hash for u in self.extract}, "probe": {u.key: u.hash for u in self.probe}},
+            # by key, as plan.json lists them: the reducer reads outputs in this order (their columns' order)
+            "units": {stage: dict(sorted((u.key, u.hash) for u in units))
+                      for stage, units in (("extract", self.extract), ("probe", self.probe))},
         }
 
 
