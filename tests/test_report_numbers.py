@@ -42,7 +42,8 @@ def _probes(n: int = 200) -> pd.DataFrame:
                         if (task, layer, src, tgt, step) == ("pos", 1, "fr", "fr", 100):
                             continue
                         hit = rng.random(n) < q
-                        rows.append({"checkpoint": f"step_{step}", "step": step, "task": task, "layer": layer,
+                        rows.append({"checkpoint": f"step_{step}", "step": step, "tokens": step * 65_536,
+                                     "task": task, "layer": layer,
                                      "src_lang": src, "tgt_lang": tgt, "seed": 0, "metric": "accuracy",
                                      "value": hit.mean(), "baseline": 0.2, "n_train": 100, "n_test": n,
                                      "seed_invariant": True, "correct": np.packbits(hit).tobytes()})
@@ -85,9 +86,9 @@ def _shown(v) -> set[str]:
     if isinstance(v, (bool, np.bool_)):
         return {str(bool(v))}
     if isinstance(v, (int, np.integer)):
-        return {str(int(v))}
+        return {str(int(v)), f"{int(v):,}"}
     if isinstance(v, (float, np.floating)):
-        return {f"{v:.4f}", str(int(v))} if float(v).is_integer() else {f"{v:.4f}"}
+        return {f"{v:.4f}", str(int(v)), f"{int(v):,}"} if float(v).is_integer() else {f"{v:.4f}"}
     return {str(v)}
 
 
@@ -147,6 +148,9 @@ def test_the_emergence_table_and_the_other_tables_are_the_results_tables(run):
     page, tables, results, *_ = run
     shown = _rows(_section(page, "emergence"))
     assert len(shown) == len(tables["emergence"])
+    # curves that emerged show their step, its interval and the same in tokens seen, from the table
+    assert {"emergence_step", "emergence_step_lo", "emergence_step_hi", "emergence_tokens", "best_tokens"} <= set(
+        shown[0]) and sum(cells["emergence_step"] != "did not emerge" for cells in shown) >= len(shown) // 2
     for cells, (_, row) in zip(shown, tables["emergence"].iterrows()):
         _matches(cells, row, STEP_COLUMNS)
     parts = re.split(r"<h3>(.*?)</h3>", _section(page, "tables"))
