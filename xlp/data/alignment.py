@@ -52,7 +52,7 @@ def read_gold(text_path: str | Path, gold_path: str | Path, one_indexed: bool = 
     sure, `ipj` possible, source index first, 1-based unless `one_indexed` is False), the first
     `max_sentences` of them. Malformed input is an XlpError naming the file and line."""
     text_path, gold_path = Path(text_path), Path(gold_path)
-    texts, golds = (read_lines(p, "align") for p in (text_path, gold_path))
+    texts, golds = (read_lines(p, "gold alignments") for p in (text_path, gold_path))
     if len(texts) != len(golds):
         longer, short_n = (text_path, len(golds)) if len(texts) > len(golds) else (gold_path, len(texts))
         raise XlpError(f"{longer}:{short_n + 1}: {text_path.name} has {len(texts)} lines but {gold_path.name} has "
