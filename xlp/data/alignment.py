@@ -1,4 +1,4 @@
-"""Human word alignments: a sentence file (`source ||| target`, tokens split by spaces) and a gold file of
+"""Human word alignments: a sentence file (`source ||| target`, tokens split by ASCII spaces) and a gold file of
 links (`i-j` sure, `ipj` possible), as the field publishes them (../shared/alignment's layout)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from xlp.data.text import read_lines
 from xlp.errors import XlpError
 
 _LINK = re.compile(r"(\d+)([-p])(\d+)")
@@ -16,7 +17,7 @@ Link = tuple[int, int]
 
 @dataclass(frozen=True)
 class GoldSentence:
-    """One sentence pair: whitespace tokens of each side and its gold links, 0-based (source, target)."""
+    """One sentence pair: the space-separated tokens of each side and its gold links, 0-based (source, target)."""
 
     src: tuple[str, ...]
     tgt: tuple[str, ...]
@@ -38,22 +39,20 @@ def read_pair(folder: str | Path, pair: str, one_indexed: bool = True,
     return read_gold(text, gold, one_indexed=one_indexed, max_sentences=max_sentences)
 
 
-def _lines(path: Path) -> list[str]:
-    try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise XlpError(f"align: cannot read {path}: {e.strerror}") from None
-    except UnicodeDecodeError as e:
-        raise XlpError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+def tokens(side: str) -> tuple[str, ...]:
+    """A side's words: split at ASCII spaces only (runs of them, leading and trailing ones too); every other
+    character, another Unicode space such as the ideographic space U+3000 among them, stays inside its token,
+    as the gold sets that publish such tokens (KFTT Japanese-English) count it."""
+    return tuple(t for t in side.split(" ") if t)
 
 
 def read_gold(text_path: str | Path, gold_path: str | Path, one_indexed: bool = True,
               max_sentences: int | None = None) -> list[GoldSentence]:
-    """Sentence pairs (`source ||| target` a line, words split on whitespace) and their links (`i-j`
+    """Sentence pairs (`source ||| target` a line, words split at ASCII spaces) and their links (`i-j`
     sure, `ipj` possible, source index first, 1-based unless `one_indexed` is False), the first
     `max_sentences` of them. Malformed input is an XlpError naming the file and line."""
     text_path, gold_path = Path(text_path), Path(gold_path)
-    texts, golds = _lines(text_path), _lines(gold_path)
+    texts, golds = (read_lines(p, "gold alignments") for p in (text_path, gold_path))
     if len(texts) != len(golds):
         longer, short_n = (text_path, len(golds)) if len(texts) > len(golds) else (gold_path, len(texts))
         raise XlpError(f"{longer}:{short_n + 1}: {text_path.name} has {len(texts)} lines but {gold_path.name} has "
@@ -66,7 +65,7 @@ def read_gold(text_path: str | Path, gold_path: str | Path, one_indexed: bool = 
         sides = text.split("|||")
         if len(sides) != 2:
             raise XlpError(f"{text_path}:{k}: expected `source ||| target` (one `|||`), found {len(sides) - 1}")
-        src, tgt = tuple(sides[0].split()), tuple(sides[1].split())
+        src, tgt = tokens(sides[0]), tokens(sides[1])
         if not src or not tgt:
             raise XlpError(f"{text_path}:{k}: the {'source' if not src else 'target'} side has no words")
         sure, possible = set(), set()

@@ -8,7 +8,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xlp.data.text import decode
 from xlp.errors import XlpError
+from xlp.hashing import DataFile
 
 
 @dataclass
@@ -111,11 +113,7 @@ def read_conllu(path: str | Path, max_sentences: int | None = None, lenient: boo
         raw = path.read_bytes()
     except OSError as e:
         raise XlpError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise XlpError(f"{path}:{line}: not valid UTF-8") from None
+    text = decode(raw, path)  # a byte-order mark is no text; UTF-16 is refused by file and line
     sentences: list[Sentence] = []
     for start, lines in _blocks(text):
         if max_sentences is not None and len(sentences) >= max_sentences:
@@ -140,16 +138,35 @@ def in_train_part(sent_id: str, share: float) -> bool:
     return int(hashlib.sha256(sent_id.encode()).hexdigest()[:12], 16) / 16 ** 12 < share
 
 
-def read_part(path: str | Path, max_sentences: int | None, lenient: bool, part: tuple[str, float] | None,
+Files = str | Path | DataFile | tuple[str | Path | DataFile, ...]  # one split: its file, or its parts
+
+
+def split_paths(files: Files) -> list[Path]:
+    """The paths of a split: its one file, or its parts in file-name order (a DataFile or a path each)."""
+    return [Path(getattr(f, "path", f)) for f in (files if isinstance(files, (tuple, list)) else (files,))]
+
+
+def split_name(files: Files) -> str:
+    """A split as messages name it: its file, or its parts' files."""
+    return ", ".join(map(str, split_paths(files)))
+
+
+def read_part(files: Files, max_sentences: int | None, lenient: bool, part: tuple[str, float] | None,
               skipped: list[str] | None = None) -> list[Sentence]:
-    """read_conllu, or with `part` = (side, share) the first `max_sentences` of that side ("train" or
-    "test") of the file cut in two by `in_train_part`."""
+    """The sentences of one split, its file or its parts one after another (the cap counts across them);
+    with `part` = (side, share) the first `max_sentences` of that side ("train" or "test") of the split cut
+    in two by `in_train_part`."""
+    cap = None if part is not None else max_sentences
+    sentences: list[Sentence] = []
+    for path in split_paths(files):
+        if cap is not None and len(sentences) >= cap:
+            break
+        sentences += read_conllu(path, None if cap is None else cap - len(sentences), lenient=lenient,
+                                 skipped=skipped)
     if part is None:
-        return read_conllu(path, max_sentences, lenient=lenient, skipped=skipped)
+        return sentences
     side, share = part
-    chosen = [s for s in read_conllu(path, None, lenient=lenient, skipped=skipped)
-              if in_train_part(s.sent_id, share) == (side == "train")]
-    return chosen[:max_sentences]
+    return [s for s in sentences if in_train_part(s.sent_id, share) == (side == "train")][:max_sentences]
 
 
 def require_sentences(path: str | Path, sentences: list[Sentence], skipped: int = 0) -> None:
@@ -161,18 +178,27 @@ def require_sentences(path: str | Path, sentences: list[Sentence], skipped: int 
         raise XlpError(f"{path}: no sentence to read: {why}")
 
 
+def require_text(treebank: str, files: Files, sentences: list[Sentence]) -> None:
+    """Pre-flight: a treebank published without its text (every FORM `_`, as UD_English-GUMReddit,
+    UD_Japanese-BCCWJ, UD_Arabic-NYUAD or UD_French-FTB are) is refused rather than probed on underscores."""
+    if sentences and all(form == "_" for s in sentences for form in s.forms):
+        raise XlpError(f"{split_name(files)}: {treebank} is published without its text (every FORM is `_`): "
+                       f"restore it with the treebank's own script (its README says how), then point "
+                       f"data.ud_root at the restored files")
+
+
 @dataclass(frozen=True)
 class Treebank:
     lang: str
     folder: Path
-    splits: dict[str, Path]  # split name -> file
+    splits: dict[str, Path | tuple[Path, ...]]  # split name -> its file, or its parts in file-name order
 
     @property
     def name(self) -> str:
         return self.folder.name
 
-    def split_file(self, split: str, fallback: str | None = None) -> tuple[str, Path] | None:
-        """(split actually used, file), falling back when the requested split is missing."""
+    def split_file(self, split: str, fallback: str | None = None) -> tuple[str, Path | tuple[Path, ...]] | None:
+        """(split actually used, its file or parts), falling back when the requested split is missing."""
         if split in self.splits:
             return split, self.splits[split]
         if fallback and fallback in self.splits:
@@ -208,10 +234,11 @@ def find_treebank(ud_root: str | Path, lang: str, treebank: str | None = None) -
     root = Path(ud_root)
     if not root.is_dir():
         raise XlpError(f"data.ud_root: {root} is not a folder")
-    folders: dict[Path, dict[str, Path]] = {}
+    named: dict[Path, dict[str, Path]] = {}
     for f in conllu_files(root, f"{lang}_*-ud-*.conllu"):
         split = f.name.rsplit("-ud-", 1)[1].removesuffix(".conllu")
-        folders.setdefault(f.parent, {})[split] = f
+        named.setdefault(f.parent, {})[split] = f
+    folders = {d: _with_parts(s) for d, s in named.items()}
     if treebank:
         folders = {d: s for d, s in folders.items() if d.name == treebank}
         if not folders:
@@ -229,3 +256,14 @@ def find_treebank(ud_root: str | Path, lang: str, treebank: str | None = None) -
         folders = mains
     folder, splits = next(iter(folders.items()))
     return Treebank(lang=lang, folder=folder, splits=splits)
+
+
+def _with_parts(splits: dict[str, Path]) -> dict[str, Path | tuple[Path, ...]]:
+    """Each file under its split's name, and a split that a large treebank publishes in parts
+    (cs_pdt-ud-train-c.conllu, -ca, ...; de_hdt-ud-train-a-1.conllu ... -b-2) also as the tuple of its parts
+    in file-name order, under the split's own name (`train`), unless a whole file has that name."""
+    parts: dict[str, list[Path]] = {}
+    for name, f in splits.items():
+        if "-" in name:
+            parts.setdefault(name.split("-", 1)[0], []).append(f)
+    return {**{base: tuple(sorted(fs, key=lambda f: f.name)) for base, fs in parts.items()}, **splits}

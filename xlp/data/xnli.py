@@ -4,10 +4,12 @@ sentence2 columns), read per language."""
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
+from xlp.data.text import decode
 from xlp.errors import XlpError
 
 SPLITS = ("dev", "test")
@@ -32,25 +34,27 @@ def read_xnli(root: str | Path, split: str, langs: list[str] | None,
 
 
 def read_xnli_file(path: Path, langs: list[str] | None, cap: int | None) -> dict[str, tuple[list, list, np.ndarray]]:
+    """One split's pairs per language. A byte-order mark, Windows line ends and a last line without its newline
+    read as the same rows; UTF-16 and bytes that are not UTF-8 are refused by file and line."""
     out: dict[str, tuple[list, list, list]] = {}
     csv.field_size_limit(1 << 24)
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            if not COLUMNS <= set(reader.fieldnames or ()):
-                raise XlpError(f"{path}:1: expected the columns {sorted(COLUMNS)} of XNLI's TSV layout")
-            for n, row in enumerate(reader, 2):
-                lang = row["language"]
-                if langs is not None and lang not in langs:
-                    continue
-                p, h, y = out.setdefault(lang, ([], [], []))
-                if cap is not None and len(y) >= cap:
-                    continue
-                if None in (row["sentence1"], row["sentence2"], row["gold_label"]):
-                    raise XlpError(f"{path}:{n}: a row with missing fields")
-                p.append(row["sentence1"])
-                h.append(row["sentence2"])
-                y.append(row["gold_label"])
+        raw = Path(path).read_bytes()
     except OSError as e:
         raise XlpError(f"xnli.path: cannot read {path}: {e.strerror}") from None
+    reader = csv.DictReader(io.StringIO(decode(raw, path), newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    if not COLUMNS <= set(reader.fieldnames or ()):
+        raise XlpError(f"{path}:1: expected the columns {sorted(COLUMNS)} of XNLI's TSV layout")
+    for n, row in enumerate(reader, 2):
+        lang = row["language"]
+        if langs is not None and lang not in langs:
+            continue
+        p, h, y = out.setdefault(lang, ([], [], []))
+        if cap is not None and len(y) >= cap:
+            continue
+        if None in (row["sentence1"], row["sentence2"], row["gold_label"]):
+            raise XlpError(f"{path}:{n}: a row with missing fields")
+        p.append(row["sentence1"])
+        h.append(row["sentence2"])
+        y.append(row["gold_label"])
     return {lang: (p, h, np.asarray(y)) for lang, (p, h, y) in out.items()}

@@ -17,7 +17,7 @@ from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.families import resolve_pooling, special_tokens, truncate_layers
 from xlp.models.loading import TokenBatches, load_fast_tokenizer, load_model, pick_device
-from xlp.models.words import align, pairs, windows
+from xlp.models.words import NO_SUBWORD, align, pairs, unknown_token, windows
 
 POOLINGS = ("auto", "first", "mean", "last")
 
@@ -51,6 +51,7 @@ class FeatureExtractor:
         limit = min(self.tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", 512) - 2)
         self.max_len = max(8, min(limit, 512))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.unknown = unknown_token(self.tokenizer)  # what a word or text with no subword is read as
         self.batches = TokenBatches(ckpt, self.device, batch_tokens, len(self.prefix) + len(self.suffix))
 
     @property
@@ -71,6 +72,8 @@ class FeatureExtractor:
         room = self.max_len - len(self.prefix) - len(self.suffix)
         offset = 0
         for words, sent in zip(sentences, align(self.tokenizer, sentences) if sentences else []):
+            if sent.unk:
+                NO_SUBWORD["words", self.unknown[1]] += sent.unk
             for start, end in windows(sent, room):
                 tok, word = pairs(sent, start, end)
                 yield sent.ids[start:end], tok, word, int(sent.lo[start]), int(sent.hi[end - 1]), offset
@@ -94,6 +97,9 @@ class FeatureExtractor:
         its tokens, so a long paragraph's tail counts; length-bucketed batches as for words."""
         room = self.max_len - len(self.prefix) - len(self.suffix)
         ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        for i in (i for i, seq in enumerate(ids) if not seq):  # a text with no subword is read as the unknown token
+            ids[i] = [self.unknown[0]]
+            NO_SUBWORD["texts", self.unknown[1]] += 1
         pieces = sorted(((seq[k: k + room], i) for i, seq in enumerate(ids) for k in range(0, max(len(seq), 1), room)),
                         key=lambda piece: len(piece[0]))
         sums = {layer: np.zeros((len(texts), self.hidden_size), dtype=np.float64) for layer in self.layers}
@@ -149,7 +155,7 @@ class FeatureExtractor:
             pick = torch.full((n,), input_ids.numel(), device=self.device).scatter_reduce(0, seg, pos, "amin")
         else:
             pick = torch.full((n,), -1, device=self.device).scatter_reduce(0, seg, pos, "amax")
-        pick = pick.clamp(0, input_ids.numel() - 1)  # a word with no subword gets a zero vector below
+        pick = pick.clamp(0, input_ids.numel() - 1)  # every word has a token (words.align: the unknown one)
         rows = np.asarray(word_rows)
         for layer in self.layers:
             h = hidden[layer].reshape(-1, hidden[layer].shape[-1]).float()

@@ -5,11 +5,15 @@ tokenizer's own for that text: byte-level BPE (GPT-2, GPT-NeoX, BLOOM, Llama 3) 
 leading space, which tokenizing word by word (`is_split_into_words`) loses. Tokens are mapped back to
 words by character spans: word i covers [start_i, end_i) of the joined text, and a token belongs to
 every word its offsets overlap. A token that covers no word's character (SentencePiece's lone "▁",
-an empty span) belongs to the next word, as `is_split_into_words` assigns it.
+an empty span) belongs to the next word, as `is_split_into_words` assigns it. A word the tokenizer gives
+no subword (U+3000 or a zero-width joiner for a WordPiece or SentencePiece vocabulary, a control
+character, an emoji a vocabulary drops) is read as the tokenizer's unknown token, inserted in its place,
+as SimAlign does: it gets a real vector, its neighbours keep theirs, and `Aligned.unk` counts it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,19 +22,51 @@ import numpy as np
 
 @dataclass
 class Aligned:
-    """One sentence's tokens: ids, and for each token the first and last word it belongs to."""
+    """One sentence's tokens: ids, and for each token the first and last word it belongs to; `unk` words
+    had no subword and were read as the unknown token."""
     ids: list[int]
     lo: np.ndarray
     hi: np.ndarray
+    unk: int = 0
 
 
 def running_text(words: Sequence[str]) -> str:
     return " ".join(words)
 
 
+# (words or texts, the token they were read as) -> how many this process read so for want of a subword; a
+# worker reports what one unit added (xlp/run/work.py), and the run's notes say it
+NO_SUBWORD: Counter[tuple[str, str]] = Counter()
+
+
+def unknown_token(tokenizer) -> tuple[int, str]:
+    """The id and text of the token a word without subwords is read as: the unknown token, or for a
+    vocabulary without one (byte-level BPE, which drops no character) its end-of-text token."""
+    for name in ("unk_token", "eos_token", "pad_token"):
+        token = getattr(tokenizer, name, None)
+        if token is not None and getattr(tokenizer, f"{name}_id", None) is not None:
+            return getattr(tokenizer, f"{name}_id"), str(token)
+    return 0, tokenizer.convert_ids_to_tokens(0)
+
+
+def _fill(sent: Aligned, n_words: int, unk: int) -> Aligned:
+    """Give every word with no token the unknown token, inserted before the next word's tokens."""
+    covered = np.zeros(n_words + 1, dtype=np.int64)
+    np.add.at(covered, sent.lo, 1)
+    np.add.at(covered, sent.hi + 1, -1)
+    missing = np.flatnonzero(np.cumsum(covered)[:-1] == 0)
+    if not len(missing):
+        return sent
+    at = np.searchsorted(sent.lo, missing, side="right")  # after the tokens of the words before it
+    return Aligned(np.insert(np.asarray(sent.ids, dtype=np.int64), at, unk).tolist(),
+                   np.insert(sent.lo, at, missing), np.insert(sent.hi, at, missing), len(missing))
+
+
 def align(tokenizer, sentences: Sequence[Sequence[str]]) -> list[Aligned]:
-    """Tokenize every sentence's running text in one batch call (no special tokens) and map tokens to words."""
+    """Tokenize every sentence's running text in one batch call (no special tokens) and map tokens to words;
+    a word with no token gets the unknown token (see the module's docstring)."""
     enc = tokenizer([running_text(s) for s in sentences], add_special_tokens=False, return_offsets_mapping=True)
+    unk = unknown_token(tokenizer)[0]
     out = []
     for words, ids, offsets in zip(sentences, enc["input_ids"], enc["offset_mapping"]):
         lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
@@ -42,7 +78,7 @@ def align(tokenizer, sentences: Sequence[Sequence[str]]) -> list[Aligned]:
         none = lo > hi  # covers no word character: the next word's (the last word's at the end)
         lo = np.minimum(lo, len(words) - 1)
         hi = np.where(none, lo, hi)
-        out.append(Aligned(list(ids), lo, hi))
+        out.append(_fill(Aligned(list(ids), lo, hi), len(words), unk))
     return out
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from xlp.config import Spec
-from xlp.data.conllu import find_treebank, read_part, require_sentences
+from xlp.data.conllu import find_treebank, read_part, require_sentences, require_text, split_name, split_paths
 from xlp.data.ud_release import resolve_ud_root
 from xlp.errors import XlpError
-from xlp.hashing import DataFile, data_files
+from xlp.hashing import data_files
 from xlp.models.checkpoints import (
     Checkpoint,
     check_one_tokenizer,
@@ -27,7 +27,7 @@ from xlp.models.series import resolve_checkpoints
 from xlp.run.manifest import Manifest, manifest
 from xlp.storage import Store
 from xlp.tasks import SentenceTask, Task, WordTask
-from xlp.tasks.base import RunData, SentenceInputs, UdFiles
+from xlp.tasks.base import RunData, SentenceInputs, SplitFiles, UdFiles
 
 
 @dataclass
@@ -159,11 +159,18 @@ def check_data(spec: Spec, notes: list[str]) -> tuple[RunData, dict[tuple, int]]
             notes.append(f"{lang}: no {d.train_split} split in {tb.name}; probes train on {train[0]}")
         if test is None:
             notes.append(f"{lang}: {tb.name} has no {d.test_split} split; not a target")
+        for split in (train, test):
+            if split and isinstance(split[1], tuple):
+                notes.append(f"{lang}: the {split[0]} split of {tb.name} is published in {len(split[1])} parts "
+                             f"({', '.join(p.name for p in split[1])}), read as one in that order")
         splits[lang] = (tb.name, train, test)
-    files = data_files([split[1] for _, train, test in splits.values() for split in (train, test) if split])
+    files = data_files([path for _, train, test in splits.values() for split in (train, test) if split
+                        for path in split_paths(split[1])])
 
-    def resolved(split: tuple[str, Path] | None) -> tuple[str, DataFile] | None:
-        return (split[0], files[split[1]]) if split else None
+    def resolved(split: tuple[str, Path | tuple[Path, ...]] | None) -> tuple[str, SplitFiles] | None:
+        if split is None:
+            return None  # a split in parts is the tuple of its parts' DataFiles; one file stays one DataFile
+        return split[0], tuple(files[p] for p in split[1]) if isinstance(split[1], tuple) else files[split[1]]
 
     ud, words = {}, {}
     for lang, (name, train, test) in splits.items():
@@ -172,15 +179,16 @@ def check_data(spec: Spec, notes: list[str]) -> tuple[RunData, dict[tuple, int]]
                                  (ud[lang].test, d.max_test_sentences, "test")):
             key = (*split[1:], cap, ud[lang].part(side)) if split is not None else None
             if key is not None and key not in words:
-                words[key] = _count_words(lang, split[0], *key, d.conllu == "lenient", notes)
+                words[key] = _count_words(lang, name, split[0], *key, d.conllu == "lenient", notes)
     return RunData(ud_root=Path(ud_root), ud=ud), words
 
 
-def _count_words(lang: str, split: str, file: DataFile, cap: int | None, part: tuple[str, float] | None,
-                 lenient: bool, notes: list[str]) -> int:
+def _count_words(lang: str, treebank: str, split: str, files: SplitFiles, cap: int | None,
+                 part: tuple[str, float] | None, lenient: bool, notes: list[str]) -> int:
     skipped: list[str] = []
-    sentences = read_part(file.path, cap, lenient, part, skipped)
-    require_sentences(file.path, sentences, len(skipped))
+    sentences = read_part(files, cap, lenient, part, skipped)
+    require_sentences(split_name(files), sentences, len(skipped))
+    require_text(treebank, files, sentences)
     if skipped:
         notes.append(f"{lang} {split}: skipped {len(skipped)} malformed sentences (data.conllu: lenient); "
                      f"first: {skipped[0]}")

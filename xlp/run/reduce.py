@@ -41,6 +41,22 @@ def _timings(ledger: Ledger, plan: dict) -> dict[str, str]:
     return out
 
 
+def _no_subword_notes(ledger: Ledger, plan: dict) -> list[str]:
+    """What the run's units read as the unknown token for want of a subword (their ledger records say), one
+    note per language and split (or sentence task), with the largest count over the checkpoints."""
+    seen: dict[tuple[str, str, str], list[int]] = {}
+    for stage, units in plan["units"].items():
+        for key, rec in ledger.records(stage).items():
+            if key in units:
+                where = " ".join(part.split("=", 1)[1] for part in key.split("/")[1:] if not part.startswith("layers="))
+                for what, token, n in rec.get("no_subword", ()):
+                    seen.setdefault((where, what, token), []).append(n)
+    return [f"{where}: {max(ns)} {what if max(ns) > 1 else what[:-1]} had no subword and "
+            f"{'were' if max(ns) > 1 else 'was'} read as {token}"
+            + (f" (at {len(ns)} checkpoints)" if len(ns) > 1 else "")
+            for (where, what, token), ns in sorted(seen.items())]
+
+
 def reduce_run(store: Store, run: Manifest, plan: dict, force: bool = False, ledger: Ledger | None = None,
                on_step: Callable[[int, int], None] | None = None) -> bool:
     """Reduce the probe outputs that the run's plan (as in RUN/plan.json) names, write the results tables and
@@ -79,7 +95,8 @@ def reduce_run(store: Store, run: Manifest, plan: dict, force: bool = False, led
     tick(1, total)
     for name, table in results.tables().items():
         _write(store, name, table)
-    write_report(store, results, spec, plan, timings=_timings(ledger, plan))
+    notes = plan.get("notes", []) + _no_subword_notes(ledger, plan)
+    write_report(store, results, spec, {**plan, "notes": notes}, timings=_timings(ledger, plan))
     store.write_bytes(REDUCED, json.dumps({"inputs": inputs}).encode())
     tick(1, total)
     return True

@@ -70,7 +70,7 @@ class ExtractUnit(Unit):
     ckpt: Checkpoint
     lang: str
     split: str
-    file: DataFile
+    file: DataFile | tuple[DataFile, ...]  # the split's file, or its parts (hashed as the list of their digests)
     max_sentences: int | None
     lenient: bool  # skip malformed sentences (data.conllu: lenient)
     layers: tuple[int, ...]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +16,7 @@ from xlp.data.conllu import read_part
 from xlp.errors import ShardChecksumError, XlpError
 from xlp.models.extract import FeatureExtractor
 from xlp.models.loading import pick_device
+from xlp.models.words import NO_SUBWORD
 from xlp.probing.linear import fit_probes, majority_accuracy
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
@@ -120,11 +122,12 @@ class ExtractionWorker:
             r = self.runtime
             self.extractor = FeatureExtractor(unit.ckpt, list(unit.layers), unit.pooling, r.batch_tokens, r.device,
                                               r.trust_remote_code, r.allow_pickle)
-        sentences = read_part(unit.file.path, unit.max_sentences, unit.lenient, unit.part)
+        sentences = read_part(unit.file, unit.max_sentences, unit.lenient, unit.part)
+        before = NO_SUBWORD.copy()
         vecs = self.extractor.extract([s.forms for s in sentences], unit.dtype)
         table = features_table(sentences, vecs, unit.dtype)
         written = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)
-        return _written(written, table.num_rows, start, device=str(self.extractor.device))
+        return _written(written, table.num_rows, start, device=str(self.extractor.device), **_no_subword(before))
 
 
 def _read(store: Store, needs: tuple[str, ...], step: int, lang: str, split: str, layers: tuple[int, ...],
@@ -206,6 +209,14 @@ def _score(unit: ProbeUnit, task: WordTask, probes: dict, n_train: dict, invaria
 
 def run_sentence_unit(ctx: WorkContext, unit: SentenceUnit, digests: dict[str, str] | None = None) -> dict:
     """A sentence task's unit: its rows, in the probe outputs' layout, written like a probe's."""
-    start = time.time()
+    start, before = time.time(), NO_SUBWORD.copy()
     ctx.faults.inject(unit.key)
-    return _write_rows(ctx.store(), unit, unit.sentence_task.rows(unit, ctx.runtime), start)
+    rows = unit.sentence_task.rows(unit, ctx.runtime)
+    return {**_write_rows(ctx.store(), unit, rows, start), **_no_subword(before)}
+
+
+def _no_subword(before: Counter) -> dict:
+    """For the ledger record: the words (or texts) the unit read as the unknown token for want of a subword,
+    as [words or texts, token, count] (nothing when there were none, as on ordinary data)."""
+    added = NO_SUBWORD - before
+    return {"no_subword": [[what, token, n] for (what, token), n in sorted(added.items())]} if added else {}

@@ -95,7 +95,7 @@ class AlignTask(SentenceTask):
     metric = "f1"
     reads_ud = False  # its pairs are alignment.pairs
     definition = ("unsupervised word alignment in the manner of SimAlign: each sentence pair's words (the corpus's "
-                  "whitespace tokens, with the run's subword pooling) are aligned from the cosine similarity of "
+                  "space-separated tokens, with the run's subword pooling) are aligned from the cosine similarity of "
                   "their vectors at a layer, with no training (argmax: links that are each other's best match in "
                   "both directions; itermax: its iterative variant; alignment.method); F1 of precision against "
                   "sure and possible gold links and recall against sure ones, counts summed over the corpus; "

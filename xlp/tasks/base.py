@@ -36,12 +36,15 @@ class TaskOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SplitFiles = DataFile | tuple[DataFile, ...]  # a split's file, or the parts of a split published in several
+
+
 @dataclass(frozen=True)
 class UdFiles:
-    """A language's resolved treebank splits, read at plan time: (split name, file) or None."""
+    """A language's resolved treebank splits, read at plan time: (split name, file or parts) or None."""
     treebank: str
-    train: tuple[str, DataFile] | None
-    test: tuple[str, DataFile] | None
+    train: tuple[str, SplitFiles] | None
+    test: tuple[str, SplitFiles] | None
     share: float | None = None  # data.split_test: train and test are two parts of one test split
 
     def part(self, side: str) -> tuple[str, float] | None:
@@ -55,7 +58,7 @@ class RunData:
     ud_root: Path
     ud: dict[str, UdFiles] = field(default_factory=dict)
 
-    def test_files(self, langs: list[str]) -> dict[str, DataFile]:
+    def test_files(self, langs: list[str]) -> dict[str, SplitFiles]:
         return {lang: self.ud[lang].test[1] for lang in langs if lang in self.ud and self.ud[lang].test}
 
 
@@ -147,7 +150,7 @@ class WordTask(Task):
 class SentenceInputs:
     """What a sentence task's units read, resolved at plan time; every field is part of the unit's hash."""
     langs: tuple[str, ...]
-    files: tuple[DataFile, ...]
+    files: tuple[SplitFiles, ...]  # a split in parts: the tuple of its parts
     corpus: str  # names the unit (its key)
     options: tuple[tuple[str, Any], ...] = ()  # caps and settings that change the rows
 

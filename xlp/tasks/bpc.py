@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from xlp.data.conllu import read_conllu
+from xlp.data.conllu import read_part
+from xlp.data.text import decode
 from xlp.errors import XlpError
 from xlp.hashing import data_files
 from xlp.tasks.base import Runtime, SentenceInputs, SentenceTask, TaskContext, TaskOptions, seed_rows
@@ -29,14 +30,12 @@ TEXT = "text"  # the corpus of a unit that reads bpc.text's plain-text files
 
 
 def read_lines(path: Path, cap: int | None) -> list[str]:
-    """The first `cap` non-empty lines of a UTF-8 text file (one text a line, surrounding space removed)."""
+    """The first `cap` non-empty lines of a UTF-8 text file (one text a line, surrounding space removed; a
+    byte-order mark and Windows line ends are no text; UTF-16 is refused by file and line)."""
     texts: list[str] = []
     with open(path, "rb") as f:
         for n, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8").removeprefix("\ufeff" if n == 1 else "").strip()  # a BOM is no text
-            except UnicodeDecodeError as e:
-                raise XlpError(f"{path}:{n}: not UTF-8 ({e.reason} at byte {e.start})") from None
+            line = decode(raw, path, n).strip()
             if line:
                 texts.append(line)
                 if cap is not None and len(texts) >= cap:
@@ -127,7 +126,7 @@ class BpcTask(SentenceTask):
             if unit.inputs.corpus == TEXT:
                 texts = read_lines(Path(file.path), cap)
             else:
-                texts = [s.text for s in read_conllu(file.path, cap, lenient=lenient) if s.text]
+                texts = [s.text for s in read_part(file, cap, lenient, None) if s.text]
             if causal:
                 scored = scorer.bits(texts)
                 bits, chars, nbytes, tokens = scored.bits, scored.chars, scored.bytes, scored.tokens
