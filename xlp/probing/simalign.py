@@ -149,8 +149,8 @@ def diagonal_counts(gold: Sequence[GoldSentence]) -> Counts:
 
 def align_sentence(src: np.ndarray, tgt: np.ndarray, methods: Sequence[str] = METHODS) -> dict[str, set[Link]]:
     """Per method, the links between one sentence's source word vectors (n_src, d) and target word
-    vectors (n_tgt, d). A word whose vector is zero (the tokenizer gave it no subword) takes no part,
-    as in SimAlign, whose words are the subwords' owners; its row or column is left out."""
+    vectors (n_tgt, d). A word whose vector is all zeros (vectors from elsewhere: xlp's extraction reads a word
+    with no subword as the unknown token, as SimAlign does) takes no part; its row or column is left out."""
     rows, cols = np.flatnonzero(np.any(src != 0, axis=1)), np.flatnonzero(np.any(tgt != 0, axis=1))
     if not len(rows) or not len(cols):
         return {m: set() for m in methods}
