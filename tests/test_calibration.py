@@ -166,8 +166,27 @@ def test_a_drifting_curve_does_not_emerge():
     assert rate <= ALPHA + mc_error(m), rate
 
 
+def test_the_report_says_when_the_bootstrap_floor_stops_bh():
+    from xlp.analysis.reduce import _floor_notes
+
+    em = pd.DataFrame({"task": ["pos"] * 100, "emergence_p": [1 / 1001] + [0.5] * 99, "emerged": [False] * 100})
+    [note] = _floor_notes(em, AnalysisSpec())
+    assert "1 curves have emergence p-values at the bootstrap's floor (1/1001)" in note and ">= 2000" in note
+    assert not _floor_notes(em.assign(emerged=[True] + [False] * 99), AnalysisSpec())
+
+
+def exchangeable(m: int, T: int = 8, seed: int = 5) -> float:
+    """Curves of exchangeable noise (no order): the trend test's rate of p < alpha."""
+    return float((trend_p(np.random.default_rng(seed).normal(size=(m, T))) < ALPHA).mean())
+
+
 if __name__ == "__main__":
-    for name, run, m in (("plateau at baseline: above_baseline_p", plateau, 1000),
-                         ("sentence effect: rise_p, degradation_p", sentence_effect, 600),
-                         ("random walk, 39 checkpoints: emerged", random_walk, 300)):
-        print(f"{name}: {run(m)} over {m} curves (Monte Carlo error {mc_error(m):.3f})")
+    print("| null | statistic | curves | rate | nominal + MC error |\n|---|---|---|---|---|")
+    for name, stat, run, m in (("exchangeable noise, 8 checkpoints", "trend_p < .05", exchangeable, 2000),
+                               ("plateau at the baseline, 7 checkpoints", "above_baseline_p < .05", plateau, 1000),
+                               ("flat, 10-word sentences, ICC 0.13", "rise_p < .05 (min_effect 0); degradation_p < .05",
+                                sentence_effect, 600),
+                               ("random walk, 39 checkpoints", "emergence_p < .05 (before BH)", random_walk, 300)):
+        rate = run(m)
+        shown = "; ".join(f"{r:.3f}" for r in rate) if isinstance(rate, tuple) else f"{rate:.3f}"
+        print(f"| {name} | {stat} | {m} | {shown} | {ALPHA + mc_error(m):.3f} |")

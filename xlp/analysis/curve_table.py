@@ -175,7 +175,8 @@ def emergence_table(probes: pd.DataFrame, tasks: Mapping[str, Task], threshold: 
 
 def paired_bootstrap_p(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> float:
     """One-sided paired bootstrap over test items: the probability that a's mean score is not
-    above b's when the items are resampled. Inputs are per-item scores in [0, 1] (seed averages).
+    above b's when the items are resampled, (b + 1) / (B + 1). Inputs are per-item scores in [0, 1] (seed
+    averages) of independent items (the reducer resamples sentences; this helper, items).
 
     The paired differences take few distinct values, so resampling n items is a multinomial draw
     over those values: exact, and O(n_boot) instead of O(n_boot * n).
@@ -185,7 +186,7 @@ def paired_bootstrap_p(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int
         return float("nan")
     values, counts = np.unique(np.round(d, 9), return_counts=True)
     draws = np.random.default_rng(seed).multinomial(len(d), counts / len(d), size=n_boot)
-    return float(np.mean(draws @ values / len(d) <= 0))
+    return float((np.sum(draws @ values / len(d) <= 0) + 1) / (n_boot + 1))  # never 0
 
 
 def unpack_correct(packed: bytes, n: int) -> np.ndarray:
