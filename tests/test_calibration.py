@@ -166,6 +166,15 @@ def test_a_drifting_curve_does_not_emerge():
     assert rate <= ALPHA + mc_error(m), rate
 
 
+def test_bh_can_flag_a_lone_learning_curve_in_a_large_family():
+    """One curve that learns among 60 that do not, 8 checkpoints: at the trend test's old floor (1/1000) its
+    q-value is 0.001 x 61 = 0.061 and nothing emerges; the adaptive Monte Carlo draws enough orders for it."""
+    rng = np.random.default_rng(4)
+    p = np.vstack([np.linspace(0.1, 0.95, 8)[None], np.full((60, 8), 0.6)])
+    em = analyse_curves(_probes(p, rng, words=1, sentences=300), spec(bootstrap=4000), BUILT_IN)
+    assert em.trend_p.iloc[0] < 1 / 1000 and em.emerged.tolist() == [True] + [False] * 60
+
+
 def test_the_report_says_when_the_bootstrap_floor_stops_bh():
     from xlp.analysis.reduce import _floor_notes
 

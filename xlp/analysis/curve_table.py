@@ -124,11 +124,15 @@ def curve_analysis(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[
         rows.append(_row(key, steps, v, baseline, b, a, tasks, float(trend)))
     out = pd.DataFrame(rows)
     # adaptive Monte Carlo: where BH would be stopped by the trend test's floor (1/1000), more random orders for
-    # the curves whose trend p-value is at it, enough to resolve alpha x k / m (k: BH's rejections, m: the family)
+    # the curves whose trend p-value is at it and is their largest, enough to resolve alpha x k / m (k: BH's
+    # rejections, m: the family)
     for _, g in out.groupby("task", sort=False):
         m, k = len(g), int((bh_q(g["emergence_p"].to_numpy()) < a.alpha).sum())
-        need = int(min(MAX_ORDERS, np.ceil(2 * m / (a.alpha * max(k, 1)))))
-        floor = g.index[(g["trend_p"] * MONTE_CARLO <= 10) & (g["emergence_p"] < a.alpha)]
+        # no finer than the bootstrap's own floor 1 / (B + 1): emergence_p is the largest of the three
+        need = int(min(MAX_ORDERS, np.ceil(2 * m / (a.alpha * max(k, 1))), 2 * (a.bootstrap + 1)))
+        binding = g["trend_p"] >= g[["rise_p", "above_baseline_p"]].max(axis=1).fillna(0)  # the largest p
+        floor = g.index[(g["trend_p"] * MONTE_CARLO <= 10) & (g["emergence_p"] < a.alpha) & binding
+                        & (g["n_steps"] > 6)]  # up to 6 checkpoints the test is exact
         if need > MONTE_CARLO and len(floor):
             again = _trends(groups, a, np.full(len(groups), need), floor)
             for i, p in zip(floor, again):
