@@ -83,8 +83,7 @@ def test_nothing_to_learn_does_not_emerge(kind, tmp_path, ray_local):
     else:
         spread = em.best_value - em[["first_value", "final_value"]].min(axis=1)
         assert (spread > 0.01).mean() > 0.5  # the six models' values do differ
-        assert em.emerged.mean() <= 0.05
-        assert em.degradation_significant.mean() <= 0.05
+        assert em.emerged.mean() <= 0.05  # (six different models: their finals may truly be worse than a best)
     said = findings[(findings.finding == "acquisition") & (findings.quantity == "sentence")].text.tolist()
     n = findings[(findings.finding == "acquisition") & (findings.quantity == "n_emerged") & (findings.layer == 2)
                  & (findings.other_task == "")].value.tolist()
