@@ -222,7 +222,7 @@ def test_findings_on_a_series_where_nothing_emerges():
     f = findings_table(probes, ca, _tasks("pos", "deprel"))
     assert not em.emerged.any()
     text = " ".join(f[f.quantity == "sentence"].text)
-    assert "pos (layer 1) emerged in 0 of 2 (0 %) languages (BH over these 2 in-language curves)." in text
+    assert "pos (layer 1) emerged in 0 of 2 (0 %) languages. Family: BH over the layer's 2 in-language curves." in text
     assert "0 of 2 (0 %) source → target pairs emerged cross-lingually (BH over these 2 pairs)." in text
     assert "pos emerges before deprel in 0 of the 0 languages where both emerged" in text
     assert "neither in 2 of 2" in text

@@ -88,7 +88,8 @@ def test_nothing_to_learn_does_not_emerge(kind, tmp_path, ray_local):
     n = findings[(findings.finding == "acquisition") & (findings.quantity == "n_emerged") & (findings.layer == 2)
                  & (findings.other_task == "")].value.tolist()
     assert n == [0]  # the finding's own family (BH over the 4 in-language curves of the layer) says so too
-    assert f"pos (layer 2) emerged in 0 of {len(LANGS)} (0 %) languages (BH over these 4 in-language curves)." in said
+    assert (f"pos (layer 2) emerged in 0 of {len(LANGS)} (0 %) languages. Family: BH over the layer's 4 "
+            "in-language curves.") in said
 
 
 def test_a_random_walk_does_not_emerge(tmp_path, ray_local):

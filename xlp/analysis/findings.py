@@ -78,8 +78,9 @@ def _acquisition(em: pd.DataFrame, out: _Rows, order: list[str], pairwise: set[s
                             ("q1_step", q1), ("q3_step", q3)):
             out.add("acquisition", task, quantity, v, layer)
         if layer == ins.loc[ins.task == task, "layer"].max():
-            text = (f"{task} (layer {layer}) emerged in {_share(len(s), len(g))} languages (BH over these {len(g)} "
-                    "in-language curves)" + (f", median step {med:g} (IQR {q1:g}–{q3:g})." if len(s) else "."))
+            text = (f"{task} (layer {layer}) emerged in {_share(len(s), len(g))} languages"
+                    + (f", median step {med:g} (IQR {q1:g}–{q3:g})." if len(s) else ".")
+                    + f" Family: BH over the layer's {len(g)} in-language curves.")
             out.say("acquisition", task, text, layer)
     tests = []
     for i, a in enumerate(tasks):

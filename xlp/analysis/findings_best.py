@@ -69,7 +69,11 @@ def best_checkpoints(em: pd.DataFrame, curves: pd.DataFrame, boots: dict, out, p
         holds = int(((q_deg >= alpha) | (tested.degradation.to_numpy(dtype=float) <= 0)).sum())
         b = [boots.get((task, layer, lang, lang)) for lang in wide.index]
         held = all(x is not None and len(x["point"][0]) == wide.shape[1] for x in b) and n > 1
-        regret, p = regret_test(b) if held else (np.full(n, np.nan), np.full(n, np.nan))
+        avg = wide.mean(axis=0).idxmax()
+        if held:
+            regret, p = regret_test(b)
+        else:  # no per-item scores: the point regret on all items (favours the languages' bests), no test
+            regret, p = (wide.max(axis=1) - wide[avg]).to_numpy(), np.full(n, np.nan)
         q = bh_q(p)
         differ = int((q < alpha).sum())
         for lang, r, pl, ql in zip(wide.index, regret, p, q):
@@ -77,7 +81,6 @@ def best_checkpoints(em: pd.DataFrame, curves: pd.DataFrame, boots: dict, out, p
             out.add("best", task, "regret_p", pl, layer, src=lang, tgt=lang)
             out.add("best", task, "regret_q", ql, layer, src=lang, tgt=lang)
             out.add("best", task, "best_step", best[lang], layer, src=lang, tgt=lang)
-        avg = wide.mean(axis=0).idxmax()
         for quantity, v in (("n_languages", n), ("n_distinct_best", best.nunique()),
                             ("n_best_differs_significantly", differ if held else np.nan),
                             ("share_best_is_final", at_final / n), ("n_tested", len(tested)),
@@ -98,7 +101,9 @@ def best_checkpoints(em: pd.DataFrame, curves: pd.DataFrame, boots: dict, out, p
                          f"{wide.index[int(np.argmax(regret))]}), and the own best is significantly better in "
                          f"{_share(differ, n)} languages (bootstrap, BH over the {n} languages).")
             else:
-                text += "; no held-out regret (per-item scores missing or one language)."
+                text += (f"; under the one checkpoint best on average (step {avg}) the median regret is "
+                         f"{np.median(regret) + 0.0:.3g} (largest {np.max(regret) + 0.0:.3g}), on all items: "
+                         "no per-item scores (or one language), so no held-out regret and no test.")
             out.say("best", task, text, layer)
 
 
