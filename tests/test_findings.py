@@ -229,3 +229,30 @@ def test_findings_on_a_series_where_nothing_emerges():
     assert "median step did not emerge vs did not emerge" in text
     assert np.isnan(_get(f, "acquisition", "median_step", layer=1, other_task=""))
     assert findings_table(probes.iloc[:0], curve_analysis(probes.iloc[:0], AnalysisSpec(), {}), {}).empty
+
+
+def test_the_last_layers_decline_needs_a_lower_layer_that_learned():
+    """Layers 0 and 1 never learn (flat), layer 2 learns and then drops: comparing significance flags called this
+    "the last layer degrades while a lower one does not" in every language; a lower layer that never emerged holds
+    no knowledge that moved down, so no language is counted, and where a lower layer did learn and holds, the
+    difference of the two degradations is what is tested."""
+    rng = np.random.default_rng(6)
+    rows = []
+    for src in LANGS:
+        for layer in (0, 1, 2):
+            p = [0.3] * 7 if layer < 2 else [0.3, 0.5, 0.7, 0.8, 0.8, 0.8, 0.55]
+            rows += _rows(p, rng, n=400, tgt=src, src=src, layer=layer)
+    probes = pd.DataFrame(rows)
+    ca = curve_analysis(probes, AnalysisSpec(), BUILT_IN)
+    f = findings_table(probes, ca, _tasks("pos"))
+    assert _get(f, "layers", "n_languages") == 0 and _get(f, "layers", "n_last_layer_declines") == 0
+    # layer 1 learns as well and keeps it: now the difference is tested, and it is large
+    rows = [r for r in rows if r["layer"] != 1]
+    for src in LANGS:
+        rows += _rows([0.3, 0.5, 0.7, 0.8, 0.8, 0.8, 0.8], rng, n=400, tgt=src, src=src, layer=1)
+    probes = pd.DataFrame(rows)
+    ca = curve_analysis(probes, AnalysisSpec(), BUILT_IN)
+    f = findings_table(probes, ca, _tasks("pos"))
+    assert _get(f, "layers", "n_languages") == 4 and _get(f, "layers", "n_last_layer_declines") == 4
+    for x in LANGS:
+        assert _get(f, "layers", "last_minus_lower_degradation", src_lang=x) > 0.15
