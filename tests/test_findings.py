@@ -256,3 +256,18 @@ def test_the_last_layers_decline_needs_a_lower_layer_that_learned():
     assert _get(f, "layers", "n_languages") == 4 and _get(f, "layers", "n_last_layer_declines") == 4
     for x in LANGS:
         assert _get(f, "layers", "last_minus_lower_degradation", src_lang=x) > 0.15
+
+
+def test_no_single_best_counts_languages_whose_own_best_is_significantly_better():
+    """en peaks early and loses it, de rises to the end: the checkpoint best on average is the final one, where en
+    has lost 0.4 (significant, held out) and de nothing."""
+    rng = np.random.default_rng(7)
+    rows = (_rows([0.3, 0.9, 0.8, 0.5, 0.5, 0.5, 0.5], rng, n=400, src="en", tgt="en")
+            + _rows([0.3, 0.35, 0.4, 0.5, 0.7, 0.85, 0.98], rng, n=400, src="de", tgt="de"))
+    probes = pd.DataFrame(rows)
+    f = findings_table(probes, curve_analysis(probes, AnalysisSpec(), BUILT_IN), _tasks("pos"))
+    assert _get(f, "best", "avg_best_step", layer=1) == 800
+    assert _get(f, "best", "n_best_differs_significantly", layer=1) == 1
+    assert _get(f, "best", "regret_q", layer=1, src_lang="en") < 0.05 < _get(f, "best", "regret_q", layer=1,
+                                                                              src_lang="de")
+    assert 0.3 < _get(f, "best", "regret", layer=1, src_lang="en") < 0.5
