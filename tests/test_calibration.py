@@ -177,6 +177,18 @@ def test_bh_can_flag_a_lone_learning_curve_in_a_large_family():
     assert em.trend_p.iloc[0] < 1 / 1000 and em.emerged.tolist() == [True] + [False] * 60
 
 
+def test_a_curve_already_there_at_the_first_checkpoint_did_not_emerge():
+    """A real, significant rise (0.86 to 0.90) whose first checkpoint already reaches 0.95 x its best: its
+    emergence step would be the first checkpoint, which is no emergence within the series."""
+    from xlp.analysis.curve_table import curve_analysis
+
+    rng = np.random.default_rng(8)
+    p = np.array([[0.86, 0.87, 0.88, 0.89, 0.90, 0.90, 0.90]])
+    ca = curve_analysis(_probes(p, rng, words=1, sentences=4000), spec(bootstrap=400, min_effect=0.01), BUILT_IN)
+    e = ca.table.iloc[0]
+    assert e.emergence_p < ALPHA and e.at_first and not e.emerged and np.isnan(e.emergence_step)
+
+
 def test_the_report_says_when_the_bootstrap_floor_stops_bh():
     from xlp.analysis.reduce import _floor_notes
 
