@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from xlp.analysis.curves import bootstrap, decide, item_groups
-from xlp.analysis.stats import bh_q, bootstrap_pair_signs, pair_signs, stable_rng, trend_p
+from xlp.analysis.curves import bootstrap, decide, item_scores, per_sentence
+from xlp.analysis.stats import MAX_ORDERS, MONTE_CARLO, bh_q, bootstrap_pair_signs, pair_signs, stable_rng, trend_p
 from xlp.config import AnalysisSpec
 from xlp.tasks.base import Task
 
 CURVE_KEYS = ["task", "layer", "src_lang", "tgt_lang"]
 CURVE_COLUMNS = CURVE_KEYS + [
     "metric", "n_steps", "baseline", "first_step", "first_value", "best_step", "best_value", "final_step",
-    "final_value", "final_minus_best", "threshold", "reference", "reference_step", "trend_p", "rise_p",
+    "final_value", "final_minus_best", "threshold", "reference", "reference_step", "trend_p", "rise", "rise_p",
     "above_baseline_p", "emergence_p", "emergence_q", "emerged",
     "emergence_step", "emergence_step_lo", "emergence_step_hi",
     "emergence_step_normalized", "emergence_step_normalized_lo", "emergence_step_normalized_hi",
@@ -66,19 +67,48 @@ def curve_stats(steps: np.ndarray, values: np.ndarray, threshold: float = 0.95) 
     }
 
 
+@dataclass
+class CurveAnalysis:
+    """The curves' table with what the findings test further: `table`, every column of CURVE_COLUMNS plus
+    `candidate_step` (the emergence step of every curve whose own p-value is below alpha, before BH) and
+    `at_first`; `boots`, per curve key, its halves and bootstrap replicates (`curves.bootstrap`), the curves
+    of one (task, target, test set) sharing their resamples."""
+    table: pd.DataFrame
+    boots: dict[tuple, dict] = field(default_factory=dict)
+
+
 def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[str, Task]) -> pd.DataFrame:
     """One row per (task, layer, source, target) curve: its point statistics, whether it emerged (with the
     emergence step and its bootstrap interval) and the cross-fitted degradation test, BH q-values per task.
     `tasks` (the run's, by name) give each metric's direction and how it is recomputed from item sums."""
+    return curve_analysis(probes, analysis, tasks).table[CURVE_COLUMNS]
+
+
+def _trends(groups: list, a: AnalysisSpec, max_orders: np.ndarray | None = None, rows=None) -> np.ndarray:
+    """trend_p of the given curves, one batch per number of checkpoints."""
+    rows = list(range(len(groups))) if rows is None else list(rows)
+    out = np.ones(len(rows))
+    for T in {len(groups[i][1]) for i in rows}:
+        at = [j for j, i in enumerate(rows) if len(groups[i][1]) == T]
+        out[at] = trend_p(np.stack([groups[rows[j]][2] for j in at]), a.emergence_reference,
+                          np.stack([groups[rows[j]][5] for j in at]),
+                          MONTE_CARLO if max_orders is None else max_orders[[rows[j] for j in at]])
+    return out
+
+
+def curve_analysis(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[str, Task]) -> CurveAnalysis:
+    """`analyse_curves`, with the bootstrap replicates and candidate steps the findings test further."""
     a = analysis
     if probes.empty:
-        return pd.DataFrame(columns=CURVE_COLUMNS)
+        return CurveAnalysis(pd.DataFrame(columns=CURVE_COLUMNS + ["candidate_step", "at_first"]))
     curves = (probes.groupby(CURVE_KEYS + ["metric", "step"], sort=True)
               .agg(value=("value", "mean"), baseline=("baseline", "mean")).reset_index())
     boots: dict[tuple, dict] = {}
-    for (task, tgt, n), group in item_groups(probes).items():
-        boots.update(bootstrap(group, n, stable_rng(a.seed, task, tgt, n), a.bootstrap,
-                               value=run_task(task, tasks).value_from_sums, sign=direction(task, tasks)))
+    for (task, tgt, n), (group, sentences) in item_scores(probes).items():
+        value = run_task(task, tasks).value_from_sums
+        boots.update(bootstrap(group, next(iter(group.values())).shape[-1] if group else n,
+                               stable_rng(a.seed, task, tgt, n), a.bootstrap,
+                               value=per_sentence(value) if sentences else value, sign=direction(task, tasks)))
     groups = []
     for key, c in curves.groupby(CURVE_KEYS + ["metric"], sort=True):
         steps, v = c["step"].to_numpy(), direction(key[0], tasks) * c["value"].to_numpy()
@@ -88,33 +118,49 @@ def analyse_curves(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[
         # which checkpoints differ beyond the noise: the trend test counts only those differences
         signs = pair_signs(v[None])[0] if b is None else bootstrap_pair_signs(b["whole"], a.alpha, b["wins"])
         groups.append((key, steps, v, c["baseline"].mean(), b, signs))
-    trends = np.ones(len(groups))
-    for T in {len(g[1]) for g in groups}:  # the trend test, one batch per number of checkpoints
-        at = [i for i, g in enumerate(groups) if len(g[1]) == T]
-        trends[at] = trend_p(np.stack([groups[i][2] for i in at]), a.emergence_reference,
-                             np.stack([groups[i][5] for i in at]))
+    trends = _trends(groups, a)
     rows = []
     for (key, steps, v, baseline, b, _), trend in zip(groups, trends):
-        sign = direction(key[0], tasks)
-        stats = curve_stats(steps, v, a.emergence_threshold)
-        for field in ("first_value", "best_value", "final_value", "final_minus_best"):
-            stats[field] = sign * stats[field] + 0.0  # the metric's units (bpc: final_minus_best > 0 is a loss); no -0
-        decided = decide(steps, v, sign * baseline, b, a, float(trend))
-        rows.append({**dict(zip(CURVE_KEYS + ["metric"], key)), **stats, **decided, "baseline": float(baseline),
-                     "threshold": a.emergence_threshold, "reference": a.emergence_reference})
+        rows.append(_row(key, steps, v, baseline, b, a, tasks, float(trend)))
+    out = pd.DataFrame(rows)
+    # adaptive Monte Carlo: where BH would be stopped by the trend test's floor (1/1000), more random orders for
+    # the curves whose trend p-value is at it and is their largest, enough to resolve alpha x k / m (k: BH's
+    # rejections, m: the family)
+    for _, g in out.groupby("task", sort=False):
+        m, k = len(g), int((bh_q(g["emergence_p"].to_numpy()) < a.alpha).sum())
+        # no finer than the bootstrap's own floor 1 / (B + 1): emergence_p is the largest of the three
+        need = int(min(MAX_ORDERS, np.ceil(2 * m / (a.alpha * max(k, 1))), 2 * (a.bootstrap + 1)))
+        binding = g["trend_p"] >= g[["rise_p", "above_baseline_p"]].max(axis=1).fillna(0)  # the largest p
+        floor = g.index[(g["trend_p"] * MONTE_CARLO <= 10) & (g["emergence_p"] < a.alpha) & binding
+                        & (g["n_steps"] > 6)]  # up to 6 checkpoints the test is exact
+        if need > MONTE_CARLO and len(floor):
+            again = _trends(groups, a, np.full(len(groups), need), floor)
+            for i, p in zip(floor, again):
+                rows[i] = _row(*groups[i][:5], a, tasks, float(p))
     out = pd.DataFrame(rows)
     out["degradation_q"] = out["emergence_q"] = np.nan
     for _, g in out.groupby("task", sort=False):  # the family: every test of the task in the run
         out.loc[g.index, "degradation_q"] = bh_q(g["degradation_p"].to_numpy())
         out.loc[g.index, "emergence_q"] = bh_q(g["emergence_p"].to_numpy())
-    out["emerged"] = out["emergence_q"] < a.alpha
+    out["emerged"] = (out["emergence_q"] < a.alpha) & ~out["at_first"].astype(bool)
+    out["candidate_step"] = out["emergence_step"]
     steps = [c for c in CURVE_COLUMNS if c.startswith("emergence_step")]
     out.loc[~out["emerged"], steps] = np.nan
     out["degradation_significant"] = (out["degradation_q"] < a.alpha) & (out["degradation"] > 0)
     tokens = tokens_by_step(probes)
     for col, step_col in TOKEN_COLUMNS.items():  # the same checkpoints, as tokens seen where every one says
         out[col] = out[step_col].map(tokens) if tokens is not None else np.nan
-    return out[CURVE_COLUMNS]
+    return CurveAnalysis(out[CURVE_COLUMNS + ["candidate_step", "at_first"]], boots)
+
+
+def _row(key, steps, v, baseline, b, a: AnalysisSpec, tasks: Mapping[str, Task], trend: float) -> dict:
+    sign = direction(key[0], tasks)
+    stats = curve_stats(steps, v, a.emergence_threshold)
+    for field_ in ("first_value", "best_value", "final_value", "final_minus_best"):
+        stats[field_] = sign * stats[field_] + 0.0  # the metric's units (bpc: final_minus_best > 0 is a loss); no -0
+    decided = decide(steps, v, sign * baseline, b, a, trend, a.effect(key[0]))
+    return {**dict(zip(CURVE_KEYS + ["metric"], key)), **stats, **decided, "baseline": float(baseline),
+            "threshold": a.emergence_threshold, "reference": a.emergence_reference}
 
 
 def tokens_by_step(probes: pd.DataFrame) -> pd.Series | None:
@@ -133,7 +179,8 @@ def emergence_table(probes: pd.DataFrame, tasks: Mapping[str, Task], threshold: 
 
 def paired_bootstrap_p(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int = 2000, seed: int = 0) -> float:
     """One-sided paired bootstrap over test items: the probability that a's mean score is not
-    above b's when the items are resampled. Inputs are per-item scores in [0, 1] (seed averages).
+    above b's when the items are resampled, (b + 1) / (B + 1). Inputs are per-item scores in [0, 1] (seed
+    averages) of independent items (the reducer resamples sentences; this helper, items).
 
     The paired differences take few distinct values, so resampling n items is a multinomial draw
     over those values: exact, and O(n_boot) instead of O(n_boot * n).
@@ -143,7 +190,7 @@ def paired_bootstrap_p(correct_a: np.ndarray, correct_b: np.ndarray, n_boot: int
         return float("nan")
     values, counts = np.unique(np.round(d, 9), return_counts=True)
     draws = np.random.default_rng(seed).multinomial(len(d), counts / len(d), size=n_boot)
-    return float(np.mean(draws @ values / len(d) <= 0))
+    return float((np.sum(draws @ values / len(d) <= 0) + 1) / (n_boot + 1))  # never 0
 
 
 def unpack_correct(packed: bytes, n: int) -> np.ndarray:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
-from xlp.analysis.curve_table import analyse_curves, best_layers, pairwise_tasks
+from xlp.analysis.curve_table import CURVE_COLUMNS, best_layers, curve_analysis, pairwise_tasks
 from xlp.analysis.findings import findings_table
 from xlp.analysis.results import Results
 from xlp.config import AnalysisSpec
@@ -25,18 +26,33 @@ def _notes(probes: pd.DataFrame, tasks: Mapping[str, Task]) -> list[str]:
     return notes
 
 
+def _floor_notes(emergence: pd.DataFrame, analysis: AnalysisSpec) -> list[str]:
+    """Where the bootstrap's resolution (its smallest p-value, 1 / (B + 1)) is what keeps BH from passing curves."""
+    notes, floor = [], 1 / (analysis.bootstrap + 1)
+    for task, g in emergence.groupby("task", sort=False):
+        held = g[(g["emergence_p"] <= 2 * floor) & ~g["emerged"].astype(bool)]
+        if len(held):
+            need = int(np.ceil(len(g) / analysis.alpha))
+            notes.append(f"{task}: {len(held)} curves have emergence p-values at the bootstrap's floor "
+                         f"(1/{analysis.bootstrap + 1}) and BH over the task's {len(g)} curves does not pass them; "
+                         f"analysis.bootstrap >= {need} would resolve them.")
+    return notes
+
+
 def reduce(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[str, Task]) -> Results:
     """The curves' table, findings, best layers and the tasks' own tables of `probes` (a run's rows), with
     `tasks` the run's tasks by name (their metric's direction, item sums, definitions, own tables)."""
-    emergence = analyse_curves(probes, analysis, tasks)
+    curves = curve_analysis(probes, analysis, tasks)
+    emergence = curves.table[CURVE_COLUMNS]
     extra: dict[str, tuple[str, pd.DataFrame]] = {}
     for task in tasks.values():
         extra.update(task.extra_tables(probes))
     present = list(dict.fromkeys(probes["task"]))
     return Results(probes=probes, emergence=emergence,
-                   findings=findings_table(probes, emergence, tasks, analysis.alpha),
+                   findings=findings_table(probes, curves, tasks, analysis.alpha),
                    layers=best_layers(probes, tasks), extra=extra,
                    tasks=(*[t for t in tasks if t in present], *[t for t in present if t not in tasks]),
                    definitions={name: task.definition for name, task in tasks.items()},
-                   pairwise=frozenset(pairwise_tasks(tasks)), notes=tuple(_notes(probes, tasks)),
+                   pairwise=frozenset(pairwise_tasks(tasks)),
+                   notes=tuple(_notes(probes, tasks) + _floor_notes(emergence, analysis)),
                    lower_is_better=frozenset(n for n, t in tasks.items() if not t.higher_is_better))

@@ -10,7 +10,8 @@ from functools import lru_cache
 import numpy as np
 
 EXACT_UP_TO = 720  # orders (6 checkpoints) up to which the trend test's null is enumerated; Monte Carlo above
-MONTE_CARLO = 1000
+MONTE_CARLO = 1000  # the first round of random orders (the identity and 999 others)
+MAX_ORDERS = 200_000  # the most random orders the adaptive trend test draws for one curve
 
 
 def _mk_var(m: np.ndarray) -> np.ndarray:
@@ -62,40 +63,86 @@ def trend_statistic(signs: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def _orders(T: int) -> tuple[np.ndarray, bool]:
-    """Every order of T checkpoints (identity first), or the identity and MONTE_CARLO - 1 random ones; exact?"""
-    if math.factorial(T) <= EXACT_UP_TO:
-        return np.array(list(itertools.permutations(range(T))), dtype=np.intp), True
-    rng = np.random.default_rng(T)
-    random = np.argsort(rng.random((MONTE_CARLO - 1, T)), axis=1)
-    return np.concatenate([np.arange(T)[None], random]), False
+def _all_orders(T: int) -> np.ndarray:
+    """Every order of T checkpoints, the identity first."""
+    return np.array(list(itertools.permutations(range(T))), dtype=np.intp)
 
 
-def trend_p(values: np.ndarray, reference: str = "best", signs: np.ndarray | None = None) -> np.ndarray:
-    """One-sided permutation p-value that each row of values (M, T), in step order, rises as a trend from its
-    first checkpoint to its reference (`trend_statistic`), against the null that the checkpoints' order is
-    exchangeable (they differ, but not with training): the statistic is recomputed for every order of the
-    checkpoints (exact up to 6, 1,000 orders above), the reference (the best) moving with its checkpoint, so
-    picking the best does not inflate the evidence. `signs` (M, T, T): which pairs differ beyond the noise
-    (`bootstrap_pair_signs`); by default every difference counts. The smallest p-value is 1/T!: with 3
-    checkpoints or fewer no curve passes at alpha = 0.05."""
-    values = np.atleast_2d(np.asarray(values, dtype=float))
+def _random_orders(T: int, n: int, round_: int) -> np.ndarray:
+    """n random orders of T checkpoints, fixed by T, the round and n (reproducible)."""
+    rng = np.random.default_rng([T, round_, n])
+    return np.argsort(rng.random((n, T)), axis=1)
+
+
+def _exceed(values: np.ndarray, signs: np.ndarray, orders: np.ndarray, reference: str,
+            observed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: how many of `orders` give a trend statistic >= the observed one, and the observed statistic
+    (the identity order's, computed here when `observed` is None)."""
     M, T = values.shape
-    if T < 2:
-        return np.ones(M)
-    signs = pair_signs(values) if signs is None else np.asarray(signs, dtype=float)
-    orders, _ = _orders(T)
     where = np.argsort(orders, axis=1)  # where[p, c]: the position of checkpoint c in order p
     best = np.argmax(values, axis=1)
-    out = np.empty(M)
+    if observed is None:
+        ref = best[:, None] if reference == "best" else np.full((M, 1), T - 1)
+        observed = trend_statistic(signs[:, None], ref)[:, 0]
+    count = np.zeros(M, dtype=np.int64)
     chunk = max(1, 2 ** 22 // (len(orders) * T * T))
     for lo in range(0, M, chunk):
         sg = signs[lo:lo + chunk]
         permuted = sg[:, orders[:, :, None], orders[:, None, :]]  # (m, P, T, T): the pairs in each order
         ref = where[:, best[lo:lo + chunk]].T if reference == "best" else np.full((len(sg), len(orders)), T - 1)
         stat = trend_statistic(permuted, ref)
-        out[lo:lo + chunk] = (stat >= stat[:, :1] - 1e-9).mean(axis=1)  # the identity (order 0) included
-    return out
+        count[lo:lo + chunk] = (stat >= observed[lo:lo + chunk, None] - 1e-9).sum(axis=1)
+    return count, observed
+
+
+def trend_p(values: np.ndarray, reference: str = "best", signs: np.ndarray | None = None,
+            max_orders: int | np.ndarray = MONTE_CARLO, enough: int = 10) -> np.ndarray:
+    """One-sided permutation p-value that each row of values (M, T), in step order, rises as a trend from its
+    first checkpoint to its reference (`trend_statistic`), against the null that the checkpoints' order is
+    exchangeable (they differ, but not with training): the statistic is recomputed for every order of the
+    checkpoints (exact up to 6 checkpoints: p >= 1/T!), else for random orders, the reference (the best)
+    moving with its checkpoint, so picking the best does not inflate the evidence. `signs` (M, T, T): which
+    pairs differ beyond the noise (`bootstrap_pair_signs`); by default every difference counts.
+
+    Monte Carlo (7 checkpoints or more): p = (b + 1) / (B + 1) over B random orders, b of them at least as
+    extreme (the identity counted once: p > 0). Adaptive: B + 1 starts at MONTE_CARLO; a row with fewer than
+    `enough` exceedances gets nine times as many fresh orders again, until B + 1 reaches its `max_orders`
+    (a number or one per row), so a p-value near a small level is resolved rather than floored at 1/1000.
+    With 3 checkpoints or fewer no curve passes at alpha = 0.05 (exact: p >= 1/6).
+
+    The null is exchangeability, not "nothing was learned": a drifting curve (serially correlated noise)
+    rejects it, which is why emergence also asks for a minimum rise (`analysis.min_effect`)."""
+    values = np.atleast_2d(np.asarray(values, dtype=float))
+    M, T = values.shape
+    if T < 2:
+        return np.ones(M)
+    signs = pair_signs(values) if signs is None else np.asarray(signs, dtype=float)
+    if math.factorial(T) <= EXACT_UP_TO:
+        count, _ = _exceed(values, signs, _all_orders(T), reference, None)
+        return count / math.factorial(T)  # the identity is one of the orders: p >= 1/T!
+    limit = np.broadcast_to(np.asarray(max_orders, dtype=np.int64), (M,))
+    n, round_ = MONTE_CARLO - 1, 0
+    count, observed = _exceed(values, signs, _random_orders(T, n, round_), reference, None)
+    drawn = np.full(M, n, dtype=np.int64)
+    while True:
+        more = (count < enough) & (drawn + 1 < limit)
+        if not more.any():
+            break
+        round_ += 1  # the rows still drawing have drawn alike so far
+        total = int(drawn[more].max()) + 1
+        n = min(9 * total, int(limit[more].max()) - total)
+        rows = np.flatnonzero(more)
+        extra, _ = _exceed(values[rows], signs[rows], _random_orders(T, n, round_), reference, observed[rows])
+        count[rows] += extra
+        drawn[rows] += n
+    return (count + 1) / (drawn + 1)
+
+
+def boot_p(d: np.ndarray, margin: float = 0.0) -> float:
+    """One-sided bootstrap p-value that a statistic is not above `margin`: (b + 1) / (B + 1) with b of the B
+    replicates `d` at or below it (never 0: the smallest is 1 / (B + 1))."""
+    d = np.asarray(d, dtype=float)
+    return float((np.sum(d <= margin) + 1) / (len(d) + 1))
 
 
 def reach_index(values: np.ndarray, reference: np.ndarray, theta: float, normalized: bool = False) -> np.ndarray:

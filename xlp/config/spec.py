@@ -127,6 +127,15 @@ class AnalysisSpec(_Strict):
     alpha: float = Field(0.05, gt=0, lt=0.5, description="level of every test; intervals are (1 - alpha) percentile")
     bootstrap: int = Field(1000, ge=100, description="bootstrap resamples of the test items (and of seeds that differ)")
     seed: int = Field(0, description="seed of the bootstrap and of the split of test items into halves")
+    min_effect: float | dict[str, float] = Field(
+        0.03, description="the smallest rise (reference - first checkpoint) that counts as learning, in the metric's "
+        "own units (accuracy: 0.03 = 3 points; bpc: bits per character); a number, or one per task by name "
+        "(tasks not named: 0.03)")
+
+    def effect(self, task: str) -> float:
+        """The minimum rise that counts as learning for a task."""
+        m = self.min_effect
+        return float(m.get(task, 0.03) if isinstance(m, dict) else m)
 
 
 class PretrainSpec(_Strict):

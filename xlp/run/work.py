@@ -156,7 +156,7 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
     fit = tasks[0]
     step, settings = unit.ckpt.step, unit.probe
     resample = settings.resample == "bootstrap"
-    needs = tuple(dict.fromkeys([c for task in tasks for c in task.needs] + (["sent_idx"] if resample else [])))
+    needs = tuple(dict.fromkeys([c for task in tasks for c in task.needs] + ["sent_idx"]))  # test items' sentences
     table, cols = _read(store, needs, step, unit.src, unit.train_split, unit.layers, digests)
     cap = settings.max_train_words
     probes, n_train, invariant = {}, {}, False
@@ -194,6 +194,7 @@ def _score(unit: ProbeUnit, task: WordTask, probes: dict, n_train: dict, invaria
     else:
         baseline = task.test_baseline(test)
     scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    sentences = task.item_sentences(test)  # the unit the reducer resamples: a test item's sentence
     rows = []
     for seed, probe in probes.items():
         if id(probe) not in scores:
@@ -203,7 +204,8 @@ def _score(unit: ProbeUnit, task: WordTask, probes: dict, n_train: dict, invaria
             rows.append(result_row(unit, task=task.name, layer=layer, src=unit.src, tgt=tgt, seed=seed,
                                    metric=task.metric, value=values[li], baseline=baseline, n_train=n_train[seed],
                                    n_test=correct.shape[1], invariant=invariant, correct=correct[li],
-                                   pooling=unit.pooling, fit=(probe, li)))
+                                   pooling=unit.pooling, fit=(probe, li),
+                                   item_groups=sentences if len(sentences) == correct.shape[1] else None))
     return rows
 
 

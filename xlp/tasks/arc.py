@@ -25,6 +25,10 @@ class ArcTask(WordTask):
         heads, deps, labels = arcs_and_non_arcs(table, seed)
         return pair_features(table, layer_columns, heads, deps), labels
 
+    def item_sentences(self, table: pa.Table) -> np.ndarray:
+        """Each example's sentence: its dependent's (an arc and its non-arc share one)."""
+        return table.column("sent_idx").to_numpy()[arcs_and_non_arcs(table, 0)[1]]
+
 
 class ArcHeadTask(ArcTask):
     """Head selection with the arc probe: trained as `arc` (gold arcs vs sampled non-arcs), then for
@@ -44,6 +48,11 @@ class ArcHeadTask(ArcTask):
         head_row, _, lengths = sentence_rows(table)
         dep = np.flatnonzero(head_row >= 0)
         return float(np.mean(1.0 / (lengths[dep] - 1))) if len(dep) else float("nan")
+
+    def item_sentences(self, table: pa.Table) -> np.ndarray:
+        """Each scored dependent's sentence."""
+        head_row, _, _ = sentence_rows(table)
+        return table.column("sent_idx").to_numpy()[head_row >= 0]
 
     def evaluate(self, probe, table: pa.Table, layer_columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(L,) UAS and (L, n_dependents) whether each dependent's chosen head is its gold head."""

@@ -145,6 +145,11 @@ class WordTask(Task):
     def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Features (L, n, d) of the given layer columns and labels (n,)."""
 
+    def item_sentences(self, table: pa.Table) -> np.ndarray:
+        """The sentence (`sent_idx`) of each test item the task scores on this shard, in the order of its
+        per-item scores: the unit the reducer resamples. By default one item per word."""
+        return table.column("sent_idx").to_numpy()
+
 
 @dataclass(frozen=True)
 class SentenceInputs:
@@ -194,18 +199,22 @@ class SentenceTask(Task):
 
 def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, metric: str, value: float,
                baseline: float, n_train: int, n_test: int, invariant: bool, correct: np.ndarray | None,
-               pooling: str | None = None, fit: tuple | None = None, item_sums: np.ndarray | None = None) -> dict:
+               pooling: str | None = None, fit: tuple | None = None, item_sums: np.ndarray | None = None,
+               item_groups: np.ndarray | None = None) -> dict:
     """One row of probes.parquet; `correct` (per test item) is bit-packed for the reducer's paired bootstrap;
     a metric that is not a share of items correct gives instead `item_sums`, (k, n_test) per-item columns
     whose sums give the value through the task's `value_from_sums` (float32 bytes, for the same bootstrap);
     `tokens` is the tokens seen at the checkpoint where its name or metadata says; `pooling` the subword
     pooling of word vectors (None where the task pools otherwise); `fit` (a LinearProbes and this row's index
-    among them) gives the L-BFGS iterations and final gradient max-norm of the row's probe (null without one)."""
+    among them) gives the L-BFGS iterations and final gradient max-norm of the row's probe (null without one);
+    `item_groups` (n_test,) the sentence of each test item (int32 bytes), where items share sentences (words,
+    arcs): the reducer resamples, halves and sign-tests whole sentences."""
     return {"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "tokens": unit.ckpt.tokens, "task": task,
             "layer": layer, "src_lang": src, "tgt_lang": tgt, "seed": seed, "metric": metric, "value": float(value),
             "baseline": baseline, "n_train": n_train, "n_test": n_test, "seed_invariant": invariant,
             "pooling": pooling, "correct": None if correct is None else np.packbits(correct).tobytes(),
             "item_sums": None if item_sums is None else np.asarray(item_sums, dtype=np.float32).tobytes(),
+            "item_groups": None if item_groups is None else np.asarray(item_groups, dtype=np.int32).tobytes(),
             "probe_iters": None if fit is None else int(fit[0].iterations[fit[1]]),
             "probe_grad_norm": None if fit is None else float(fit[0].grad_norm[fit[1]])}
 

@@ -21,3 +21,8 @@ class DeprelTask(WordTask):
         dep = np.flatnonzero(head_row >= 0)
         labels = np.array([r.split(":")[0] for r in table.column("deprel").to_numpy(zero_copy_only=False)[dep]])
         return pair_features(table, layer_columns, head_row[dep], dep), labels
+
+    def item_sentences(self, table: pa.Table) -> np.ndarray:
+        """Each gold arc's sentence."""
+        head_row, _, _ = sentence_rows(table)
+        return table.column("sent_idx").to_numpy()[head_row >= 0]
