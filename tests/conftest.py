@@ -39,6 +39,7 @@ SLOW = {
     "test_probe.py::test_converged_probes_match_sklearn_in_language_and_cross_lingual",
     "test_security.py::test_a_cluster_address_is_used_with_the_clusters_token",
     "test_null_series.py::test_nothing_to_learn_does_not_emerge",
+    "test_null_series.py::test_a_random_walk_does_not_emerge",
     "test_data.py::test_a_test_only_treebank_cut_in_two_is_a_source_too",
     "test_explore.py::test_choices_redraw_the_plots_offline_in_chromium",
     "test_published_data.py::test_published_data_runs_end_to_end",

@@ -9,30 +9,27 @@ from xlp.config import AnalysisSpec, Spec
 
 esc = html.escape
 
-PROCEDURE = """<p>How these are computed. A curve <em>emerged</em> only if (1) its reference value (the best, or the
-final checkpoint's: <code>analysis.emergence_reference</code> = {ref}) is above the majority-class baseline and (2)
-above the first checkpoint's value, each with a one-sided bootstrap p &lt; {alpha} over the test items (the curve's
-items resampled, the same draw at every checkpoint; where probe seeds differ, the seeds resampled too), and (3) the
-rise is a trend: a one-sided permutation test of the checkpoints' order (Mann–Kendall from the first checkpoint to the
-reference, or to the reference and on to a smooth decline after it; p &lt; {alpha} against every order of the
-checkpoints being equally likely, the choice of the best included), so one lucky checkpoint among differing ones does
-not pass, and with 3 checkpoints or fewer nothing can. Pairs of checkpoints count in the trend only where they differ
-beyond the noise (bootstrap and an exact sign test over the items that differ), so a noisy plateau is neither a rise
-nor a fall. All three must hold, so a curve's p-value is the largest of the three, and it emerged when its
-Benjamini–Hochberg q-value over all of the task's curves in the run is &lt; {alpha}. A curve that did not emerge has
-no emergence step. Intervals are {level:.0f} % bootstrap percentile intervals ({boot} resamples): the whole curve
-recomputed on resampled items, then its step. <em>Degradation</em> is cross-fitted: the test items are split in two
-fixed random halves (seed {seed}); the best checkpoint is chosen on one half and best − final measured on the other,
-both ways, and the two estimates averaged; its p-value is the bootstrap probability (selection redone in every
-resample) that this average is ≤ 0; q-values are Benjamini–Hochberg over all of a task's degradation tests in the run
-(every layer, source and target), and a curve degrades significantly when q &lt; {alpha}. Acquisition order uses a
-two-sided exact sign test over languages (ties, including where neither task emerged, left out). Sentences speak of
-each task's last layer; the tables have every layer. findings.parquet holds every number.</p>"""
+PROCEDURE = """<p>How these are computed (docs/statistics.md has each test's null, what is resampled, each q-value's
+family and the false-positive rates measured). The unit resampled is the <em>sentence</em>: its words, arcs and
+relations share its difficulty, so they are resampled, split into halves and counted in sign tests together. A curve
+<em>emerged</em> only if (1) its reference value (the best, or the final checkpoint's:
+<code>analysis.emergence_reference</code> = {ref}) rose above the first checkpoint's by more than
+<code>analysis.min_effect</code> ({effect}, in the metric's units), (2) is above the baseline, both with the best
+chosen on one half of the sentences and tested on the other, both ways, the choice redone in every bootstrap
+replicate, and (3) the rise is a trend (a permutation test of the checkpoints' order); the largest of the three
+p-values, corrected by Benjamini–Hochberg over the task's curves in the run, is below {alpha}, and the first
+checkpoint does not already reach θ × the reference. p-values are (b + 1) / (B + 1), never 0. Intervals are
+{level:.0f} % bootstrap percentile intervals ({boot} resamples): the whole curve recomputed on resampled sentences,
+then its step. <em>Degradation</em> is cross-fitted: the sentences are split in two fixed random halves (seed
+{seed}); the best checkpoint is chosen on one half and best − final measured on the other, both ways, and averaged;
+q-values are Benjamini–Hochberg over the task's degradation tests. Each finding's sentence names its test and the
+family its q-value controls. Sentences speak of each task's last layer; the tables have every layer.
+findings.parquet holds every number.</p>"""
 
 
 def procedure(a: AnalysisSpec) -> str:
     return PROCEDURE.format(ref=esc(a.emergence_reference), alpha=a.alpha, boot=a.bootstrap,
-                            level=100 * (1 - a.alpha), seed=a.seed)
+                            level=100 * (1 - a.alpha), seed=a.seed, effect=esc(str(a.min_effect)))
 
 
 def definitions(spec: Spec, tasks: Mapping[str, str], poolings: str) -> str:
@@ -40,11 +37,12 @@ def definitions(spec: Spec, tasks: Mapping[str, str], poolings: str) -> str:
     a = spec.analysis
     return f"""<dl>
 <dt>Curve</dt><dd>metric against pretraining step for one (task, layer, source, target), averaged over probe seeds.</dd>
-<dt>Emerged</dt><dd>the curve's reference value ({esc(a.emergence_reference)}) beats its baseline and its first
-checkpoint by more than the noise (one-sided bootstrap over test items, and seeds where they differ, p &lt; {a.alpha}),
-and the rise is a trend over checkpoints (permutation test); the largest of the three p-values, corrected by
-Benjamini–Hochberg over the task's curves, is below {a.alpha} (see Findings for the procedure).
-Otherwise the curve did not emerge and has no emergence step.</dd>
+<dt>Emerged</dt><dd>the curve's reference value ({esc(a.emergence_reference)}) beats its baseline, and its first
+checkpoint by more than <code>analysis.min_effect</code>, beyond the noise (one-sided bootstrap over sentences, and
+seeds where they differ, cross-fitted), and the rise is a trend over checkpoints (permutation test); the largest of
+the three p-values, corrected by Benjamini–Hochberg over the task's curves, is below {a.alpha}, and the first
+checkpoint does not already reach θ × the reference (see Findings for the procedure). Otherwise the curve did not
+emerge and has no emergence step.</dd>
 <dt>Emergence step</dt><dd>for a curve that emerged, the first checkpoint whose value reaches θ × the reference
 value, θ = {a.emergence_threshold}. The normalised variant is the first checkpoint with (value − first) / (reference −
 first) ≥ θ. Each comes with a {100 * (1 - a.alpha):.0f} % interval (<code>_lo</code>, <code>_hi</code>): the step
