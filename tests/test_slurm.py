@@ -93,8 +93,21 @@ class Slurm:
         self._spawn("slurmd", "slurmd", "-D", "-N", self.node, "-f", str(r / "slurm.conf"))
         self._until(lambda: self.run("sinfo", "-h", "-N", "-o", "%T").stdout.strip() == "idle", "an idle node")
 
-    def run(self, *cmd: str, **kw) -> subprocess.CompletedProcess:
-        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, **kw)
+    def run(self, *cmd: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, env=env or self.env, capture_output=True, text=True, timeout=60)
+
+    def wait(self, job: str, timeout: float) -> dict[str, str]:
+        """A job's JobState and ExitCode once it has ended (sbatch --wait looks less and less often)."""
+        deadline = time.time() + timeout
+        while True:
+            fields = dict(w.split("=", 1) for w in self.run("scontrol", "-o", "show", "job", job).stdout.split()
+                          if "=" in w)
+            if fields.get("JobState") not in (None, "PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+                return {k: fields[k] for k in ("JobState", "ExitCode")}
+            if time.time() > deadline:
+                self.run("scancel", job)
+                raise AssertionError(f"job {job} still {fields.get('JobState')} after {timeout} s")
+            time.sleep(0.5)
 
     def _spawn(self, name: str, *cmd: str) -> None:
         log = open(self.root / f"{name}.out", "wb")
@@ -164,24 +177,20 @@ def test_recipe_runs_on_slurm_and_matches_a_local_run(slurm, request):
                                                  f"--dashboard-agent-listen-port={agent}"}
     env.pop("RAY_ADDRESS", None)
     start = time.time()
-    job = subprocess.Popen(
-        ["sbatch", "--parsable", "--wait", "--nodes=1", f"--cpus-per-task={slurm.cpus}", "--gpus-per-task=0",
-         f"--chdir={root}", f"--output={root}/slurm-%j.out", str(RECIPE), str(spec)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sub = slurm.run("sbatch", "--parsable", "--nodes=1", f"--cpus-per-task={slurm.cpus}", "--gpus-per-task=0",
+                    f"--chdir={root}", f"--output={root}/slurm-%j.out", str(RECIPE), str(spec), env=env)
+    assert sub.returncode == 0, sub.stderr
+    job = sub.stdout.strip().split(";")[0]
     local_run = request.getfixturevalue("local_run")  # meanwhile, the same spec here
-    try:
-        _, err = job.communicate(timeout=300)
-    finally:
-        if job.poll() is None:
-            job.kill()
+    state = slurm.wait(job, timeout=300)
     took = time.time() - start
-    outputs = list(root.glob("slurm-*.out"))
-    log = outputs[0].read_text() if outputs else "(no output file)"
-    assert job.returncode == 0, f"{err}\n{log}"
-    print(f"sbatch --wait took {took:.1f} s\n{log}")
+    log = (root / f"slurm-{job}.out").read_text() if (root / f"slurm-{job}.out").exists() else "(no output file)"
+    print(f"the Slurm job took {took:.1f} s: {state}\n{log}")
+    assert state == {"JobState": "COMPLETED", "ExitCode": "0:0"}, log
     assert "1 Ray node(s) up" in log and "SUCCEEDED" in log and "ended with exit code 0" in log
     for f in ("probes.parquet", "emergence.parquet"):
         here, there = (local_run / "results" / f).read_bytes(), (root / "run" / "results" / f).read_bytes()
+        print(f"{f}: {'byte-identical' if here == there else 'different bytes'} to the local run's")
         if here != there:  # the same numbers, however Parquet wrote them
             pd.testing.assert_frame_equal(pd.read_parquet(root / "run/results" / f),
                                           pd.read_parquet(local_run / "results" / f))
