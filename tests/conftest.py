@@ -41,6 +41,7 @@ SLOW = {
     "test_null_series.py::test_nothing_to_learn_does_not_emerge",
     "test_null_series.py::test_a_random_walk_does_not_emerge",
     "test_data.py::test_a_test_only_treebank_cut_in_two_is_a_source_too",
+    "test_slurm.py::test_recipe_runs_on_slurm_and_matches_a_local_run",
     "test_explore.py::test_choices_redraw_the_plots_offline_in_chromium",
     "test_published_data.py::test_published_data_runs_end_to_end",
     "test_launch.py::test_changed_shard_fails_its_checksum_and_is_redone",

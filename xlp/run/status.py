@@ -16,6 +16,10 @@ from xlp.storage import Store
 INFLIGHT = "status/inflight.json"  # written by the driver as units start and finish
 
 
+class NotLaunched(XlpError):
+    """The folder has no plan.json: no driver has started on it yet (or it failed before planning)."""
+
+
 def _read_json(store: Store, rel: str) -> dict | None:
     try:
         return json.loads(store.read_bytes(rel))
@@ -51,7 +55,7 @@ def run_status(run: str) -> dict:
     store = Store(run)
     plan = _read_json(store, "plan.json")
     if plan is None:
-        raise XlpError(f"{run}: no plan.json; this folder has not been launched (xlp launch SPEC)")
+        raise NotLaunched(f"{run}: no plan.json; this folder has not been launched (xlp launch SPEC)")
     ledger = Ledger(store)
     driver = driver_state(store)
     inflight = (_read_json(store, INFLIGHT) or {}).get("units", {}) if driver["running"] else {}

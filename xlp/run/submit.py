@@ -16,6 +16,7 @@ from xlp.run.ray_session import TOKEN_HINT, auth_refused
 SPEC_NAME = "xlp-spec.json"  # the validated manifest: ${VAR}s and defaults as they were where it was validated
 NO_AGENT = "No available agent to submit job"  # Ray's answer until the head's job agent has registered
 AGENT_WAITS = (1, 2, 4, 8, 15)  # seconds between tries
+JOB_ENDED = ("SUCCEEDED", "FAILED", "STOPPED")  # a Ray job's final states
 
 
 def _client(address: str | None):
@@ -73,5 +74,16 @@ def job_status(job_id: str, address: str | None, tail: int = 20) -> dict:
     except Exception as e:  # noqa: BLE001
         raise XlpError(f"job {job_id}: {_why(e)}") from None
     return {"job": job_id, "status": str(info.status.value if hasattr(info.status, "value") else info.status),
-            "message": info.message, "run": (info.metadata or {}).get("xlp_output"),
-            "log_tail": logs.splitlines()[-tail:]}
+            "message": info.message, "exit_code": getattr(info, "driver_exit_code", None),
+            "run": (info.metadata or {}).get("xlp_output"), "log_tail": logs.splitlines()[-tail:]}
+
+
+def job_exit_code(js: dict) -> int:
+    """A shell's exit code for a job that ended: 0 if it succeeded, else its driver's (1 when Ray has none;
+    a driver killed by signal N gives 128 + N)."""
+    if js["status"] == "SUCCEEDED":
+        return 0
+    code = js.get("exit_code")
+    if isinstance(code, int) and code < 0:
+        return 128 - code
+    return code if isinstance(code, int) and 0 < code < 256 else 1
