@@ -361,7 +361,8 @@ def test_identical_checkpoints_are_probed_once(tmp_path, tiny_series, ray_local)
 
 def test_cluster_recipes_parse():
     """The Slurm script is valid bash and submits through `xlp launch --submit`; the KubeRay manifest is a
-    RayJob whose entrypoint is `xlp launch` (neither can run here: no Slurm, no Kubernetes)."""
+    RayJob whose entrypoint is `xlp launch` (tests/test_slurm.py runs the Slurm one on a real one-node Slurm;
+    no Kubernetes here)."""
     import yaml
 
     root = Path(__file__).resolve().parents[1] / "examples"
