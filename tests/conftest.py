@@ -147,6 +147,18 @@ def grid_spec(tmp_path: Path, series: Path, output: Path, languages=("en", "de",
         tasks=["pos"], layers="all", probe={"seeds": [0, 1]}, **{"cluster": {"extractors": 1}, **overrides}))
 
 
+def copy_run(spec, run: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of a finished run in `tmp_path/copy` and its spec pointing there (tmp_path/copy.yaml)."""
+    import json
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    path = write_spec(tmp_path / "copy.yaml", **json.loads(spec.model_copy(update={"output": str(copy)})
+                                                           .model_dump_json(exclude_defaults=True)))
+    return copy, path
+
+
 def snapshot(run: Path) -> dict[str, bytes]:
     return {f: (run / f).read_bytes() for f in GRID_RESULTS}
 

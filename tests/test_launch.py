@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import MINILM, grid_spec, run_xlp, snapshot, write_spec
+from conftest import MINILM, copy_run, grid_spec, run_xlp, snapshot, write_spec
 
 from xlp.config import load_spec
 from xlp.run.driver import launch
@@ -357,13 +357,9 @@ def test_verify_on_the_command_line_redoes_a_changed_probe_output(clean_grid, tm
     """`xlp launch --verify` reads every finished output: a probe output changed at rest (same size) is redone,
     which a plain relaunch (sizes only) does not notice."""
     import json
-    import shutil
 
     spec, run, _, clean_snapshot = clean_grid
-    copy = tmp_path / "copy"
-    shutil.copytree(run, copy)
-    path = write_spec(tmp_path / "copy.yaml", **json.loads(spec.model_copy(update={"output": str(copy)})
-                                                           .model_dump_json(exclude_defaults=True)))
+    copy, path = copy_run(spec, run, tmp_path)
     rel = "probes/step=200/task=pos/layers=0_1_2/src=vi/part-0.parquet"
     data = bytearray((copy / rel).read_bytes())
     data[len(data) // 2] ^= 0xFF

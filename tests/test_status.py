@@ -5,11 +5,10 @@ line when units fail: its exit code and the list of failures."""
 import json
 import os
 import re
-import shutil
 import time
 from types import SimpleNamespace
 
-from conftest import run_xlp, snapshot, write_spec
+from conftest import copy_run, run_xlp, snapshot
 
 
 def _row(table: str, stage: str) -> list[str]:
@@ -22,10 +21,7 @@ def test_a_failed_unit_on_the_command_line_and_in_status(clean_grid, tmp_path, m
     """A probe unit that raises: `xlp launch` exits 1 and lists the failure (everything else is kept);
     `xlp status` counts it as failed with its error, in JSON and in the table; a relaunch clears it."""
     spec, run, _, clean_snapshot = clean_grid
-    copy = tmp_path / "copy"
-    shutil.copytree(run, copy)
-    path = write_spec(tmp_path / "copy.yaml", **json.loads(spec.model_copy(update={"output": str(copy)})
-                                                           .model_dump_json(exclude_defaults=True)))
+    copy, path = copy_run(spec, run, tmp_path)
     key = "step=0/task=pos/layers=0_1_2/src=de"
     (copy / f"probes/{key}/part-0.parquet").unlink()
     monkeypatch.setenv("XLP_FAIL_UNIT", key)
