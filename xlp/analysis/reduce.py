@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from xlp.analysis.curve_table import CURVE_COLUMNS, best_layers, curve_analysis, pairwise_tasks
+from xlp.analysis.curve_table import CURVE_COLUMNS, best_layers, curve_analysis
 from xlp.analysis.findings import findings_table
 from xlp.analysis.results import Results
 from xlp.config import AnalysisSpec
@@ -47,12 +47,6 @@ def reduce(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[str, Tas
     extra: dict[str, tuple[str, pd.DataFrame]] = {}
     for task in tasks.values():
         extra.update(task.extra_tables(probes))
-    present = list(dict.fromkeys(probes["task"]))
-    return Results(probes=probes, emergence=emergence,
-                   findings=findings_table(probes, curves, tasks, analysis.alpha),
-                   layers=best_layers(probes, tasks), extra=extra,
-                   tasks=(*[t for t in tasks if t in present], *[t for t in present if t not in tasks]),
-                   definitions={name: task.definition for name, task in tasks.items()},
-                   pairwise=frozenset(pairwise_tasks(tasks)),
-                   notes=tuple(_notes(probes, tasks) + _floor_notes(emergence, analysis)),
-                   lower_is_better=frozenset(n for n, t in tasks.items() if not t.higher_is_better))
+    findings = findings_table(probes, curves, tasks, analysis.alpha)
+    tables = {"probes": probes, "emergence": emergence, "findings": findings, "layers": best_layers(probes, tasks)}
+    return Results.of(tables, extra, tasks, notes=tuple(_notes(probes, tasks) + _floor_notes(emergence, analysis)))

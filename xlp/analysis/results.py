@@ -3,9 +3,16 @@ its report states that are not tables. The report renders these and computes not
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+from xlp.analysis.curve_table import pairwise_tasks
+
+if TYPE_CHECKING:
+    from xlp.tasks import Task
 
 LAYERS_TITLE = "best layer per checkpoint (in-language)"
 
@@ -33,3 +40,15 @@ class Results:
         """The tables the report lists, by file name (results/<name>.parquet): (title, table), the best layers
         and the tasks' own."""
         return {"layers": (LAYERS_TITLE, self.layers), **self.extra}
+
+    @classmethod
+    def of(cls, tables: Mapping[str, pd.DataFrame], extra: dict[str, tuple[str, pd.DataFrame]],
+           tasks: Mapping[str, Task], notes: tuple[str, ...] = ()) -> Results:
+        """Results from its tables (probes, emergence, findings, layers) and the run's tasks by name, whose
+        order, definitions and directions the report states."""
+        present = list(dict.fromkeys(tables["probes"].get("task", pd.Series(dtype=str))))
+        return cls(**tables, extra=extra,
+                   tasks=(*[t for t in tasks if t in present], *[t for t in present if t not in tasks]),
+                   definitions={name: task.definition for name, task in tasks.items()},
+                   pairwise=frozenset(pairwise_tasks(tasks)), notes=notes,
+                   lower_is_better=frozenset(name for name, task in tasks.items() if not task.higher_is_better))

@@ -110,17 +110,12 @@ def read_results(store: Store, run: Manifest) -> Results:
             raise XlpError(f"{store.path(f'results/{name}.parquet')}: missing; `xlp report` rebuilds it")
         tables[name] = pd.read_parquet(store.path(f"results/{name}.parquet"), filesystem=store.fs)
     tasks = run.tasks.configured()
-    present = list(dict.fromkeys(tables["probes"].get("task", pd.Series(dtype=str))))
     extra = {}
     for task in tasks.values():  # a task's own tables, under the titles it gives them
         for file, (title, _) in task.extra_tables(tables["probes"]).items():
             if store.exists(f"results/{file}.parquet"):
                 extra[file] = (title, pd.read_parquet(store.path(f"results/{file}.parquet"), filesystem=store.fs))
-    return Results(**tables, extra=extra,
-                   tasks=(*[t for t in tasks if t in present], *[t for t in present if t not in tasks]),
-                   definitions={n: t.definition for n, t in tasks.items()},
-                   pairwise=frozenset(n for n, t in tasks.items() if t.pairwise_only), notes=(),
-                   lower_is_better=frozenset(n for n, t in tasks.items() if not t.higher_is_better))
+    return Results.of(tables, extra, tasks)
 
 
 def render_report(store: Store, run: Manifest, plan: dict) -> None:
