@@ -12,6 +12,8 @@ from pydantic import ValidationError
 
 from xlp.errors import XlpError
 
+UNKNOWN_KEY = "unknown key (check its spelling against the spec reference in the README)"
+
 
 def _line_of(node: yaml.Node | None, loc: tuple) -> int | None:
     """The 1-based line in the YAML source of the value at `loc` (as deep as it exists)."""
@@ -53,7 +55,7 @@ class SpecSource:
             line = _line_of(self.root, written)
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                msg = "unknown key (check its spelling against the spec reference in the README)"
+                msg = UNKNOWN_KEY
             lines.append(f"{self.path}{f':{line}' if line else ''}: key `{key}`: {msg}")
         return XlpError("invalid spec\n" + "\n".join(lines))
 

@@ -11,6 +11,7 @@ from importlib.metadata import entry_points
 from pydantic import ValidationError
 
 from xlp.config import Spec
+from xlp.config.source import UNKNOWN_KEY
 from xlp.errors import XlpError
 from xlp.tasks.align import AlignTask
 from xlp.tasks.arc import ArcHeadTask, ArcTask
@@ -69,9 +70,6 @@ class RunTasks:
     def __iter__(self):
         return iter(self.tasks.values())
 
-    def __getitem__(self, name: str) -> Task:
-        return self.tasks[name]
-
     def configured(self) -> dict[str, Task]:
         """Each task of the run with its options (what its definition and examples read)."""
         return {name: task.configured(self.options[name]) for name, task in self.tasks.items()}
@@ -103,7 +101,7 @@ def configure(spec: Spec) -> RunTasks:
     owners = {**BUILT_IN, **tasks}
     for key in spec.model_extra or {}:
         if key not in owners:
-            raise src.key_error((key,), "unknown key (check its spelling against the spec reference in the README)")
+            raise src.key_error((key,), UNKNOWN_KEY)
     options = {}
     for name, task in owners.items():
         try:
