@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from xlp.analysis.curve_table import seed_curves
 from xlp.analysis.results import Results
 from xlp.config import Spec
 from xlp.errors import XlpError
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
 
     from xlp.run.driver import LaunchResult
     from xlp.run.grid import GridReport
-
-SEEDS_AVERAGED = ["task", "metric", "layer", "src_lang", "tgt_lang", "step", "checkpoint"]
-
 
 def _directed(table: pd.DataFrame, tasks: dict[str, Task]) -> pd.DataFrame:
     """The table with each row's `higher_is_better` (its task's direction) beside its metric."""
@@ -60,12 +58,7 @@ class Run:
     def curves(self) -> pd.DataFrame:
         """The learning curves: each (task, layer, source, target) per step, averaged over probe seeds, with the
         spread over seeds (`value_min`, `value_max`) and the baseline."""
-        p = self.results.probes
-        keys = [k for k in SEEDS_AVERAGED if k in p]
-        c = p.groupby(keys, sort=True, dropna=False).agg(
-            value=("value", "mean"), value_min=("value", "min"), value_max=("value", "max"),
-            baseline=("baseline", "mean"), seeds=("seed", "nunique")).reset_index()
-        return _directed(c, self.tasks)
+        return _directed(seed_curves(self.results.probes), self.tasks)
 
     @property
     def emergence(self) -> pd.DataFrame:

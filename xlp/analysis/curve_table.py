@@ -163,6 +163,18 @@ def _row(key, steps, v, baseline, b, a: AnalysisSpec, tasks: Mapping[str, Task],
             "threshold": a.emergence_threshold, "reference": a.emergence_reference}
 
 
+SEED_MEAN_KEYS = ["task", "metric", "layer", "src_lang", "tgt_lang", "step", "checkpoint"]
+
+
+def seed_curves(probes: pd.DataFrame) -> pd.DataFrame:
+    """Each (task, layer, source, target) per step averaged over probe seeds (`value`), with the seeds' spread
+    (`value_min`, `value_max`), the baseline and how many seeds."""
+    keys = [k for k in SEED_MEAN_KEYS if k in probes]
+    return probes.groupby(keys, sort=True, dropna=False).agg(
+        value=("value", "mean"), value_min=("value", "min"), value_max=("value", "max"),
+        baseline=("baseline", "mean"), seeds=("seed", "nunique")).reset_index()
+
+
 def tokens_by_step(probes: pd.DataFrame) -> pd.Series | None:
     """Tokens seen at each step of the run, if every checkpoint's name or metadata gives them."""
     if "tokens" not in probes:

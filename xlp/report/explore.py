@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from xlp.analysis.curve_table import seed_curves
 from xlp.analysis.results import Results
 
 LEVELS = 65535  # a value is lo + (q - 1) * (hi - lo) / (LEVELS - 1), q in 1..LEVELS
@@ -41,23 +42,23 @@ def explore_data(results: Results, languages: list[str]) -> dict:
         return {"steps": [], "tasks": {}}
     steps = sorted(int(s) for s in p["step"].unique())
     position = {s: i for i, s in enumerate(steps)}
-    seeds = p.groupby([*CURVE_KEYS, "step"], sort=True)["value"].agg(["mean", "min", "max"]).reset_index()
+    seeds = seed_curves(p)
     em = results.emergence
     out: dict = {"steps": steps, "tasks": {}}
     for task in results.tasks:
         rows = seeds[seeds["task"] == task]
         if rows.empty:
             continue
-        lo, hi = float(rows["min"].min()), float(rows["max"].max())
-        first = p[p["task"] == task].iloc[0]
+        lo, hi = float(rows["value_min"].min()), float(rows["value_max"].max())
         curves = {}
         for (layer, src, tgt), g in rows.groupby(CURVE_KEYS[1:], sort=True):
             where = g["step"].map(position).to_numpy()
             series = {}
-            for col in (("mean", "min", "max") if src == tgt else ("mean",)):
+            for col, name in ((("value", "mean"), ("value_min", "min"), ("value_max", "max")) if src == tgt
+                              else (("value", "mean"),)):
                 full = np.full(len(steps), np.nan)
                 full[where] = g[col].to_numpy()
-                series[col] = _pack(full, lo, hi)
+                series[name] = _pack(full, lo, hi)
             curves[f"{layer}|{src}|{tgt}"] = series
         emergence = {}
         if not em.empty and "emergence_step" in em:
@@ -68,7 +69,7 @@ def explore_data(results: Results, languages: list[str]) -> dict:
                               getattr(r, "emergence_step_hi", None))]
         langs = set(rows["src_lang"]) | set(rows["tgt_lang"])
         out["tasks"][task] = {
-            "metric": str(first["metric"]), "higher_is_better": task not in results.lower_is_better,
+            "metric": str(rows["metric"].iloc[0]), "higher_is_better": task not in results.lower_is_better,
             "lo": lo, "hi": hi, "layers": sorted(int(x) for x in rows["layer"].unique()),
             "languages": [x for x in languages if x in langs] + sorted(langs - set(languages)),
             "curves": curves, "emergence": emergence}
