@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import subprocess
@@ -71,12 +72,20 @@ MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 XLMR_TOKENIZER = SHARED / "models" / "xlmr-tokenizer" / "tokenizer.json"
 
 
+@functools.cache
+def _xlmr_tokenizer():
+    """The real XLM-R tokenizer, read once per session (parsing its 17 MB tokenizer.json costs about a second)."""
+    from transformers import XLMRobertaTokenizerFast
+
+    return XLMRobertaTokenizerFast(tokenizer_file=str(XLMR_TOKENIZER))
+
+
 def make_tiny_xlmr(path: Path, seed: int, layers: int = 2, hidden: int = 32) -> Path:
     """A randomly initialised tiny XLM-R with the real XLM-R tokenizer, saved as a HF directory."""
     import torch
-    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaTokenizerFast
+    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
-    tok = XLMRobertaTokenizerFast(tokenizer_file=str(XLMR_TOKENIZER))
+    tok = _xlmr_tokenizer()
     torch.manual_seed(seed)
     cfg = XLMRobertaConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
                            num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=514,
@@ -179,6 +188,7 @@ GPT_NEOX_TOKENIZER = SHARED / "models" / "gpt-neox-tokenizer" / "tokenizer.json"
 FAMILIES = ("gpt_neox", "gpt2", "bloom", "llama", "olmo", "modernbert")
 
 
+@functools.cache
 def _family_tokenizer(kind: str):
     """A real tokenizer of the family's kind, with the special tokens its publishers configure."""
     from tokenizers import Tokenizer
