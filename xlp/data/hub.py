@@ -149,22 +149,23 @@ class Dataset:
 
 def read_columns(part: DatasetSplit, columns: dict[str, str], cap: int | None, key: str) -> dict[str, list]:
     """The first `cap` rows of a split as lists, by the task's column names (`columns`: the task's -> the
-    dataset's), read with `datasets.load_dataset(<format>, data_files=...)`."""
+    dataset's), read with `datasets.load_dataset(<format>, data_files=..., streaming=True)`: only the rows
+    needed, and nothing written to `datasets`' cache."""
     import datasets
 
     try:
-        ds = datasets.load_dataset(part.format, data_files=[f.path for f in part.files], split="train")
+        ds = datasets.load_dataset(part.format, data_files=[f.path for f in part.files], split="train",
+                                   streaming=True)
+        missing = [c for c in columns.values() if c not in (ds.column_names or ())]
+        if missing:
+            raise XlpError(f"{key}: {part.where} has no column {', '.join(missing)} (it has "
+                           f"{', '.join(ds.column_names or ())}); name the right one in {key}.columns")
+        rows = list((ds.take(cap) if cap is not None else ds).select_columns(list(dict.fromkeys(columns.values()))))
     except (OSError, ValueError) as e:
         raise XlpError(f"{key}: cannot read {part.where}: {str(e).splitlines()[0]}") from None
-    missing = [c for c in columns.values() if c not in ds.column_names]
-    if missing:
-        raise XlpError(f"{key}: {part.where} has no column {', '.join(missing)} (it has "
-                       f"{', '.join(ds.column_names)}); name the right one in {key}.columns")
-    if cap is not None and len(ds) > cap:
-        ds = ds.select(range(cap))
-    if len(ds) == 0:
+    if not rows:
         raise XlpError(f"{key}: {part.where} has no rows")
-    return {role: ds[col] for role, col in columns.items()}
+    return {role: [r[col] for r in rows] for role, col in columns.items()}
 
 
 def _offline() -> bool:
