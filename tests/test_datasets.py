@@ -15,7 +15,6 @@ from conftest import SHARED, UD, run_xlp, write_spec
 
 from xlp.data.conllu import read_conllu
 from xlp.data.published import XNLI_LABELS
-from xlp.data.xnli import read_xnli_file
 from xlp.tasks.retrieval import parallel_udhr
 
 LANGS = ["en", "de"]
@@ -147,3 +146,95 @@ def test_hub_cache_and_a_local_copy_give_the_numbers_of_todays_files(tmp_path, t
     assert (again.drop("xnli").value == before.drop("xnli").value).all()
     assert np.allclose(before.loc[("xnli", 2, "de", "de")].baseline, 6 / 18)  # the majority label's share
     assert np.allclose(again.loc[("xnli", 2, "de", "de")].baseline, 7 / 18)  # the new revision's test labels
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty hub cache, offline, as the hub library and xlp see it."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_xlp_data_lists_what_a_spec_reads_and_names_what_it_cannot(tmp_path, hub_cache):
+    """`xlp data xnli|text|tatoeba SPEC` resolves the spec's dataset from the cache (offline) and prints each
+    file with its size and SHA-256; a dataset not cached, a language without a config and a missing column
+    are errors naming the key, the dataset and what to do."""
+    import hashlib
+
+    xnli = {lang: {s: {"premise": ["a b", "c d"], "hypothesis": ["a", "d"], "label": [0, 2]}
+                   for s in ("validation", "test")} for lang in LANGS}
+    hub_repo(hub_cache, "xlp-test/xnli", "1" * 40, xnli)
+    hub_repo(hub_cache, "xlp-test/flores", "2" * 40, {"eng_Latn": {"devtest": {"sentence": ["One.", "Two."]}}})
+    base = dict(name="d", output=str(tmp_path / "run"), checkpoints=[{"path": "not/needed/step_*"}],
+                data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en"]}, tasks=["xnli", "bpc"],
+                task_grid={"bpc": {"languages": ["en"]}})
+    path = write_spec(tmp_path / "d.yaml", **base, xnli={"dataset": {"hub": "xlp-test/xnli"}},
+                      bpc={"dataset": {"hub": "xlp-test/flores", "columns": {"text": "sentence"}}})
+    r = run_xlp("data", "xnli", path)
+    assert r.returncode == 0, r.stderr
+    test_file = hub_cache / "datasets--xlp-test--xnli/snapshots" / ("1" * 40) / "de/test-00000-of-00001.parquet"
+    digest = hashlib.sha256(test_file.read_bytes()).hexdigest()
+    assert f"{test_file}  {test_file.stat().st_size:,} bytes  sha256 {digest}" in r.stdout
+    assert "xnli: 4 splits, 4 files" in r.stdout
+    assert run_xlp("data", "text", path).returncode == 0
+
+    def error(what, spec):
+        r = run_xlp("data", what, spec)
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        return " ".join(r.stderr.split())
+
+    gone = write_spec(tmp_path / "gone.yaml", **base, xnli={"dataset": {"hub": "xlp-test/missing"}})
+    assert "xnli.dataset: xlp-test/missing@main is not in the hub cache" in error("xnli", gone)
+    de = write_spec(tmp_path / "de.yaml", **{**base, "task_grid": {"bpc": {"languages": ["en", "de"]}}},
+                    bpc={"dataset": {"hub": "xlp-test/flores", "columns": {"text": "sentence"}}})
+    assert "bpc.dataset: xlp-test/flores@main has no config 'deu_Latn' (it has eng_Latn); name one in " \
+           "bpc.dataset.configs" in error("text", de)
+    column = write_spec(tmp_path / "column.yaml", **base, bpc={"dataset": {"hub": "xlp-test/flores"}})
+    assert "has no column text (it has sentence); name the right one in bpc.dataset.columns" in error("text", column)
+    assert "retrieval.dataset is not set" in error("tatoeba", path)
+
+
+def test_a_gated_or_missing_dataset_says_how_to_get_access(tmp_path, monkeypatch):
+    """`xlp data text` against a hub on loopback that answers as the hub answers for a gated dataset (403,
+    X-Error-Code GatedRepo) and for one that does not exist (401, RepoNotFound)."""
+    import http.server
+    import threading
+
+    class Hub(http.server.BaseHTTPRequestHandler):
+        def answer(self):
+            gated = "/gated/" in self.path
+            self.send_response(403 if gated else 401)
+            self.send_header("X-Error-Code", "GatedRepo" if gated else "RepoNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hub = f"http://127.0.0.1:{server.server_port}"
+    template = hub + "/{repo_id}/resolve/{revision}/{filename}"
+    for name, value in (("ENDPOINT", hub), ("HUGGINGFACE_CO_URL_TEMPLATE", template),
+                        ("HF_HUB_CACHE", str(tmp_path / "hub")), ("HF_HUB_OFFLINE", False)):
+        monkeypatch.setattr(f"huggingface_hub.constants.{name}", value)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    login = "log in with `huggingface-cli login` or set HF_TOKEN"
+    try:
+        for repo, expected in (("org/gated", f"bpc.dataset: org/gated is a gated dataset: accept its conditions on "
+                                             f"{hub}/datasets/org/gated and {login}"),
+                               ("org/none", f"bpc.dataset: no dataset org/none on the hub, or it is private ({login}); "
+                                            f"see {hub}/datasets/org/none")):
+            spec = write_spec(tmp_path / "s.yaml", name="g", output=str(tmp_path / "run"),
+                              checkpoints=[{"path": "x/step_*"}], data={"ud_root": "x", "languages": ["en"]},
+                              tasks=["bpc"], bpc={"dataset": {"hub": repo}})
+            r = run_xlp("data", "text", spec)
+            assert r.returncode == 1 and expected in " ".join(r.stderr.split()) and "Traceback" not in r.stderr
+    finally:
+        server.shutdown()

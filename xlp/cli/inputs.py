@@ -68,6 +68,46 @@ def data_ud(
     con.out.print(str(root))
 
 
+DATASET_TASKS = {"xnli": "xnli", "text": "bpc", "tatoeba": "retrieval"}  # `xlp data WHAT` -> the task reading it
+
+
+def _fetch_dataset(what: str, spec: Path) -> None:
+    """Resolve (and download into the hub cache) what the spec's task reads through `<task>.dataset`, as
+    pre-flight will; print each config's split, its files' sizes and SHA-256."""
+    from xlp.data.hub import DatasetSplit
+    from xlp.tasks import BUILT_IN
+
+    run, name = load(spec), DATASET_TASKS[what]
+    ctx = run.context(name)
+    if getattr(ctx.options, "dataset", None) is None:
+        raise XlpError(f"{spec}: {name}.dataset is not set; `xlp data {what}` fetches the dataset it names")
+    found = (run.tasks.tasks.get(name) or BUILT_IN[name]).inputs(ctx, [])
+    parts = [p for p in found.files if isinstance(p, DatasetSplit)] if found else []
+    total = 0
+    for part in parts:
+        con.out.print(part.where, highlight=False, soft_wrap=True)
+        for f in part.files:
+            size = Path(f.path).stat().st_size
+            total += size
+            con.out.print(f"  {f.path}  {size:,} bytes  sha256 {f.sha256}", highlight=False, soft_wrap=True)
+    con.out.print(f"{name}: {len(parts)} splits, {sum(len(p.files) for p in parts)} files, {total:,} bytes",
+                  highlight=False)
+
+
+def _dataset_command(what: str, reads: str) -> None:
+    def command(spec: Path = typer.Argument(..., help="The spec whose dataset to fetch.")) -> None:
+        _fetch_dataset(what, spec)
+
+    command.__doc__ = (f"Fetch the dataset `{reads}` names into the hub cache, ahead of a run (offline later).\n\n"
+                       f"Prints each config's split with its files' sizes and SHA-256.  Example: "
+                       f"xlp data {what} cluster.yaml")
+    data_app.command(what)(command)
+
+
+for _what, _task in DATASET_TASKS.items():
+    _dataset_command(_what, f"{_task}.dataset")
+
+
 @convert_app.command("fairseq")
 def convert_fairseq_cmd(
     src: Path = typer.Argument(..., help="fairseq folder: model.pt, dict.txt, sentencepiece.bpe.model."),

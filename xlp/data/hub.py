@@ -184,7 +184,7 @@ def _hub_errors(source: DatasetSource, key: str, e: Exception) -> XlpError:
         RevisionNotFoundError,
     )
 
-    page, repo = f"https://huggingface.co/datasets/{source.hub}", source.hub
+    page, repo = f"{constants.ENDPOINT}/datasets/{source.hub}", source.hub
     login = "log in with `huggingface-cli login` or set HF_TOKEN"
     if isinstance(e, GatedRepoError):
         return XlpError(f"{key}: {repo} is a gated dataset: accept its conditions on {page} and {login}")
