@@ -7,11 +7,8 @@ import json
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-import yaml
-from conftest import SHARED, UD, run_xlp, write_spec
+from conftest import SHARED, UD, hub_repo, run_xlp, write_repo, write_spec
 
 from xlp.data.conllu import read_conllu
 from xlp.data.published import XNLI_LABELS
@@ -20,26 +17,6 @@ from xlp.tasks.retrieval import parallel_udhr
 LANGS = ["en", "de"]
 CAPS = {"max_train_sentences": 30, "max_test_sentences": 18}
 RETRIEVAL = {"max_sentences": 15}
-
-
-def write_repo(root, configs: dict[str, dict[str, dict[str, list]]]) -> None:
-    """A dataset repository as the hub publishes one: `<config>/<split>-00000-of-00001.parquet` and a README
-    whose YAML header lists each config's files."""
-    card = []
-    for config, splits in configs.items():
-        for split, columns in splits.items():
-            (root / config).mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.table(columns), root / config / f"{split}-00000-of-00001.parquet")
-        card.append({"config_name": config, "data_files": [{"split": s, "path": f"{config}/{s}-*"} for s in splits]})
-    (root / "README.md").write_text(f"---\n{yaml.safe_dump({'configs': card})}---\n# a test dataset\n")
-
-
-def hub_repo(cache, repo: str, commit: str, configs) -> None:
-    """The same repository in the hub cache's layout: datasets--org--name/snapshots/<commit>/..., refs/main."""
-    root = cache / f"datasets--{repo.replace('/', '--')}"
-    write_repo(root / "snapshots" / commit, configs)
-    (root / "refs").mkdir(parents=True, exist_ok=True)
-    (root / "refs" / "main").write_text(commit)
 
 
 def inputs(tmp):
