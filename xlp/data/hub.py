@@ -122,29 +122,35 @@ class Dataset:
         return known[lang]
 
     def split(self, config: str, split: str) -> DatasetSplit:
-        """A config's split: its files fetched (hub) and hashed, resolved by `datasets` as `load_dataset` would."""
-        import datasets
+        """A config's split: its files fetched (hub) and hashed, found as `load_dataset` finds them (the card's
+        patterns, else `datasets`' split names in the config's folder) and read by the builder it would use."""
+        from datasets.data_files import DataFilesDict, get_data_patterns
+        from datasets.load import infer_module_for_data_files
 
         if config not in self.configs:
             raise XlpError(f"{self.key}: {self.source.name} has no config {config!r} (it has "
                            f"{', '.join(self.configs[:20]) or 'none'}{' ...' if len(self.configs) > 20 else ''}); "
                            f"name one in {self.key}.configs")
+        patterns = self.card.get(config, {}).get(split)
         if self.source.hub:
-            patterns = self.card.get(config, {}).get(split) or [f"{config}/*", f"{config}/**"]
-            _hub_snapshot(self.source, self.key, self.revision, patterns)
+            _hub_snapshot(self.source, self.key, self.revision, patterns or [f"{config}/*", f"{config}/**"])
+        found: dict[str, list[str]] = {}
         try:
-            how = {"name": config} if config in self.card else {"data_dir": config}
-            builder = datasets.load_dataset_builder(str(self.root), **how)
-        except (FileNotFoundError, ValueError) as e:
+            if config in self.card:
+                base, found = self.root, self.card[config]
+            else:
+                base = self.root / config
+                found = {str(s): p for s, p in get_data_patterns(str(base)).items()}
+            files = DataFilesDict.from_patterns({split: found[split]}, base_path=str(base)) if split in found else {}
+        except FileNotFoundError:
+            files = {}
+        if not files.get(split):
             fetch = " (fetch it with `xlp data xnli|text|tatoeba SPEC`)" if self.source.hub else ""
-            why = str(e).splitlines()[0]
-            raise XlpError(f"{self.key}: {self.source.name}, config {config}: {why}{fetch}") from None
-        found = {str(s): paths for s, paths in (builder.config.data_files or {}).items()}
-        if split not in found:
-            raise XlpError(f"{self.key}: {self.source.name}, config {config} has no split {split!r} "
-                           f"(it has {', '.join(found) or 'none'})")
-        digests = data_files([Path(p) for p in found[split]])
-        return DatasetSplit(self.source.hub, self.revision, config, split, builder.name, tuple(digests.values()))
+            raise XlpError(f"{self.key}: {self.source.name}, config {config} has no files for split {split!r} "
+                           f"(its splits: {', '.join(found) or 'none'}){fetch}")
+        fmt, _ = infer_module_for_data_files(files)
+        digests = data_files([Path(p) for p in files[split]])
+        return DatasetSplit(self.source.hub, self.revision, config, split, fmt, tuple(digests.values()))
 
 
 def read_columns(part: DatasetSplit, columns: dict[str, str], cap: int | None, key: str) -> dict[str, list]:

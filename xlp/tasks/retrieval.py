@@ -74,24 +74,23 @@ class RetrievalTask(SentenceTask):
         extractor = FeatureExtractor(unit.ckpt, list(unit.layers), batch_tokens=runtime.batch_tokens,
                                      device=runtime.device, trust_remote_code=runtime.trust_remote_code,
                                      allow_pickle=runtime.allow_pickle)
-        cap = unit.inputs.option("max_sentences")
-        if unit.inputs.corpus == "tatoeba":  # each language's own pairs with English: (lang, en) and (en, lang)
-            sets = [((lang, TATOEBA_PIVOT), dict(zip((lang, TATOEBA_PIVOT),
-                                                     _tatoeba_pairs(part, unit.inputs.option("columns"), cap))))
+        cap, tatoeba = unit.inputs.option("max_sentences"), unit.inputs.corpus == "tatoeba"
+        if tatoeba:  # each language's own pairs with English, scored (lang, en) and (en, lang)
+            sets = [dict(zip((lang, TATOEBA_PIVOT), _tatoeba_pairs(part, unit.inputs.option("columns"), cap)))
                     for lang, part in zip(unit.langs, unit.inputs.files)]
-        else:
+        else:  # one text parallel across every language, scored for every pair
             files = {lang: Path(f.path) for lang, f in zip(unit.langs, unit.inputs.files)}
-            sets = [(unit.langs, _parallel(unit.inputs.corpus, files, list(unit.langs), cap))]
+            sets = [_parallel(unit.inputs.corpus, files, list(unit.langs), cap)]
         rows = []
-        for langs, texts in sets:
-            vectors = {lang: extractor.sentence_means(texts[lang]) for lang in langs}
-            n = len(texts[langs[0]])
-            pairs = [(s, t) for s in langs for t in langs if s != t or unit.inputs.corpus != "tatoeba"]
+        for texts in sets:
+            vectors = {lang: extractor.sentence_means(lang_texts) for lang, lang_texts in texts.items()}
+            n = len(next(iter(texts.values())))
             for layer in unit.layers:
-                for src, tgt in pairs:
-                    hits = retrieval_hits(vectors[src][layer], vectors[tgt][layer])
-                    rows += seed_rows(unit, task=self.name, layer=layer, src=src, tgt=tgt, metric=self.metric,
-                                      value=hits.mean(), baseline=1.0 / n, n_train=0, n_test=n, correct=hits)
+                for src in texts:
+                    for tgt in [t for t in texts if not (tatoeba and t == src)]:
+                        hits = retrieval_hits(vectors[src][layer], vectors[tgt][layer])
+                        rows += seed_rows(unit, task=self.name, layer=layer, src=src, tgt=tgt, metric=self.metric,
+                                          value=hits.mean(), baseline=1.0 / n, n_train=0, n_test=n, correct=hits)
         return rows
 
     def describe_grid(self, ctx: TaskContext, langs: list[str] | None) -> str:
