@@ -155,7 +155,7 @@ def test_xlp_data_lists_what_a_spec_reads_and_names_what_it_cannot(tmp_path, hub
     test_file = hub_cache / "datasets--xlp-test--xnli/snapshots" / ("1" * 40) / "de/test-00000-of-00001.parquet"
     digest = hashlib.sha256(test_file.read_bytes()).hexdigest()
     assert f"{test_file}  {test_file.stat().st_size:,} bytes  sha256 {digest}" in r.stdout
-    assert "xnli: 4 splits, 4 files" in r.stdout
+    assert "xnli: 4 splits, 4 files" in r.stdout and f"xlp-test/xnli@main is commit {'1' * 40}" in r.stdout
     assert run_xlp("data", "text", path).returncode == 0
 
     def error(what, spec):
@@ -215,3 +215,25 @@ def test_a_gated_or_missing_dataset_says_how_to_get_access(tmp_path, monkeypatch
             assert r.returncode == 1 and expected in " ".join(r.stderr.split()) and "Traceback" not in r.stderr
     finally:
         server.shutdown()
+
+
+def test_a_folder_without_a_card_and_a_card_with_one_pattern_read_as_datasets_reads_them(tmp_path):
+    """A local folder without a README holds one subfolder a config, its files named by split (`datasets`'
+    data_dir convention); a card may give a config's files as one pattern (split train). JSON Lines files are
+    read by `datasets`' JSON builder, as load_dataset would."""
+    from xlp.data.hub import Dataset, DatasetSource, read_columns
+
+    plain = tmp_path / "plain"
+    write_repo(plain, {"en": {"test": {"text": ["a", "b", "c"]}}, "de": {"test": {"text": ["x", "y"]}}})
+    (plain / "README.md").unlink()
+    ds = Dataset(DatasetSource(folder=str(plain)), "bpc.dataset")
+    assert ds.configs == ["de", "en"]
+    part = ds.split("en", "test")
+    assert part.format == "parquet" and read_columns(part, {"text": "text"}, 2, "k") == {"text": ["a", "b"]}
+
+    card = tmp_path / "card"
+    (card / "data").mkdir(parents=True)
+    (card / "data" / "de.jsonl").write_text('{"sentence": "Eins."}\n{"sentence": "Zwei."}\n')
+    (card / "README.md").write_text("---\nconfigs:\n- config_name: de\n  data_files: data/de.jsonl\n---\n")
+    part = Dataset(DatasetSource(folder=str(card)), "bpc.dataset").split("de", "train")
+    assert part.format == "json" and read_columns(part, {"text": "sentence"}, None, "k")["text"] == ["Eins.", "Zwei."]

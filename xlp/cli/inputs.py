@@ -83,6 +83,9 @@ def _fetch_dataset(what: str, spec: Path) -> None:
         raise XlpError(f"{spec}: {name}.dataset is not set; `xlp data {what}` fetches the dataset it names")
     found = (run.tasks.tasks.get(name) or BUILT_IN[name]).inputs(ctx, [])
     parts = [p for p in found.files if isinstance(p, DatasetSplit)] if found else []
+    if parts and parts[0].revision:
+        con.out.print(f"{name}.dataset: {ctx.options.dataset.name} is commit {parts[0].revision}", highlight=False,
+                      soft_wrap=True)
     total = 0
     for part in parts:
         con.out.print(part.where, highlight=False, soft_wrap=True)
