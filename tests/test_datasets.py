@@ -155,7 +155,7 @@ def test_xlp_data_lists_what_a_spec_reads_and_names_what_it_cannot(tmp_path, hub
     test_file = hub_cache / "datasets--xlp-test--xnli/snapshots" / ("1" * 40) / "de/test-00000-of-00001.parquet"
     digest = hashlib.sha256(test_file.read_bytes()).hexdigest()
     assert f"{test_file}  {test_file.stat().st_size:,} bytes  sha256 {digest}" in r.stdout
-    assert "xnli: 4 splits, 4 files" in r.stdout and f"xlp-test/xnli@main is commit {'1' * 40}" in r.stdout
+    assert "xnli: 4 splits, 4 files" in r.stdout and f"xnli.dataset: xlp-test/xnli@main, commit {'1' * 40}" in r.stdout
     assert run_xlp("data", "text", path).returncode == 0
 
     def error(what, spec):

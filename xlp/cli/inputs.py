@@ -81,11 +81,11 @@ def _fetch_dataset(what: str, spec: Path) -> None:
     ctx = run.context(name)
     if getattr(ctx.options, "dataset", None) is None:
         raise XlpError(f"{spec}: {name}.dataset is not set; `xlp data {what}` fetches the dataset it names")
-    found = (run.tasks.tasks.get(name) or BUILT_IN[name]).inputs(ctx, [])
+    notes: list[str] = []
+    found = (run.tasks.tasks.get(name) or BUILT_IN[name]).inputs(ctx, notes)
     parts = [p for p in found.files if isinstance(p, DatasetSplit)] if found else []
-    if parts and parts[0].revision:
-        con.out.print(f"{name}.dataset: {ctx.options.dataset.name} is commit {parts[0].revision}", highlight=False,
-                      soft_wrap=True)
+    for note in notes:  # the dataset and the commit its revision resolved to
+        con.out.print(note, highlight=False, soft_wrap=True)
     total = 0
     for part in parts:
         con.out.print(part.where, highlight=False, soft_wrap=True)

@@ -106,6 +106,11 @@ class Dataset:
                 raise XlpError(f"{key}.folder: {self.root} is not a folder")
         self.card = _card_configs(self.root / "README.md")
 
+    def describe(self) -> str:
+        """What the run reads, for its notes: the dataset and the commit its revision resolved to."""
+        return f"{self.key}: {self.source.name}, commit {self.revision}" if self.revision else \
+            f"{self.key}: {self.source.folder}"
+
     @property
     def configs(self) -> list[str]:
         """Every config the dataset declares (its card's, else its subfolders), a whole-dataset one left out."""

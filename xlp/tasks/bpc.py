@@ -88,6 +88,7 @@ class BpcTask(SentenceTask):
         if ctx.options.dataset is not None:
             source = ctx.options.dataset
             ds = Dataset(source, "bpc.dataset")
+            notes.append(ds.describe())
             files = {lang: ds.split(ds.config_of(lang, FLORES_PLUS), source.split or "devtest") for lang in langs}
             for part in files.values():
                 read_texts(part, source.column("text"), cap, "bpc.dataset")

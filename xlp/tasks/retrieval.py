@@ -50,7 +50,7 @@ class RetrievalTask(SentenceTask):
         """The corpus is read and aligned now (pre-flight); the unit reads the same files again."""
         r, langs = ctx.options, ctx.grid()[0]
         if r.corpus == "tatoeba":
-            return _tatoeba_inputs(r, langs)
+            return _tatoeba_inputs(r, langs, notes)
         if r.corpus == "udhr":
             files = {lang: Path(r.udhr) if r.udhr else shared_dir() / "udhr" / "udhr.tsv" for lang in langs}
         else:
@@ -107,9 +107,10 @@ SENTENCE_VECTORS = "mean over the subwords of every window"
 TATOEBA_COLUMNS = ("sentence1", "sentence2")  # the language's sentence, its English translation
 
 
-def _tatoeba_inputs(r: RetrievalOptions, langs: list[str]) -> SentenceInputs:
+def _tatoeba_inputs(r: RetrievalOptions, langs: list[str], notes: list[str]) -> SentenceInputs:
     """Each language's config of a Tatoeba-layout dataset (its pairs with English), resolved and read now."""
     ds, split = Dataset(r.dataset, "retrieval.dataset"), r.dataset.split or "test"
+    notes.append(ds.describe())
     others = [lang for lang in langs if lang != TATOEBA_PIVOT]
     if not others:
         raise XlpError(f"retrieval: Tatoeba pairs each language with {TATOEBA_PIVOT}; name others than "

@@ -52,7 +52,7 @@ class XnliTask(SentenceTask):
     def inputs(self, ctx: TaskContext, notes: list[str]) -> SentenceInputs | None:
         d, folder = ctx.data, ctx.options.path
         if ctx.options.dataset is not None:
-            return self._dataset_inputs(ctx)
+            return self._dataset_inputs(ctx, notes)
         if not available(folder):
             notes.append("xnli: not run, no data (set xnli.path to the XNLI-1.0 folder with xnli.dev.tsv "
                          "and xnli.test.tsv)")
@@ -68,10 +68,11 @@ class XnliTask(SentenceTask):
         return SentenceInputs(langs=langs, files=tuple(files.values()), corpus="xnli",
                               options=self._options_of(ctx, grid, sources, targets))
 
-    def _dataset_inputs(self, ctx: TaskContext) -> SentenceInputs:
+    def _dataset_inputs(self, ctx: TaskContext, notes: list[str]) -> SentenceInputs:
         """Each language's validation and test splits of an XNLI-layout dataset, resolved and read now."""
         d, source = ctx.data, ctx.options.dataset
         ds = Dataset(source, "xnli.dataset")
+        notes.append(ds.describe())
         grid, sources, targets = ctx.grid(default=ds.configs)
         langs = tuple(dict.fromkeys([*grid, *sources, *targets]))
         parts = {lang: tuple(ds.split(ds.config_of(lang), split) for split in DATASET_SPLITS) for lang in langs}
