@@ -174,19 +174,42 @@ def test_xlp_data_lists_what_a_spec_reads_and_names_what_it_cannot(tmp_path, hub
     assert "retrieval.dataset is not set" in error("tatoeba", path)
 
 
-def test_a_gated_or_missing_dataset_says_how_to_get_access(tmp_path, monkeypatch):
-    """`xlp data text` against a hub on loopback that answers as the hub answers for a gated dataset (403,
-    X-Error-Code GatedRepo) and for one that does not exist (401, RepoNotFound)."""
+def test_xlp_data_fetches_only_what_the_spec_reads_from_a_hub_then_runs_offline(tmp_path, monkeypatch):
+    """Against a hub on loopback that serves a dataset's card, file tree and files as the hub does, and answers for
+    a gated dataset (403, X-Error-Code GatedRepo) and a missing one (401, RepoNotFound) as the hub does:
+    `xlp data xnli` fetches the card and the files of the spec's languages only, into the hub cache; offline
+    afterwards it resolves the same files from the cache without a request; gated and missing datasets are errors
+    that say how to get access."""
+    import hashlib
     import http.server
     import threading
 
+    repo, commit = tmp_path / "served", "c" * 40
+    pairs = {"premise": ["a b", "c d"], "hypothesis": ["a", "d"], "label": [0, 2]}
+    write_repo(repo, {lang: {"validation": pairs, "test": pairs} for lang in ("de", "en", "fr")})
+    requests = []
+
     class Hub(http.server.BaseHTTPRequestHandler):
         def answer(self):
-            gated = "/gated/" in self.path
-            self.send_response(403 if gated else 401)
-            self.send_header("X-Error-Code", "GatedRepo" if gated else "RepoNotFound")
-            self.send_header("Content-Length", "0")
+            path = self.path.split("?")[0]
+            requests.append(path)
+            body, headers = b"", {}
+            if path.startswith("/api/datasets/xlp-test/xnli/tree/"):
+                body = json.dumps([{"type": "file", "path": str(f.relative_to(repo)), "size": f.stat().st_size,
+                                    "oid": hashlib.sha1(f.read_bytes()).hexdigest()}
+                                   for f in repo.rglob("*") if f.is_file()]).encode()
+            elif path.startswith("/datasets/xlp-test/xnli/resolve/") and (repo / path.split("/", 6)[6]).is_file():
+                body = (repo / path.split("/", 6)[6]).read_bytes()
+                headers = {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha256(body).hexdigest()}"'}
+            else:
+                gated = "/gated/" in path
+                headers = {"X-Error-Code": "GatedRepo" if gated else "RepoNotFound"}
+            self.send_response(200 if body else 403 if headers["X-Error-Code"] == "GatedRepo" else 401)
+            for k, v in {**headers, "Content-Length": str(len(body))}.items():
+                self.send_header(k, v)
             self.end_headers()
+            if self.command == "GET":
+                self.wfile.write(body)
 
         do_GET = do_HEAD = answer
 
@@ -195,23 +218,40 @@ def test_a_gated_or_missing_dataset_says_how_to_get_access(tmp_path, monkeypatch
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hub)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    hub = f"http://127.0.0.1:{server.server_port}"
+    hub, cache = f"http://127.0.0.1:{server.server_port}", tmp_path / "hub"
     template = hub + "/{repo_id}/resolve/{revision}/{filename}"
     for name, value in (("ENDPOINT", hub), ("HUGGINGFACE_CO_URL_TEMPLATE", template),
-                        ("HF_HUB_CACHE", str(tmp_path / "hub")), ("HF_HUB_OFFLINE", False)):
+                        ("HF_HUB_CACHE", str(cache)), ("HF_HUB_OFFLINE", False)):
         monkeypatch.setattr(f"huggingface_hub.constants.{name}", value)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
+
+    def spec(task, source):
+        return write_spec(tmp_path / f"{source['hub'].split('/')[1]}.yaml", name="g", output=str(tmp_path / "run"),
+                          checkpoints=[{"path": "x/step_*"}], data={"ud_root": "x", "languages": ["en"]},
+                          tasks=[task], task_grid={task: {"languages": ["en", "de"]}}, **{task: {"dataset": source}})
+
     login = "log in with `huggingface-cli login` or set HF_TOKEN"
     try:
-        for repo, expected in (("org/gated", f"bpc.dataset: org/gated is a gated dataset: accept its conditions on "
-                                             f"{hub}/datasets/org/gated and {login}"),
-                               ("org/none", f"bpc.dataset: no dataset org/none on the hub, or it is private ({login}); "
-                                            f"see {hub}/datasets/org/none")):
-            spec = write_spec(tmp_path / "s.yaml", name="g", output=str(tmp_path / "run"),
-                              checkpoints=[{"path": "x/step_*"}], data={"ud_root": "x", "languages": ["en"]},
-                              tasks=["bpc"], bpc={"dataset": {"hub": repo}})
-            r = run_xlp("data", "text", spec)
+        online = run_xlp("data", "xnli", spec("xnli", {"hub": "xlp-test/xnli"}))
+        assert online.returncode == 0, online.stderr
+        snapshot = cache / "datasets--xlp-test--xnli" / "snapshots" / commit
+        assert sorted(str(f.relative_to(snapshot)) for f in snapshot.rglob("*") if f.is_file()) == [
+            "README.md", "de/test-00000-of-00001.parquet", "de/validation-00000-of-00001.parquet",
+            "en/test-00000-of-00001.parquet", "en/validation-00000-of-00001.parquet"]  # no fr
+        for f in ("en/test-00000-of-00001.parquet", "de/validation-00000-of-00001.parquet"):
+            assert f"sha256 {hashlib.sha256((repo / f).read_bytes()).hexdigest()}" in online.stdout
+        asked = len(requests)
+        monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+        offline = run_xlp("data", "xnli", spec("xnli", {"hub": "xlp-test/xnli"}))
+        assert offline.returncode == 0 and offline.stdout == online.stdout and len(requests) == asked
+        monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+        for repo_id, expected in (
+                ("org/gated", f"bpc.dataset: org/gated is a gated dataset: accept its conditions on "
+                              f"{hub}/datasets/org/gated and {login}"),
+                ("org/none", f"bpc.dataset: no dataset org/none on the hub, or it is private ({login}); "
+                             f"see {hub}/datasets/org/none")):
+            r = run_xlp("data", "text", spec("bpc", {"hub": repo_id}))
             assert r.returncode == 1 and expected in " ".join(r.stderr.split()) and "Traceback" not in r.stderr
     finally:
         server.shutdown()
