@@ -67,6 +67,7 @@ class BpcOptions(TaskOptions):
 class BpcTask(SentenceTask):
     name = "bpc"
     Options = BpcOptions
+    data_command = "text"
     metric = "bpc"
     higher_is_better = False
     definition = (f"bits per character of each language's test text, its UD test split, the lines of bpc.text's "

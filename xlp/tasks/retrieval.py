@@ -39,6 +39,7 @@ class RetrievalOptions(TaskOptions):
 class RetrievalTask(SentenceTask):
     name = "retrieval"
     Options = RetrievalOptions
+    data_command = "tatoeba"
     metric = "accuracy@1"
     pairwise_only = True  # a sentence trivially retrieves itself: curves use the other languages
     reads_ud = False  # the UDHR, or the PUD treebanks found under the UD root for any language named

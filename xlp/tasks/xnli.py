@@ -43,6 +43,7 @@ COLUMNS = ("premise", "hypothesis", "label")
 class XnliTask(SentenceTask):
     name = "xnli"
     Options = XnliOptions
+    data_command = "xnli"
     legacy_keys = {"data.xnli": "path"}
     metric = "accuracy"
     reads_ud = False  # every language of its data, unless task_grid.xnli names some
