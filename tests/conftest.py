@@ -29,6 +29,7 @@ SLOW = {
     "test_tasks.py::test_bpc_on_plain_text_equals_bpc_on_the_same_sentences_from_ud",
     "test_cluster.py::test_gpu_placement_and_a_killed_node_loses_nothing",
     "test_retrieval.py::test_minilm_sentence_tasks",
+    "test_datasets.py::test_hub_cache_and_a_local_copy_give_the_numbers_of_todays_files",
     "test_structure.py::test_bootstrap_seeds_measure_probe_training_variance",
     "test_structure.py::test_a_researchers_own_task_runs_like_a_built_in_one",
     "test_structure.py::test_bpc_refuses_pickled_hub_weights",
@@ -122,6 +123,38 @@ def ray_local():
 def write_spec(path: Path, **spec) -> Path:
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def write_repo(root: Path, configs: dict[str, dict[str, dict[str, list]]]) -> None:
+    """A dataset repository as the hub publishes one: `<config>/<split>-00000-of-00001.parquet` and a README
+    whose YAML header lists each config's files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    card = []
+    for config, splits in configs.items():
+        for split, columns in splits.items():
+            (root / config).mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.table(columns), root / config / f"{split}-00000-of-00001.parquet")
+        card.append({"config_name": config, "data_files": [{"split": s, "path": f"{config}/{s}-*"} for s in splits]})
+    (root / "README.md").write_text(f"---\n{yaml.safe_dump({'configs': card})}---\n# a test dataset\n")
+
+
+def hub_repo(cache: Path, repo: str, commit: str, configs) -> None:
+    """The same repository in the hub cache's layout: datasets--org--name/snapshots/<commit>/... as links to
+    blobs/<sha256>, and refs/main naming the commit."""
+    import hashlib
+
+    root = cache / f"datasets--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / commit
+    write_repo(snapshot, configs)
+    (root / "blobs").mkdir(exist_ok=True)
+    for f in [p for p in snapshot.rglob("*") if p.is_file()]:
+        blob = root / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        f.replace(blob)
+        f.symlink_to(os.path.relpath(blob, f.parent))
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
 
 
 def run_xlp(*args: str) -> subprocess.CompletedProcess:

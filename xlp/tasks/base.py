@@ -90,6 +90,7 @@ class Task(ABC):
     pairwise_only: ClassVar[bool] = False  # in-language values are trivial: curves use the other languages
     reads_ud: ClassVar[bool] = True  # its languages' data are data.languages' UD treebanks
     Options: ClassVar[type[TaskOptions]] = TaskOptions  # its section of the spec, under its name
+    data_command: ClassVar[str | None] = None  # `xlp data NAME` fetches the dataset its options' `dataset` names
     # where older specs wrote its options: a dotted key -> the key in its section it is now (None: the section)
     legacy_keys: ClassVar[dict[str, str | None]] = {}
 
