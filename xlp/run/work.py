@@ -153,11 +153,12 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
     store = ctx.store()
     digests = digests or {}
     tasks = unit.configured_tasks()
-    fit = tasks[0]
     step, settings = unit.ckpt.step, unit.probe
     resample = settings.resample == "bootstrap"
     needs = tuple(dict.fromkeys([c for task in tasks for c in task.needs] + ["sent_idx"]))  # test items' sentences
     table, cols = _read(store, needs, step, unit.src, unit.train_split, unit.layers, digests)
+    tasks = tuple(task.trained_on(table) for task in tasks)  # control tasks: the training labels' distribution
+    fit = tasks[0]
     cap = settings.max_train_words
     probes, n_train, invariant = {}, {}, False
     for seed in settings.seeds:

@@ -15,6 +15,7 @@ from xlp.config.source import UNKNOWN_KEY
 from xlp.errors import XlpError
 from xlp.tasks.align import AlignTask
 from xlp.tasks.arc import ArcHeadTask, ArcTask
+from xlp.tasks.arc_control import ArcControlTask, DeprelControlTask
 from xlp.tasks.base import RunData, SentenceTask, Task, TaskContext, TaskOptions, WordTask
 from xlp.tasks.bpc import BpcTask
 from xlp.tasks.deprel import DeprelTask
@@ -24,7 +25,7 @@ from xlp.tasks.retrieval import RetrievalTask
 from xlp.tasks.xnli import XnliTask
 
 BUILT_IN: dict[str, Task] = {task.name: task for task in (
-    PosTask(), PosControlTask(), ArcTask(), ArcHeadTask(), DeprelTask(),
+    PosTask(), PosControlTask(), ArcTask(), ArcHeadTask(), DeprelTask(), ArcControlTask(), DeprelControlTask(),
     RetrievalTask(), BpcTask(), XnliTask(), AlignTask(),
 )}
 DEFAULT_TASKS = (PosTask.name,)  # a spec that names no task
