@@ -67,7 +67,7 @@ class ControlTask(WordTask):
             return {}
         both = probes[probes.task.isin([task, self.name])]
         mean = both.groupby(SELECTIVITY_KEYS + ["task"]).value.mean().unstack("task")
-        out = mean.rename(columns={self.name: "control"}).dropna().reset_index()
+        out = mean.rename(columns={self.name: "control"}).rename_axis(columns=None).dropna().reset_index()
         out["selectivity"] = out[task] - out["control"]
         return {self.selectivity_table: (f"{task} selectivity ({task} minus {self.name}, Hewitt & Liang)",
                                          out[SELECTIVITY_KEYS + [task, "control", "selectivity"]])}
