@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -98,6 +98,10 @@ class ProbeSpec(_Strict):
     resample: Literal["none", "bootstrap"] = Field(
         "none", description="bootstrap: each seed fits on a resample of the training sentences (with replacement), "
                             "so the spread over seeds is probe-training variance; none: one fit on all of them")
+    mdl: bool = Field(False, description="also the online code (Voita & Titov 2020) of each word task's training "
+                      "labels: codelength, uniform codelength and compression, a curve of its own (<task>_mdl)")
+    # keys added after runs were made: a unit's hash counts them only away from their default (older runs keep theirs)
+    HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("mdl",)
 
 
 class TaskGridSpec(_Strict):

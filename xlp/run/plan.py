@@ -35,7 +35,7 @@ class Plan:
         n = 0
         for u in self.probe:
             if isinstance(u, ProbeUnit):
-                n += len(u.tasks) * len(u.targets) * len(u.layers)
+                n += (len(u.tasks) * len(u.targets) + u.probe.mdl) * len(u.layers)  # mdl: one row per layer
             else:
                 n += u.sentence_task.rows_per_unit(len(u.langs), len(u.layers), cross_lingual)
         return n * seeds

@@ -18,11 +18,13 @@ from xlp.models.extract import FeatureExtractor
 from xlp.models.loading import pick_device
 from xlp.models.words import NO_SUBWORD
 from xlp.probing.linear import fit_probes, majority_accuracy
+from xlp.probing.mdl import online_code
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, resample_sentences, shard_path
 from xlp.storage.store import ChecksumMismatch, Written
 from xlp.tasks.base import Runtime, WordTask, result_row
+from xlp.tasks.mdl import CompressionTask
 
 
 @dataclass(frozen=True)
@@ -153,28 +155,34 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
     store = ctx.store()
     digests = digests or {}
     tasks = unit.configured_tasks()
-    fit = tasks[0]
     step, settings = unit.ckpt.step, unit.probe
     resample = settings.resample == "bootstrap"
     needs = tuple(dict.fromkeys([c for task in tasks for c in task.needs] + ["sent_idx"]))  # test items' sentences
     table, cols = _read(store, needs, step, unit.src, unit.train_split, unit.layers, digests)
+    tasks = tuple(task.trained_on(table) for task in tasks)  # control tasks: the training labels' distribution
+    fit = tasks[0]
     cap = settings.max_train_words
     probes, n_train, invariant = {}, {}, False
+    rows = []  # MDL's rows first: their extra columns are in the file's schema
     for seed in settings.seeds:
         if invariant:
             probes[seed], n_train[seed] = probes[settings.seeds[0]], n_train[settings.seeds[0]]
+            rows += [{**row, "seed": seed} for row in rows if row["seed"] == settings.seeds[0]]
             continue
         train = resample_sentences(table, np.random.default_rng([seed, 1])) if resample else table
         X, y = fit.examples(train, cols, seed)
         invariant = not fit.seeded and not resample and (cap is None or len(y) <= cap)
+        idx = slice(None)
         if cap is not None and len(y) > cap:
             idx = np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
             X, y = X[:, idx], y[idx]
+        if settings.mdl:  # the online code of the same training examples
+            code = online_code(X, y, settings.l2, settings.max_iter, settings.tol, device=device)
+            rows += CompressionTask(fit).rows(unit, seed, code, fit.item_sentences(train)[idx], invariant)
         warm = next(iter(probes.values()), None)  # the first seed's optimum: a start closer to this one's
         probes[seed] = fit_probes(X, y, settings.l2, settings.max_iter, settings.tol, init=warm, device=device)
         n_train[seed] = len(y)
     del table
-    rows = []
     for tgt, split in unit.targets:
         test, cols = _read(store, needs, step, tgt, split, unit.layers, digests)
         for task in tasks:

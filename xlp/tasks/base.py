@@ -146,6 +146,11 @@ class WordTask(Task):
     def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Features (L, n, d) of the given layer columns and labels (n,)."""
 
+    def trained_on(self, train: pa.Table) -> WordTask:
+        """The task as its probe is fit and scored when `train` (the source's training shard) is the training
+        data: a control task draws its labels from train's distribution. By default the task itself."""
+        return self
+
     def item_sentences(self, table: pa.Table) -> np.ndarray:
         """The sentence (`sent_idx`) of each test item the task scores on this shard, in the order of its
         per-item scores: the unit the reducer resamples. By default one item per word."""

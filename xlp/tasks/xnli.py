@@ -87,7 +87,7 @@ class XnliTask(SentenceTask):
         d = ctx.data
         return (("caps", (d.max_train_sentences, d.max_test_sentences)),
                 ("grid", (tuple(grid), tuple(sources), tuple(targets))),
-                ("probe", ctx.probe.model_dump()), ("sentence_vectors", SENTENCE_VECTORS))
+                ("probe", ctx.probe.model_dump(exclude={"mdl"})), ("sentence_vectors", SENTENCE_VECTORS))
 
     def rows_per_unit(self, n_langs: int, n_layers: int, cross_lingual: bool) -> int:
         return n_layers * n_langs ** (2 if cross_lingual else 1)  # an upper bound: sources need a dev split
