@@ -1,7 +1,7 @@
 """The miniature XLM-R replica: real training, loadable checkpoints, exact resume, clear refusals."""
 
+import hashlib
 import json
-import shutil
 
 import pandas as pd
 import pytest
@@ -66,10 +66,28 @@ def test_training_threads_do_not_leak(tmp_path):
     assert torch.get_num_threads() == before
 
 
+def _digests(out) -> dict[str, str]:
+    """SHA-256 of every file of a series but the training log, whose timings differ (its losses are compared)."""
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file() and p.name != "train_log.csv"}
+
+
+def test_same_spec_gives_the_same_bytes(series, tmp_path):
+    out = tmp_path / "again"
+    pretrain(PretrainSpec(out=str(out), **SMALL), quiet=True)
+    ours, theirs = _digests(out), _digests(series[0].parent)
+    assert "tokenizer/tokenizer.json" in ours and "step_60/model.safetensors" in ours
+    # the manifest names its folder; with the folder's name aside it is the same too
+    manifests = [json.loads((d / "xlp_pretrain.json").read_text()) for d in (out, series[0].parent)]
+    assert [m["config"].pop("out") for m in manifests] == [str(out), str(series[0].parent)]
+    assert manifests[0] == manifests[1] and ours.pop("xlp_pretrain.json") and theirs.pop("xlp_pretrain.json")
+    assert ours == theirs  # tokenizer, weights, optimizer state, checkpoint metadata: every other file
+    log = series[0].parent / "train_log.csv"
+    assert pd.read_csv(out / "train_log.csv").loss.tolist() == pd.read_csv(log).loss.tolist()
+
+
 def test_resume_after_crash_is_exact(series, tmp_path, monkeypatch):
     out = tmp_path / "mini"
-    # same tokenizer as the reference run (the Unigram trainer is not bit-reproducible across runs)
-    shutil.copytree(series[0].parent / "tokenizer", out / "tokenizer")
     monkeypatch.setenv("XLP_PRETRAIN_CRASH_AFTER", "20")
     with pytest.raises(RuntimeError, match="injected crash"):
         pretrain(PretrainSpec(out=str(out), **SMALL), quiet=True)
@@ -156,3 +174,35 @@ def test_default_model_learns_pos_during_pretraining(tmp_path, ray_local):
     assert (results.tokens == results.step * 16 * 64).all()
     assert (em_pos.emergence_tokens.dropna() == em_pos.emergence_step.dropna() * 1024).all()
     assert (em_bpc.best_value == bpc[800].sort_index().to_numpy()).all()
+
+
+def _sentence(sent_id: str, word: str) -> str:
+    return f"# sent_id = {sent_id}\n# text = {word} {word}\n1\t{word}\t_\tNOUN\t_\t_\t0\troot\t_\t_\n" \
+           f"2\t{word}\t_\tNOUN\t_\t_\t1\tnmod\t_\t_\n\n"
+
+
+def test_corpus_reads_a_train_split_in_parts_and_never_a_test_split(tmp_path):
+    """A treebank that publishes its train split in parts (UD_Czech-PDT: cs_pdt-ud-train-c.conllu, -ca, ...) is
+    pretrained on every part; a test-only treebank gives only the train part data.split_test would cut."""
+    from xlp.data.conllu import in_train_part
+    from xlp.models.replica_corpus import corpus
+
+    pdt, pud = tmp_path / "ud" / "UD_Xx-PDT", tmp_path / "ud" / "UD_Xx-PUD"
+    pdt.mkdir(parents=True), pud.mkdir()
+    for part in ("c", "ca", "ct"):
+        (pdt / f"xx_pdt-ud-train-{part}.conllu").write_text(_sentence(f"tr-{part}", f"train{part}"))
+    (pdt / "xx_pdt-ud-dev.conllu").write_text(_sentence("d1", "dev"))
+    (pdt / "xx_pdt-ud-test.conllu").write_text(_sentence("t1", "test"))
+    (pud / "xx_pud-ud-test.conllu").write_text("".join(_sentence(f"p{i}", f"pud{i}") for i in range(40)))
+    cfg = dict(out=str(tmp_path / "m"), ud_root=str(tmp_path / "ud"), udhr=str(tmp_path / "none.tsv"),
+               languages=["xx"])
+    assert corpus(PretrainSpec(**cfg))["xx"] == ["trainc trainc", "trainca trainca", "trainct trainct", "dev dev"]
+    text = corpus(PretrainSpec(**cfg, split_test={"xx": 0.5}))["xx"]
+    pud_part = [f"pud{i} pud{i}" for i in range(40) if in_train_part(f"p{i}", 0.5)]
+    assert 10 < len(pud_part) < 30 and text == ["trainc trainc", "trainca trainca", "trainct trainct", "dev dev",
+                                               *pud_part]
+
+
+def test_refuses_a_vocabulary_too_small_for_the_text(tmp_path):
+    with pytest.raises(XlpError, match=r"pretrain.vocab_size: 300 pieces cannot hold .* required"):
+        pretrain(PretrainSpec(out=str(tmp_path / "m"), **{**SMALL, "vocab_size": 300}), quiet=True)
