@@ -42,6 +42,11 @@ def test_wrong_type_and_bad_values(tmp_path):
         load_manifest(_spec(tmp_path, tasks=["nope"]))
     with pytest.raises(XlpError, match="name"):
         load_spec(_spec(tmp_path, name="../escape"))
+    data = {"ud_root": "${XLP_SHARED}/ud", "languages": ["en", "ar"], "split_test": {"ar": 0.5}}
+    assert load_spec(_spec(tmp_path, data=data, pretrain={"out": "m"})).pretrain.split_test == {"ar": 0.5}
+    with pytest.raises(XlpError, match=r"pretrain.split_test.ar: 0.8 is not data.split_test.ar \(0.5\): the series "
+                       "would be pretrained on sentences the probes are scored on"):
+        load_spec(_spec(tmp_path, data=data, pretrain={"out": "m", "split_test": {"ar": 0.8}}))
 
 
 def _cli(*args, cwd=None):
@@ -165,7 +170,7 @@ def test_quickstart_yaml_validates_as_the_readme_runs_it(tmp_path, monkeypatch, 
     """examples/quickstart.yaml, the README's main command, as written: before its series exists `xlp validate`
     checks the spec and data and names the pretraining `xlp launch` will do first; once the series is there
     (a stand-in of tiny checkpoints under its step names) it plans the grid the file describes: 9 checkpoints,
-    7 languages, POS and deprel in-language and 7 x 7 across, bpc in the 7, alignment for en-fr and zh-en."""
+    12 languages, POS and deprel in-language and 12 x 12 across, bpc in the 12, alignment for en-fr and zh-en."""
     import os
     from pathlib import Path
 
@@ -197,7 +202,8 @@ def test_quickstart_yaml_validates_as_the_readme_runs_it(tmp_path, monkeypatch, 
     langs = raw["data"]["languages"]
     grid = {m[0]: m[1].strip() for m in re.findall(r"task (\w+)\W+\d+ units\W+(.*?)│", r.stdout)}
     assert sorted(grid) == sorted(raw["tasks"]) == ["align", "bpc", "deprel", "pos"]
-    assert grid["pos"] == grid["deprel"] == f"in-language 7 ({', '.join(langs)}); cross-lingual 7 x 7"
+    assert len(langs) == 12
+    assert grid["pos"] == grid["deprel"] == f"in-language 12 ({', '.join(langs)}); cross-lingual 12 x 12"
     assert grid["align"].startswith("2 language pairs")
     assert re.search(r"checkpoints\W+9\W+" + ", ".join(map(str, steps)), r.stdout)
     plan = make_plan(load_spec(example))

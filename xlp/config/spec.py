@@ -235,12 +235,19 @@ class Spec(BaseModel):
 
     @model_validator(mode="after")
     def _pretrain_defaults(self) -> "Spec":
-        """The series is pretrained on the text of the run's own data unless the section says otherwise,
-        whichever command (`xlp pretrain SPEC` or `xlp launch SPEC`) builds it."""
+        """The series is pretrained on the text of the run's own data (its UD root, languages, and the train part
+        of a test split it cuts) unless the section says otherwise, whichever command (`xlp pretrain SPEC` or
+        `xlp launch SPEC`) builds it."""
         if self.pretrain is not None:
+            for lang, share in self.pretrain.split_test.items():
+                if self.data.split_test.get(lang, share) != share:
+                    raise ValueError(f"pretrain.split_test.{lang}: {share} is not data.split_test.{lang} "
+                                     f"({self.data.split_test[lang]}): the series would be pretrained on sentences "
+                                     "the probes are scored on")
             self.pretrain = self.pretrain.model_copy(update={
                 "ud_root": self.pretrain.ud_root or self.data.ud_root,
-                "languages": self.pretrain.languages or sorted(self.data.languages)})
+                "languages": self.pretrain.languages or sorted(self.data.languages),
+                "split_test": self.pretrain.split_test or self.data.split_test})
         return self
 
     @field_validator("layers")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import Field
 
 from xlp.data.conllu import read_part
 from xlp.data.text import decode
@@ -51,6 +52,8 @@ class BpcOptions(TaskOptions):
     languages are then `task_grid.bpc.languages` and need no treebank."""
 
     text: str | None = None
+    max_sentences: int | None = Field(None, ge=1, description="texts scored per language at most (bpc runs "
+                                      f"{PASSES} passes over each); null: data.max_test_sentences")
 
 
 class BpcTask(SentenceTask):
@@ -72,7 +75,7 @@ class BpcTask(SentenceTask):
 
     def inputs(self, ctx: TaskContext, notes: list[str]) -> SentenceInputs | None:
         """Each language's UD test split, or with `bpc.text` its `<lang>.txt` (read and checked now)."""
-        langs, cap = ctx.grid()[0], ctx.data.max_test_sentences
+        langs, cap = ctx.grid()[0], ctx.options.max_sentences or ctx.data.max_test_sentences
         if ctx.options.text is None:
             files = ctx.run_data.test_files(langs)
             corpus = ctx.data.test_split
