@@ -237,10 +237,10 @@ def _script_null_p(rng: np.random.Generator, cross_shift: float) -> float:
 
 def test_cross_script_timing_test_holds_its_level_and_finds_a_real_gap():
     """The permutation over languages' scripts: on runs where the script does not matter (languages still differ)
-    it rejects at most at the nominal level plus twice its Monte Carlo error; a 300-step gap it finds most times."""
+    it rejects at most at the nominal level plus its Monte Carlo error; a 300-step gap it finds most times."""
     rng = np.random.default_rng(0)
     m = 300
     null = np.array([_script_null_p(rng, 0.0) for _ in range(m)])
-    assert (null < ALPHA).mean() <= ALPHA + 2 * mc_error(m)
+    assert (null < ALPHA).mean() <= ALPHA + mc_error(m)  # measured: 0.037
     real = np.array([_script_null_p(rng, 300.0) for _ in range(100)])
-    assert (real < ALPHA).mean() > 0.6
+    assert (real < ALPHA).mean() > 0.6  # measured: 0.77

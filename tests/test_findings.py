@@ -277,14 +277,13 @@ SCRIPT_LANGS = ("en", "de", "fr", "es", "ru", "el", "ar", "zh")  # four in Latin
 
 
 def _script_probes(lag, seed: int) -> pd.DataFrame:
-    """POS transfer curves between eight languages; a pair rises once past its lag (in checkpoints)."""
+    """POS curves of eight languages, in-language and across; a pair rises once past its lag (in checkpoints)."""
     rng = np.random.default_rng(seed)
     rows = []
     for src in SCRIPT_LANGS:
         for tgt in SCRIPT_LANGS:
-            if src != tgt:
-                p = [0.3 + 0.55 * min(1, max(0, (i - 0.5 * lag(src, tgt)) / 2.5)) for i in range(len(STEPS))]
-                rows += _rows(p, rng, n=300, tgt=tgt, src=src)
+            p = [0.3 + 0.55 * min(1, max(0, (i - 0.5 * lag(src, tgt)) / 2.5)) for i in range(len(STEPS))]
+            rows += _rows(p, rng, n=300, tgt=tgt, src=src)
     return pd.DataFrame(rows)
 
 

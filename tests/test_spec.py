@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import MINILM, UD, run_xlp, write_spec
+from conftest import MINILM, UD, make_tiny_xlmr, run_xlp, write_spec
 
 from xlp.config import load_spec
 from xlp.errors import XlpError
@@ -166,7 +166,7 @@ def test_task_options_are_the_tasks_own_and_older_specs_still_load(tmp_path):
         load_manifest(path)
 
 
-def test_quickstart_yaml_validates_as_the_readme_runs_it(tmp_path, monkeypatch, tiny_series):
+def test_quickstart_yaml_validates_as_the_readme_runs_it(tmp_path, monkeypatch):
     """examples/quickstart.yaml, the README's main command, as written: before its series exists `xlp validate`
     checks the spec and data and names the pretraining `xlp launch` will do first; once the series is there
     (a stand-in of tiny checkpoints under its step names) it plans the grid the file describes: 9 checkpoints,
@@ -190,10 +190,11 @@ def test_quickstart_yaml_validates_as_the_readme_runs_it(tmp_path, monkeypatch, 
     assert f"pretrains the series into runs/mini-xlmr (steps {', '.join(map(str, steps))})" in r.stdout
     assert "spec and data are valid" in r.stdout and not (tmp_path / "runs").exists()  # validate writes nothing
 
+    sources = [make_tiny_xlmr(tmp_path / f"four_{i}", seed=i, layers=4) for i in range(3)]  # the replica's depth
     for i, step in enumerate(steps):  # the series as `xlp pretrain` leaves it: step_<N>/ with its metadata
         folder = tmp_path / "runs" / "mini-xlmr" / f"step_{step}"
         folder.mkdir(parents=True)
-        source = tiny_series / f"step_{(0, 100, 200)[i % 3]}"
+        source = sources[i % 3]
         for f in source.iterdir():
             os.symlink(f, folder / f.name)
         (folder / "xlp_checkpoint.json").write_text(json.dumps({"step": step}))
@@ -207,6 +208,6 @@ def test_quickstart_yaml_validates_as_the_readme_runs_it(tmp_path, monkeypatch, 
     assert grid["align"].startswith("2 language pairs")
     assert re.search(r"checkpoints\W+9\W+" + ", ".join(map(str, steps)), r.stdout)
     plan = make_plan(load_spec(example))
-    assert [c.step for c in plan.checkpoints] == steps and plan.layers == [0, 1, 2]
+    assert [c.step for c in plan.checkpoints] == steps and plan.layers == raw["layers"] == [0, 2, 4]
     sentence = {u.task: u for u in plan.probe if isinstance(u, SentenceUnit) and u.ckpt.step == 0}
     assert sorted(sentence["bpc"].langs) == sorted(langs) and sentence["align"].langs == ("enfr", "zhen")

@@ -67,7 +67,8 @@ def _boot_steps(boots: dict, keys: list[tuple], steps: np.ndarray, theta: float,
 
 def script_timing(em: pd.DataFrame, probes: pd.DataFrame, boots: dict, out, pairwise: set[str], alpha: float,
                   theta: float = 0.95, reference: str = "best", seed: int = 0) -> None:
-    cross = em[(em.src_lang != em.tgt_lang) & ~em.task.isin(pairwise)]
+    transfer = set(em.task[em.src_lang == em.tgt_lang]) - pairwise  # probes fit on a source, scored on a target
+    cross = em[(em.src_lang != em.tgt_lang) & em.task.isin(transfer)]
     for task, tg in cross.groupby("task", sort=False):
         steps_of_task = np.sort(probes.loc[probes.task == task, "step"].unique())
         known = tg[tg.src_lang.map(script_of).notna() & tg.tgt_lang.map(script_of).notna()]
@@ -109,7 +110,7 @@ def script_timing(em: pd.DataFrame, probes: pd.DataFrame, boots: dict, out, pair
             if np.isnan(gap):
                 text += " (no timing to compare: a side has no emerged pair)"
             else:
-                later = "later" if q < alpha and gap > 0 else "not significantly later"
+                later = "later" if q < alpha else "not significantly later" if gap > 0 else "not later"
                 text += (f"; cross-script {later} (median step {med_x:g} vs {med_s:g}, mean gap {gap:+.0f} steps, "
                          f"{100 * (1 - alpha):g} % interval {lo:+.0f} to {hi:+.0f}, permutation p = {p:.2g}, "
                          f"BH q = {q:.2g})")
