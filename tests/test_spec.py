@@ -190,7 +190,7 @@ def test_quickstart_yaml_validates_as_the_readme_runs_it(tmp_path, monkeypatch):
     assert f"pretrains the series into runs/mini-xlmr (steps {', '.join(map(str, steps))})" in r.stdout
     assert "spec and data are valid" in r.stdout and not (tmp_path / "runs").exists()  # validate writes nothing
 
-    sources = [make_tiny_xlmr(tmp_path / f"four_{i}", seed=i, layers=4) for i in range(3)]  # the replica's depth
+    sources = [make_tiny_xlmr(tmp_path / f"four_{i}", seed=i, layers=4, hidden=8) for i in range(3)]  # its depth
     for i, step in enumerate(steps):  # the series as `xlp pretrain` leaves it: step_<N>/ with its metadata
         folder = tmp_path / "runs" / "mini-xlmr" / f"step_{step}"
         folder.mkdir(parents=True)
