@@ -271,3 +271,40 @@ def test_no_single_best_counts_languages_whose_own_best_is_significantly_better(
     assert _get(f, "best", "regret_q", layer=1, src_lang="en") < 0.05 < _get(f, "best", "regret_q", layer=1,
                                                                               src_lang="de")
     assert 0.3 < _get(f, "best", "regret", layer=1, src_lang="en") < 0.5
+
+
+SCRIPT_LANGS = ("en", "de", "fr", "es", "ru", "el", "ar", "zh")  # four in Latin, four in scripts of their own
+
+
+def _script_probes(lag, seed: int) -> pd.DataFrame:
+    """POS curves of eight languages, in-language and across; a pair rises once past its lag (in checkpoints)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for src in SCRIPT_LANGS:
+        for tgt in SCRIPT_LANGS:
+            p = [0.3 + 0.55 * min(1, max(0, (i - 0.5 * lag(src, tgt)) / 2.5)) for i in range(len(STEPS))]
+            rows += _rows(p, rng, n=300, tgt=tgt, src=src)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("later", [True, False])
+def test_cross_script_transfer_is_timed_against_same_script_transfer(later):
+    """Cross-script pairs that rise 1.5 checkpoints after same-script ones are found later, with an interval above
+    0; when the lag follows the target language (zh, ar, fr, de slow, whatever the source) and not the script, the
+    permutation over languages' scripts does not call it the script's doing."""
+    from xlp.data.scripts import script_of
+
+    def lag(src: str, tgt: str) -> int:
+        return 3 * (script_of(src) != script_of(tgt) if later else tgt in ("zh", "ar", "fr", "de"))
+
+    probes = _script_probes(lag, seed=5)
+    f = findings_table(probes, curve_analysis(probes, AnalysisSpec(), BUILT_IN), _tasks("pos"))
+    rows = f[f.scope == "scripts"].set_index("quantity").value
+    assert rows["n_cross_script"] == 8 * 7 - 4 * 3 and rows["n_same_script"] == 4 * 3
+    text = f[(f.finding == "transfer") & f.text.str.contains("across scripts")].text.iloc[0]
+    if later:
+        assert rows["script_gap"] > 100 and rows["script_gap_lo"] > 0 and rows["script_gap_q"] < 0.05
+        assert "cross-script later" in text
+    else:
+        assert rows["script_gap"] > 0 and rows["script_gap_q"] >= 0.05  # a gap by chance, not the scripts'
+        assert "not significantly later" in text

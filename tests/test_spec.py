@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import MINILM, UD, run_xlp, write_spec
+from conftest import MINILM, UD, make_tiny_xlmr, run_xlp, write_spec
 
 from xlp.config import load_spec
 from xlp.errors import XlpError
@@ -42,6 +42,11 @@ def test_wrong_type_and_bad_values(tmp_path):
         load_manifest(_spec(tmp_path, tasks=["nope"]))
     with pytest.raises(XlpError, match="name"):
         load_spec(_spec(tmp_path, name="../escape"))
+    data = {"ud_root": "${XLP_SHARED}/ud", "languages": ["en", "ar"], "split_test": {"ar": 0.5}}
+    assert load_spec(_spec(tmp_path, data=data, pretrain={"out": "m"})).pretrain.split_test == {"ar": 0.5}
+    with pytest.raises(XlpError, match=r"pretrain.split_test.ar: 0.8 is not data.split_test.ar \(0.5\): the series "
+                       "would be pretrained on sentences the probes are scored on"):
+        load_spec(_spec(tmp_path, data=data, pretrain={"out": "m", "split_test": {"ar": 0.8}}))
 
 
 def _cli(*args, cwd=None):
@@ -171,11 +176,11 @@ def test_task_options_are_the_tasks_own_and_older_specs_still_load(tmp_path):
         load_manifest(path)
 
 
-def test_quickstart_yaml_validates_as_the_readme_runs_it(tmp_path, monkeypatch, tiny_series):
+def test_quickstart_yaml_validates_as_the_readme_runs_it(tmp_path, monkeypatch):
     """examples/quickstart.yaml, the README's main command, as written: before its series exists `xlp validate`
     checks the spec and data and names the pretraining `xlp launch` will do first; once the series is there
     (a stand-in of tiny checkpoints under its step names) it plans the grid the file describes: 9 checkpoints,
-    7 languages, POS and deprel in-language and 7 x 7 across, bpc in the 7, alignment for en-fr and zh-en."""
+    12 languages, POS and deprel in-language and 12 x 12 across, bpc in the 12, alignment for en-fr and zh-en."""
     import os
     from pathlib import Path
 
@@ -195,10 +200,11 @@ def test_quickstart_yaml_validates_as_the_readme_runs_it(tmp_path, monkeypatch, 
     assert f"pretrains the series into runs/mini-xlmr (steps {', '.join(map(str, steps))})" in r.stdout
     assert "spec and data are valid" in r.stdout and not (tmp_path / "runs").exists()  # validate writes nothing
 
+    sources = [make_tiny_xlmr(tmp_path / f"four_{i}", seed=i, layers=4, hidden=8) for i in range(3)]  # its depth
     for i, step in enumerate(steps):  # the series as `xlp pretrain` leaves it: step_<N>/ with its metadata
         folder = tmp_path / "runs" / "mini-xlmr" / f"step_{step}"
         folder.mkdir(parents=True)
-        source = tiny_series / f"step_{(0, 100, 200)[i % 3]}"
+        source = sources[i % 3]
         for f in source.iterdir():
             os.symlink(f, folder / f.name)
         (folder / "xlp_checkpoint.json").write_text(json.dumps({"step": step}))
@@ -207,10 +213,11 @@ def test_quickstart_yaml_validates_as_the_readme_runs_it(tmp_path, monkeypatch, 
     langs = raw["data"]["languages"]
     grid = {m[0]: m[1].strip() for m in re.findall(r"task (\w+)\W+\d+ units\W+(.*?)│", r.stdout)}
     assert sorted(grid) == sorted(raw["tasks"]) == ["align", "bpc", "deprel", "pos"]
-    assert grid["pos"] == grid["deprel"] == f"in-language 7 ({', '.join(langs)}); cross-lingual 7 x 7"
+    assert len(langs) == 12
+    assert grid["pos"] == grid["deprel"] == f"in-language 12 ({', '.join(langs)}); cross-lingual 12 x 12"
     assert grid["align"].startswith("2 language pairs")
     assert re.search(r"checkpoints\W+9\W+" + ", ".join(map(str, steps)), r.stdout)
     plan = make_plan(load_spec(example))
-    assert [c.step for c in plan.checkpoints] == steps and plan.layers == [0, 1, 2]
+    assert [c.step for c in plan.checkpoints] == steps and plan.layers == raw["layers"] == [0, 2, 4]
     sentence = {u.task: u for u in plan.probe if isinstance(u, SentenceUnit) and u.ckpt.step == 0}
     assert sorted(sentence["bpc"].langs) == sorted(langs) and sentence["align"].langs == ("enfr", "zhen")

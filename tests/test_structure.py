@@ -105,7 +105,7 @@ def test_pretrain_then_launch_on_a_spec_with_its_own_data(tmp_path):
     ud = _small_ud(tmp_path / "ud")
     spec = write_spec(tmp_path / "own.yaml", name="own", output=str(tmp_path / "run"),
                       pretrain={"out": str(tmp_path / "mini"), "steps": 4, "save_steps": [0, 4], "layers": 1,
-                                "hidden": 32, "heads": 2, "ffn": 64, "vocab_size": 300, "batch_size": 4,
+                                "hidden": 32, "heads": 2, "ffn": 64, "vocab_size": 500, "batch_size": 4,
                                 "max_length": 24, "warmup": 1},
                       checkpoints=[{"path": str(tmp_path / "mini" / "step_*")}],
                       data={"ud_root": str(ud), "languages": ["vi", "en"], "max_train_sentences": 30,
@@ -130,7 +130,7 @@ def test_pretrain_options_override_the_spec(tmp_path):
     ud = _small_ud(tmp_path / "ud")
     spec = write_spec(tmp_path / "own.yaml", name="own", output=str(tmp_path / "run"),
                       pretrain={"out": str(tmp_path / "mini"), "steps": 4, "save_steps": [0, 4], "layers": 1,
-                                "hidden": 16, "heads": 2, "ffn": 32, "vocab_size": 200, "batch_size": 2,
+                                "hidden": 16, "heads": 2, "ffn": 32, "vocab_size": 500, "batch_size": 2,
                                 "max_length": 16, "warmup": 1},
                       checkpoints=[{"path": str(tmp_path / "mini" / "step_*")}],
                       data={"ud_root": str(ud), "languages": ["vi", "en"]}, tasks=["pos"])

@@ -21,6 +21,7 @@ import pandas as pd
 
 from xlp.analysis.curve_table import CurveAnalysis, direction, pairwise_tasks
 from xlp.analysis.findings_best import best_checkpoints, emerged_in, layer_decline
+from xlp.analysis.findings_script import script_timing
 from xlp.analysis.stats import bh_q, sign_test_p
 from xlp.tasks.base import Task
 
@@ -191,7 +192,7 @@ def in_language_values(probes: pd.DataFrame, tasks: Mapping[str, Task]) -> pd.Da
 
 
 def findings_table(probes: pd.DataFrame, curves: CurveAnalysis, tasks: Mapping[str, Task],
-                   alpha: float = 0.05) -> pd.DataFrame:
+                   alpha: float = 0.05, theta: float = 0.95, reference: str = "best", seed: int = 0) -> pd.DataFrame:
     """Every finding's numbers and sentences (see the module's docstring) from the curves' analysis (its table
     and bootstrap replicates); `tasks`, the run's by name, give each metric's direction and which tasks have no
     in-language curves; pairs of tasks in their order."""
@@ -202,6 +203,7 @@ def findings_table(probes: pd.DataFrame, curves: CurveAnalysis, tasks: Mapping[s
         values = in_language_values(probes, tasks)
         _acquisition(emergence, out, list(tasks), pairwise, alpha)
         _transfer(emergence, out, pairwise, alpha)
+        script_timing(emergence, probes, curves.boots, out, pairwise, alpha, theta, reference, seed)
         _degradation(emergence, out, alpha, pairwise)
         best_checkpoints(emergence, values, curves.boots, out, pairwise, alpha)
         layer_decline(emergence, values, curves.boots, out, pairwise, alpha)

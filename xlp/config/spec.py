@@ -162,7 +162,12 @@ class PretrainSpec(_Strict):
     lr: float = Field(2e-3, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     warmup: int = Field(50, ge=0)
-    alpha: float = Field(0.3, gt=0, le=1)
+    alpha: float = Field(0.3, gt=0, le=1, description="languages sampled (and the tokenizer trained) with "
+                         "probabilities q_i ∝ p_i^alpha, p_i a language's share of the text (XLM-R: 0.3)")
+    char_coverage: float = Field(0.995, gt=0, le=1, description="share of the sampled text's characters that get "
+                                 "pieces; rarer characters are spelled in bytes")
+    split_test: dict[str, float] = Field({}, description="language -> share: also pretrain on the train part of a "
+                                         "test-only treebank, cut as data.split_test cuts it (never its test part)")
     mask_prob: float = Field(0.4, gt=0, lt=1, description="share of tokens masked (80/10/10 rule)")
     whole_word: bool = Field(False, description="mask whole words (a '▁' piece and those up to the next)")
     threads: int | None = Field(1, ge=1, description="torch CPU threads while training; null: torch's default")
@@ -234,12 +239,19 @@ class Spec(BaseModel):
 
     @model_validator(mode="after")
     def _pretrain_defaults(self) -> "Spec":
-        """The series is pretrained on the text of the run's own data unless the section says otherwise,
-        whichever command (`xlp pretrain SPEC` or `xlp launch SPEC`) builds it."""
+        """The series is pretrained on the text of the run's own data (its UD root, languages, and the train part
+        of a test split it cuts) unless the section says otherwise, whichever command (`xlp pretrain SPEC` or
+        `xlp launch SPEC`) builds it."""
         if self.pretrain is not None:
+            for lang, share in self.pretrain.split_test.items():
+                if self.data.split_test.get(lang, share) != share:
+                    raise ValueError(f"pretrain.split_test.{lang}: {share} is not data.split_test.{lang} "
+                                     f"({self.data.split_test[lang]}): the series would be pretrained on sentences "
+                                     "the probes are scored on")
             self.pretrain = self.pretrain.model_copy(update={
                 "ud_root": self.pretrain.ud_root or self.data.ud_root,
-                "languages": self.pretrain.languages or sorted(self.data.languages)})
+                "languages": self.pretrain.languages or sorted(self.data.languages),
+                "split_test": self.pretrain.split_test or self.data.split_test})
         return self
 
     @field_validator("layers")

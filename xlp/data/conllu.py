@@ -234,11 +234,7 @@ def find_treebank(ud_root: str | Path, lang: str, treebank: str | None = None) -
     root = Path(ud_root)
     if not root.is_dir():
         raise XlpError(f"data.ud_root: {root} is not a folder")
-    named: dict[Path, dict[str, Path]] = {}
-    for f in conllu_files(root, f"{lang}_*-ud-*.conllu"):
-        split = f.name.rsplit("-ud-", 1)[1].removesuffix(".conllu")
-        named.setdefault(f.parent, {})[split] = f
-    folders = {d: _with_parts(s) for d, s in named.items()}
+    folders = {tb.folder: tb.splits for tb in treebanks(root, lang)}
     if treebank:
         folders = {d: s for d, s in folders.items() if d.name == treebank}
         if not folders:
@@ -256,6 +252,16 @@ def find_treebank(ud_root: str | Path, lang: str, treebank: str | None = None) -
         folders = mains
     folder, splits = next(iter(folders.items()))
     return Treebank(lang=lang, folder=folder, splits=splits)
+
+
+def treebanks(ud_root: str | Path, lang: str) -> list[Treebank]:
+    """Every treebank of `lang` under `ud_root`, in folder order, each with its splits (a split published in
+    parts also under its own name, see `_with_parts`)."""
+    named: dict[Path, dict[str, Path]] = {}
+    for f in conllu_files(ud_root, f"{lang}_*-ud-*.conllu"):
+        split = f.name.rsplit("-ud-", 1)[1].removesuffix(".conllu")
+        named.setdefault(f.parent, {})[split] = f
+    return [Treebank(lang=lang, folder=d, splits=_with_parts(s)) for d, s in named.items()]
 
 
 def _with_parts(splits: dict[str, Path]) -> dict[str, Path | tuple[Path, ...]]:

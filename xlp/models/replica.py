@@ -1,10 +1,10 @@
 """`xlp pretrain`: a miniature XLM-R replica trained on the UD train/dev text and the UDHR, saving a
 checkpoint series (dense early, sparse late) that xlp can probe like any other.
 
-Training is deterministic given the seed and the tokenizer: every step draws its batch and masks
-from RNGs seeded by (seed, step), so a resumed run continues exactly where the last saved
-checkpoint left off. (The `tokenizers` Unigram trainer itself is not bit-reproducible across
-processes: it sums floats in hash order, so two fresh runs can differ in a few rare pieces.)
+The same spec gives the same bytes: the tokenizer is trained by SentencePiece on one thread (the
+`tokenizers` Unigram trainer sums floats in hash order, so its vocabulary changed from run to run), and
+every step draws its batch and masks from RNGs seeded by (seed, step), so a resumed run continues exactly
+where the last saved checkpoint left off.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def _train(cfg: PretrainSpec, out: Path, texts: dict[str, list[str]], run_hash: 
     torch.manual_seed(cfg.seed)
     tok_dir = out / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file():
-        train_tokenizer(texts, cfg.vocab_size, tok_dir)
+        train_tokenizer(texts, cfg, tok_dir)
     # train with the tokenizer exactly as AutoTokenizer loads it back, as every user of the series will
     tok = AutoTokenizer.from_pretrained(tok_dir)
     batches = Batches(texts, tok, cfg)

@@ -56,6 +56,8 @@ class BpcOptions(TaskOptions):
 
     text: str | None = None
     dataset: DatasetSource | None = Field(None, description="FLORES+'s layout: on the hub, or a local copy")
+    max_sentences: int | None = Field(None, ge=1, description="texts scored per language at most (bpc runs "
+                                      f"{PASSES} passes over each); null: data.max_test_sentences")
 
     @model_validator(mode="after")
     def _one_source(self) -> BpcOptions:
@@ -84,7 +86,7 @@ class BpcTask(SentenceTask):
 
     def inputs(self, ctx: TaskContext, notes: list[str]) -> SentenceInputs | None:
         """Each language's UD test split, or with `bpc.text` its `<lang>.txt` (read and checked now)."""
-        langs, cap = ctx.grid()[0], ctx.data.max_test_sentences
+        langs, cap = ctx.grid()[0], ctx.options.max_sentences or ctx.data.max_test_sentences
         options = ()
         if ctx.options.dataset is not None:
             source = ctx.options.dataset
