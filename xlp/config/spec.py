@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -98,6 +98,19 @@ class ProbeSpec(_Strict):
     resample: Literal["none", "bootstrap"] = Field(
         "none", description="bootstrap: each seed fits on a resample of the training sentences (with replacement), "
                             "so the spread over seeds is probe-training variance; none: one fit on all of them")
+    kind: Literal["linear", "mlp"] = Field("linear", description="linear: multinomial logistic regression; mlp: one "
+                                           "hidden ReLU layer of `hidden` units before it")
+    hidden: int = Field(256, ge=1, description="hidden units of an MLP probe")
+    dropout: float = Field(0.0, ge=0, lt=1, description="an MLP probe's dropout on its hidden units (a mask drawn "
+                           "once per fit from the seed)")
+
+    MLP_KEYS: ClassVar[tuple[str, ...]] = ("kind", "hidden", "dropout")
+
+    def identity(self) -> dict:
+        """What a unit's hash counts of these settings: the MLP's keys only for an MLP probe, so runs made
+        before they existed (and linear runs that set them) keep their hashes."""
+        fields = self.model_dump()
+        return fields if self.kind != "linear" else {k: v for k, v in fields.items() if k not in self.MLP_KEYS}
 
 
 class TaskGridSpec(_Strict):

@@ -37,6 +37,8 @@ def _hashable(value):
         return value.sha256
     if isinstance(value, Task):
         return value.name
+    if isinstance(value, ProbeSpec):
+        return value.identity()
     if isinstance(value, BaseModel):
         return value.model_dump()
     if is_dataclass(value):

@@ -18,6 +18,7 @@ from xlp.models.extract import FeatureExtractor
 from xlp.models.loading import pick_device
 from xlp.models.words import NO_SUBWORD
 from xlp.probing.linear import fit_probes, majority_accuracy
+from xlp.probing.mlp import fit_mlp_probes
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, resample_sentences, shard_path
@@ -166,12 +167,17 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
             continue
         train = resample_sentences(table, np.random.default_rng([seed, 1])) if resample else table
         X, y = fit.examples(train, cols, seed)
-        invariant = not fit.seeded and not resample and (cap is None or len(y) <= cap)
+        # an MLP is not convex: each seed fits from its own start (xlp/probing/mlp.py)
+        invariant = settings.kind == "linear" and not fit.seeded and not resample and (cap is None or len(y) <= cap)
         if cap is not None and len(y) > cap:
             idx = np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
             X, y = X[:, idx], y[idx]
-        warm = next(iter(probes.values()), None)  # the first seed's optimum: a start closer to this one's
-        probes[seed] = fit_probes(X, y, settings.l2, settings.max_iter, settings.tol, init=warm, device=device)
+        if settings.kind == "mlp":
+            probes[seed] = fit_mlp_probes(X, y, settings.l2, settings.max_iter, settings.tol, settings.hidden,
+                                          settings.dropout, seed, device)
+        else:
+            warm = next(iter(probes.values()), None)  # the first seed's optimum: a start closer to this one's
+            probes[seed] = fit_probes(X, y, settings.l2, settings.max_iter, settings.tol, init=warm, device=device)
         n_train[seed] = len(y)
     del table
     rows = []

@@ -205,8 +205,8 @@ def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, me
     a metric that is not a share of items correct gives instead `item_sums`, (k, n_test) per-item columns
     whose sums give the value through the task's `value_from_sums` (float32 bytes, for the same bootstrap);
     `tokens` is the tokens seen at the checkpoint where its name or metadata says; `pooling` the subword
-    pooling of word vectors (None where the task pools otherwise); `fit` (a LinearProbes and this row's index
-    among them) gives the L-BFGS iterations and final gradient max-norm of the row's probe (null without one);
+    pooling of word vectors (None where the task pools otherwise); `fit` (a LinearProbes or MlpProbes and this row's
+    index among them) gives the probe's kind, L-BFGS iterations and final gradient max-norm (null without one);
     `item_groups` (n_test,) the sentence of each test item (int32 bytes), where items share sentences (words,
     arcs): the reducer resamples, halves and sign-tests whole sentences."""
     return {"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "tokens": unit.ckpt.tokens, "task": task,
@@ -215,6 +215,7 @@ def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, me
             "pooling": pooling, "correct": None if correct is None else np.packbits(correct).tobytes(),
             "item_sums": None if item_sums is None else np.asarray(item_sums, dtype=np.float32).tobytes(),
             "item_groups": None if item_groups is None else np.asarray(item_groups, dtype=np.int32).tobytes(),
+            "probe_kind": None if fit is None else fit[0].kind,
             "probe_iters": None if fit is None else int(fit[0].iterations[fit[1]]),
             "probe_grad_norm": None if fit is None else float(fit[0].grad_norm[fit[1]])}
 
