@@ -38,6 +38,8 @@ SLOW = {
     "test_probe.py::test_batched_equals_one_at_a_time_and_any_start",
     "test_probe.py::test_converged_probes_match_sklearn_in_language_and_cross_lingual",
     "test_mlp.py::test_mlp_probe_matches_sklearn_and_batching_changes_nothing",
+    "test_structural.py::test_uuas_root_accuracy_and_spearman_equal_a_plain_computation",
+    "test_structural.py::test_structural_tasks_in_a_run_redo_only_what_changed",
     "test_security.py::test_a_cluster_address_is_used_with_the_clusters_token",
     "test_null_series.py::test_nothing_to_learn_does_not_emerge",
     "test_null_series.py::test_a_random_walk_does_not_emerge",

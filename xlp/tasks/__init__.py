@@ -21,11 +21,12 @@ from xlp.tasks.deprel import DeprelTask
 from xlp.tasks.pos import PosTask
 from xlp.tasks.pos_control import PosControlTask
 from xlp.tasks.retrieval import RetrievalTask
+from xlp.tasks.structural import DepthTask, DistanceTask
 from xlp.tasks.xnli import XnliTask
 
 BUILT_IN: dict[str, Task] = {task.name: task for task in (
     PosTask(), PosControlTask(), ArcTask(), ArcHeadTask(), DeprelTask(),
-    RetrievalTask(), BpcTask(), XnliTask(), AlignTask(),
+    RetrievalTask(), BpcTask(), XnliTask(), AlignTask(), DistanceTask(), DepthTask(),
 )}
 DEFAULT_TASKS = (PosTask.name,)  # a spec that names no task
 ENTRY_POINT_GROUP = "xlp.tasks"
