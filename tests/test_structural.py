@@ -116,8 +116,8 @@ def test_uuas_root_accuracy_and_spearman_equal_a_plain_computation(ewt):
 def test_structural_tasks_in_a_run_redo_only_what_changed(clean_grid, tmp_path):
     """The clean grid's run copied and relaunched with `distance` and `depth` added: no feature is extracted
     again, each row carries its per-sentence sums (UUAS) or hits (root accuracy),
-    its Spearman columns and its baseline; a relaunch does nothing, and a new `distance.rank` redoes only the
-    distance units."""
+    its Spearman columns and its baseline; a relaunch does nothing, a new `distance.rank` redoes only the
+    distance units, and `probe.kind: mlp` only the POS units."""
     from xlp.run.driver import launch
 
     spec, run, _, _ = clean_grid
@@ -148,3 +148,8 @@ def test_structural_tasks_in_a_run_redo_only_what_changed(clean_grid, tmp_path):
     same = probes.task != "distance"
     assert again[same].drop(columns="checkpoint").equals(probes[same].drop(columns="checkpoint"))
     assert (again[~same].value.to_numpy() != probes[~same].value.to_numpy()).any()
+    mlp = ranked.model_copy(update={"probe": ranked.probe.model_copy(update={"kind": "mlp", "hidden": 8})})
+    res = launch(mlp, quiet=True)  # the structural probes read no probe.kind: only pos is redone
+    assert not res.failed and (res.extracted, res.probed) == (0, 9)
+    assert set(pd.read_parquet(copy / "results" / "probes.parquet").groupby("task").probe_kind.first()) == {
+        "mlp", "structural"}
