@@ -82,7 +82,7 @@ class Trees:
 class StructuralProbes:
     """L rank-k maps over standardised features: squared distances (or norms) of B z are the predictions."""
     kind: ClassVar[str] = "structural"  # recorded in each row
-    target: str  # "distance" or "depth"
+    pairwise: bool  # distances between words (True) or depths of words
     mean: torch.Tensor  # (L, 1, d)
     scale: torch.Tensor  # (L, 1, d)
     maps: torch.Tensor  # (L, k, d)
@@ -100,15 +100,16 @@ class StructuralProbes:
             per = []
             for s, n in zip(trees.starts, trees.lengths):
                 v = P[layer, s:s + n]
-                per.append(((v[:, None, :] - v[None, :, :]) ** 2).sum(-1) if self.target == "distance"
+                per.append(((v[:, None, :] - v[None, :, :]) ** 2).sum(-1) if self.pairwise
                            else (v * v).sum(-1))
             out.append(per)
         return out
 
 
-def fit_structural(table: pa.Table, layer_columns: list[str], kind: str, rank: int, max_iter: int = 1000,
+def fit_structural(table: pa.Table, layer_columns: list[str], pairwise: bool, rank: int, max_iter: int = 1000,
                    tol: float = 5e-5, device: str | torch.device | None = None) -> StructuralProbes:
-    """Fit one rank-`rank` structural probe of `kind` per layer column on the shard's sentences."""
+    """Fit one rank-`rank` structural probe per layer column on the shard's sentences: a distance probe where
+    `pairwise`, else a depth probe."""
     trees = Trees.of(table)
     X = np.stack([vectors(table, col) for col in layer_columns])
     L, _, d = X.shape
@@ -118,21 +119,21 @@ def fit_structural(table: pa.Table, layer_columns: list[str], kind: str, rank: i
     gen = torch.Generator().manual_seed(0)
     bound = (3.0 / (2 * rank * d)) ** 0.5  # a start whose expected squared distance is about 1
     theta = ((torch.rand(rank * d, generator=gen) * 2 - 1) * bound).repeat(L, 1).to(dev)
-    batches = _batches(trees, kind, dev)
+    batches = _batches(trees, pairwise, dev)
     iters, gmax, converged = _lbfgs(Z, batches, 0.0, theta, max_iter, tol,
-                                    objective=_Loss(kind, rank, len(trees.lengths)))
-    return StructuralProbes(kind, mean.cpu(), scale.cpu(), theta.view(L, rank, d).cpu(), iters, gmax, converged)
+                                    objective=_Loss(pairwise, rank, len(trees.lengths)))
+    return StructuralProbes(pairwise, mean.cpu(), scale.cpu(), theta.view(L, rank, d).cpu(), iters, gmax, converged)
 
 
 @dataclass(frozen=True)
 class _Batch:
     rows: torch.Tensor  # (S, m) word rows, padding pointing at row 0
-    mask: torch.Tensor  # (S, m, m) real pairs (distance) or (S, m) real words (depth)
-    gold: torch.Tensor  # (S, m, m) or (S, m)
-    weight: torch.Tensor  # (S,) 1 / n^2 (distance) or 1 / n (depth)
+    mask: torch.Tensor  # (S, m, m) real pairs (pairwise) or (S, m) real words
+    gold: torch.Tensor  # (S, m, m) tree distances or (S, m) depths
+    weight: torch.Tensor  # (S,) 1 / n^2 (pairwise) or 1 / n
 
 
-def _batches(trees: Trees, kind: str, dev: torch.device) -> list[_Batch]:
+def _batches(trees: Trees, pairwise: bool, dev: torch.device) -> list[_Batch]:
     """The sentences, by length, in padded batches of at most PAIRS_PER_BATCH word pairs."""
     order = np.argsort(trees.lengths, kind="stable")
     batches, i = [], 0
@@ -145,20 +146,20 @@ def _batches(trees: Trees, kind: str, dev: torch.device) -> list[_Batch]:
         m = int(trees.lengths[chunk].max())
         rows = np.zeros((len(chunk), m), dtype=np.int64)
         words = np.zeros((len(chunk), m), dtype=bool)
-        gold = np.zeros((len(chunk), m, m) if kind == "distance" else (len(chunk), m))
+        gold = np.zeros((len(chunk), m, m) if pairwise else (len(chunk), m))
         for r, s in enumerate(chunk):
             n = trees.lengths[s]
             rows[r, :n] = trees.starts[s] + np.arange(n)
             words[r, :n] = True
-            if kind == "distance":
+            if pairwise:
                 gold[r, :n, :n] = trees.distances(s)
             else:
                 gold[r, :n] = trees.depths(s)
         n = trees.lengths[chunk].astype(np.float64)
-        mask = words[:, :, None] & words[:, None, :] if kind == "distance" else words
+        mask = words[:, :, None] & words[:, None, :] if pairwise else words
         batches.append(_Batch(torch.as_tensor(rows, device=dev), torch.as_tensor(mask, device=dev),
                               torch.as_tensor(gold, dtype=torch.float32, device=dev),
-                              torch.as_tensor(1 / (n * n if kind == "distance" else n), dtype=torch.float32,
+                              torch.as_tensor(1 / (n * n if pairwise else n), dtype=torch.float32,
                                               device=dev)))
         i = j
     return batches
@@ -168,7 +169,7 @@ def _batches(trees: Trees, kind: str, dev: torch.device) -> list[_Batch]:
 class _Loss:
     """Hewitt & Manning's L1 loss (k,) in float64 and its gradient (k, P) of k probes B (k, rank, d) packed flat,
     on features Z (k, n, d); for the linear probe's L-BFGS (its labels argument carries the sentence batches)."""
-    kind: str
+    pairwise: bool
     rank: int
     sentences: int
 
@@ -180,7 +181,7 @@ class _Loss:
             loss = torch.zeros(k, dtype=torch.float64, device=Z.device)
             for b in batches:
                 v = P[:, b.rows]  # (k, S, m, rank)
-                if self.kind == "distance":
+                if self.pairwise:
                     sq = (v * v).sum(-1)
                     pred = sq[..., :, None] + sq[..., None, :] - 2 * torch.matmul(v, v.transpose(-1, -2))
                     err = ((pred - b.gold).abs() * b.mask).sum((-1, -2))

@@ -28,11 +28,11 @@ class _StructuralTask(WordTask):
     start, so every seed gives the same probe) and their items, the scored sentences."""
     Options = StructuralOptions
     needs = ("sent_idx", "word_id", "head", "upos")
-    target: str
+    pairwise: bool  # a distance probe (between words), or a depth probe
 
     def fit(self, table: pa.Table, layer_columns: list[str], probe, device=None):
         """(the fitted probes of every layer column, training sentences)."""
-        probes = fit_structural(table, layer_columns, self.target, self.options.rank, probe.max_iter, probe.tol,
+        probes = fit_structural(table, layer_columns, self.pairwise, self.options.rank, probe.max_iter, probe.tol,
                                 device)
         return probes, len(Trees.of(table).lengths)
 
@@ -46,7 +46,7 @@ class _StructuralTask(WordTask):
 
 class DistanceTask(_StructuralTask):
     name = "distance"
-    target = "distance"
+    pairwise = True
     metric = "uuas"
     definition = ("Hewitt & Manning's distance probe: a rank-k map (distance.rank, 64) whose squared distances fit "
                   "tree path lengths (L1 loss); UUAS of the minimum spanning tree of the predicted distances over "
@@ -88,7 +88,7 @@ class DistanceTask(_StructuralTask):
 
 class DepthTask(_StructuralTask):
     name = "depth"
-    target = "depth"
+    pairwise = False
     metric = "root_accuracy"
     definition = ("Hewitt & Manning's depth probe: a rank-k map (depth.rank, 64) whose squared norms fit tree depths "
                   "(L1 loss); root accuracy, whether the non-punctuation word of least predicted depth is the root, "
