@@ -132,9 +132,12 @@ class Task(ABC):
 
 
 class WordTask(Task):
-    """A linear probe on word features. `needs` names the shard's label columns it reads; `seeded`
-    says whether its examples depend on the seed; a task that scores with another's probe names it in
-    `fit_with` (the probe is fit once when both run) and implements `evaluate` and `test_baseline`.
+    """A probe on word features (linear or MLP, `probe.kind`). `needs` names the shard's label columns it reads;
+    `seeded` says whether its examples depend on the seed; a task that scores with another's probe names it in
+    `fit_with` (the probe is fit once when both run) and implements `evaluate` and `test_baseline`. A task that
+    fits a probe of its own (the structural probes) implements `fit(table, layer_columns, probe_spec, device)`
+    -> (probes, training count), `evaluate` (which may return per-item sums, (L, k, n), and a dict of extra
+    columns per layer) and `test_baseline`.
     Its options reach the worker in the probe unit (and count in its hash); `examples` reads `self.options`."""
 
     needs: ClassVar[tuple[str, ...]]
