@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import subprocess
@@ -28,6 +29,7 @@ SLOW = {
     "test_tasks.py::test_bpc_on_plain_text_equals_bpc_on_the_same_sentences_from_ud",
     "test_cluster.py::test_gpu_placement_and_a_killed_node_loses_nothing",
     "test_retrieval.py::test_minilm_sentence_tasks",
+    "test_datasets.py::test_hub_cache_and_a_local_copy_give_the_numbers_of_todays_files",
     "test_structure.py::test_bootstrap_seeds_measure_probe_training_variance",
     "test_structure.py::test_a_researchers_own_task_runs_like_a_built_in_one",
     "test_structure.py::test_bpc_refuses_pickled_hub_weights",
@@ -40,6 +42,8 @@ SLOW = {
     "test_mlp.py::test_mlp_probe_matches_sklearn_and_batching_changes_nothing",
     "test_structural.py::test_uuas_root_accuracy_and_spearman_equal_a_plain_computation",
     "test_structural.py::test_structural_tasks_in_a_run_redo_only_what_changed",
+    "test_probe.py::test_online_codelength_equals_a_plain_computation",
+    "test_mdl.py::test_compression_is_a_curve_and_turning_mdl_on_redoes_only_the_probes",
     "test_security.py::test_a_cluster_address_is_used_with_the_clusters_token",
     "test_null_series.py::test_nothing_to_learn_does_not_emerge",
     "test_null_series.py::test_a_random_walk_does_not_emerge",
@@ -74,12 +78,20 @@ MINILM = SHARED / "models" / "all-MiniLM-L6-v2"
 XLMR_TOKENIZER = SHARED / "models" / "xlmr-tokenizer" / "tokenizer.json"
 
 
+@functools.cache
+def _xlmr_tokenizer():
+    """The real XLM-R tokenizer, read once per session (parsing its 17 MB tokenizer.json costs about a second)."""
+    from transformers import XLMRobertaTokenizerFast
+
+    return XLMRobertaTokenizerFast(tokenizer_file=str(XLMR_TOKENIZER))
+
+
 def make_tiny_xlmr(path: Path, seed: int, layers: int = 2, hidden: int = 32) -> Path:
     """A randomly initialised tiny XLM-R with the real XLM-R tokenizer, saved as a HF directory."""
     import torch
-    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM, XLMRobertaTokenizerFast
+    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
-    tok = XLMRobertaTokenizerFast(tokenizer_file=str(XLMR_TOKENIZER))
+    tok = _xlmr_tokenizer()
     torch.manual_seed(seed)
     cfg = XLMRobertaConfig(vocab_size=len(tok), hidden_size=hidden, num_hidden_layers=layers,
                            num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=514,
@@ -116,6 +128,38 @@ def ray_local():
 def write_spec(path: Path, **spec) -> Path:
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
+
+
+def write_repo(root: Path, configs: dict[str, dict[str, dict[str, list]]]) -> None:
+    """A dataset repository as the hub publishes one: `<config>/<split>-00000-of-00001.parquet` and a README
+    whose YAML header lists each config's files."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    card = []
+    for config, splits in configs.items():
+        for split, columns in splits.items():
+            (root / config).mkdir(parents=True, exist_ok=True)
+            pq.write_table(pa.table(columns), root / config / f"{split}-00000-of-00001.parquet")
+        card.append({"config_name": config, "data_files": [{"split": s, "path": f"{config}/{s}-*"} for s in splits]})
+    (root / "README.md").write_text(f"---\n{yaml.safe_dump({'configs': card})}---\n# a test dataset\n")
+
+
+def hub_repo(cache: Path, repo: str, commit: str, configs) -> None:
+    """The same repository in the hub cache's layout: datasets--org--name/snapshots/<commit>/... as links to
+    blobs/<sha256>, and refs/main naming the commit."""
+    import hashlib
+
+    root = cache / f"datasets--{repo.replace('/', '--')}"
+    snapshot = root / "snapshots" / commit
+    write_repo(snapshot, configs)
+    (root / "blobs").mkdir(exist_ok=True)
+    for f in [p for p in snapshot.rglob("*") if p.is_file()]:
+        blob = root / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        f.replace(blob)
+        f.symlink_to(os.path.relpath(blob, f.parent))
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / "main").write_text(commit)
 
 
 def run_xlp(*args: str) -> subprocess.CompletedProcess:
@@ -182,6 +226,7 @@ GPT_NEOX_TOKENIZER = SHARED / "models" / "gpt-neox-tokenizer" / "tokenizer.json"
 FAMILIES = ("gpt_neox", "gpt2", "bloom", "llama", "olmo", "modernbert")
 
 
+@functools.cache
 def _family_tokenizer(kind: str):
     """A real tokenizer of the family's kind, with the special tokens its publishers configure."""
     from tokenizers import Tokenizer

@@ -106,7 +106,7 @@ def test_minilm_arc_and_deprel_far_above_baselines(tmp_path, ray_local):
     mean = df.groupby("task").value.mean()
     base = df.groupby("task").baseline.mean()
     # measured with 300/150 sentences: arc 0.82 (chance 0.5), deprel 0.82 (majority 0.14),
-    # POS 0.93 vs its control task 0.54
+    # POS 0.93 vs its control task 0.56
     assert mean["arc"] >= 0.75 and base["arc"] == 0.5  # balanced gold/non-arc pairs
     assert mean["deprel"] >= base["deprel"] + 0.40
     # head selection with the same probe, every other word of the sentence a candidate: measured
@@ -131,7 +131,7 @@ def test_minilm_arc_and_deprel_far_above_baselines(tmp_path, ray_local):
     accuracy = mean[["pos", "pos_control"]]
     assert np.isclose(sel.pos[0], accuracy["pos"]) and np.isclose(sel.control[0], accuracy["pos_control"])
     assert np.isclose(sel.selectivity[0], accuracy["pos"] - accuracy["pos_control"])
-    assert sel.selectivity[0] > 0.2  # measured 0.93 - 0.54
+    assert sel.selectivity[0] > 0.2  # measured 0.93 - 0.56 (control tags drawn from the training tag distribution)
 
 
 def test_second_driver_is_refused_and_a_dead_drivers_lock_taken_over(tmp_path, tiny_series):

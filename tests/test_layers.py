@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[1] / "xlp"
 
 # lowest first: a layer imports only itself and the layers before it
@@ -79,12 +81,13 @@ def test_no_module_over_300_lines():
     assert not long, long
 
 
-def test_validating_a_spec_loads_neither_torch_nor_matplotlib(tmp_path):
-    spec = PACKAGE.parent / "examples" / "quickstart.yaml"
+@pytest.mark.parametrize("spec", ["examples/quickstart.yaml", "cluster.yaml"])
+def test_validating_a_spec_loads_neither_torch_nor_matplotlib(tmp_path, spec):
+    spec = PACKAGE.parent / spec
     code = ("import sys\nfrom xlp.cli import main\nsys.argv = ['xlp', 'validate', '--schema-only', sys.argv[1]]\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "heavy = sorted(m for m in sys.modules\n"
-            "               if m.split('.')[0] in ('torch', 'matplotlib', 'ray', 'transformers'))\n"
+            "               if m.split('.')[0] in ('torch', 'matplotlib', 'ray', 'transformers', 'datasets'))\n"
             "print('HEAVY', heavy)\n")
     out = subprocess.run([sys.executable, "-c", code, str(spec)], capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr

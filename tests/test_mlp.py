@@ -81,19 +81,21 @@ def test_mlp_probe_matches_sklearn_and_batching_changes_nothing(minilm_pos, one_
 
 def test_probe_kind_counts_in_the_hash_only_when_it_is_not_linear():
     """A linear probe unit's hash is the one it had before `probe.kind` existed (its MLP keys left out, whatever
-    they say), so older runs are not redone; an MLP's kind, width and dropout each change it."""
+    the spec says of them), so older runs are not redone; an MLP's kind, width and dropout each change it."""
     unit = ProbeUnit(ckpt=Checkpoint(0, "/c", digest="d0"), tasks=(BUILT_IN["pos"],), layers=(0, 1), src="en",
                      pooling="first", train_split="train", targets=(("en", "test"),), probe=ProbeSpec(),
                      needs=("k",), inputs=("h",))
     before = {f.name: getattr(unit, f.name) for f in dataclasses.fields(unit) if f.name != "options"}
     before.update(ckpt="d0", tasks=["pos"], layers=[0, 1], targets=[["en", "test"]], needs=["k"], inputs=["h"],
-                  probe={k: v for k, v in ProbeSpec().model_dump().items() if k not in ("kind", "hidden", "dropout")})
+                  probe={k: v for k, v in ProbeSpec().model_dump().items()
+                         if k not in ("kind", "hidden", "dropout", "mdl")})
     assert unit.hash == digest({"unit": "ProbeUnit", "code": __version__, **before})
 
-    def with_probe(**probe):
-        return dataclasses.replace(unit, probe=ProbeSpec(**probe)).hash
+    def with_probe(**probe):  # as the plan gives a unit its settings
+        spec = ProbeSpec(**probe)
+        return dataclasses.replace(unit, probe=spec.read_by(mlp=spec.kind == "mlp")).hash
 
-    assert with_probe(hidden=8, dropout=0.5) == unit.hash
+    assert with_probe(hidden=8, dropout=0.5) == unit.hash  # a linear probe reads neither
     mlp = {with_probe(kind="mlp"), with_probe(kind="mlp", hidden=8), with_probe(kind="mlp", dropout=0.5)}
     assert len(mlp) == 3 and unit.hash not in mlp
 

@@ -191,7 +191,7 @@ def test_published_data_runs_end_to_end(tmp_path, tiny_series, ray_local):
     """`xlp launch` on a treebank whose train split has three parts and whose test split is a Windows file (a
     byte-order mark, CRLF) with ideographic spaces among its words, and on a gold alignment set with U+3000
     tokens, also in CRLF: POS and align rows at both checkpoints, the train shard drawn from all three parts, the
-    words without a subword with real vectors, and the report's notes saying how many there were."""
+    words without a subword with real vectors, and the console and the report's notes saying how many there were."""
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -211,8 +211,9 @@ def test_published_data_runs_end_to_end(tmp_path, tiny_series, ray_local):
                       data={"ud_root": str(ud), "languages": ["en"], "max_train_sentences": 40,
                             "max_test_sentences": 12},
                       probe={"seeds": [0]}, align={"gold": str(gold), "pairs": ["jaen"]})
-    r = run_xlp("launch", spec, "--quiet")
+    r = run_xlp("launch", spec)
     assert r.returncode == 0, r.stderr
+    assert "note: en test: 6 words had no subword and were read as <unk> (at 2 checkpoints)" in r.stderr  # console
     rows = pd.read_parquet(run / "results" / "probes.parquet")
     assert sorted(set(zip(rows.task, rows.src_lang, rows.tgt_lang))) == [("align", "ja", "en"), ("pos", "en", "en")]
     assert len(rows) == 2 * 2 and np.isfinite(rows.value).all()

@@ -42,18 +42,32 @@ def _probes(n: int = 200) -> pd.DataFrame:
                         if (task, layer, src, tgt, step) == ("pos", 1, "fr", "fr", 100):
                             continue
                         hit = rng.random(n) < q
-                        rows.append({"checkpoint": f"step_{step}", "step": step, "tokens": step * 65_536,
-                                     "task": task, "layer": layer,
-                                     "src_lang": src, "tgt_lang": tgt, "seed": 0, "metric": "accuracy",
-                                     "value": hit.mean(), "baseline": 0.2, "n_train": 100, "n_test": n,
-                                     "seed_invariant": True, "correct": np.packbits(hit).tobytes()})
+                        row = {"checkpoint": f"step_{step}", "step": step, "tokens": step * 65_536,
+                               "task": task, "layer": layer,
+                               "src_lang": src, "tgt_lang": tgt, "seed": 0, "metric": "accuracy",
+                               "value": hit.mean(), "baseline": 0.2, "n_train": 100, "n_test": n,
+                               "seed_invariant": True, "correct": np.packbits(hit).tobytes()}
+                        rows.append(row)
+                        if task != "pos":
+                            continue
+                        control = rng.random(n) < 0.3 + 0.5 * (q - 0.3)  # the control task: far less to learn
+                        rows.append({**row, "task": "pos_control", "value": control.mean(),
+                                     "correct": np.packbits(control).tobytes()})
+                        if src == tgt:  # compression (probe.mdl): each training sentence's uniform and online bits
+                            uniform = rng.integers(5, 30, n) * 4.0
+                            online = uniform / (1 + 6 * (q - 0.3)) * rng.uniform(0.8, 1.2, n)
+                            rows.append({**row, "task": "pos_mdl", "metric": "compression", "correct": None,
+                                         "value": uniform.sum() / online.sum(), "baseline": 1.0,
+                                         "item_sums": np.stack([uniform, online]).astype(np.float32).tobytes(),
+                                         "codelength": online.sum(), "uniform_codelength": uniform.sum()})
     return pd.DataFrame(rows)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     spec = Spec.model_validate({"name": "numbers", "output": "x", "checkpoints": [{"path": "x", "step": 0}],
-                                "data": {"ud_root": "x", "languages": list(LANGS)}, "tasks": ["pos", "deprel"],
+                                "data": {"ud_root": "x", "languages": list(LANGS)},
+                                "tasks": ["pos", "pos_control", "deprel"], "probe": {"mdl": True},
                                 "analysis": {"bootstrap": 200}})
     plan = {"summary": {"checkpoints": len(STEPS), "steps": list(STEPS), "layers": [0, 1], "sources": 3,
                         "targets": 3}, "notes": []}
@@ -136,7 +150,7 @@ def test_the_best_checkpoints_are_finding_d_per_language(run):
     per = per[per.layer == per.groupby("task").layer.transform("max")]
     avg = f[(f.finding == "best") & (f.quantity == "avg_best_step") & (f.src_lang == "")].set_index(["task", "layer"])
     rows = _rows(re.search(r"<table.*?</table>", _section(page, "best"), re.S).group(0))
-    assert len(rows) == per.quantity.eq("regret").sum() == 2 * len(LANGS)
+    assert len(rows) == per.quantity.eq("regret").sum() == 4 * len(LANGS)  # pos, pos_control, pos_mdl, deprel
     for cells in rows:
         mine = per[(per.task == cells["task"]) & (per.src_lang == cells["language"])
                    & (per.layer == int(cells["layer"]))].set_index("quantity").value
@@ -172,7 +186,7 @@ def test_every_other_number_on_the_page_is_a_setting_the_run_states(run):
     said = set(tables["findings"].text)
     text = re.sub(r"<table.*?</table>|<pre>.*?</pre>|<style>.*?</style>|<img[^>]*>", " ", page, flags=re.S)
     text = " ".join(x for x in (html.unescape(t) for t in re.split(r"<[^>]+>", text)) if x.strip() not in said)
-    stated = " ".join([spec.model_dump_json(), json.dumps(plan), *timings.values(),
+    stated = " ".join([spec.model_dump_json(), json.dumps(plan), *timings.values(), *results.definitions.values(),
                        *(_version(p) for p in PACKAGES), " ".join(map(str, results.probes.layer.unique()))])
     allowed = set(NUMBER.findall(stated)) | {f"{100 * (1 - spec.analysis.alpha):.0f}"}  # the intervals' level
     prose = {"1", "2", "3"}  # the procedure's "(1)", "(2)", "(3)" and "3 checkpoints or fewer"

@@ -75,15 +75,17 @@ XNLI_LANGUAGES = ["ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "t
 
 def test_cluster_yaml_is_the_papers_grid(tmp_path, monkeypatch):
     """cluster.yaml, with its /data paths pointed at a small stand-in of the same layout (a UD release
-    with several treebanks for English, XNLI-1.0, six gold alignment pairs, a checkpoint series), plans the
-    paper's grid: 44 languages in-language and 18 x 18 across for POS, arcs and relations, BPC in the 44,
-    XNLI in all 15 of its languages, word alignment from English to 6."""
+    with several treebanks for English, six gold alignment pairs, a checkpoint series) and its hub datasets
+    at stand-ins in the hub cache's layout (facebook/xnli, FLORES+, MTEB's Tatoeba; offline), plans the
+    paper's grid: 44 languages in-language and 18 x 18 across for POS, arcs and relations, BPC in 91 of the
+    paper's 94, XNLI in all 15 of its languages, word alignment from English to 6, Tatoeba retrieval in 36."""
     import shutil
     from pathlib import Path
 
     import yaml
-    from conftest import SHARED, make_tiny_xlmr
+    from conftest import SHARED, hub_repo, make_tiny_xlmr
 
+    from xlp.data.published import FLORES_PLUS, TATOEBA
     from xlp.run.plan import make_plan
     from xlp.run.units import ProbeUnit, SentenceUnit
 
@@ -95,13 +97,19 @@ def test_cluster_yaml_is_the_papers_grid(tmp_path, monkeypatch):
         folder.mkdir(parents=True)
         for split in ("train", "test"):
             (folder / f"{lang}_{tb.split('-')[1].lower()}-ud-{split}.conllu").write_text("\n\n".join(sample) + "\n\n")
-    xnli = tmp_path / "XNLI-1.0"
-    xnli.mkdir()
-    for split in ("dev", "test"):
-        rows = ["language\tgold_label\tsentence1\tsentence2"] + [
-            f"{lang}\t{label}\tA man plays a guitar {i}.\tSomeone makes music {i}."
-            for lang in XNLI_LANGUAGES for i, label in enumerate(["entailment", "neutral", "contradiction"] * 2)]
-        (xnli / f"xnli.{split}.tsv").write_text("\n".join(rows) + "\n")
+    cache = tmp_path / "hub"
+    pairs = {"premise": [f"A man plays a guitar {i}." for i in range(6)],
+             "hypothesis": [f"Someone makes music {i}." for i in range(6)], "label": [0, 1, 2] * 2}
+    hub_repo(cache, "facebook/xnli", "1" * 40, {lang: {"validation": pairs, "test": pairs}
+                                                for lang in [*XNLI_LANGUAGES, "all_languages"]})
+    text = {"text": ["One sentence.", "Another one."]}
+    hub_repo(cache, "openlanguagedata/flores_plus", "2" * 40, {c: {"dev": text, "devtest": text}
+                                                               for c in FLORES_PLUS.values()})
+    hub_repo(cache, "mteb/tatoeba-bitext-mining", "3" * 40, {c: {"test": {"sentence1": ["Eins.", "Zwei."],
+                                                                          "sentence2": ["One.", "Two."]}}
+                                                             for c in TATOEBA.values()})
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
     gold = tmp_path / "alignment"
     gold.mkdir()
     for pair in raw["align"]["pairs"]:
@@ -114,12 +122,13 @@ def test_cluster_yaml_is_the_papers_grid(tmp_path, monkeypatch):
     spec_path = tmp_path / "cluster.yaml"
     spec_path.write_text(text)
 
-    monkeypatch.setenv("COLUMNS", "300")  # one table row a line
+    monkeypatch.setenv("COLUMNS", "600")  # one table row a line
     r = run_xlp("validate", spec_path)
     assert r.returncode == 0, r.stderr
     grid = {m[0]: m[1].strip() for m in re.findall(r"task (\w+)\W+\d+ units\W+(.*?)│", r.stdout)}
     assert [grid[t].split("; ")[1] for t in ("pos", "arc", "deprel", "bpc", "xnli")] == \
         ["cross-lingual 18 x 18"] * 3 + ["no cross-lingual pairs", "cross-lingual 15 x 15"]
+    assert grid["bpc"].startswith("in-language 91 (af, am,") and grid["retrieval"].startswith("36 languages to and")
     assert grid["pos"].startswith("in-language 44 (af, ar,") and grid["align"].startswith("6 language pairs")
     plan = make_plan(load_spec(spec_path))
     langs, cross = raw["data"]["languages"], raw["task_grid"]["pos"]["sources"]
@@ -133,8 +142,9 @@ def test_cluster_yaml_is_the_papers_grid(tmp_path, monkeypatch):
         assert all(targets[s] == (set(cross) if s in cross else {s}) for s in langs), task
         assert sum(len(t) for t in targets.values()) == 18 * 18 + (44 - 18)
     sentence = {u.task: u for u in plan.probe if isinstance(u, SentenceUnit) and u.ckpt.step == 5000}
-    assert sorted(sentence["bpc"].langs) == sorted(langs)
+    assert sorted(sentence["bpc"].langs) == sorted(FLORES_PLUS)
     assert sorted(sentence["xnli"].langs) == XNLI_LANGUAGES
+    assert sorted(sentence["retrieval"].langs) == sorted(TATOEBA) and sentence["retrieval"].inputs.corpus == "tatoeba"
     assert sentence["align"].langs == ("encs", "ende", "enfa", "enfr", "enhi", "enro")
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from xlp.cli.app import app, con, load
 from xlp.errors import XlpError
@@ -39,7 +40,63 @@ def pretrain_cmd(
     con.out.print(f"{len(dirs)} checkpoints in {cfg.out}: " + ", ".join(d.name for d in dirs))
 
 
-data_app = typer.Typer(help="Fetch inputs into xlp's cache (XLP_CACHE, default ~/.cache/xlp).", no_args_is_help=True)
+def _dataset_tasks() -> dict[str, str]:
+    """`xlp data NAME` -> the task whose `dataset` option it fetches (the registry is imported only here)."""
+    from xlp.tasks import BUILT_IN
+
+    return {t.data_command: t.name for t in BUILT_IN.values() if t.data_command}
+
+
+class _DataCommands(TyperGroup):
+    """`xlp data`'s own commands, and one per task that reads a dataset (`Task.data_command`), made when asked
+    for, so that the command line starts without importing the tasks."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_dataset_tasks()})
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        own = super().get_command(ctx, name)
+        if own is not None or name not in _dataset_tasks():
+            return own
+        task, one = _dataset_tasks()[name], typer.Typer()
+
+        @one.command(name=name, help=f"Fetch the dataset `{task}.dataset` names into the hub cache, ahead of a run "
+                                     f"(offline later); print each config's split with its files' sizes and SHA-256."
+                                     f"  Example: xlp data {name} cluster.yaml")
+        def command(spec: Path = typer.Argument(..., help="The spec whose dataset to fetch.")) -> None:
+            _fetch_dataset(name, task, spec)
+
+        return typer.main.get_command(one)
+
+
+def _fetch_dataset(what: str, name: str, spec: Path) -> None:
+    """Resolve (and download into the hub cache) what the spec's task reads through `<task>.dataset`, as
+    pre-flight will; print each config's split, its files' sizes and SHA-256."""
+    from xlp.data.hub import DatasetSplit
+    from xlp.tasks import BUILT_IN
+
+    run = load(spec)
+    ctx = run.context(name)
+    if getattr(ctx.options, "dataset", None) is None:
+        raise XlpError(f"{spec}: {name}.dataset is not set; `xlp data {what}` fetches the dataset it names")
+    notes: list[str] = []
+    found = (run.tasks.tasks.get(name) or BUILT_IN[name]).inputs(ctx, notes)
+    parts = [p for p in found.files if isinstance(p, DatasetSplit)] if found else []
+    for note in notes:  # the dataset and the commit its revision resolved to
+        con.out.print(note, highlight=False, soft_wrap=True)
+    total = 0
+    for part in parts:
+        con.out.print(part.where, highlight=False, soft_wrap=True)
+        for f in part.files:
+            size = Path(f.path).stat().st_size
+            total += size
+            con.out.print(f"  {f.path}  {size:,} bytes  sha256 {f.sha256}", highlight=False, soft_wrap=True)
+    con.out.print(f"{name}: {len(parts)} splits, {sum(len(p.files) for p in parts)} files, {total:,} bytes",
+                  highlight=False)
+
+
+data_app = typer.Typer(help="Fetch inputs: UD releases into xlp's cache (XLP_CACHE, default ~/.cache/xlp), a spec's "
+                       "datasets into the hub's cache.", no_args_is_help=True, cls=_DataCommands)
 app.add_typer(data_app, name="data")
 convert_app = typer.Typer(help="Convert checkpoints from other toolkits to Hugging Face directories.",
                           no_args_is_help=True)

@@ -51,6 +51,8 @@ def launch(
         con.err.print(f"[green]done[/] in {result.seconds:.1f}s: {result.extracted} shards extracted, "
                   f"{result.probed} probe units fit, {result.skipped} already done. "
                   f"Results in {s.output}/results, report at {s.output}/report/index.html")
+        for note in result.no_subword:
+            con.err.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
     if result.failed:
         lines = "\n".join(f"  {k}: {v}" for k, v in list(result.failed.items())[:20])
         raise XlpError(f"{len(result.failed)} units failed (results hold everything else; relaunch to retry):\n{lines}")

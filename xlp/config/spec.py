@@ -103,14 +103,16 @@ class ProbeSpec(_Strict):
     hidden: int = Field(256, ge=1, description="hidden units of an MLP probe")
     dropout: float = Field(0.0, ge=0, lt=1, description="an MLP probe's dropout on its hidden units (a mask drawn "
                            "once per fit from the seed)")
-
+    mdl: bool = Field(False, description="also the online code (Voita & Titov 2020) of each word task's training "
+                      "labels: codelength, uniform codelength and compression, a curve of its own (<task>_mdl)")
+    # keys added after runs were made: a unit's hash counts them only away from their default (older runs keep theirs)
+    HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("mdl", "kind", "hidden", "dropout")
     MLP_KEYS: ClassVar[tuple[str, ...]] = ("kind", "hidden", "dropout")
 
-    def identity(self) -> dict:
-        """What a unit's hash counts of these settings: the MLP's keys only for an MLP probe, so runs made
-        before they existed (and linear runs that set them) keep their hashes."""
-        fields = self.model_dump()
-        return fields if self.kind != "linear" else {k: v for k, v in fields.items() if k not in self.MLP_KEYS}
+    def read_by(self, mlp: bool) -> ProbeSpec:
+        """These settings as a probe unit carries them: where no MLP is fit (a linear probe, a task that fits its
+        own), the MLP's keys at their defaults, so that they do not count in its hash."""
+        return self if mlp else self.model_copy(update={k: type(self).model_fields[k].default for k in self.MLP_KEYS})
 
 
 class TaskGridSpec(_Strict):

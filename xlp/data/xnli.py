@@ -1,5 +1,6 @@
 """XNLI 1.0 in its official TSV layout (xnli.dev.tsv, xnli.test.tsv; language, gold_label, sentence1,
-sentence2 columns), read per language."""
+sentence2 columns), or `facebook/xnli`'s layout through `datasets` (a config per language; premise, hypothesis,
+label 0/1/2), read per language into the same pairs and label names."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from xlp.data.hub import DatasetSplit, read_columns
+from xlp.data.published import XNLI_LABELS
 from xlp.data.text import decode
 from xlp.errors import XlpError
 
@@ -58,3 +61,24 @@ def read_xnli_file(path: Path, langs: list[str] | None, cap: int | None) -> dict
         h.append(row["sentence2"])
         y.append(row["gold_label"])
     return {lang: (p, h, np.asarray(y)) for lang, (p, h, y) in out.items()}
+
+
+Pairs = dict[str, tuple[list, list, np.ndarray]]
+
+
+def read_xnli_dataset(parts: dict[str, tuple[DatasetSplit, DatasetSplit]], columns: dict[str, str],
+                      caps: tuple[int | None, int | None]) -> dict[str, Pairs]:
+    """Per split ("dev", "test"), per language: premises, hypotheses and label names (XNLI-1.0's gold_label) of a
+    `facebook/xnli`-layout dataset, its validation split as the dev split; `columns` names its premise,
+    hypothesis and label columns."""
+    out: dict[str, Pairs] = {"dev": {}, "test": {}}
+    for lang, splits in parts.items():
+        for split, part, cap in zip(SPLITS, splits, caps):
+            rows = read_columns(part, columns, cap, "xnli.dataset")
+            labels = [XNLI_LABELS[y] if isinstance(y, int) and 0 <= y < len(XNLI_LABELS) else y for y in rows["label"]]
+            bad = [y for y in labels if y not in XNLI_LABELS]
+            if bad:
+                raise XlpError(f"xnli.dataset: {part.where} has a label {bad[0]!r}; expected 0, 1, 2 or "
+                               f"{', '.join(XNLI_LABELS)}")
+            out[split][lang] = (rows["premise"], rows["hypothesis"], np.asarray(labels))
+    return out

@@ -32,10 +32,13 @@ def pair_features(table: pa.Table, layer_columns: list[str], a: np.ndarray, b: n
     return np.stack(out)
 
 
-def arcs_and_non_arcs(table: pa.Table, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def arcs_and_non_arcs(table: pa.Table, seed: int,
+                      heads: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every gold arc, and for each one a non-arc with the same dependent and a random other word
-    of its sentence as head (fixed by the seed). Returns (head rows, dependent rows, labels 0/1)."""
+    of its sentence as head (fixed by the seed). Returns (head rows, dependent rows, labels 0/1).
+    `heads` (a head row per word, -1 for the root) puts other arcs in the gold ones' place (a control task's)."""
     head_row, start, lengths = sentence_rows(table)
+    head_row = head_row if heads is None else heads
     dep = np.flatnonzero((head_row >= 0) & (lengths > 2))  # a non-arc needs a third word
     rng = np.random.default_rng(seed)
     # draw among the sentence's words other than the dependent and its head

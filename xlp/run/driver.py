@@ -20,7 +20,7 @@ from xlp.run.lock import run_lock
 from xlp.run.manifest import PLAN_FILE, SPEC_FILE, Manifest, manifest
 from xlp.run.plan import Plan, SentenceUnit, make_plan
 from xlp.run.ray_session import ray_session
-from xlp.run.reduce import reduce_run
+from xlp.run.reduce import no_subword_notes, reduce_run
 from xlp.run.status import INFLIGHT
 from xlp.storage import Store
 from xlp.tasks.base import Runtime
@@ -34,11 +34,12 @@ class LaunchResult:
     skipped: int = 0
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    no_subword: list[str] = field(default_factory=list)  # words or texts read as the unknown token, per language
 
     def summary(self, output: str) -> dict:
         return {"run": output, "extracted": self.extracted, "probed": self.probed, "skipped_done": self.skipped,
                 "failed": self.failed, "seconds": round(self.seconds, 2), "results": f"{output}/results",
-                "report": f"{output}/report/index.html"}
+                "report": f"{output}/report/index.html", "no_subword": self.no_subword}
 
 
 def _error_text(e: BaseException) -> str:
@@ -90,6 +91,7 @@ def _launch(run: Manifest, plan, store, console, quiet, address, start, emit, ve
             emit({"event": "reduce", "advance": n, "total": total})
 
         reduce_run(store, run, plan.to_dict(), ledger=ledger, on_step=reduced)  # the ledger the run kept current
+    result.no_subword = no_subword_notes(ledger, plan.to_dict())
     result.seconds = time.time() - start
     return result
 

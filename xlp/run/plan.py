@@ -35,7 +35,7 @@ class Plan:
         n = 0
         for u in self.probe:
             if isinstance(u, ProbeUnit):
-                n += len(u.tasks) * len(u.targets) * len(u.layers)
+                n += (len(u.tasks) * len(u.targets) + u.probe.mdl) * len(u.layers)  # mdl: one row per layer
             else:
                 n += u.sentence_task.rows_per_unit(len(u.langs), len(u.layers), cross_lingual)
         return n * seeds
@@ -92,7 +92,7 @@ def make_plan(run: Spec | Manifest, inputs: RunInputs | None = None) -> Plan:
             options = tuple((t.name, run.tasks.options[t.name].model_dump_json()) for t in tasks
                             if type(run.tasks.options[t.name]).model_fields) or None
             # a task that fits its own probe (structural probes) reads no probe.kind: it is left out of its hash
-            probe = spec.probe.model_copy(update={"kind": "linear"}) if hasattr(tasks[0], "fit") else spec.probe
+            probe = spec.probe.read_by(mlp=spec.probe.kind == "mlp" and not hasattr(tasks[0], "fit"))
             for group in layer_groups:
                 for src in plan.sources:
                     tgts = [t for t in plan.targets if (t == src and src in langs)

@@ -41,7 +41,7 @@ def _timings(ledger: Ledger, plan: dict) -> dict[str, str]:
     return out
 
 
-def _no_subword_notes(ledger: Ledger, plan: dict) -> list[str]:
+def no_subword_notes(ledger: Ledger, plan: dict) -> list[str]:
     """What the run's units read as the unknown token for want of a subword (their ledger records say), one
     note per language and split (or sentence task), with the largest count over the checkpoints."""
     seen: dict[tuple[str, str, str], list[int]] = {}
@@ -95,7 +95,7 @@ def reduce_run(store: Store, run: Manifest, plan: dict, force: bool = False, led
     tick(1, total)
     for name, table in results.tables().items():
         _write(store, name, table)
-    notes = plan.get("notes", []) + _no_subword_notes(ledger, plan)
+    notes = plan.get("notes", []) + no_subword_notes(ledger, plan)
     write_report(store, results, spec, {**plan, "notes": notes}, timings=_timings(ledger, plan))
     store.write_bytes(REDUCED, json.dumps({"inputs": inputs}).encode())
     tick(1, total)

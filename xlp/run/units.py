@@ -37,10 +37,10 @@ def _hashable(value):
         return value.sha256
     if isinstance(value, Task):
         return value.name
-    if isinstance(value, ProbeSpec):
-        return value.identity()
     if isinstance(value, BaseModel):
-        return value.model_dump()
+        defaults = type(value).model_fields
+        later = {k for k in getattr(value, "HASHED_WHEN_SET", ()) if getattr(value, k) == defaults[k].default}
+        return value.model_dump(exclude=later)
     if is_dataclass(value):
         return {f.name: _hashable(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, (tuple, list)):

@@ -18,12 +18,14 @@ from xlp.models.extract import FeatureExtractor
 from xlp.models.loading import pick_device
 from xlp.models.words import NO_SUBWORD
 from xlp.probing.linear import fit_probes, majority_accuracy
+from xlp.probing.mdl import online_code
 from xlp.probing.mlp import fit_mlp_probes
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, resample_sentences, shard_path
 from xlp.storage.store import ChecksumMismatch, Written
 from xlp.tasks.base import Runtime, WordTask, result_row
+from xlp.tasks.mdl import CompressionTask
 
 
 @dataclass(frozen=True)
@@ -154,16 +156,19 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
     store = ctx.store()
     digests = digests or {}
     tasks = unit.configured_tasks()
-    fit = tasks[0]
     step, settings = unit.ckpt.step, unit.probe
     resample = settings.resample == "bootstrap"
     needs = tuple(dict.fromkeys([c for task in tasks for c in task.needs] + ["sent_idx"]))  # test items' sentences
     table, cols = _read(store, needs, step, unit.src, unit.train_split, unit.layers, digests)
+    tasks = tuple(task.trained_on(table) for task in tasks)  # control tasks: the training labels' distribution
+    fit = tasks[0]
     cap = settings.max_train_words
     probes, n_train, invariant = {}, {}, False
+    rows = []  # MDL's rows first: their extra columns are in the file's schema
     for seed in settings.seeds:
         if invariant:
             probes[seed], n_train[seed] = probes[settings.seeds[0]], n_train[settings.seeds[0]]
+            rows += [{**row, "seed": seed} for row in rows if row["seed"] == settings.seeds[0]]
             continue
         train = resample_sentences(table, np.random.default_rng([seed, 1])) if resample else table
         if hasattr(fit, "fit"):  # a task that fits its own probe (structural probes): from a fixed start
@@ -173,9 +178,13 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
         X, y = fit.examples(train, cols, seed)
         # an MLP is not convex: each seed fits from its own start (xlp/probing/mlp.py)
         invariant = settings.kind == "linear" and not fit.seeded and not resample and (cap is None or len(y) <= cap)
+        idx = slice(None)
         if cap is not None and len(y) > cap:
             idx = np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
             X, y = X[:, idx], y[idx]
+        if settings.mdl:  # the online code of the same training examples (by linear probes)
+            code = online_code(X, y, settings.l2, settings.max_iter, settings.tol, device=device)
+            rows += CompressionTask(fit).rows(unit, seed, code, fit.item_sentences(train)[idx], invariant)
         if settings.kind == "mlp":
             probes[seed] = fit_mlp_probes(X, y, settings.l2, settings.max_iter, settings.tol, settings.hidden,
                                           settings.dropout, seed, device)
@@ -184,7 +193,6 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
             probes[seed] = fit_probes(X, y, settings.l2, settings.max_iter, settings.tol, init=warm, device=device)
         n_train[seed] = len(y)
     del table
-    rows = []
     for tgt, split in unit.targets:
         test, cols = _read(store, needs, step, tgt, split, unit.layers, digests)
         for task in tasks:

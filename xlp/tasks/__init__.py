@@ -15,9 +15,11 @@ from xlp.config.source import UNKNOWN_KEY
 from xlp.errors import XlpError
 from xlp.tasks.align import AlignTask
 from xlp.tasks.arc import ArcHeadTask, ArcTask
+from xlp.tasks.arc_control import ArcControlTask, DeprelControlTask
 from xlp.tasks.base import RunData, SentenceTask, Task, TaskContext, TaskOptions, WordTask
 from xlp.tasks.bpc import BpcTask
 from xlp.tasks.deprel import DeprelTask
+from xlp.tasks.mdl import CompressionTask
 from xlp.tasks.pos import PosTask
 from xlp.tasks.pos_control import PosControlTask
 from xlp.tasks.retrieval import RetrievalTask
@@ -25,7 +27,7 @@ from xlp.tasks.structural import DepthTask, DistanceTask
 from xlp.tasks.xnli import XnliTask
 
 BUILT_IN: dict[str, Task] = {task.name: task for task in (
-    PosTask(), PosControlTask(), ArcTask(), ArcHeadTask(), DeprelTask(),
+    PosTask(), PosControlTask(), ArcTask(), ArcHeadTask(), DeprelTask(), ArcControlTask(), DeprelControlTask(),
     RetrievalTask(), BpcTask(), XnliTask(), AlignTask(), DistanceTask(), DepthTask(),
 )}
 DEFAULT_TASKS = (PosTask.name,)  # a spec that names no task
@@ -67,13 +69,21 @@ class RunTasks:
     """A run's tasks, resolved once, each with its validated options; what every layer below the run gets."""
     tasks: dict[str, Task]
     options: dict[str, TaskOptions]
+    mdl: bool = False  # probe.mdl: each probe's training labels' compression is a curve too
 
     def __iter__(self):
         return iter(self.tasks.values())
 
     def configured(self) -> dict[str, Task]:
-        """Each task of the run with its options (what its definition and examples read)."""
-        return {name: task.configured(self.options[name]) for name, task in self.tasks.items()}
+        """Each task of the run with its options (what its definition and examples read); with probe.mdl, each
+        fitted word task's compression right after it."""
+        out: dict[str, Task] = {}
+        for name, task in self.tasks.items():
+            out[name] = task.configured(self.options[name])
+            if self.mdl and isinstance(task, WordTask) and task.fit_with not in self.tasks:
+                compression = CompressionTask(out[name])
+                out[compression.name] = compression
+        return out
 
     def context(self, name: str, spec: Spec, run_data: RunData | None = None) -> TaskContext:
         """What task `name` sees of the run: its options and the parts of the spec a task may read."""
@@ -118,4 +128,4 @@ def configure(spec: Spec) -> RunTasks:
             missing = [lang for lang in getattr(g, key) or [] if lang not in spec.data.languages]
             if missing:
                 raise src.key_error(("task_grid", name, key), f"{missing} not in data.languages")
-    return RunTasks(tasks, {name: options[name] for name in owners})
+    return RunTasks(tasks, {name: options[name] for name in owners}, mdl=spec.probe.mdl)

@@ -90,6 +90,7 @@ class Task(ABC):
     pairwise_only: ClassVar[bool] = False  # in-language values are trivial: curves use the other languages
     reads_ud: ClassVar[bool] = True  # its languages' data are data.languages' UD treebanks
     Options: ClassVar[type[TaskOptions]] = TaskOptions  # its section of the spec, under its name
+    data_command: ClassVar[str | None] = None  # `xlp data NAME` fetches the dataset its options' `dataset` names
     # where older specs wrote its options: a dotted key -> the key in its section it is now (None: the section)
     legacy_keys: ClassVar[dict[str, str | None]] = {}
 
@@ -147,6 +148,11 @@ class WordTask(Task):
     @abstractmethod
     def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Features (L, n, d) of the given layer columns and labels (n,)."""
+
+    def trained_on(self, train: pa.Table) -> WordTask:
+        """The task as its probe is fit and scored when `train` (the source's training shard) is the training
+        data: a control task draws its labels from train's distribution. By default the task itself."""
+        return self
 
     def item_sentences(self, table: pa.Table) -> np.ndarray:
         """The sentence (`sent_idx`) of each test item the task scores on this shard, in the order of its

@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from xlp.data.conllu import read_part
+from xlp.data.hub import Dataset, DatasetSource, DatasetSplit, read_texts
+from xlp.data.published import FLORES_PLUS
 from xlp.data.text import decode
 from xlp.errors import XlpError
 from xlp.hashing import data_files
@@ -47,19 +50,28 @@ def read_lines(path: Path, cap: int | None) -> list[str]:
 
 class BpcOptions(TaskOptions):
     """Where the text comes from: each language's UD test split (default), or plain text, a folder of
-    `<lang>.txt` files, one text a line (held-out pretraining text, as the paper's 94 languages); its
+    `<lang>.txt` files, one text a line (held-out pretraining text, as the paper's 94 languages), or a dataset
+    with one text a row (FLORES+'s layout: a config per language, split devtest, column text); its
     languages are then `task_grid.bpc.languages` and need no treebank."""
 
     text: str | None = None
+    dataset: DatasetSource | None = Field(None, description="FLORES+'s layout: on the hub, or a local copy")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BpcOptions:
+        if self.text is not None and self.dataset is not None:
+            raise ValueError("give `text` (a folder of <lang>.txt) or `dataset`, not both")
+        return self
 
 
 class BpcTask(SentenceTask):
     name = "bpc"
     Options = BpcOptions
+    data_command = "text"
     metric = "bpc"
     higher_is_better = False
-    definition = (f"bits per character of each language's test text, its UD test split or the lines of bpc.text's "
-                  f"<lang>.txt (column bits_per_byte: per UTF-8 byte). A masked "
+    definition = (f"bits per character of each language's test text, its UD test split, the lines of bpc.text's "
+                  f"<lang>.txt or the rows of bpc.dataset (column bits_per_byte: per UTF-8 byte). A masked "
                   f"LM (estimator masked_pll): {PASSES} masking passes, pass j masks the tokens whose index is j mod "
                   f"{PASSES}, so every token is predicted once with the rest visible. A causal LM (estimator "
                   "causal_exact): every token's exact log-probability given the text before it (a sliding window, "
@@ -68,12 +80,21 @@ class BpcTask(SentenceTask):
                   "baseline = a uniform distribution over the vocabulary.")
 
     def reads_ud_with(self, options: BpcOptions) -> bool:
-        return options.text is None
+        return options.text is None and options.dataset is None
 
     def inputs(self, ctx: TaskContext, notes: list[str]) -> SentenceInputs | None:
         """Each language's UD test split, or with `bpc.text` its `<lang>.txt` (read and checked now)."""
         langs, cap = ctx.grid()[0], ctx.data.max_test_sentences
-        if ctx.options.text is None:
+        options = ()
+        if ctx.options.dataset is not None:
+            source = ctx.options.dataset
+            ds = Dataset(source, "bpc.dataset")
+            notes.append(ds.describe())
+            files = {lang: ds.split(ds.config_of(lang, FLORES_PLUS), source.split or "devtest") for lang in langs}
+            for part in files.values():
+                read_texts(part, source.column("text"), cap, "bpc.dataset")
+            corpus, options = TEXT, (("column", source.column("text")),)
+        elif ctx.options.text is None:
             files = ctx.run_data.test_files(langs)
             corpus = ctx.data.test_split
         else:
@@ -89,7 +110,7 @@ class BpcTask(SentenceTask):
             digests = data_files(list(paths.values()))
             files, corpus = {lang: digests[p] for lang, p in paths.items()}, TEXT
         return SentenceInputs(langs=tuple(files), files=tuple(files.values()), corpus=corpus,
-                              options=(("max_sentences", cap), ("lenient", ctx.data.conllu == "lenient")))
+                              options=(("max_sentences", cap), ("lenient", ctx.data.conllu == "lenient"), *options))
 
     def describe_grid(self, ctx: TaskContext, langs: list[str] | None) -> str:
         langs = langs or ctx.grid()[0]
@@ -123,7 +144,9 @@ class BpcTask(SentenceTask):
         scorer = CausalLmScorer(unit.ckpt, *how) if causal else MlmScorer(unit.ckpt, *how)
         rows = []
         for lang, file in zip(unit.langs, unit.inputs.files):
-            if unit.inputs.corpus == TEXT:
+            if isinstance(file, DatasetSplit):
+                texts = read_texts(file, unit.inputs.option("column"), cap, "bpc.dataset")
+            elif unit.inputs.corpus == TEXT:
                 texts = read_lines(Path(file.path), cap)
             else:
                 texts = [s.text for s in read_part(file, cap, lenient, None) if s.text]

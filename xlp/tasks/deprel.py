@@ -9,6 +9,11 @@ from xlp.probing.pairs import pair_features, sentence_rows
 from xlp.tasks.base import WordTask
 
 
+def universal_relations(table: pa.Table, rows: np.ndarray) -> np.ndarray:
+    """The universal relation (before ':') of the given rows' words."""
+    return np.array([r.split(":")[0] for r in table.column("deprel").to_numpy(zero_copy_only=False)[rows]])
+
+
 class DeprelTask(WordTask):
     name = "deprel"
     metric = "accuracy"
@@ -19,8 +24,7 @@ class DeprelTask(WordTask):
     def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         head_row, _, _ = sentence_rows(table)
         dep = np.flatnonzero(head_row >= 0)
-        labels = np.array([r.split(":")[0] for r in table.column("deprel").to_numpy(zero_copy_only=False)[dep]])
-        return pair_features(table, layer_columns, head_row[dep], dep), labels
+        return pair_features(table, layer_columns, head_row[dep], dep), universal_relations(table, dep)
 
     def item_sentences(self, table: pa.Table) -> np.ndarray:
         """Each gold arc's sentence."""

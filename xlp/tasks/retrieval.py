@@ -1,6 +1,8 @@
 """Cross-lingual sentence retrieval on parallel text: no probe. Each sentence is the mean of its
 subword vectors at a layer; a source sentence retrieves its nearest target sentence by cosine, and
-accuracy@1 is the share that find their own translation."""
+accuracy@1 is the share that find their own translation. Corpora: the UDHR or the PUD treebanks (parallel
+across all languages: every pair), or Tatoeba as XTREME uses it (each language's own sentence pairs with
+English, from a dataset in `mteb/tatoeba-bitext-mining`'s layout: each language to English and back)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from xlp.data.conllu import conllu_files, read_conllu, require_sentences
+from xlp.data.hub import Dataset, DatasetSource, DatasetSplit, read_columns
+from xlp.data.published import TATOEBA, TATOEBA_PIVOT
 from xlp.errors import XlpError
 from xlp.hashing import data_files
 from xlp.paths import shared_dir
@@ -19,14 +23,23 @@ from xlp.tasks.base import Runtime, SentenceInputs, SentenceTask, TaskContext, T
 
 
 class RetrievalOptions(TaskOptions):
-    corpus: Literal["udhr", "pud"] = "udhr"
+    corpus: Literal["udhr", "pud", "tatoeba"] = "udhr"
     udhr: str | None = Field(None, description="the UDHR TSV (lang, article, paragraph, text); default: XLP_SHARED's")
     max_sentences: int | None = Field(500, ge=2)
+    dataset: DatasetSource | None = Field(None, description="for corpus tatoeba: mteb/tatoeba-bitext-mining's layout")
+
+    @model_validator(mode="after")
+    def _tatoeba_has_a_dataset(self) -> RetrievalOptions:
+        if (self.corpus == "tatoeba") != (self.dataset is not None):
+            raise ValueError("corpus `tatoeba` reads `dataset` (e.g. {hub: mteb/tatoeba-bitext-mining}), and "
+                             "only it does")
+        return self
 
 
 class RetrievalTask(SentenceTask):
     name = "retrieval"
     Options = RetrievalOptions
+    data_command = "tatoeba"
     metric = "accuracy@1"
     pairwise_only = True  # a sentence trivially retrieves itself: curves use the other languages
     reads_ud = False  # the UDHR, or the PUD treebanks found under the UD root for any language named
@@ -37,6 +50,8 @@ class RetrievalTask(SentenceTask):
     def inputs(self, ctx: TaskContext, notes: list[str]) -> SentenceInputs | None:
         """The corpus is read and aligned now (pre-flight); the unit reads the same files again."""
         r, langs = ctx.options, ctx.grid()[0]
+        if r.corpus == "tatoeba":
+            return _tatoeba_inputs(r, langs, notes)
         if r.corpus == "udhr":
             files = {lang: Path(r.udhr) if r.udhr else shared_dir() / "udhr" / "udhr.tsv" for lang in langs}
         else:
@@ -57,25 +72,65 @@ class RetrievalTask(SentenceTask):
         """Sentence vectors of every language's aligned text at every layer; accuracy@1 for each pair."""
         from xlp.models.extract import FeatureExtractor
 
-        files = {lang: Path(f.path) for lang, f in zip(unit.langs, unit.inputs.files)}
-        texts = _parallel(unit.inputs.corpus, files, list(unit.langs), unit.inputs.option("max_sentences"))
         extractor = FeatureExtractor(unit.ckpt, list(unit.layers), batch_tokens=runtime.batch_tokens,
                                      device=runtime.device, trust_remote_code=runtime.trust_remote_code,
                                      allow_pickle=runtime.allow_pickle)
-        vectors = {lang: extractor.sentence_means(texts[lang]) for lang in unit.langs}
-        n = len(texts[unit.langs[0]])
+        cap, tatoeba = unit.inputs.option("max_sentences"), unit.inputs.corpus == "tatoeba"
+        if tatoeba:  # each language's own pairs with English, scored (lang, en) and (en, lang)
+            sets = [dict(zip((lang, TATOEBA_PIVOT), _tatoeba_pairs(part, unit.inputs.option("columns"), cap)))
+                    for lang, part in zip(unit.langs, unit.inputs.files)]
+        else:  # one text parallel across every language, scored for every pair
+            files = {lang: Path(f.path) for lang, f in zip(unit.langs, unit.inputs.files)}
+            sets = [_parallel(unit.inputs.corpus, files, list(unit.langs), cap)]
         rows = []
-        for layer in unit.layers:
-            for src in unit.langs:
-                for tgt in unit.langs:
-                    hits = retrieval_hits(vectors[src][layer], vectors[tgt][layer])
-                    rows += seed_rows(unit, task=self.name, layer=layer, src=src, tgt=tgt, metric=self.metric,
-                                      value=hits.mean(), baseline=1.0 / n, n_train=0, n_test=n, correct=hits)
+        for texts in sets:
+            vectors = {lang: extractor.sentence_means(lang_texts) for lang, lang_texts in texts.items()}
+            n = len(next(iter(texts.values())))
+            for layer in unit.layers:
+                for src in texts:
+                    for tgt in [t for t in texts if not (tatoeba and t == src)]:
+                        hits = retrieval_hits(vectors[src][layer], vectors[tgt][layer])
+                        rows += seed_rows(unit, task=self.name, layer=layer, src=src, tgt=tgt, metric=self.metric,
+                                          value=hits.mean(), baseline=1.0 / n, n_train=0, n_test=n, correct=hits)
         return rows
+
+    def describe_grid(self, ctx: TaskContext, langs: list[str] | None) -> str:
+        if ctx.options.corpus == "tatoeba":
+            others = [lang for lang in (langs or ctx.grid()[0]) if lang != TATOEBA_PIVOT]
+            return f"{len(others)} languages to and from {TATOEBA_PIVOT} (Tatoeba)"
+        return super().describe_grid(ctx, langs)
 
 
 # how retrieval and XNLI pool a text (in their hashes, so outputs pooled another way are redone)
 SENTENCE_VECTORS = "mean over the subwords of every window"
+
+
+TATOEBA_COLUMNS = ("sentence1", "sentence2")  # the language's sentence, its English translation
+
+
+def _tatoeba_inputs(r: RetrievalOptions, langs: list[str], notes: list[str]) -> SentenceInputs:
+    """Each language's config of a Tatoeba-layout dataset (its pairs with English), resolved and read now."""
+    ds, split = Dataset(r.dataset, "retrieval.dataset"), r.dataset.split or "test"
+    notes.append(ds.describe())
+    others = [lang for lang in langs if lang != TATOEBA_PIVOT]
+    if not others:
+        raise XlpError(f"retrieval: Tatoeba pairs each language with {TATOEBA_PIVOT}; name others than "
+                       f"{TATOEBA_PIVOT} in task_grid.retrieval.languages or data.languages")
+    parts = tuple(ds.split(ds.config_of(lang, TATOEBA), split) for lang in others)
+    columns = {c: r.dataset.column(c) for c in TATOEBA_COLUMNS}
+    for part in parts:
+        _tatoeba_pairs(part, columns, r.max_sentences)
+    return SentenceInputs(langs=tuple(others), files=parts, corpus="tatoeba", options=(
+        ("max_sentences", r.max_sentences), ("sentence_vectors", SENTENCE_VECTORS), ("columns", columns)))
+
+
+def _tatoeba_pairs(part: DatasetSplit, columns: dict[str, str], cap: int | None) -> tuple[list[str], list[str]]:
+    """The first `cap` sentence pairs of one language's config: its sentences and their English translations."""
+    rows = read_columns(part, columns, cap, "retrieval.dataset")
+    lang, english = rows["sentence1"], rows["sentence2"]
+    if len(lang) < 2:
+        raise XlpError(f"retrieval.dataset: {part.where} has {len(lang)} sentence pair; retrieval needs two or more")
+    return lang, english
 
 
 def _parallel(corpus: str, files: dict[str, Path], langs: list[str], cap: int | None) -> dict[str, list[str]]:

@@ -1,0 +1,58 @@
+"""The MDL pass (online code, Voita & Titov 2020: ten probes on growing prefixes of the training items, each
+warm-started from the one before) against one plain probe fit on the same data, in one process: MiniLM, every
+layer, English EWT POS and its control task (pos_control); prints both times, their ratio (target: at most 3x),
+each layer's compression and the online and uniform codelengths.
+
+    python benchmarks/mdl.py [--train 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from xlp.config import ProbeSpec
+from xlp.data.conllu import read_conllu
+from xlp.models.checkpoints import Checkpoint
+from xlp.models.extract import FeatureExtractor
+from xlp.paths import shared_dir
+from xlp.probing.linear import fit_probes
+from xlp.probing.mdl import online_code
+from xlp.storage.features import features_table
+from xlp.tasks import BUILT_IN
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--train", type=int, default=1000,
+                    help="EWT sentences (its dev split: the shared copy has no train split)")
+    args = ap.parse_args()
+    p = ProbeSpec()
+    sentences = read_conllu(shared_dir() / "ud" / "UD_English-EWT" / "en_ewt-ud-dev.conllu", args.train)
+    ex = FeatureExtractor(Checkpoint(0, str(shared_dir() / "models" / "all-MiniLM-L6-v2")), layers="all")
+    vecs = ex.extract([s.forms for s in sentences])
+    # stored as float16, read back as float32: what a probe unit sees
+    table = features_table(sentences, {k: v.astype(np.float16) for k, v in vecs.items()})
+    cols = [f"layer_{k}" for k in sorted(vecs)]
+    print(f"load average {os.getloadavg()[0]:.1f}; {len(sentences)} sentences, layers {sorted(vecs)}")
+    for name in ("pos", "pos_control"):
+        task = BUILT_IN[name].trained_on(table)
+        X, y = task.examples(table, cols)
+        t = time.perf_counter()
+        plain = fit_probes(X, y, p.l2, p.max_iter, p.tol)
+        t_plain = time.perf_counter() - t
+        t = time.perf_counter()
+        code = online_code(X, y, p.l2, p.max_iter, p.tol)
+        t_mdl = time.perf_counter() - t
+        print(f"{name}: {len(y)} words, {len(np.unique(y))} classes; plain fit {t_plain:.1f} s "
+              f"({plain.iterations.sum()} iterations over layers), MDL pass {t_mdl:.1f} s "
+              f"({code.iterations.sum()}); ratio {t_mdl / t_plain:.2f}x")
+        for layer, c, online in zip(sorted(vecs), code.compression, code.online):
+            print(f"  layer {layer}: compression {c:.2f} (online {online:,.0f} bits, uniform {code.uniform:,.0f})")
+
+
+if __name__ == "__main__":
+    main()

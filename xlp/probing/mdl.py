@@ -1,0 +1,107 @@
+"""Minimum description length of a probe's training labels: the online code of Voita & Titov (2020).
+
+The labels are sent in blocks, in a fixed random order of the items: the first block (0.1 % of the items) with the
+uniform code (log2 K bits each, K classes), every later block with the code of a probe trained on all the items
+before it (-log2 p(label | x) bits each). The receiver has every item's features, so they are standardised once
+over all items (labels are what is sent). Each block's probes are the batched L-BFGS of `linear.py` over layers,
+warm-started from the previous block's weights. Compression = uniform codelength / online codelength.
+
+A label the probe has not seen yet (a class absent from the items before its block) has no finite optimum: its
+bias falls without bound, and its codelength would be wherever the optimiser stopped. So the code of the block
+after t items is the probe's distribution mixed with the uniform one, (1 - e) p + e / K with e = 1 / (t + 1) (as
+if one more item, uniformly labelled, had been seen): an unseen label costs at most log2(K (t + 1)) bits, and a
+seen one at most log2(1 / (1 - e)) bits more than under the probe alone (0.4 bits after 2 items, 0.002 after 1,000).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from xlp.probing.linear import SCALE_FLOOR, _lbfgs
+
+FRACTIONS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.0625, 0.125, 0.25, 0.5, 1.0)  # block ends, share of items
+ORDER_SEED = 0  # the transmission order: the same for every checkpoint, so the items pair across a curve
+
+
+@dataclass
+class OnlineCode:
+    """Each layer's codelength of each item's label, in bits, in the items' given order."""
+
+    item_bits: np.ndarray  # (L, n)
+    classes: int
+    iterations: np.ndarray  # (L,) L-BFGS iterations over all blocks
+
+    @property
+    def uniform_item_bits(self) -> float:
+        return float(np.log2(self.classes)) if self.classes else 0.0
+
+    @property
+    def online(self) -> np.ndarray:
+        """(L,) online codelength in bits."""
+        return self.item_bits.sum(1, dtype=np.float64)
+
+    @property
+    def uniform(self) -> float:
+        """Uniform codelength in bits: n log2 K."""
+        return self.item_bits.shape[1] * self.uniform_item_bits
+
+    @property
+    def compression(self) -> np.ndarray:
+        """(L,) uniform / online codelength (nan where there is nothing to send: one class)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.online > 0, self.uniform / self.online, np.nan)
+
+
+def block_ends(n: int) -> np.ndarray:
+    """Where each block ends (items sent so far), at the fractions of Voita & Titov; at least one item each."""
+    return np.unique(np.clip([int(f * n) for f in FRACTIONS], 1, n)) if n else np.zeros(0, dtype=np.int64)
+
+
+def transmission_order(n: int) -> np.ndarray:
+    return np.random.default_rng(ORDER_SEED).permutation(n)
+
+
+def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1000, tol: float = 5e-5,
+                device: str | torch.device | None = None) -> OnlineCode:
+    """The online codelength of labels y (n,) given features X (L, n, d), for every layer at once, in the order
+    `transmission_order(n)`. Each block's probe minimises the objective of `linear.fit_probes` (mean
+    cross-entropy + l2/2 ||W||^2) over all K classes of y, those not yet seen included."""
+    X = np.asarray(X)
+    if X.ndim == 2:
+        X = X[None]
+    classes, y_idx = np.unique(y, return_inverse=True)
+    L, n, d = X.shape
+    K = len(classes)
+    bits = np.full((L, n), np.log2(K) if K else 0.0)  # the first block's uniform code
+    iters = np.zeros(L, dtype=np.int64)
+    if K < 2 or n < 2:
+        return OnlineCode(bits, K, iters)
+    order = transmission_order(n)
+    dev = torch.device(device or "cpu")
+    Xt = torch.as_tensor(X).to(dev, torch.float32)
+    mean = Xt.mean(1, keepdim=True)
+    scale = Xt.std(1, keepdim=True, correction=0).clamp_min(SCALE_FLOOR)
+    at = torch.as_tensor(order, device=dev)
+    Zt = torch.empty(L, d, n, device=dev)  # features in transmission order, transposed as _lbfgs takes them
+    for layer in range(L):
+        Zt[layer] = ((Xt[layer, at] - mean[layer]) / scale[layer]).T
+    del Xt
+    sent = torch.as_tensor(y_idx[order], dtype=torch.long, device=dev)
+    onehot_t = torch.nn.functional.one_hot(sent, K).T.float()
+    theta = torch.zeros(L, d * K + K, device=dev)  # each block starts from the previous block's optimum
+    ends = block_ends(n)
+    for start, end in zip(ends[:-1], ends[1:]):
+        # _lbfgs moves its features in place as probes converge: it gets its own copy of the block's prefix
+        it, _, _ = _lbfgs(Zt[:, :, :start].contiguous(), onehot_t[:, :start].contiguous(), l2, theta, max_iter, tol)
+        iters += it
+        W, b = theta[:, : d * K].view(L, d, K), theta[:, d * K:]
+        with torch.inference_mode():
+            logp = torch.log_softmax(torch.baddbmm(b[:, None, :], Zt[:, :, start:end].transpose(1, 2), W), -1)
+            got = logp.gather(2, sent[start:end].expand(L, -1)[..., None])[..., 0].double()
+            eps = 1.0 / (start + 1)  # the probe's code mixed with the uniform one (see the module's docstring)
+            got = torch.logaddexp(got + np.log1p(-eps), torch.full_like(got, np.log(eps / K)))
+        bits[:, order[start:end]] = (-got / np.log(2)).cpu().numpy()
+    return OnlineCode(bits, K, iters)
