@@ -76,11 +76,12 @@ class RunTasks:
 
     def configured(self) -> dict[str, Task]:
         """Each task of the run with its options (what its definition and examples read); with probe.mdl, each
-        fitted word task's compression right after it."""
+        fitted word task's compression right after it (not the structural probes')."""
         out: dict[str, Task] = {}
         for name, task in self.tasks.items():
             out[name] = task.configured(self.options[name])
-            if self.mdl and isinstance(task, WordTask) and task.fit_with not in self.tasks:
+            # a task that fits its own probe (structural probes) has no labels to code
+            if self.mdl and isinstance(task, WordTask) and task.fit_with not in self.tasks and not hasattr(task, "fit"):
                 compression = CompressionTask(out[name])
                 out[compression.name] = compression
         return out
