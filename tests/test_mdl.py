@@ -18,7 +18,7 @@ from xlp.tasks import BUILT_IN
 
 
 class ProbeSpecBeforeMdl(BaseModel):
-    """ProbeSpec's keys as they were before `mdl` existed."""
+    """ProbeSpec's keys as they were before `mdl` (and the MLP probe's `kind`, `hidden`, `dropout`) existed."""
     seeds: list[int] = [0]
     l2: float = 1e-3
     max_iter: int = 1000
@@ -34,7 +34,7 @@ def test_a_probe_unit_without_mdl_keeps_its_hash():
                          pooling="first", train_split="train", targets=(("en", "test"),), probe=probe, needs=("k",),
                          inputs=("h",))
 
-    assert set(ProbeSpec.model_fields) - set(ProbeSpecBeforeMdl.model_fields) == {"mdl"}
+    assert set(ProbeSpec.model_fields) - set(ProbeSpecBeforeMdl.model_fields) == {"mdl", "kind", "hidden", "dropout"}
     assert unit(ProbeSpec()).hash == unit(ProbeSpecBeforeMdl()).hash
     assert unit(ProbeSpec(mdl=True)).hash != unit(ProbeSpec()).hash
 

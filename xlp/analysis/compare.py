@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel
 
 from xlp.analysis.curve_table import CURVE_KEYS
 from xlp.config import Spec
@@ -26,8 +27,19 @@ SETTINGS = {
 
 
 def differing_settings(specs: list[Spec]) -> list[str]:
-    """The SETTINGS in which the runs' specs differ."""
-    return [what for what, of in SETTINGS.items() if any(of(spec) != of(specs[0]) for spec in specs[1:])]
+    """The SETTINGS in which the runs' specs differ; for a section, with the keys that differ and each run's
+    value ("probe (kind: linear, mlp)": a linear and an MLP probe side by side)."""
+    out = []
+    for what, of in SETTINGS.items():
+        values = [of(spec) for spec in specs]
+        if all(v == values[0] for v in values[1:]):
+            continue
+        if isinstance(values[0], BaseModel):
+            dumps = [v.model_dump() for v in values]
+            keys = [k for k in dumps[0] if any(d[k] != dumps[0][k] for d in dumps[1:])]
+            what += " (" + "; ".join(f"{k}: {', '.join(str(d[k]) for d in dumps)}" for k in keys) + ")"
+        out.append(what)
+    return out
 
 
 def compare_curves(per_run: pd.DataFrame) -> pd.DataFrame:

@@ -98,10 +98,21 @@ class ProbeSpec(_Strict):
     resample: Literal["none", "bootstrap"] = Field(
         "none", description="bootstrap: each seed fits on a resample of the training sentences (with replacement), "
                             "so the spread over seeds is probe-training variance; none: one fit on all of them")
+    kind: Literal["linear", "mlp"] = Field("linear", description="linear: multinomial logistic regression; mlp: one "
+                                           "hidden ReLU layer of `hidden` units before it")
+    hidden: int = Field(256, ge=1, description="hidden units of an MLP probe")
+    dropout: float = Field(0.0, ge=0, lt=1, description="an MLP probe's dropout on its hidden units (a mask drawn "
+                           "once per fit from the seed)")
     mdl: bool = Field(False, description="also the online code (Voita & Titov 2020) of each word task's training "
                       "labels: codelength, uniform codelength and compression, a curve of its own (<task>_mdl)")
     # keys added after runs were made: a unit's hash counts them only away from their default (older runs keep theirs)
-    HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("mdl",)
+    HASHED_WHEN_SET: ClassVar[tuple[str, ...]] = ("mdl", "kind", "hidden", "dropout")
+    MLP_KEYS: ClassVar[tuple[str, ...]] = ("kind", "hidden", "dropout")
+
+    def read_by(self, mlp: bool) -> ProbeSpec:
+        """These settings as a probe unit carries them: where no MLP is fit (a linear probe, a task that fits its
+        own), the MLP's keys at their defaults, so that they do not count in its hash."""
+        return self if mlp else self.model_copy(update={k: type(self).model_fields[k].default for k in self.MLP_KEYS})
 
 
 class TaskGridSpec(_Strict):

@@ -10,6 +10,7 @@ one batched matmul replaces a Python-level loop per layer. Gradients are analyti
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ SCALE_FLOOR = 1e-6
 class LinearProbes:
     """A stack of L probes over the same label set; features are (L, n, d)."""
 
+    kind: ClassVar[str] = "linear"  # recorded in each row (probe.kind)
     classes: np.ndarray
     mean: torch.Tensor  # (L, 1, d)
     scale: torch.Tensor  # (L, 1, d)
@@ -33,18 +35,22 @@ class LinearProbes:
     grad_norm: np.ndarray | None = None  # (L,) final max |gradient| of each probe's mean objective
     converged: np.ndarray | None = None  # (L,) whether each met the tolerance (not the iteration cap)
 
+    def logits(self, Z: torch.Tensor) -> torch.Tensor:
+        """(L, n, C) logits of standardised features Z (L, n, d)."""
+        return torch.baddbmm(self.bias[:, None, :], Z, self.weight)
+
+    def _logits(self, X: np.ndarray) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.logits((torch.as_tensor(X, dtype=torch.float32) - self.mean) / self.scale)
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         """(L, n) predicted labels."""
-        with torch.inference_mode():
-            Z = (torch.as_tensor(X, dtype=torch.float32) - self.mean) / self.scale
-            return self.classes[torch.baddbmm(self.bias[:, None, :], Z, self.weight).argmax(-1).numpy()]
+        return self.classes[self._logits(X).argmax(-1).numpy()]
 
     def margin(self, X: np.ndarray) -> np.ndarray:
         """(L, n) logit of the last class minus the first's (for 0/1 labels: how much more a 1)."""
-        with torch.inference_mode():
-            Z = (torch.as_tensor(X, dtype=torch.float32) - self.mean) / self.scale
-            logits = torch.baddbmm(self.bias[:, None, :], Z, self.weight)
-            return (logits[..., -1] - logits[..., 0]).numpy()
+        logits = self._logits(X)
+        return (logits[..., -1] - logits[..., 0]).numpy()
 
     def accuracy(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """(L,) accuracy of each probe."""
@@ -87,18 +93,13 @@ def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1
     L, n, d = X.shape
     C = len(classes)
     dev = torch.device(device or "cpu")
-    Xt = torch.as_tensor(X).to(dev, torch.float32)
-    mean = Xt.mean(1, keepdim=True)
-    scale = Xt.std(1, keepdim=True, correction=0).clamp_min(SCALE_FLOOR)
+    mean, scale, Zt = standardised(X, dev, transposed=C > 1)
     theta = torch.zeros(L, d * C + C, device=dev)
     if init is not None and C > 1 and np.array_equal(init.classes, classes) and init.weight.shape == (L, d, C):
         theta = torch.cat([init.weight.reshape(L, -1), init.bias], 1).to(dev, torch.float32).clone()
     iters, gmax = np.zeros(L, dtype=np.int64), np.zeros(L)
     converged = np.ones(L, dtype=bool)
     if C > 1:
-        Zt = torch.empty(L, d, n, device=dev)
-        for layer in range(L):  # one layer at a time: no second full-size copy
-            Zt[layer] = ((Xt[layer] - mean[layer]) / scale[layer]).T
         onehot_t = torch.nn.functional.one_hot(torch.as_tensor(y_idx, dtype=torch.long, device=dev), C).T.float()
         iters, gmax, converged = _lbfgs(Zt, onehot_t.contiguous(), l2, theta, max_iter, tol)
         del Zt
@@ -106,6 +107,20 @@ def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1
     return LinearProbes(classes=classes, mean=mean.cpu(), scale=scale.cpu(), weight=W.contiguous(),
                         bias=b.contiguous(),
                         iterations=iters, grad_norm=gmax, converged=converged)
+
+
+def standardised(X: np.ndarray, device: torch.device, transposed: bool = True):
+    """(mean (L, 1, d), scale (L, 1, d), standardised features transposed to (L, d, n), or None where not
+    `transposed`) of X (L, n, d) on `device`, one layer at a time: no second full-size copy."""
+    Xt = torch.as_tensor(X).to(device, torch.float32)
+    mean = Xt.mean(1, keepdim=True)
+    scale = Xt.std(1, keepdim=True, correction=0).clamp_min(SCALE_FLOOR)
+    if not transposed:
+        return mean, scale, None
+    Zt = torch.empty(X.shape[0], X.shape[2], X.shape[1], device=device)
+    for layer in range(X.shape[0]):
+        Zt[layer] = ((Xt[layer] - mean[layer]) / scale[layer]).T
+    return mean, scale, Zt
 
 
 REL_CHANGE = 1e-10  # a probe whose step lowers its loss by less than this fraction has stopped moving
@@ -128,17 +143,18 @@ def _objective(Zt: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch
 
 
 def _lbfgs(Z: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor, max_iter: int,
-           tol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           tol: float, objective=_objective) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """L-BFGS on every probe at once, each with its own curvature history, step length and stopping
     test: the probes are independent problems that share one batched matmul per evaluation. A probe
     that has stopped leaves the batch (its features are moved out of the active block of Z, in place,
     so no copy is made). Updates `theta` (L, P) in place; returns per probe the iterations, the final
-    gradient max-norm and whether it met `tol`."""
+    gradient max-norm and whether it met `tol`. `objective(Z, onehot_t, l2, theta)` gives (loss, gradient)
+    of k probes (the MLP probe's is its own)."""
     L, P = theta.shape
     iters, gmax, converged = np.zeros(L, dtype=np.int64), np.zeros(L), np.zeros(L, dtype=bool)
     active = list(range(L))  # Z[j] holds the features of probe active[j]
     th = theta.clone()
-    f, g = _objective(Z, onehot_t, l2, th)
+    f, g = objective(Z, onehot_t, l2, th)
     S, Y = torch.zeros(L, HISTORY, P, device=Z.device), torch.zeros(L, HISTORY, P, device=Z.device)
     rho = torch.zeros(L, HISTORY, dtype=torch.float64, device=Z.device)  # 0 marks an empty slot: it drops out below
     gamma = torch.zeros(L, device=Z.device)
@@ -185,9 +201,9 @@ def _lbfgs(Z: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tens
             slope[bad] = (g[bad] * direction[bad]).sum(1, dtype=torch.float64)
             rho[bad] = 0
         th_new = th + direction
-        f_new, g_new = _objective(Z[:k], onehot_t, l2, th_new)
+        f_new, g_new = objective(Z[:k], onehot_t, l2, th_new)
         for j in torch.nonzero(f_new > f + 1e-4 * slope).flatten().tolist():  # Armijo; rare past the start
-            found = _backtrack(Z[j:j + 1], onehot_t, l2, th[j], direction[j], f[j], slope[j])
+            found = _backtrack(Z[j:j + 1], onehot_t, l2, th[j], direction[j], f[j], slope[j], objective)
             if found is None:  # no lower loss along the direction: stay (the probe then counts as stalled)
                 f_new[j], g_new[j], th_new[j] = f[j], g[j], th[j]
             else:
@@ -206,12 +222,12 @@ def _lbfgs(Z: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tens
     return iters, gmax, converged
 
 
-def _backtrack(Z, onehot_t, l2, th, direction, f0, slope, tries: int = 30):
+def _backtrack(Z, onehot_t, l2, th, direction, f0, slope, objective, tries: int = 30):
     """Halve the step until the loss falls enough (Armijo): (loss, grad, step), or None if it never does."""
     t = 1.0
     for _ in range(tries):
         t *= 0.5
-        f, g = _objective(Z, onehot_t, l2, (th + t * direction)[None])
+        f, g = objective(Z, onehot_t, l2, (th + t * direction)[None])
         if f[0] <= f0 + 1e-4 * t * slope:
             return f[0], g[0], t
     return None

@@ -91,6 +91,8 @@ def make_plan(run: Spec | Manifest, inputs: RunInputs | None = None) -> Plan:
             langs, sources, targets_of_grid = spec.grid(tasks[0].name)
             options = tuple((t.name, run.tasks.options[t.name].model_dump_json()) for t in tasks
                             if type(run.tasks.options[t.name]).model_fields) or None
+            # a task that fits its own probe (structural probes) reads no probe.kind: it is left out of its hash
+            probe = spec.probe.read_by(mlp=spec.probe.kind == "mlp" and not hasattr(tasks[0], "fit"))
             for group in layer_groups:
                 for src in plan.sources:
                     tgts = [t for t in plan.targets if (t == src and src in langs)
@@ -103,7 +105,7 @@ def make_plan(run: Spec | Manifest, inputs: RunInputs | None = None) -> Plan:
                     needs = list({u.key: u for u in needs}.values())
                     plan.probe.append(ProbeUnit(ckpt=ckpt, tasks=tasks, layers=group, src=src,
                                                 pooling=inputs.poolings[ckpt.name],
-                                                train_split=ud[src].train[0], targets=targets, probe=spec.probe,
+                                                train_split=ud[src].train[0], targets=targets, probe=probe,
                                                 needs=tuple(u.key for u in needs),
                                                 inputs=tuple(u.hash for u in needs), options=options))
     for task in inputs.tasks:

@@ -13,8 +13,8 @@ from xlp.storage import Store
 
 
 def load_runs(runs: list[str]) -> tuple[pd.DataFrame, list[Spec]]:
-    """Every run's emergence table, one row per (run, curve), and each run's spec (as the run saved it); a
-    run is named by its spec's name (or its location where two share a name)."""
+    """Every run's emergence table, one row per (run, curve), with the run's probe kind, and each run's spec (as
+    the run saved it); a run is named by its spec's name (or its location where two share a name)."""
     if len(runs) < 2:
         raise XlpError("compare: give two runs or more")
     tables, names, specs = [], [], []
@@ -26,5 +26,6 @@ def load_runs(runs: list[str]) -> tuple[pd.DataFrame, list[Spec]]:
         specs.append(run_manifest(store).spec)
         name = specs[-1].name
         names.append(name if name not in names else run)
-        tables.append(em[CURVE_KEYS + ["metric"] + [c for c in PER_RUN if c in em]].assign(run=names[-1]))
+        tables.append(em[CURVE_KEYS + ["metric"] + [c for c in PER_RUN if c in em]].assign(
+            run=names[-1], probe_kind=specs[-1].probe.kind))
     return pd.concat(tables, ignore_index=True), specs

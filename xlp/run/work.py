@@ -19,6 +19,7 @@ from xlp.models.loading import pick_device
 from xlp.models.words import NO_SUBWORD
 from xlp.probing.linear import fit_probes, majority_accuracy
 from xlp.probing.mdl import online_code
+from xlp.probing.mlp import fit_mlp_probes
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, resample_sentences, shard_path
@@ -170,17 +171,26 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
             rows += [{**row, "seed": seed} for row in rows if row["seed"] == settings.seeds[0]]
             continue
         train = resample_sentences(table, np.random.default_rng([seed, 1])) if resample else table
+        if hasattr(fit, "fit"):  # a task that fits its own probe (structural probes): from a fixed start
+            probes[seed], n_train[seed] = fit.fit(train, cols, settings, device)
+            invariant = not resample
+            continue
         X, y = fit.examples(train, cols, seed)
-        invariant = not fit.seeded and not resample and (cap is None or len(y) <= cap)
+        # an MLP is not convex: each seed fits from its own start (xlp/probing/mlp.py)
+        invariant = settings.kind == "linear" and not fit.seeded and not resample and (cap is None or len(y) <= cap)
         idx = slice(None)
         if cap is not None and len(y) > cap:
             idx = np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
             X, y = X[:, idx], y[idx]
-        if settings.mdl:  # the online code of the same training examples
+        if settings.mdl:  # the online code of the same training examples (by linear probes)
             code = online_code(X, y, settings.l2, settings.max_iter, settings.tol, device=device)
             rows += CompressionTask(fit).rows(unit, seed, code, fit.item_sentences(train)[idx], invariant)
-        warm = next(iter(probes.values()), None)  # the first seed's optimum: a start closer to this one's
-        probes[seed] = fit_probes(X, y, settings.l2, settings.max_iter, settings.tol, init=warm, device=device)
+        if settings.kind == "mlp":
+            probes[seed] = fit_mlp_probes(X, y, settings.l2, settings.max_iter, settings.tol, settings.hidden,
+                                          settings.dropout, seed, device)
+        else:
+            warm = next(iter(probes.values()), None)  # the first seed's optimum: a start closer to this one's
+            probes[seed] = fit_probes(X, y, settings.l2, settings.max_iter, settings.tol, init=warm, device=device)
         n_train[seed] = len(y)
     del table
     for tgt, split in unit.targets:
@@ -195,7 +205,7 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
 def _score(unit: ProbeUnit, task: WordTask, probes: dict, n_train: dict, invariant: bool, tgt: str,
            test: pa.Table, cols: list[str]) -> list[dict]:
     """One task's rows on one target: every seed's probe scored on the target's test examples."""
-    evaluate = getattr(task, "evaluate", None)  # a task that scores its own way (head selection)
+    evaluate = getattr(task, "evaluate", None)  # a task that scores its own way (head selection, structural)
     if evaluate is None:
         Xt, yt = task.examples(test, cols, 0)  # one fixed test set for every seed and checkpoint
         baseline = majority_accuracy(yt)
@@ -207,13 +217,17 @@ def _score(unit: ProbeUnit, task: WordTask, probes: dict, n_train: dict, invaria
     for seed, probe in probes.items():
         if id(probe) not in scores:
             scores[id(probe)] = evaluate(probe, test, cols) if evaluate else probe.score(Xt, yt, task.metric)
-        values, correct = scores[id(probe)]
+        # per item: 0/1 (L, n), or (L, k, n) columns whose sums give the value; a task may add columns per layer
+        values, items, *extra = scores[id(probe)]
+        sums = items.ndim == 3
         for li, layer in enumerate(unit.layers):
-            rows.append(result_row(unit, task=task.name, layer=layer, src=unit.src, tgt=tgt, seed=seed,
-                                   metric=task.metric, value=values[li], baseline=baseline, n_train=n_train[seed],
-                                   n_test=correct.shape[1], invariant=invariant, correct=correct[li],
-                                   pooling=unit.pooling, fit=(probe, li),
-                                   item_groups=sentences if len(sentences) == correct.shape[1] else None))
+            rows.append({**result_row(unit, task=task.name, layer=layer, src=unit.src, tgt=tgt, seed=seed,
+                                      metric=task.metric, value=values[li], baseline=baseline, n_train=n_train[seed],
+                                      n_test=items.shape[-1], invariant=invariant,
+                                      correct=None if sums else items[li], item_sums=items[li] if sums else None,
+                                      pooling=unit.pooling, fit=(probe, li),
+                                      item_groups=sentences if len(sentences) == items.shape[-1] else None),
+                         **(extra[0][li] if extra else {})})
     return rows
 
 

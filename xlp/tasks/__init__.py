@@ -23,11 +23,12 @@ from xlp.tasks.mdl import CompressionTask
 from xlp.tasks.pos import PosTask
 from xlp.tasks.pos_control import PosControlTask
 from xlp.tasks.retrieval import RetrievalTask
+from xlp.tasks.structural import DepthTask, DistanceTask
 from xlp.tasks.xnli import XnliTask
 
 BUILT_IN: dict[str, Task] = {task.name: task for task in (
     PosTask(), PosControlTask(), ArcTask(), ArcHeadTask(), DeprelTask(), ArcControlTask(), DeprelControlTask(),
-    RetrievalTask(), BpcTask(), XnliTask(), AlignTask(),
+    RetrievalTask(), BpcTask(), XnliTask(), AlignTask(), DistanceTask(), DepthTask(),
 )}
 DEFAULT_TASKS = (PosTask.name,)  # a spec that names no task
 ENTRY_POINT_GROUP = "xlp.tasks"
@@ -75,11 +76,12 @@ class RunTasks:
 
     def configured(self) -> dict[str, Task]:
         """Each task of the run with its options (what its definition and examples read); with probe.mdl, each
-        fitted word task's compression right after it."""
+        fitted word task's compression right after it (not the structural probes')."""
         out: dict[str, Task] = {}
         for name, task in self.tasks.items():
             out[name] = task.configured(self.options[name])
-            if self.mdl and isinstance(task, WordTask) and task.fit_with not in self.tasks:
+            # a task that fits its own probe (structural probes) has no labels to code
+            if self.mdl and isinstance(task, WordTask) and task.fit_with not in self.tasks and not hasattr(task, "fit"):
                 compression = CompressionTask(out[name])
                 out[compression.name] = compression
         return out

@@ -133,9 +133,12 @@ class Task(ABC):
 
 
 class WordTask(Task):
-    """A linear probe on word features. `needs` names the shard's label columns it reads; `seeded`
-    says whether its examples depend on the seed; a task that scores with another's probe names it in
-    `fit_with` (the probe is fit once when both run) and implements `evaluate` and `test_baseline`.
+    """A probe on word features (linear or MLP, `probe.kind`). `needs` names the shard's label columns it reads;
+    `seeded` says whether its examples depend on the seed; a task that scores with another's probe names it in
+    `fit_with` (the probe is fit once when both run) and implements `evaluate` and `test_baseline`. A task that
+    fits a probe of its own (the structural probes) implements `fit(table, layer_columns, probe_spec, device)`
+    -> (probes, training count), `evaluate` (which may return per-item sums, (L, k, n), and a dict of extra
+    columns per layer) and `test_baseline`.
     Its options reach the worker in the probe unit (and count in its hash); `examples` reads `self.options`."""
 
     needs: ClassVar[tuple[str, ...]]
@@ -211,8 +214,8 @@ def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, me
     a metric that is not a share of items correct gives instead `item_sums`, (k, n_test) per-item columns
     whose sums give the value through the task's `value_from_sums` (float32 bytes, for the same bootstrap);
     `tokens` is the tokens seen at the checkpoint where its name or metadata says; `pooling` the subword
-    pooling of word vectors (None where the task pools otherwise); `fit` (a LinearProbes and this row's index
-    among them) gives the L-BFGS iterations and final gradient max-norm of the row's probe (null without one);
+    pooling of word vectors (None where the task pools otherwise); `fit` (a LinearProbes or MlpProbes and this row's
+    index among them) gives the probe's kind, L-BFGS iterations and final gradient max-norm (null without one);
     `item_groups` (n_test,) the sentence of each test item (int32 bytes), where items share sentences (words,
     arcs): the reducer resamples, halves and sign-tests whole sentences."""
     return {"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "tokens": unit.ckpt.tokens, "task": task,
@@ -221,6 +224,7 @@ def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, me
             "pooling": pooling, "correct": None if correct is None else np.packbits(correct).tobytes(),
             "item_sums": None if item_sums is None else np.asarray(item_sums, dtype=np.float32).tobytes(),
             "item_groups": None if item_groups is None else np.asarray(item_groups, dtype=np.int32).tobytes(),
+            "probe_kind": None if fit is None else fit[0].kind,
             "probe_iters": None if fit is None else int(fit[0].iterations[fit[1]]),
             "probe_grad_norm": None if fit is None else float(fit[0].grad_norm[fit[1]])}
 

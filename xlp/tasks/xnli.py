@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field, model_validator
 
+from xlp.config import ProbeSpec
 from xlp.data.hub import Dataset, DatasetSource, DatasetSplit
 from xlp.data.xnli import SPLITS, available, read_xnli, read_xnli_dataset, read_xnli_file, xnli_file
 from xlp.hashing import data_files
@@ -87,7 +88,8 @@ class XnliTask(SentenceTask):
         d = ctx.data
         return (("caps", (d.max_train_sentences, d.max_test_sentences)),
                 ("grid", (tuple(grid), tuple(sources), tuple(targets))),
-                ("probe", ctx.probe.model_dump(exclude={"mdl"})), ("sentence_vectors", SENTENCE_VECTORS))
+                ("probe", ctx.probe.model_dump(exclude={"mdl", *ProbeSpec.MLP_KEYS})),
+                ("sentence_vectors", SENTENCE_VECTORS))
 
     def rows_per_unit(self, n_langs: int, n_layers: int, cross_lingual: bool) -> int:
         return n_layers * n_langs ** (2 if cross_lingual else 1)  # an upper bound: sources need a dev split
