@@ -15,7 +15,7 @@ from xlp.config import ProbeSpec, Spec
 from xlp.data.conllu import read_conllu
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import FeatureExtractor
-from xlp.probing.structural import Trees
+from xlp.probing.trees import Trees
 from xlp.storage.features import features_table, layer_column
 from xlp.tasks import BUILT_IN
 from xlp.tasks.structural import StructuralOptions

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import Field
 
-from xlp.probing.structural import Trees, fit_structural, length_averaged, spearman_rows, uuas_counts
+from xlp.probing.trees import Trees, length_averaged, spearman_rows, uuas_counts
 from xlp.tasks.base import TaskOptions, WordTask
 
 
@@ -32,6 +32,8 @@ class _StructuralTask(WordTask):
 
     def fit(self, table: pa.Table, layer_columns: list[str], probe, device=None):
         """(the fitted probes of every layer column, training sentences)."""
+        from xlp.probing.structural import fit_structural  # torch: only where a probe is fit
+
         probes = fit_structural(table, layer_columns, self.pairwise, self.options.rank, probe.max_iter, probe.tol,
                                 device)
         return probes, len(Trees.of(table).lengths)
