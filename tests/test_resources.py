@@ -27,3 +27,27 @@ def test_set_cpus_are_the_threads_and_a_gpu_extractor_takes_no_idle_cores():
     assert auto.threads(idle_cpus=6, extractors_on_node=2, node_cpus=8) == 4  # 1 own + half of 6 idle
     assert auto.threads(idle_cpus=0, extractors_on_node=2, node_cpus=8) == 1  # probes hold the rest
     assert auto.threads(idle_cpus=16, extractors_on_node=1, node_cpus=8) == 8  # never more than the node has
+
+
+def test_curves_and_figures_as_ray_tasks_give_the_serial_results_bytes(clean_grid, tmp_path, monkeypatch):
+    """The clean grid was reduced in its Ray session: curves and figures as Ray tasks. Reduced again in the
+    driver alone, its results and figures are the same bytes."""
+    from conftest import copy_run
+
+    import xlp.run.reduce as run_reduce
+    from xlp.analysis.reduce import reduce
+    from xlp.run.manifest import load_run
+    from xlp.storage import Store
+
+    spec, run, _, _ = clean_grid
+    copy, _ = copy_run(spec, run, tmp_path)
+    monkeypatch.setattr(run_reduce, "parallel_reduce", reduce)  # the serial reducer
+    monkeypatch.setattr(run_reduce, "ray_map", None)  # figures drawn one after the other, here
+    store = Store(str(copy))
+    manifest, plan = load_run(store)
+    assert run_reduce.reduce_run(store, manifest, plan, force=True)
+    files = [f"results/{n}.{x}" for n in ("probes", "emergence", "findings", "layers") for x in ("parquet", "csv")]
+    files += sorted(str(f.relative_to(run)) for f in (run / "report" / "figures").iterdir())
+    assert len(files) > 8
+    for f in files:
+        assert (copy / f).read_bytes() == (run / f).read_bytes(), f

@@ -68,7 +68,8 @@ def launch(spec: Spec | Manifest, console: Console | None = None, quiet: bool = 
 
 def _launch(run: Manifest, plan, store, console, quiet, address, start, emit, verify=False) -> LaunchResult:
     spec = run.spec
-    store.write_bytes(PLAN_FILE, json.dumps(plan.to_dict(), indent=1, sort_keys=True).encode())
+    planned = plan.to_dict()
+    store.write_bytes(PLAN_FILE, json.dumps(planned, indent=1, sort_keys=True).encode())
     store.write_bytes(SPEC_FILE, run.to_json().encode())
     ledger = Ledger(store)
     probe_todo = [u for u in plan.probe if not ledger.is_done("probe", u.key, u.hash, verify)]
@@ -81,16 +82,21 @@ def _launch(run: Manifest, plan, store, console, quiet, address, start, emit, ve
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=console, disable=quiet, transient=False) as progress:
+        def reduce_now() -> None:  # with the ledger the run kept current; in the Ray session when one is open
+            bar = progress.add_task("reduce", total=None, rate="")
+
+            def reduced(n: int, total: int) -> None:
+                progress.update(bar, advance=n, total=total)
+                emit({"event": "reduce", "advance": n, "total": total})
+
+            reduce_run(store, run, planned, ledger=ledger, on_step=reduced)
+
         if ext_todo or probe_todo:
             with ray_session(spec.cluster, address):
                 _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit)
-        bar = progress.add_task("reduce", total=None, rate="")
-
-        def reduced(n: int, total: int) -> None:
-            progress.update(bar, advance=n, total=total)
-            emit({"event": "reduce", "advance": n, "total": total})
-
-        reduce_run(store, run, plan.to_dict(), ledger=ledger, on_step=reduced)  # the ledger the run kept current
+                reduce_now()
+        else:
+            reduce_now()
     result.seconds = time.time() - start
     return result
 
