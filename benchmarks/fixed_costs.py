@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -73,10 +74,13 @@ def ud_root(root: Path, n: int) -> Path:
     return ud
 
 
-def timed(cmd: list[str], env: dict) -> float:
-    t = time.perf_counter()
+def timed(cmd: list[str], env: dict) -> tuple[float, float]:
+    """Wall-clock and CPU seconds (user + system) of a command: on a shared machine its CPU time is what the
+    wall-clock time would be on an idle one (these commands run one thread)."""
+    before, t = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter() - t, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
 def main() -> None:
@@ -100,8 +104,9 @@ def main() -> None:
     xlp = [sys.executable, "-c", "from xlp.cli import main; main()"]  # the `xlp` command, this checkout
 
     shutil.rmtree(root / "run", ignore_errors=True)
-    out = subprocess.run([*xlp, "launch", str(spec_file), "--json"], check=True, env=env, capture_output=True,
-                         text=True)
+    out = subprocess.run([*xlp, "launch", str(spec_file), "--json"], env=env, capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"xlp launch failed ({out.returncode}):\n{out.stderr[-3000:]}")
     events = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     plan, summary = events[0], events[-1]
     units = plan["extract"] + plan["probe"]
@@ -116,11 +121,11 @@ def main() -> None:
           f"test sentences each: {plan['extract']} extraction + {plan['probe']} probe units = {units}; "
           f"{args.cpus} CPUs")
     print(f"first launch (CLI, fresh digest cache): {launch_s:6.1f} s, {1000 * launch_s / units:5.1f} ms per unit "
-          f"(workers' own time {worker:.1f} s over {args.cpus} CPUs)")
-    print(f"no-op relaunch (CLI)                  : {min(relaunch):6.2f} s (runs: "
-          + ", ".join(f"{t:.2f}" for t in relaunch) + ")")
-    print(f"xlp status (CLI)                      : {min(status):6.2f} s (runs: "
-          + ", ".join(f"{t:.2f}" for t in status) + f"); `import xlp.cli` alone {imports:.2f} s")
+          f"wall (the units' own time {worker:.1f} s over {args.cpus} CPUs)")
+    for what, runs in (("no-op relaunch (CLI)", relaunch), ("xlp status (CLI)", status)):
+        print(f"{what:<38}: {min(w for w, _ in runs):6.2f} s wall, {min(c for _, c in runs):5.2f} s CPU (runs: "
+              + ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs) + ")")
+    print(f"`import xlp.cli` alone: {imports[0]:.2f} s wall, {imports[1]:.2f} s CPU")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

@@ -47,7 +47,7 @@ def test_curves_and_figures_as_ray_tasks_give_the_serial_results_bytes(clean_gri
     manifest, plan = load_run(store)
     assert run_reduce.reduce_run(store, manifest, plan, force=True)
     files = [f"results/{n}.{x}" for n in ("probes", "emergence", "findings", "layers") for x in ("parquet", "csv")]
-    files += sorted(str(f.relative_to(run)) for f in (run / "report" / "figures").iterdir())
+    files += ["report/index.html", *sorted(str(f.relative_to(run)) for f in (run / "report" / "figures").iterdir())]
     assert len(files) > 8
     for f in files:
         assert (copy / f).read_bytes() == (run / f).read_bytes(), f
