@@ -273,16 +273,15 @@ PER_TASK = {"curves": curves, "transfer": transfer, "layers": layers}
 def _render_or_note(plot: Plot) -> Drawn | str:
     try:
         return render(plot)
-    except Exception as e:  # noqa: BLE001 - a plotting corner case must not lose the run's tables
+    except Exception as e:  # noqa: BLE001
         return f"Figure {plot.name} was skipped: {type(e).__name__}: {e}"
 
 
 def draw_all(results: Results, style: Style, map_plots: Callable | None = None
              ) -> tuple[dict[str, list[Drawn]], list[str]]:
     """Every figure, by the section it belongs to ("acquisition", "curves", "transfer", "layers"), and a note
-    for each that could not be drawn (a plotting corner case must not lose the run's tables). `map_plots(function,
-    plots)` draws them (default: here, one after the other; the run layer passes Ray tasks): each plot carries
-    what it shows, so it draws the same bytes wherever it is drawn."""
+    for each that could not be drawn. `map_plots(function, plots)` draws them (default: here; the run layer passes
+    Ray tasks): a plot carries what it shows, so it draws the same bytes wherever it is drawn."""
     plans: list[tuple[str, str, Callable[[], Plot | None]]] = [("acquisition", "acquisition",
                                                                  lambda: acquisition(results, style))]
     for kind, make in PER_TASK.items():
@@ -291,16 +290,10 @@ def draw_all(results: Results, style: Style, map_plots: Callable | None = None
     made, notes = [], []
     for kind, name, plan in plans:
         try:
-            plot = plan()
-        except Exception as e:  # noqa: BLE001
+            made += [(kind, plot) for plot in [plan()] if plot is not None]
+        except Exception as e:  # noqa: BLE001 - a plotting corner case must not lose the run's tables
             notes.append(f"Figure {name} was skipped: {type(e).__name__}: {e}")
-            continue
-        if plot is not None:
-            made.append((kind, plot))
     run = map_plots or (lambda f, xs: [f(x) for x in xs])
     for (kind, _), out in zip(made, run(_render_or_note, [plot for _, plot in made])):
-        if isinstance(out, Drawn):
-            drawn[kind].append(out)
-        else:
-            notes.append(out)
+        (drawn[kind] if isinstance(out, Drawn) else notes).append(out)
     return drawn, notes
