@@ -6,20 +6,25 @@ every word copied to Python, then scikit-learn's LogisticRegression one probe at
 features, C = 1 / (l2 n), lbfgs to the same gradient tolerance as xlp's probe; a feature's scale is
 floored at xlp's SCALE_FLOOR, as in xlp). xlp: a spec run
 through `xlp.run.driver.launch` (local Ray, Parquet features, ledger, report). Prints both
-times, the ratio, and the accuracy difference of every cell (layer x source x target).
+times, the ratio, and the accuracy difference of every cell (layer x source x target). Then the extract stage
+inside the run (words over the busy time of its units, from the ledger) against xlp's extractor in this process
+on the same sentences with every core (FeatureExtractor, torch's threads), and the threads the run's units got.
 
-    python benchmarks/grid.py [--train 2000] [--test 1000] [--small]
+    python benchmarks/grid.py [--train 2000] [--test 1000] [--small] [--layers 1 2 3 4 5 6] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
 import yaml
 from naive import naive_word_vectors  # benchmarks/naive.py: the shared hand-written baseline
 from sklearn.linear_model import LogisticRegression
@@ -28,17 +33,22 @@ from transformers import AutoModel, AutoTokenizer
 
 from xlp.config import ProbeSpec, load_spec
 from xlp.data.conllu import read_conllu
+from xlp.models.checkpoints import Checkpoint
+from xlp.models.extract import FeatureExtractor
 from xlp.paths import shared_dir
 from xlp.probing.linear import SCALE_FLOOR
 from xlp.run.driver import launch
+from xlp.run.status import busy_seconds
 
 # what xlp's plan picks with train_split: train (these treebanks have no train file here: dev instead)
 FILES = {"en": ("UD_English-EWT/en_ewt-ud-dev.conllu", "UD_English-EWT/en_ewt-ud-test.conllu"),
          "de": ("UD_German-GSD/de_gsd-ud-dev.conllu", "UD_German-GSD/de_gsd-ud-test.conllu")}
 
 
-def by_hand(model_dir: str, data: dict, l2: float, tol: float) -> dict[tuple[int, str, str], float]:
-    """Accuracy per (layer, source, target), the way one writes it without a tool."""
+def by_hand(model_dir: str, data: dict, l2: float, tol: float,
+            layers: list[int] | None = None) -> dict[tuple[int, str, str], float]:
+    """Accuracy per (layer, source, target), the way one writes it without a tool (one fit per layer and source:
+    lbfgs is deterministic, so probe seeds would only repeat it)."""
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).eval()
     feats = {}
@@ -48,7 +58,7 @@ def by_hand(model_dir: str, data: dict, l2: float, tol: float) -> dict[tuple[int
         feats[key] = (rows, labels)
     acc = {}
     n_layers = len(feats[("en", "train")][0][0])
-    for layer in range(n_layers):
+    for layer in layers or range(n_layers):
         for src in ("en", "de"):
             rows, y = feats[(src, "train")]
             X = np.array([r[layer] for r in rows], dtype=np.float32)
@@ -70,12 +80,26 @@ def with_xlp(model_dir: str, out: Path, args) -> dict[tuple[int, str, str], floa
         "name": "grid", "output": str(out), "checkpoints": [{"path": model_dir, "step": 0}],
         "data": {"ud_root": str(shared_dir() / "ud"), "languages": ["en", "de"],
                  "max_train_sentences": args.train, "max_test_sentences": args.test},
-        "tasks": ["pos"], "layers": "all", "probe": {"seeds": [0], "l2": args.l2, "tol": args.tol},
+        "tasks": ["pos"], "layers": args.layers or "all",
+        "probe": {"seeds": args.seeds, "l2": args.l2, "tol": args.tol},
         "cluster": {"num_cpus": args.cpus}}))
     result = launch(load_spec(spec_file), quiet=True)
     assert not result.failed, result.failed
     df = pq.read_table(out / "results/probes.parquet").to_pandas()
-    return {(int(r.layer), r.src_lang, r.tgt_lang): float(r.value) for r in df.itertuples()}
+    extract = [json.loads(p.read_text()) for p in (out / "ledger" / "extract").rglob("*.json")]
+    stage = (sum(r["rows"] for r in extract) / busy_seconds(extract), sorted(r["threads"] for r in extract))
+    return {(int(r.layer), r.src_lang, r.tgt_lang): float(r.value) for r in df.itertuples()}, stage
+
+
+def in_process(model_dir: str, data: dict, layers: list[int] | None) -> float:
+    """Words per second of xlp's extractor in this process (torch's threads: every core) on the same sentences."""
+    ex = FeatureExtractor(Checkpoint(0, model_dir), layers=layers or "all")
+    ex.extract([s.forms for s in next(iter(data.values()))[:20]])  # warm
+    t, words = time.perf_counter(), 0
+    for sentences in data.values():
+        ex.extract([s.forms for s in sentences])
+        words += sum(len(s.forms) for s in sentences)
+    return words / (time.perf_counter() - t)
 
 
 def main() -> None:
@@ -86,6 +110,8 @@ def main() -> None:
     ap.add_argument("--l2", type=float, default=ProbeSpec().l2)
     ap.add_argument("--tol", type=float, default=ProbeSpec().tol, help="gradient tolerance of both probes")
     ap.add_argument("--cpus", type=int, default=None, help="CPUs of xlp's local Ray node (default: all)")
+    ap.add_argument("--layers", type=int, nargs="*", default=None, help="layers to probe (default: all)")
+    ap.add_argument("--seeds", type=int, nargs="*", default=[0], help="xlp's probe seeds")
     args = ap.parse_args()
     if args.small:
         args.train, args.test = 300, 150
@@ -95,19 +121,24 @@ def main() -> None:
             for lang, paths in FILES.items() for split, path in zip(("train", "test"), paths)}
 
     t = time.perf_counter()
-    hand = by_hand(model_dir, data, args.l2, args.tol)
+    hand = by_hand(model_dir, data, args.l2, args.tol, args.layers)
     t_hand = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        ours = with_xlp(model_dir, Path(tmp) / "run", args)
+        ours, (stage_wps, threads) = with_xlp(model_dir, Path(tmp) / "run", args)
         t_xlp = time.perf_counter() - t
+    alone_wps = in_process(model_dir, data, args.layers)
 
     words = {k: sum(len(s.forms) for s in v) for k, v in data.items()}
-    print(f"grid: MiniLM, POS, en+de, every layer; {args.train} train / {args.test} test sentences; words "
+    print(f"grid: MiniLM, POS, en+de, layers {args.layers or 'all'}, xlp seeds {args.seeds}; {args.train} train / "
+          f"{args.test} test sentences; words "
           + ", ".join(f"{lang}-{split} {n:,}" for (lang, split), n in words.items()))
     print(f"by hand (padded batches, layers copied to Python, scikit-learn per probe): {t_hand:8.1f} s")
     print(f"xlp launch (Ray, Parquet, ledger, report, batched L-BFGS):                {t_xlp:8.1f} s")
     print(f"speed-up {t_hand / t_xlp:.1f}x")
+    print(f"extract stage in the run: {stage_wps:,.0f} words/s (units' threads {threads}); xlp's extractor in this "
+          f"process, {torch.get_num_threads()} threads: {alone_wps:,.0f} words/s ({stage_wps / alone_wps:.0%})")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("accuracy, xlp minus by hand, in points (layer: en->en en->de de->en de->de)")
     cells = [(s, t) for s in ("en", "de") for t in ("en", "de")]
     worst = 0.0

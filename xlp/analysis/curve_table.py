@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -96,11 +97,72 @@ def _trends(groups: list, a: AnalysisSpec, max_orders: np.ndarray | None = None,
     return out
 
 
-def curve_analysis(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[str, Task]) -> CurveAnalysis:
-    """`analyse_curves`, with the bootstrap replicates and candidate steps the findings test further."""
+MapParts = Callable[[Callable[[pd.DataFrame], tuple[list[dict], dict]], list[pd.DataFrame]], list]
+
+
+def curve_analysis(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[str, Task],
+                   map_parts: MapParts | None = None) -> CurveAnalysis:
+    """`analyse_curves`, with the bootstrap replicates and candidate steps the findings test further.
+
+    The rows are cut into parts, one per (task, target): each part's curves are decided on their own
+    (`analyse_part`), by `map_parts(function, parts)` (default: here, one after the other; the run layer passes
+    Ray tasks, which keep only the in-language bootstraps the findings read), so the results are the same bytes
+    however the parts run; BH and the adaptive trend test's second round then take the whole run's curves."""
     a = analysis
     if probes.empty:
         return CurveAnalysis(pd.DataFrame(columns=CURVE_COLUMNS + ["candidate_step", "at_first"]))
+    parts = [g for _, g in probes.groupby(["task", "tgt_lang"], sort=True)]
+    run = map_parts or (lambda f, xs: [f(x) for x in xs])
+    keep = "all" if map_parts is None else "in_language"
+    done = run(partial(analyse_part, analysis=a, tasks=tasks, keep=keep), parts)
+    rows = sorted((r for part_rows, _ in done for r in part_rows), key=_curve_key)
+    boots = {k: b for _, part_boots in done for k, b in part_boots.items()}
+    out = pd.DataFrame(rows)
+    # adaptive Monte Carlo: where BH would be stopped by the trend test's floor (1/1000), more random orders for
+    # the curves whose trend p-value is at it and is their largest, enough to resolve alpha x k / m (k: BH's
+    # rejections, m: the family)
+    again: dict[tuple, int] = {}
+    for _, g in out.groupby("task", sort=False):
+        m, k = len(g), int((bh_q(g["emergence_p"].to_numpy()) < a.alpha).sum())
+        # no finer than the bootstrap's own floor 1 / (B + 1): emergence_p is the largest of the three
+        need = int(min(MAX_ORDERS, np.ceil(2 * m / (a.alpha * max(k, 1))), 2 * (a.bootstrap + 1)))
+        binding = g["trend_p"] >= g[["rise_p", "above_baseline_p"]].max(axis=1).fillna(0)  # the largest p
+        floor = g.index[(g["trend_p"] * MONTE_CARLO <= 10) & (g["emergence_p"] < a.alpha) & binding
+                        & (g["n_steps"] > 6)]  # up to 6 checkpoints the test is exact
+        if need > MONTE_CARLO and len(floor):
+            again.update({_curve_key(rows[i]): need for i in floor})
+    if again:
+        redo = {(key[0], key[3]) for key in again}
+        redone = run(partial(analyse_part, analysis=a, tasks=tasks, keep="none", again=again),
+                     [p for p in parts if (p["task"].iloc[0], p["tgt_lang"].iloc[0]) in redo])
+        replaced = {_curve_key(r): r for part_rows, _ in redone for r in part_rows}
+        rows = [replaced.get(_curve_key(r), r) for r in rows]
+    out = pd.DataFrame(rows)
+    out["degradation_q"] = out["emergence_q"] = np.nan
+    for _, g in out.groupby("task", sort=False):  # the family: every test of the task in the run
+        out.loc[g.index, "degradation_q"] = bh_q(g["degradation_p"].to_numpy())
+        out.loc[g.index, "emergence_q"] = bh_q(g["emergence_p"].to_numpy())
+    out["emerged"] = (out["emergence_q"] < a.alpha) & ~out["at_first"].astype(bool)
+    out["candidate_step"] = out["emergence_step"]
+    steps = [c for c in CURVE_COLUMNS if c.startswith("emergence_step")]
+    out.loc[~out["emerged"], steps] = np.nan
+    out["degradation_significant"] = (out["degradation_q"] < a.alpha) & (out["degradation"] > 0)
+    tokens = tokens_by_step(probes)
+    for col, step_col in TOKEN_COLUMNS.items():  # the same checkpoints, as tokens seen where every one says
+        out[col] = out[step_col].map(tokens) if tokens is not None else np.nan
+    return CurveAnalysis(out[CURVE_COLUMNS + ["candidate_step", "at_first"]], boots)
+
+
+def _curve_key(row: dict) -> tuple:
+    return tuple(row[k] for k in CURVE_KEYS + ["metric"])
+
+
+def analyse_part(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[str, Task], keep: str = "all",
+                 again: Mapping[tuple, int] | None = None) -> tuple[list[dict], dict[tuple, dict]]:
+    """The curves of a part of the rows that holds whole (task, target) groups: each curve's row and its bootstrap
+    (`keep`: "all", "in_language", the ones the findings read, or "none"). With `again` (curve key -> random
+    orders), only the rows of those curves, their trend tests redone with that many orders."""
+    a = analysis
     curves = (probes.groupby(CURVE_KEYS + ["metric", "step"], sort=True)
               .agg(value=("value", "mean"), baseline=("baseline", "mean")).reset_index())
     boots: dict[tuple, dict] = {}
@@ -118,39 +180,14 @@ def curve_analysis(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[
         # which checkpoints differ beyond the noise: the trend test counts only those differences
         signs = pair_signs(v[None])[0] if b is None else bootstrap_pair_signs(b["whole"], a.alpha, b["wins"])
         groups.append((key, steps, v, c["baseline"].mean(), b, signs))
-    trends = _trends(groups, a)
-    rows = []
-    for (key, steps, v, baseline, b, _), trend in zip(groups, trends):
-        rows.append(_row(key, steps, v, baseline, b, a, tasks, float(trend)))
-    out = pd.DataFrame(rows)
-    # adaptive Monte Carlo: where BH would be stopped by the trend test's floor (1/1000), more random orders for
-    # the curves whose trend p-value is at it and is their largest, enough to resolve alpha x k / m (k: BH's
-    # rejections, m: the family)
-    for _, g in out.groupby("task", sort=False):
-        m, k = len(g), int((bh_q(g["emergence_p"].to_numpy()) < a.alpha).sum())
-        # no finer than the bootstrap's own floor 1 / (B + 1): emergence_p is the largest of the three
-        need = int(min(MAX_ORDERS, np.ceil(2 * m / (a.alpha * max(k, 1))), 2 * (a.bootstrap + 1)))
-        binding = g["trend_p"] >= g[["rise_p", "above_baseline_p"]].max(axis=1).fillna(0)  # the largest p
-        floor = g.index[(g["trend_p"] * MONTE_CARLO <= 10) & (g["emergence_p"] < a.alpha) & binding
-                        & (g["n_steps"] > 6)]  # up to 6 checkpoints the test is exact
-        if need > MONTE_CARLO and len(floor):
-            again = _trends(groups, a, np.full(len(groups), need), floor)
-            for i, p in zip(floor, again):
-                rows[i] = _row(*groups[i][:5], a, tasks, float(p))
-    out = pd.DataFrame(rows)
-    out["degradation_q"] = out["emergence_q"] = np.nan
-    for _, g in out.groupby("task", sort=False):  # the family: every test of the task in the run
-        out.loc[g.index, "degradation_q"] = bh_q(g["degradation_p"].to_numpy())
-        out.loc[g.index, "emergence_q"] = bh_q(g["emergence_p"].to_numpy())
-    out["emerged"] = (out["emergence_q"] < a.alpha) & ~out["at_first"].astype(bool)
-    out["candidate_step"] = out["emergence_step"]
-    steps = [c for c in CURVE_COLUMNS if c.startswith("emergence_step")]
-    out.loc[~out["emerged"], steps] = np.nan
-    out["degradation_significant"] = (out["degradation_q"] < a.alpha) & (out["degradation"] > 0)
-    tokens = tokens_by_step(probes)
-    for col, step_col in TOKEN_COLUMNS.items():  # the same checkpoints, as tokens seen where every one says
-        out[col] = out[step_col].map(tokens) if tokens is not None else np.nan
-    return CurveAnalysis(out[CURVE_COLUMNS + ["candidate_step", "at_first"]], boots)
+    if again is not None:
+        at = [i for i, g in enumerate(groups) if tuple(g[0]) in again]
+        orders = np.array([again.get(tuple(g[0]), MONTE_CARLO) for g in groups])
+        return [_row(*groups[i][:5], a, tasks, float(p)) for i, p in zip(at, _trends(groups, a, orders, at))], {}
+    rows = [_row(key, steps, v, baseline, b, a, tasks, float(trend))
+            for (key, steps, v, baseline, b, _), trend in zip(groups, _trends(groups, a))]
+    kept = {k: b for k, b in boots.items() if keep == "all" or (keep == "in_language" and k[2] == k[3])}
+    return rows, kept
 
 
 def _row(key, steps, v, baseline, b, a: AnalysisSpec, tasks: Mapping[str, Task], trend: float) -> dict:

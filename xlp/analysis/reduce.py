@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from xlp.analysis.curve_table import CURVE_COLUMNS, best_layers, curve_analysis
+from xlp.analysis.curve_table import CURVE_COLUMNS, MapParts, best_layers, curve_analysis
 from xlp.analysis.findings import findings_table
 from xlp.analysis.results import Results
 from xlp.config import AnalysisSpec
@@ -39,10 +39,12 @@ def _floor_notes(emergence: pd.DataFrame, analysis: AnalysisSpec) -> list[str]:
     return notes
 
 
-def reduce(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[str, Task]) -> Results:
+def reduce(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[str, Task],
+           map_parts: MapParts | None = None) -> Results:
     """The curves' table, findings, best layers and the tasks' own tables of `probes` (a run's rows), with
-    `tasks` the run's tasks by name (their metric's direction, item sums, definitions, own tables)."""
-    curves = curve_analysis(probes, analysis, tasks)
+    `tasks` the run's tasks by name (their metric's direction, item sums, definitions, own tables); `map_parts`
+    runs the curves' parts (`curve_analysis`: here by default; the run layer passes Ray tasks, same results)."""
+    curves = curve_analysis(probes, analysis, tasks, map_parts)
     emergence = curves.table[CURVE_COLUMNS]
     extra: dict[str, tuple[str, pd.DataFrame]] = {}
     for task in tasks.values():

@@ -45,21 +45,32 @@ def bootstrap_pair_signs(boot: np.ndarray, alpha: float, wins: np.ndarray | None
     return above.astype(float) - below
 
 
-def trend_statistic(signs: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """For (..., T, T) pair signs (checkpoints in step order) and the reference's position (...,), the larger of
-    two Mann-Kendall z-scores (S over its standard deviation for m untied points): the rise, S over the pairs
-    from the first checkpoint up to the reference, and the rise and fall, that S plus the S of a decline from
-    the reference to the final (a curve that learned, then degrades steadily, is a trend; one that jumps about
-    is not). A reference at the first checkpoint gives -inf: nothing rose."""
-    T = signs.shape[-1]
-    pos = np.arange(T)
-    i, j, k = pos[:, None], pos[None, :], np.asarray(ref)[..., None, None]
-    rise = (signs * ((i < j) & (j <= k))).sum(axis=(-2, -1))
-    fall = -(signs * ((k <= i) & (i < j))).sum(axis=(-2, -1))
+def trend_statistic(rise: np.ndarray, fall: np.ndarray, ref: np.ndarray, T: int) -> np.ndarray:
+    """The larger of two Mann-Kendall z-scores (S over its standard deviation for m untied points) of T checkpoints
+    with the reference at position `ref`: the rise, S over the pairs from the first checkpoint up to the reference,
+    and the rise and fall, that S plus the S of a decline from the reference to the final (a curve that learned,
+    then degrades steadily, is a trend; one that jumps about is not); `rise` and `fall` those sums of pair signs
+    (`running_sums` at ref). A reference at the first checkpoint gives -inf: nothing rose."""
     up, down = np.asarray(ref) + 1, T - np.asarray(ref)
     z_rise = rise / np.sqrt(np.maximum(_mk_var(up), 1))
     z_both = (rise + fall) / np.sqrt(np.maximum(_mk_var(up) + _mk_var(down), 1))
     return np.where(up >= 2, np.maximum(z_rise, z_both), -np.inf)
+
+
+def running_sums(signs: np.ndarray, orders: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For pair signs (M, T, T) (-1, 0 or +1) and orders (P, T) of the checkpoints: per row and order, for every
+    position k of the reference, the rise (M, P, T), the sum of the signs of the pairs i < j <= k, and the fall,
+    minus the sum over k <= i < j, positions taken in that order. Per checkpoint, the signs of its pairs with the
+    checkpoints before it in each order (and, per row, after it) are summed by batched matrix products over all
+    rows and orders at once, then run up to (down from) each position: sums of at most T^2 signs, exact in float32."""
+    where = np.argsort(orders, axis=1)  # where[p, c]: the position of checkpoint c in order p
+    before = (where[:, :, None] < where[:, None, :]).astype(np.float32)  # (P, d, c): d comes before c
+    s = np.asarray(signs, dtype=np.float32)
+    into = np.matmul(s.transpose(2, 0, 1), before.transpose(2, 1, 0))  # (c, M, P): pairs (d before c), per c
+    out_of = np.matmul(s.transpose(1, 0, 2), before.transpose(1, 2, 0))  # (d, M, P): pairs (d before c), per d
+    into = np.take_along_axis(into.transpose(1, 2, 0), orders[None], -1)  # (M, P, position)
+    out_of = np.take_along_axis(out_of.transpose(1, 2, 0), orders[None], -1)
+    return np.cumsum(into, axis=-1), -np.cumsum(out_of[..., ::-1], axis=-1)[..., ::-1]
 
 
 @lru_cache(maxsize=64)
@@ -74,6 +85,12 @@ def _random_orders(T: int, n: int, round_: int) -> np.ndarray:
     return np.argsort(rng.random((n, T)), axis=1)
 
 
+def _statistic(sums: tuple[np.ndarray, np.ndarray], ref: np.ndarray, T: int) -> np.ndarray:
+    """`trend_statistic` of `running_sums` (rise, fall) with the reference at `ref` (M, P)."""
+    rise, fall = (np.take_along_axis(x, ref[..., None], -1)[..., 0].astype(float) for x in sums)
+    return trend_statistic(rise, fall, ref, T)
+
+
 def _exceed(values: np.ndarray, signs: np.ndarray, orders: np.ndarray, reference: str,
             observed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Per row: how many of `orders` give a trend statistic >= the observed one, and the observed statistic
@@ -83,14 +100,13 @@ def _exceed(values: np.ndarray, signs: np.ndarray, orders: np.ndarray, reference
     best = np.argmax(values, axis=1)
     if observed is None:
         ref = best[:, None] if reference == "best" else np.full((M, 1), T - 1)
-        observed = trend_statistic(signs[:, None], ref)[:, 0]
+        observed = _statistic(running_sums(signs, np.arange(T)[None]), ref, T)[:, 0]
     count = np.zeros(M, dtype=np.int64)
-    chunk = max(1, 2 ** 22 // (len(orders) * T * T))
+    chunk = max(1, 2 ** 21 // (len(orders) * T))
     for lo in range(0, M, chunk):
         sg = signs[lo:lo + chunk]
-        permuted = sg[:, orders[:, :, None], orders[:, None, :]]  # (m, P, T, T): the pairs in each order
         ref = where[:, best[lo:lo + chunk]].T if reference == "best" else np.full((len(sg), len(orders)), T - 1)
-        stat = trend_statistic(permuted, ref)
+        stat = _statistic(running_sums(sg, orders), ref, T)
         count[lo:lo + chunk] = (stat >= observed[lo:lo + chunk, None] - 1e-9).sum(axis=1)
     return count, observed
 

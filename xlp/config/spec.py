@@ -20,7 +20,8 @@ class ClusterSpec(_Strict):
     address: str | None = None
     extractors: int = Field(1, ge=1)
     gpus_per_extractor: float = Field(0, ge=0)
-    cpus_per_extractor: float = Field(1, gt=0)
+    cpus_per_extractor: float | None = Field(None, gt=0, description="CPUs Ray reserves per extraction actor, "
+                                             "its torch threads; null: 1, plus its node's idle CPUs on a CPU node")
     cpus_per_probe: float = Field(1, gt=0)
     gpus_per_probe: float = Field(0, ge=0, description="GPUs a probe unit asks Ray for (fractions share one); "
                                   "probes then fit on the GPU Ray gives them (the CPU where it has none)")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field, replace
+from importlib.metadata import version
 from pathlib import Path
+from types import SimpleNamespace
 
 from xlp.errors import XlpError
 from xlp.hashing import file_digests
+from xlp.paths import cache_dir
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -98,11 +102,12 @@ def _tokenizer_meaning(ckpt: Checkpoint) -> str | None:
 
 
 def check_one_tokenizer(checkpoints: list[Checkpoint]) -> None:
-    """A series shares one tokenizer. Identical tokenizer files are the same tokenizer (a hash of the
-    bytes); only files that differ are parsed, to tell a reformatted tokenizer.json from another vocabulary."""
+    """A series shares one tokenizer. Identical tokenizer files (tokenizer.json, vocabularies) are the same
+    tokenizer (a hash of the bytes, remembered with every file's digest); only files that differ are parsed, to
+    tell a reformatted tokenizer.json from another vocabulary."""
     by_files: dict[str, Checkpoint] = {}
     for c in checkpoints:
-        by_files.setdefault(tokenizer_files_digest(c) or c.name, c)
+        by_files.setdefault(_content_digest(_files(c, TOKENIZER_FILES.__contains__)) if c.is_local else c.name, c)
     if len(by_files) < 2:
         return
     meanings = {c.name: _tokenizer_meaning(c) for c in by_files.values()}
@@ -141,6 +146,42 @@ def load_config(ckpt: Checkpoint, trust_remote_code: bool = False):
         raise XlpError(f"checkpoint {ckpt.name}: cannot load its config: {str(e).splitlines()[0]}") from None
 
 
+CONFIG_FIELDS = ("model_type", "num_hidden_layers", "hidden_size", "architectures", "is_decoder", "is_encoder_decoder")
+
+
+def series_configs(ckpts: list[Checkpoint], trust_remote_code: bool = False) -> dict[str, object]:
+    """Each checkpoint's config by name, as far as pre-flight reads it (CONFIG_FIELDS: depth, width, kind of
+    model). A local config.json whose bytes loaded before under this transformers version is not loaded again:
+    its fields are remembered by the file's SHA-256 in the xlp cache folder (configs.json), so a relaunch
+    imports neither transformers nor torch. Configs with remote code are always loaded."""
+    path = cache_dir() / "configs.json"
+    try:
+        memo = json.loads(path.read_text())
+    except (OSError, ValueError):
+        memo = {}
+    local = [Path(c.location) / "config.json" for c in ckpts if c.is_local and not trust_remote_code]
+    digests = file_digests([f for f in local if f.is_file()])
+    tag, added, out = version("transformers"), False, {}
+    for c in ckpts:
+        f = Path(c.location) / "config.json"
+        key = f"{digests[f]}|{tag}" if f in digests else None
+        if key in memo:
+            out[c.name] = SimpleNamespace(**memo[key])
+            continue
+        out[c.name] = config = load_config(c, trust_remote_code)
+        if key is not None and not getattr(config, "auto_map", None):
+            memo[key], added = {k: getattr(config, k) for k in CONFIG_FIELDS if hasattr(config, k)}, True
+    if added:  # a cache that cannot be written only costs loading the configs again next time
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"_tmp-{os.getpid()}-{path.name}")
+            tmp.write_text(json.dumps(memo))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return out
+
+
 def check_weights(ckpt: Checkpoint, allow_pickle: bool = False) -> None:
     """A local checkpoint must hold weights, in safetensors unless pickle is allowed."""
     if not ckpt.is_local:
@@ -156,7 +197,7 @@ def check_weights(ckpt: Checkpoint, allow_pickle: bool = False) -> None:
 
     for f in sorted(d.glob("*.safetensors")):
         try:  # reads the header only; a truncated or overwritten file fails here, not a day later
-            with safe_open(str(f), framework="pt") as st:
+            with safe_open(str(f), framework="numpy") as st:
                 st.keys()
         except (SafetensorError, OSError) as e:
             raise XlpError(f"checkpoint {d}: {f.name} is corrupt or truncated ({e}); re-copy or re-save it") from None

@@ -6,8 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import torch
-
 # model types whose attention is causal even when the config was saved from the bare base model
 CAUSAL_TYPES = frozenset({
     "gpt2", "gpt_neox", "gpt_neo", "gptj", "bloom", "llama", "olmo", "olmo2", "olmo3", "olmoe", "mistral", "mixtral",
@@ -91,6 +89,8 @@ def _set(module, path: str, value) -> None:
 
 def layer_stack(model) -> str | None:
     """The dotted name of the model's list of transformer layers (one per hidden state after the first)."""
+    import torch  # here, not at the top: pre-flight resolves poolings without loading torch
+
     depth = model.config.num_hidden_layers
     for path in LAYER_STACKS:
         stack = _get(model, path)
@@ -105,6 +105,8 @@ def truncate_layers(model, n_layers: int, probe_ids: list[int]) -> bool:
     only, so it becomes an identity: hidden state n_layers is then the raw output of layer n_layers, as
     in the full model. Checked on `probe_ids` against the full forward; a family where they differ
     keeps all its layers. True when the model was truncated."""
+    import torch
+
     path = layer_stack(model)
     depth = model.config.num_hidden_layers
     if path is None or n_layers >= depth:

@@ -4,7 +4,7 @@ that writes the report's files. Nothing here computes a number the results table
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from xlp.analysis.results import Results
 from xlp.config import Spec
@@ -17,11 +17,11 @@ __all__ = ["SECTIONS", "write_report"]
 
 
 def write_report(store: Store, results: Results, spec: Spec, plan: dict,
-                 timings: Mapping[str, str] | None = None) -> None:
+                 timings: Mapping[str, str] | None = None, map_plots: Callable | None = None) -> None:
     """Write report/index.html (figures inline), report/figures/<kind>_<task>.{png,svg} and report/explore.html
-    (the interactive page) to the store."""
+    (the interactive page) to the store; `map_plots` draws the figures (`draw_all`)."""
     style = language_style(spec.data.languages, results.probes)
-    figures, skipped = draw_all(results, style)
+    figures, skipped = draw_all(results, style, map_plots)
     for drawn in (f for fs in figures.values() for f in fs):
         store.write_bytes(f"report/figures/{drawn.name}.png", drawn.png)
         store.write_bytes(f"report/figures/{drawn.name}.svg", drawn.svg)

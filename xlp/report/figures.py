@@ -51,10 +51,13 @@ def language_style(first: Sequence[str], probes: pd.DataFrame) -> Style:
 
 def render(plot: Plot) -> Drawn:
     """Draw the plot; its PNG and SVG (without a date, so the same figure gives the same bytes)."""
+    from matplotlib import rc_context
+
     fig = plot.draw()
     png, svg = io.BytesIO(), io.BytesIO()
     fig.savefig(png, format="png", dpi=110, bbox_inches="tight")
-    fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
+    with rc_context({"svg.hashsalt": plot.name}):  # the SVG's ids from the figure, not a random salt
+        fig.savefig(svg, format="svg", bbox_inches="tight", metadata={"Date": None})
     return Drawn(re.sub(r"[^A-Za-z0-9_.-]", "_", plot.name), plot.caption, png.getvalue(), svg.getvalue())
 
 
@@ -79,10 +82,10 @@ def _step_axis(ax: Axes, steps) -> None:
         ax.minorticks_off()
 
 
-def _tokens_axis(ax: Axes, probes: pd.DataFrame, steps) -> None:
-    """Each step's tick also names the tokens seen there, where every checkpoint of the run says."""
-    tokens = tokens_by_step(probes) if len(steps) <= 10 else None
-    if tokens is None:
+def _tokens_axis(ax: Axes, tokens: pd.Series | None, steps) -> None:
+    """Each step's tick also names the tokens seen there (`tokens_by_step`), where every checkpoint of the run
+    says."""
+    if tokens is None or len(steps) > 10:
         return
     steps = sorted(int(s) for s in steps)
     ax.set_xticks(steps, [f"{s} · {_short(tokens[s])}" for s in steps], fontsize=7, rotation=30, ha="right",
@@ -124,6 +127,7 @@ def curves(results: Results, task: str, style: Style, layer: int | None = None) 
         return None
     pairwise = bool((d["src_lang"] != d["tgt_lang"]).any())
     has_step0 = bool((d["step"] == 0).any())
+    tokens = tokens_by_step(results.probes)  # outside draw(): a figure drawn elsewhere carries only what it shows
 
     def draw() -> Figure:
         fig, ax = _figure((8, 4.5))
@@ -141,7 +145,7 @@ def curves(results: Results, task: str, style: Style, layer: int | None = None) 
         what = "mean over the other languages as targets" if pairwise else "in-language"
         ax.set(xlabel="pretraining step (symlog)", ylabel=d["metric"].iloc[0],
                title=f"{task}: {what} learning curves, layer {layer}")
-        _tokens_axis(ax, results.probes, d["step"].unique())
+        _tokens_axis(ax, tokens, d["step"].unique())
         ax.legend(title="source" if pairwise else "language", loc="center left", bbox_to_anchor=(1.01, 0.5),
                   fontsize=8)
         return fig
@@ -207,6 +211,7 @@ def layers(results: Results, task: str, style: Style) -> Plot | None:
     grid = d.groupby(["layer", "step"])["value"].mean().unstack("step")
     if len(grid) < 2:
         return None  # one layer (bpc reads the last): its curves say it all
+    metric = d["metric"].iloc[0]
 
     def draw() -> Figure:
         fig, ax = _figure((max(4.0, 0.45 * grid.shape[1] + 2), max(2.5, 0.35 * grid.shape[0] + 1.5)))
@@ -215,8 +220,8 @@ def layers(results: Results, task: str, style: Style) -> Plot | None:
         ax.set_xticks(range(0, grid.shape[1], every), [str(s) for s in grid.columns[::every]], rotation=45)
         ax.set_yticks(range(grid.shape[0]), [str(x) for x in grid.index])
         ax.set(xlabel="pretraining step", ylabel="layer (0 = embeddings)",
-               title=f"{task}: mean {what} {d['metric'].iloc[0]} by layer and step")
-        fig.colorbar(im, ax=ax, label=d["metric"].iloc[0])
+               title=f"{task}: mean {what} {metric} by layer and step")
+        fig.colorbar(im, ax=ax, label=metric)
         return fig
 
     return Plot(f"layers_{task}", f"{task}: {what} value averaged over languages and seeds.", draw)
@@ -233,10 +238,10 @@ def acquisition(results: Results, style: Style) -> Plot | None:
     tasks = [t for t in results.tasks if t in set(e.task)]
     if not tasks:
         return None
+    steps = sorted(set(results.probes["step"]))
 
     def draw() -> Figure:
         fig, ax = _figure((8, 0.6 + 0.45 * len(tasks) * max(1, len(style)) ** 0.5))
-        steps = sorted(set(results.probes["step"]))
         right = steps[-1] * 2 if steps and steps[-1] > 0 else 1
         for i, task in enumerate(tasks):
             g = e[e.task == task]
@@ -265,20 +270,30 @@ def acquisition(results: Results, style: Style) -> Plot | None:
 PER_TASK = {"curves": curves, "transfer": transfer, "layers": layers}
 
 
-def draw_all(results: Results, style: Style) -> tuple[dict[str, list[Drawn]], list[str]]:
+def _render_or_note(plot: Plot) -> Drawn | str:
+    try:
+        return render(plot)
+    except Exception as e:  # noqa: BLE001
+        return f"Figure {plot.name} was skipped: {type(e).__name__}: {e}"
+
+
+def draw_all(results: Results, style: Style, map_plots: Callable | None = None
+             ) -> tuple[dict[str, list[Drawn]], list[str]]:
     """Every figure, by the section it belongs to ("acquisition", "curves", "transfer", "layers"), and a note
-    for each that could not be drawn (a plotting corner case must not lose the run's tables)."""
+    for each that could not be drawn. `map_plots(function, plots)` draws them (default: here; the run layer passes
+    Ray tasks): a plot carries what it shows, so it draws the same bytes wherever it is drawn."""
     plans: list[tuple[str, str, Callable[[], Plot | None]]] = [("acquisition", "acquisition",
                                                                  lambda: acquisition(results, style))]
     for kind, make in PER_TASK.items():
         plans += [(kind, f"{kind}_{t}", lambda make=make, t=t: make(results, t, style)) for t in results.tasks]
     drawn: dict[str, list[Drawn]] = {kind: [] for kind in ("acquisition", *PER_TASK)}
-    notes = []
+    made, notes = [], []
     for kind, name, plan in plans:
         try:
-            plot = plan()
-            if plot is not None:
-                drawn[kind].append(render(plot))
-        except Exception as e:
+            made += [(kind, plot) for plot in [plan()] if plot is not None]
+        except Exception as e:  # noqa: BLE001 - a plotting corner case must not lose the run's tables
             notes.append(f"Figure {name} was skipped: {type(e).__name__}: {e}")
+    run = map_plots or (lambda f, xs: [f(x) for x in xs])
+    for (kind, _), out in zip(made, run(_render_or_note, [plot for _, plot in made])):
+        (drawn[kind] if isinstance(out, Drawn) else notes).append(out)
     return drawn, notes

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,6 +21,7 @@ from xlp.run.manifest import PLAN_FILE, SPEC_FILE, Manifest, manifest
 from xlp.run.plan import Plan, SentenceUnit, make_plan
 from xlp.run.ray_session import ray_session
 from xlp.run.reduce import no_subword_notes, reduce_run
+from xlp.run.resources import Resources, idle_cpus_by_node, node_cpus, plan_resources
 from xlp.run.status import INFLIGHT
 from xlp.storage import Store
 from xlp.tasks.base import Runtime
@@ -68,7 +69,8 @@ def launch(spec: Spec | Manifest, console: Console | None = None, quiet: bool = 
 
 def _launch(run: Manifest, plan, store, console, quiet, address, start, emit, verify=False) -> LaunchResult:
     spec = run.spec
-    store.write_bytes(PLAN_FILE, json.dumps(plan.to_dict(), indent=1, sort_keys=True).encode())
+    planned = plan.to_dict()
+    store.write_bytes(PLAN_FILE, json.dumps(planned, indent=1, sort_keys=True).encode())
     store.write_bytes(SPEC_FILE, run.to_json().encode())
     ledger = Ledger(store)
     probe_todo = [u for u in plan.probe if not ledger.is_done("probe", u.key, u.hash, verify)]
@@ -81,28 +83,32 @@ def _launch(run: Manifest, plan, store, console, quiet, address, start, emit, ve
     with Progress(TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                   console=console, disable=quiet, transient=False) as progress:
+        def reduce_now() -> None:  # with the ledger the run kept current; in the Ray session when one is open
+            bar = progress.add_task("reduce", total=None, rate="")
+
+            def reduced(n: int, total: int) -> None:
+                progress.update(bar, advance=n, total=total)
+                emit({"event": "reduce", "advance": n, "total": total})
+
+            reduce_run(store, run, planned, ledger=ledger, on_step=reduced)
+
         if ext_todo or probe_todo:
             with ray_session(spec.cluster, address):
                 _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit)
-        bar = progress.add_task("reduce", total=None, rate="")
-
-        def reduced(n: int, total: int) -> None:
-            progress.update(bar, advance=n, total=total)
-            emit({"event": "reduce", "advance": n, "total": total})
-
-        reduce_run(store, run, plan.to_dict(), ledger=ledger, on_step=reduced)  # the ledger the run kept current
-    result.no_subword = no_subword_notes(ledger, plan.to_dict())
+                reduce_now()
+        else:
+            reduce_now()
+    result.no_subword = no_subword_notes(ledger, planned)
     result.seconds = time.time() - start
     return result
 
 
-def _check_resources(available: dict, cl, extracting: bool) -> None:
+def _check_resources(available: dict, res: Resources, extracting: bool) -> None:
     """A request the cluster can never meet would wait forever: say so instead."""
-    wants = [("cluster.cpus_per_probe", "CPU", cl.cpus_per_probe),
-             ("cluster.gpus_per_probe", "GPU", cl.gpus_per_probe)]
+    wants = [("cluster.cpus_per_probe", "CPU", res.probe_cpus), ("cluster.gpus_per_probe", "GPU", res.probe_gpus)]
     if extracting:
-        wants += [("cluster.cpus_per_extractor", "CPU", cl.cpus_per_extractor),
-                  ("cluster.gpus_per_extractor", "GPU", cl.gpus_per_extractor)]
+        wants += [("cluster.cpus_per_extractor", "CPU", res.actor_cpus),
+                  ("cluster.gpus_per_extractor", "GPU", res.actor_gpus)]
     for key, resource, amount in wants:
         if amount > available.get(resource, 0):
             raise XlpError(f"{key}: {amount} {resource} per worker, but the Ray cluster has "
@@ -142,31 +148,47 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
         by_ckpt.setdefault(u.ckpt, []).append(u)
 
     cl = spec.cluster
-    _check_resources(ray.cluster_resources(), cl, bool(ext_todo))
+    res = plan_resources(cl, len(by_ckpt))
+    _check_resources(ray.cluster_resources(), res, bool(ext_todo))
     Actor = ray.remote(ExtractionWorker)
-    n_actors = min(cl.extractors, len(by_ckpt))
+    n_actors = min(res.actors, len(by_ckpt))
     runtime = Runtime(batch_tokens=spec.batch_tokens, trust_remote_code=spec.trust_remote_code,
                       allow_pickle=spec.allow_pickle)
     ctx = WorkContext(spec.output, runtime, Faults.from_env(), probe_on_gpu=cl.gpus_per_probe > 0)
     _ship_plugin_tasks(plan)
-    actors = [Actor.options(num_cpus=cl.cpus_per_extractor, num_gpus=cl.gpus_per_extractor,
+    actors = [Actor.options(num_cpus=res.actor_cpus, num_gpus=res.actor_gpus,
                             max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD")
               .remote(ctx) for _ in range(n_actors)]
-    probe_task = ray.remote(run_probe).options(num_cpus=cl.cpus_per_probe, num_gpus=cl.gpus_per_probe,
-                                               max_retries=2)
+    nodes = ray.get([a.node.remote() for a in actors]) if res.adaptive else [None] * n_actors
+    cpus_of = node_cpus() if res.adaptive else {}
+    probe_task = ray.remote(run_probe).options(num_cpus=res.probe_cpus, num_gpus=res.probe_gpus, max_retries=2)
     # sentence tasks run the model: they get an extractor's resources
-    sentence_task = ray.remote(run_sentence_unit).options(num_cpus=cl.cpus_per_extractor,
-                                                       num_gpus=cl.gpus_per_extractor, max_retries=2)
-    load = [0] * n_actors
+    sentence_task = ray.remote(run_sentence_unit).options(num_cpus=res.actor_cpus, num_gpus=res.actor_gpus,
+                                                          max_retries=2)
+    queues: list[deque] = [deque() for _ in range(n_actors)]  # the units of each actor's checkpoint not yet sent
+    load = [0] * n_actors  # units sent to each actor and not finished
     inflight: dict = {}
     waiting = list(probe_todo)
 
+    def send(i: int) -> None:
+        """Keep two units in each actor's hands (one running, the next waiting), the next with the threads it
+        may use now: its own CPUs, plus (CPU nodes) its share of its node's idle CPUs."""
+        if res.adaptive and queues[i] and load[i] < 2:
+            idle = idle_cpus_by_node().get(nodes[i], 0.0)
+            threads = res.threads(idle, sum(1 for j, q in enumerate(queues) if nodes[j] == nodes[i] and
+                                            (q or load[j])), cpus_of.get(nodes[i], 1.0))
+        else:
+            threads = None
+        while queues[i] and load[i] < 2:
+            u = queues[i].popleft()
+            inflight[actors[i].run.remote(u, threads)] = ("extract", u, i)
+            load[i] += 1
+
     def feed(i: int) -> None:
-        if by_ckpt:
+        if by_ckpt and not queues[i] and not load[i]:
             _, units = by_ckpt.popitem(last=False)
-            for u in units:
-                inflight[actors[i].run.remote(u)] = ("extract", u, i)
-            load[i] += len(units)
+            queues[i].extend(units)
+        send(i)
 
     def submit_ready() -> None:
         still = []
@@ -222,8 +244,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
               "finished": finished[stage], "total": len(ext_todo if stage == "extract" else probe_todo)})
         if stage == "extract":
             load[i] -= 1
-            if load[i] == 0:
-                feed(i)
+            feed(i)
             if load[i] == 0:  # nothing left to extract: free its CPUs/GPUs for probes
                 ray.kill(actors[i])
         submit_ready()

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from xlp.run import preflight
 from xlp.run.manifest import Manifest
 from xlp.run.plan import make_plan
+from xlp.run.resources import local_cpus, plan_resources
 
 
 @dataclass
@@ -48,6 +49,8 @@ def describe(run: Manifest) -> GridReport:
     add(("probe rows", f"{plan.probe_rows(n_seeds, s.cross_lingual):,}",
          "checkpoint x task x layer x source x target x seed"))
     add(("words to extract", f"{plan.words:,}", f"features about {plan.feature_bytes / 2**30:.2f} GiB"))
+    res = plan_resources(s.cluster, len({u.ckpt for u in plan.extract}))
+    report.rows += res.describe(local_cpus(s.cluster))
     per_ckpt = plan.feature_bytes / max(1, len(plan.checkpoints) - len(plan.duplicates))
     for c in plan.checkpoints:
         sizes = weight_sizes(c)

@@ -19,7 +19,7 @@ from xlp.models.checkpoints import (
     Checkpoint,
     check_one_tokenizer,
     check_weights,
-    load_config,
+    series_configs,
     with_identities,
 )
 from xlp.models.families import resolve_pooling
@@ -108,7 +108,7 @@ def _duplicates(checkpoints: list[Checkpoint], notes: list[str]) -> dict[int, in
 def check_series(checkpoints: list[Checkpoint], spec: Spec) -> dict:
     """Every config loads and every local checkpoint's weights are intact, one tokenizer throughout
     (unless allowed). Returns each checkpoint's config, by name."""
-    configs = {c.name: load_config(c, spec.trust_remote_code) for c in checkpoints}
+    configs = series_configs(checkpoints, spec.trust_remote_code)
     for c in checkpoints:
         check_weights(c, spec.allow_pickle)
     if not spec.allow_tokenizer_mismatch:

@@ -9,12 +9,12 @@ from collections.abc import Callable
 import pandas as pd
 import pyarrow as pa
 
-from xlp.analysis.reduce import reduce
 from xlp.analysis.results import Results
 from xlp.errors import XlpError
 from xlp.report import write_report
 from xlp.run.ledger import Ledger
 from xlp.run.manifest import Manifest
+from xlp.run.parallel import parallel_reduce, ray_map
 from xlp.run.status import busy_seconds
 from xlp.run.units import digest, probe_output
 from xlp.storage import Store
@@ -91,12 +91,12 @@ def reduce_run(store: Store, run: Manifest, plan: dict, force: bool = False, led
         probes = probes.reset_index(drop=True)
     if len(probes) and plan.get("checkpoints"):  # a series that moved keeps its results, under its new name
         probes["checkpoint"] = probes.step.astype(str).map(plan["checkpoints"]).fillna(probes.checkpoint)
-    results = reduce(probes, spec.analysis, run.tasks.configured())
+    results = parallel_reduce(probes, spec.analysis, run.tasks.configured())  # Ray tasks when Ray is up
     tick(1, total)
     for name, table in results.tables().items():
         _write(store, name, table)
     notes = plan.get("notes", []) + no_subword_notes(ledger, plan)
-    write_report(store, results, spec, {**plan, "notes": notes}, timings=_timings(ledger, plan))
+    write_report(store, results, spec, {**plan, "notes": notes}, timings=_timings(ledger, plan), map_plots=ray_map)
     store.write_bytes(REDUCED, json.dumps({"inputs": inputs}).encode())
     tick(1, total)
     return True
@@ -120,4 +120,5 @@ def read_results(store: Store, run: Manifest) -> Results:
 
 def render_report(store: Store, run: Manifest, plan: dict) -> None:
     """The report again from the results tables as they are (`xlp report` on a run whose results are current)."""
-    write_report(store, read_results(store, run), run.spec, plan, timings=_timings(Ledger(store), plan))
+    write_report(store, read_results(store, run), run.spec, plan, timings=_timings(Ledger(store), plan),
+                 map_plots=ray_map)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import torch
 
 from xlp.data.conllu import read_part
 from xlp.errors import ShardChecksumError, XlpError
@@ -116,8 +117,15 @@ class ExtractionWorker:
         self.ctx, self.store, self.runtime = ctx, ctx.store(), ctx.runtime
         self.extractor: FeatureExtractor | None = None
 
-    def run(self, unit: ExtractUnit, digests: dict[str, str] | None = None) -> dict:
+    def node(self) -> str | None:
+        """The Ray node this actor runs on (whose idle CPUs it may use)."""
+        return _ray_node()
+
+    def run(self, unit: ExtractUnit, threads: int | None = None) -> dict:
+        """Extract the unit's shard, with `threads` torch threads (default: as many as Ray's CPUs for it)."""
         start = time.time()
+        if threads is not None:
+            torch.set_num_threads(threads)
         self.ctx.faults.inject(unit.key)
         e = self.extractor
         if e is None or e.ckpt != unit.ckpt or e.layers != list(unit.layers) or e.pooling != unit.pooling:
@@ -130,7 +138,8 @@ class ExtractionWorker:
         vecs = self.extractor.extract([s.forms for s in sentences], unit.dtype)
         table = features_table(sentences, vecs, unit.dtype)
         written = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)
-        return _written(written, table.num_rows, start, device=str(self.extractor.device), **_no_subword(before))
+        return _written(written, table.num_rows, start, device=str(self.extractor.device),
+                        threads=torch.get_num_threads(), **_no_subword(before))
 
 
 def _read(store: Store, needs: tuple[str, ...], step: int, lang: str, split: str, layers: tuple[int, ...],

@@ -1,0 +1,37 @@
+"""The reducer's curves and the report's figures as Ray tasks, when a Ray session is open: each part of the work
+is computed exactly as it would be in the driver, so the results are the same bytes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import pandas as pd
+
+from xlp.analysis.reduce import reduce
+from xlp.analysis.results import Results
+from xlp.config import AnalysisSpec
+from xlp.tasks.base import Task
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _call(fn: Callable[[T], R], item: T) -> R:
+    return fn(item)
+
+
+def ray_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """fn over items, one Ray task (1 CPU) each, results in the items' order; here when no Ray session is open."""
+    import ray
+
+    if not ray.is_initialized():
+        return [fn(x) for x in items]
+    task = ray.remote(_call).options(num_cpus=1, max_retries=2)
+    shared = ray.put(fn)  # once, not once per item
+    return ray.get([task.remote(shared, x) for x in items])
+
+
+def parallel_reduce(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: dict[str, Task]) -> Results:
+    """`analysis.reduce.reduce` with the curves' parts as Ray tasks (in the driver without a Ray session)."""
+    return reduce(probes, analysis, tasks, map_parts=ray_map)

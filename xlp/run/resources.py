@@ -1,0 +1,78 @@
+"""How a run uses the cluster's cores: what Ray reserves for extraction actors, probe tasks and sentence tasks,
+and how many torch threads each extraction unit runs with.
+
+On a CPU node (`gpus_per_extractor: 0`) with `cpus_per_extractor` left unset, an extraction actor reserves one
+CPU and runs each unit with that one thread plus its share of its node's CPUs that nothing holds when the unit
+starts: before any probe can run (its shards do not exist yet) the extractor has every core, and as shards arrive
+the probes reserve the cores and the next units run with fewer threads. With `cpus_per_extractor` set, or on a
+GPU node, an actor runs with the CPUs Ray gives it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from xlp.config import ClusterSpec
+
+
+@dataclass(frozen=True)
+class Resources:
+    actors: int  # extraction actors
+    actor_cpus: float  # CPUs Ray reserves for each (and for each sentence-task unit, which runs the model too)
+    actor_gpus: float
+    probe_cpus: float
+    probe_gpus: float
+    adaptive: bool  # CPU extractors that also take their node's idle CPUs, unit by unit
+
+    def threads(self, idle_cpus: float, extractors_on_node: int, node_cpus: float) -> int:
+        """Torch threads for the next extraction unit: the actor's own CPUs, plus (adaptive) its share of the
+        CPUs of its node that nothing holds now, never more than the node has."""
+        own = max(1, int(self.actor_cpus))
+        if not self.adaptive:
+            return own
+        return max(own, min(int(node_cpus), own + int(max(0.0, idle_cpus) // max(1, extractors_on_node))))
+
+    def describe(self, cpus: float | None) -> list[tuple[str, str, str]]:
+        """What `xlp validate` prints: (dimension, size, values) rows of the plan for a cluster of `cpus` CPUs
+        (None: not known before Ray starts)."""
+        total = f"{cpus:g}" if cpus else "the cluster's"
+        if self.adaptive:
+            threads = (f"1 + the node's idle CPUs (up to {int(cpus // self.actors) if cpus else 'all'} while no "
+                       "probe can run)")
+        else:
+            threads = f"{max(1, int(self.actor_cpus))} (the CPUs Ray gives it)"
+        probes = f"{int(cpus // self.probe_cpus)}" if cpus else "CPUs / cpus_per_probe"
+        gpu = f", {self.actor_gpus:g} GPU" if self.actor_gpus else ""
+        return [("extraction actors", str(self.actors), f"{self.actor_cpus:g} CPU reserved{gpu} each, torch threads "
+                 f"{threads}; {total} CPUs in all"),
+                ("probes", f"{self.probe_cpus:g} CPU each", f"up to {probes} at once once extraction ends; "
+                 "each starts as soon as its shards exist, on the CPUs the extractors do not hold")]
+
+
+def plan_resources(cluster: ClusterSpec, checkpoints: int) -> Resources:
+    """The run's reservations for `checkpoints` checkpoints still to extract."""
+    adaptive = cluster.cpus_per_extractor is None and cluster.gpus_per_extractor == 0
+    return Resources(actors=max(1, min(cluster.extractors, checkpoints)), actor_cpus=cluster.cpus_per_extractor or 1,
+                     actor_gpus=cluster.gpus_per_extractor, probe_cpus=cluster.cpus_per_probe,
+                     probe_gpus=cluster.gpus_per_probe, adaptive=adaptive)
+
+
+def local_cpus(cluster: ClusterSpec) -> float | None:
+    """The CPUs of the local Ray node a run without an address starts (None on a cluster: Ray knows)."""
+    if cluster.address or os.environ.get("RAY_ADDRESS"):
+        return None
+    return float(cluster.num_cpus or os.cpu_count() or 1)
+
+
+def node_cpus() -> dict[str, float]:
+    """Each live Ray node's CPUs."""
+    import ray
+
+    return {n["NodeID"]: n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")}
+
+
+def idle_cpus_by_node() -> dict[str, float]:
+    """Each Ray node's CPUs that nothing holds now (Ray's view, refreshed as reservations change)."""
+    from ray._private.state import available_resources_per_node
+
+    return {node: res.get("CPU", 0.0) for node, res in available_resources_per_node().items()}
