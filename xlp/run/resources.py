@@ -41,12 +41,12 @@ class Resources:
                        "probe can run)")
         else:
             threads = f"{max(1, int(self.actor_cpus))} (the CPUs Ray gives it)"
-        probes = f"{int(cpus // self.probe_cpus)}" if cpus else "CPUs / cpus_per_probe"
+        probes = f"{int(cpus // self.probe_cpus)}" if cpus else "all"
         gpu = f", {self.actor_gpus:g} GPU" if self.actor_gpus else ""
-        return [("extraction actors", str(self.actors), f"{self.actor_cpus:g} CPU reserved{gpu} each, torch threads "
+        return [("extractors", str(self.actors), f"{self.actor_cpus:g} CPU reserved{gpu} each, torch threads "
                  f"{threads}; {total} CPUs in all"),
-                ("probes", f"{self.probe_cpus:g} CPU each", f"up to {probes} at once once extraction ends; "
-                 "each starts as soon as its shards exist, on the CPUs the extractors do not hold")]
+                ("probes at once", probes, f"{self.probe_cpus:g} CPU each, once extraction ends; each starts as soon "
+                 "as its shards exist, on the CPUs the extractors do not hold")]
 
 
 def plan_resources(cluster: ClusterSpec, checkpoints: int) -> Resources:
