@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from xlp.paths import cache_dir
+from xlp.paths import cache_dir, write_cache_file
 
 BLOCK = 1 << 22
 
@@ -76,13 +76,7 @@ def _save(memo: dict[str, str]) -> None:
     except (OSError, ValueError):
         on_disk = {}
     merged = {k: v for k, v in {**on_disk, **memo}.items() if os.path.exists(k.rsplit("|", 2)[0])}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"_tmp-{os.getpid()}-{path.name}")
-        tmp.write_text(json.dumps(merged))
-        os.replace(tmp, path)
-    except OSError:
-        pass
+    write_cache_file(path, json.dumps(merged))
     memo.update(merged)
 
 

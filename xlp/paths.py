@@ -29,3 +29,15 @@ def cache_dir() -> Path:
 def is_safe_name(name: str) -> bool:
     """True if `name` can be one path component without escaping its folder."""
     return bool(SAFE_NAME.match(name)) and name not in {".", ".."}
+
+
+def write_cache_file(path: Path, text: str) -> None:
+    """Replace a cache file in the xlp cache atomically (a temporary file, then a rename); a cache that cannot be
+    written only costs computing its entries again next time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"_tmp-{os.getpid()}-{path.name}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError:
+        pass

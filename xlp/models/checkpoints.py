@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
@@ -12,7 +11,7 @@ from types import SimpleNamespace
 
 from xlp.errors import XlpError
 from xlp.hashing import file_digests
-from xlp.paths import cache_dir
+from xlp.paths import cache_dir, write_cache_file
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -171,14 +170,8 @@ def series_configs(ckpts: list[Checkpoint], trust_remote_code: bool = False) -> 
         out[c.name] = config = load_config(c, trust_remote_code)
         if key is not None and not getattr(config, "auto_map", None):
             memo[key], added = {k: getattr(config, k) for k in CONFIG_FIELDS if hasattr(config, k)}, True
-    if added:  # a cache that cannot be written only costs loading the configs again next time
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"_tmp-{os.getpid()}-{path.name}")
-            tmp.write_text(json.dumps(memo))
-            os.replace(tmp, path)
-        except OSError:
-            pass
+    if added:
+        write_cache_file(path, json.dumps(memo))
     return out
 
 
