@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-from conftest import MINILM, UD
-from transformers import AutoModel, AutoTokenizer
+from conftest import MINILM, UD, make_tiny_xlmr
+from transformers import AutoModel, AutoModelForMaskedLM, AutoTokenizer
 
 from xlp.data.conllu import read_conllu
 from xlp.errors import XlpError
@@ -109,3 +109,28 @@ def test_float32_features_are_not_float16_rounded():
     assert f32.dtype == np.float32 and f16.dtype == np.float16
     assert not np.array_equal(f32, f32.astype(np.float16).astype(np.float32))
     np.testing.assert_allclose(f16.astype(np.float32), f32, rtol=2e-3, atol=2e-3)
+
+
+def test_a_lone_sentencepiece_space_is_not_the_words_vector(tmp_path):
+    """XLM-R writes most Chinese words as a lone "▁" and then the word's pieces. The "▁" is read by the model but is
+    no word's: under first pooling a word is its first own piece (not the "▁", which would give every such word the
+    same embedding), under mean pooling the mean of its own pieces; a window never ends on a "▁"."""
+    ckpt = make_tiny_xlmr(tmp_path / "xlmr", seed=0, layers=1)
+    words = ["我们", "在", "北京", "工作", "上海", "。"]
+    tok, model = AutoTokenizer.from_pretrained(ckpt), AutoModelForMaskedLM.from_pretrained(ckpt).eval()
+    ids = tok(" ".join(words))["input_ids"]
+    pieces = tok.convert_ids_to_tokens(ids)
+    assert pieces.count("▁") >= 3  # 北京, 工作 and 上海 each follow a lone "▁"
+    with torch.no_grad():
+        h = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states
+    own = [[i for i, p in enumerate(pieces) if p.lstrip("▁") and p.lstrip("▁") in w] for w in words]
+    for pooling, pick in (("first", lambda t, i: t[i[0]]), ("mean", lambda t, i: t[i].mean(0))):
+        got = FeatureExtractor(Checkpoint(0, str(ckpt)), layers=[0, 1], pooling=pooling).extract([words], "float32")
+        for layer in (0, 1):
+            want = torch.stack([pick(h[layer][0], i) for i in own]).numpy()
+            np.testing.assert_allclose(got[layer], want, rtol=1e-4, atol=1e-5)
+        assert len({tuple(np.round(v, 4)) for v in got[0]}) == len(words)
+    ex = FeatureExtractor(Checkpoint(0, str(ckpt)), layers=[1])
+    ex.max_len = 5  # windows of 3 tokens between <s> and </s>
+    for ids_window in ex.input_ids(words):
+        assert tok.convert_ids_to_tokens(ids_window[-2]) != "▁"

@@ -4,8 +4,11 @@ A sentence's words are joined by single spaces and tokenized as one text, so the
 tokenizer's own for that text: byte-level BPE (GPT-2, GPT-NeoX, BLOOM, Llama 3) keeps each word's
 leading space, which tokenizing word by word (`is_split_into_words`) loses. Tokens are mapped back to
 words by character spans: word i covers [start_i, end_i) of the joined text, and a token belongs to
-every word its offsets overlap. A token that covers no word's character (SentencePiece's lone "▁",
-an empty span) belongs to the next word, as `is_split_into_words` assigns it. A word the tokenizer gives
+every word its offsets overlap. A token that spells no word's character (SentencePiece's lone "▁",
+an empty span) is read by the model but belongs to no word when the next word has tokens of its own: XLM-R
+writes most Chinese and Japanese words as "▁" then the word's pieces, and under first-subword pooling the
+word would be read as that "▁" (the same vector for every such word). Where the next word has no other
+token, the lone token is that word's, as `is_split_into_words` assigns it. A word the tokenizer gives
 no subword (U+3000 or a zero-width joiner for a WordPiece or SentencePiece vocabulary, a control
 character, an emoji a vocabulary drops) is read as the tokenizer's unknown token, inserted in its place,
 as SimAlign does: it gets a real vector, its neighbours keep theirs, and `Aligned.unk` counts it.
@@ -22,8 +25,8 @@ import numpy as np
 
 @dataclass
 class Aligned:
-    """One sentence's tokens: ids, and for each token the first and last word it belongs to; `unk` words
-    had no subword and were read as the unknown token."""
+    """One sentence's tokens: ids, and for each token the first and last word it belongs to (hi < lo: none,
+    a lone "▁" before a word's own tokens); `unk` words had no subword and were read as the unknown token."""
     ids: list[int]
     lo: np.ndarray
     hi: np.ndarray
@@ -49,6 +52,15 @@ def unknown_token(tokenizer) -> tuple[int, str]:
     return 0, tokenizer.convert_ids_to_tokens(0)
 
 
+def blank_ids(tokenizer) -> list[int]:
+    """The id of SentencePiece's lone word-boundary piece "▁", if the vocabulary has one. Its offsets depend on
+    how the tokenizer was saved: the XLM-R tokenizer built from tokenizer.json gives it the space before a word,
+    the same loaded from a checkpoint folder the word's first character, so offsets cannot tell that it spells
+    nothing. (Byte-level BPE's lone "Ġ" covers the space in both, and "Ġ" is also a Maltese letter.)"""
+    found = tokenizer.convert_tokens_to_ids("▁")
+    return [] if found is None or found == getattr(tokenizer, "unk_token_id", None) else [found]
+
+
 def _fill(sent: Aligned, n_words: int, unk: int) -> Aligned:
     """Give every word with no token the unknown token, inserted before the next word's tokens."""
     covered = np.zeros(n_words + 1, dtype=np.int64)
@@ -67,6 +79,7 @@ def align(tokenizer, sentences: Sequence[Sequence[str]]) -> list[Aligned]:
     a word with no token gets the unknown token (see the module's docstring)."""
     enc = tokenizer([running_text(s) for s in sentences], add_special_tokens=False, return_offsets_mapping=True)
     unk = unknown_token(tokenizer)[0]
+    blank = blank_ids(tokenizer)
     out = []
     for words, ids, offsets in zip(sentences, enc["input_ids"], enc["offset_mapping"]):
         lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
@@ -75,9 +88,14 @@ def align(tokenizer, sentences: Sequence[Sequence[str]]) -> list[Aligned]:
         spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
         lo = np.searchsorted(ends, spans[:, 0], side="right")  # first word ending after the token starts
         hi = np.searchsorted(starts, spans[:, 1], side="left") - 1  # last word starting before it ends
-        none = lo > hi  # covers no word character: the next word's (the last word's at the end)
+        none = lo > hi  # covers no word character: the next word's (the last word's at the end) ...
         lo = np.minimum(lo, len(words) - 1)
         hi = np.where(none, lo, hi)
+        none |= np.isin(np.asarray(ids, dtype=np.int64), blank)
+        spelled = np.zeros(len(words) + 1, dtype=np.int64)
+        np.add.at(spelled, lo[~none], 1)
+        np.add.at(spelled, hi[~none] + 1, -1)
+        hi = np.where(none & (np.cumsum(spelled)[:-1][lo] > 0), lo - 1, hi)  # ... unless it has tokens of its own
         out.append(_fill(Aligned(list(ids), lo, hi), len(words), unk))
     return out
 
@@ -87,8 +105,8 @@ def windows(sent: Aligned, room: int):
     window is cut, and the rest of it is left out (the word keeps its first window's tokens)."""
     n = len(sent.ids)
 
-    def cut_ok(t: int) -> bool:  # may a window end before token t?
-        return sent.lo[t] > sent.hi[t - 1]
+    def cut_ok(t: int) -> bool:  # may a window end before token t? (not after a lone "▁", which leads its word)
+        return sent.lo[t] > sent.hi[t - 1] and sent.lo[t - 1] <= sent.hi[t - 1]
 
     start = 0
     while start < n:

@@ -79,6 +79,7 @@ class ExtractUnit(Unit):
     pooling: str
     dtype: str
     part: tuple[str, float] | None = None  # one side of a test split cut in two (data.split_test)
+    word_mapping: int = 2  # xlp/models/words.py's rule, raised when it changes so features are redone
 
     @property
     def key(self) -> str:
