@@ -299,6 +299,9 @@ def test_cross_script_transfer_is_timed_against_same_script_transfer(later):
 
     probes = _script_probes(lag, seed=5)
     f = findings_table(probes, curve_analysis(probes, AnalysisSpec(), BUILT_IN), _tasks("pos"))
+    # the parts mapped as the run's parallel reducer maps them (which keeps less of each bootstrap): the same table
+    parts = curve_analysis(probes, AnalysisSpec(), BUILT_IN, map_parts=lambda f, xs: [f(x) for x in xs])
+    pd.testing.assert_frame_equal(findings_table(probes, parts, _tasks("pos")), f)
     rows = f[f.scope == "scripts"].set_index("quantity").value
     assert rows["n_cross_script"] == 8 * 7 - 4 * 3 and rows["n_same_script"] == 4 * 3
     text = f[(f.finding == "transfer") & f.text.str.contains("across scripts")].text.iloc[0]

@@ -10,7 +10,16 @@ import numpy as np
 import pandas as pd
 
 from xlp.analysis.curves import bootstrap, decide, item_scores, per_sentence
-from xlp.analysis.stats import MAX_ORDERS, MONTE_CARLO, bh_q, bootstrap_pair_signs, pair_signs, stable_rng, trend_p
+from xlp.analysis.stats import (
+    MAX_ORDERS,
+    MONTE_CARLO,
+    bh_q,
+    bootstrap_pair_signs,
+    pair_signs,
+    replicate_reach,
+    stable_rng,
+    trend_p,
+)
 from xlp.config import AnalysisSpec
 from xlp.tasks.base import Task
 
@@ -187,6 +196,9 @@ def analyse_part(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[st
     rows = [_row(key, steps, v, baseline, b, a, tasks, float(trend))
             for (key, steps, v, baseline, b, _), trend in zip(groups, _trends(groups, a))]
     kept = {k: b for k, b in boots.items() if keep == "all" or (keep == "in_language" and k[2] == k[3])}
+    if keep == "in_language":  # the script finding times cross-lingual curves: each replicate's step index only
+        kept |= {k: {"reach": replicate_reach(b["whole"], a.emergence_threshold, a.emergence_reference),
+                     "n_steps": b["whole"].shape[1]} for k, b in boots.items() if k[2] != k[3]}
     return rows, kept
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from xlp.analysis.findings_best import emerged_in
-from xlp.analysis.stats import bh_q, reach_index, stable_rng
+from xlp.analysis.stats import bh_q, replicate_reach, stable_rng
 from xlp.data.scripts import script_of
 
 PERMUTATIONS = 1999
@@ -53,15 +53,14 @@ def script_gap_test(src: np.ndarray, tgt: np.ndarray, steps: np.ndarray, scripts
 
 def _boot_steps(boots: dict, keys: list[tuple], steps: np.ndarray, theta: float, reference: str) -> np.ndarray | None:
     """(n_boot, pairs): each curve's emergence step recomputed on every bootstrap replicate of its test items (None
-    where a curve has no replicates at every checkpoint)."""
+    where a curve has no replicates at every checkpoint). A parallel reduce keeps a cross-lingual curve's replicate
+    steps (`reach`) rather than its replicates."""
     cols = []
     for key in keys:
         b = boots.get(key)
-        if b is None or b["whole"].shape[1] != len(steps):
+        if b is None or b.get("n_steps", b.get("whole", np.empty((0, 0))).shape[1]) != len(steps):
             return None
-        vb = b["whole"]
-        vref = vb[np.arange(len(vb)), np.argmax(vb, axis=1)] if reference == "best" else vb[:, -1]
-        cols.append(steps[reach_index(vb, vref, theta)])
+        cols.append(steps[b["reach"] if "reach" in b else replicate_reach(b["whole"], theta, reference)])
     return np.stack(cols, axis=1) if cols else None
 
 
@@ -111,9 +110,10 @@ def script_timing(em: pd.DataFrame, probes: pd.DataFrame, boots: dict, out, pair
                 text += " (no timing to compare: a side has no emerged pair)"
             else:
                 later = "later" if q < alpha else "not significantly later" if gap > 0 else "not later"
+                interval = (f"{100 * (1 - alpha):g} % interval {lo:+.0f} to {hi:+.0f}" if not np.isnan(lo) else
+                            "no interval: a curve lacks bootstrap replicates at some checkpoint")
                 text += (f"; cross-script {later} (median step {med_x:g} vs {med_s:g}, mean gap {gap:+.0f} steps, "
-                         f"{100 * (1 - alpha):g} % interval {lo:+.0f} to {hi:+.0f}, permutation p = {p:.2g}, "
-                         f"BH q = {q:.2g})")
+                         f"{interval}, permutation p = {p:.2g}, BH q = {q:.2g})")
             parts.append(text)
         note = f"; left out, no script known: {', '.join(unknown)}" if unknown else ""
         out.say("transfer", task, f"{task} transfer across scripts vs within a script (emerged pairs timed, the "
