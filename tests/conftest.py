@@ -6,6 +6,7 @@ import contextlib
 import functools
 import io
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -113,16 +114,39 @@ def tiny_series(tmp_path_factory) -> Path:
 DASHBOARD: dict[str, str] = {}
 
 
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
 @pytest.fixture(scope="session")
 def ray_local():
-    """One real local Ray node for the session, always shut down."""
+    """One real local Ray node for the session (for each pytest-xdist worker), always shut down. Its dashboard
+    serves the Jobs API that `xlp launch --submit` talks to, on free ports: the dashboard agent's default port is
+    fixed, and a second node on the machine (another worker's) would send its jobs to the first node's agent."""
     import ray
+    from ray._private.authentication.authentication_token_setup import (
+        enable_token_auth_by_default,
+        ensure_token_if_auth_enabled,
+    )
+    from ray.cluster_utils import Cluster
 
-    # the dashboard serves the Jobs API that `xlp launch --submit` talks to
-    ctx = ray.init(address="local", num_cpus=2, include_dashboard=True, logging_level="warning", log_to_driver=False)
+    enable_token_auth_by_default()  # what ray.init does for a node it starts: token authentication on
+    ensure_token_if_auth_enabled(create_token_if_missing=True)
+    dashboard, agent = free_ports(2)
+    node = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "include_dashboard": True, "dashboard_port": dashboard, "dashboard_agent_listen_port": agent,
+        "object_store_memory": 2 * 1024**3})
+    ctx = ray.init(address=node.address, logging_level="warning", log_to_driver=False)
     DASHBOARD["url"] = "http://" + ctx.dashboard_url
     yield ray
     ray.shutdown()
+    node.shutdown()
 
 
 def write_spec(path: Path, **spec) -> Path:

@@ -400,7 +400,7 @@ def test_submit_runs_the_driver_as_a_ray_job(clean_grid, tmp_path, ray_local):
             not in ("SUCCEEDED", "FAILED", "STOPPED"):
         assert time.time() < deadline, st
         time.sleep(1)
-    assert st["status"] == "SUCCEEDED", st["log_tail"]
+    assert st["status"] == "SUCCEEDED", "\n".join(st["log_tail"])
     assert st["run"] == str(copy) and snapshot(copy) == clean_snapshot
     assert (copy / "ledger/probe/step=200/task=pos/layers=0_1_2/src=de.json").stat().st_mtime > before  # redone
     relative = write_spec(tmp_path / "rel.yaml", **{**yaml.safe_load(path.read_text()), "output": "runs/rel"})

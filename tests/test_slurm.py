@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import MINILM, run_xlp, write_spec
+from conftest import MINILM, free_ports, run_xlp, write_spec
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "examples" / "slurm" / "xlp.sbatch"
@@ -39,16 +39,6 @@ def local_run(tmp_path_factory) -> Path:
     r = run_xlp("launch", tiny_spec(tmp / "spec.yaml", tmp / "run"), "--quiet")
     assert r.returncode == 0, r.stderr
     return tmp / "run"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 class Slurm:
