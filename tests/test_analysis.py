@@ -227,3 +227,23 @@ def test_counting_wins_by_matrix_products_equals_comparing_items():
         plain = (mean[None, :, :] > mean[:, None, :]).sum(axis=2)
         fast = item_wins(items, lambda sums, count, s=sign: s * sums[0] / count, sign)
         assert fast.dtype.kind == "i" and (fast == plain).all(), (K, sign)
+
+
+def test_pair_signs_from_counts_equal_the_mean_over_replicates():
+    """Which checkpoint pairs differ beyond the noise: counting replicates (j above i; below is the transpose)
+    gives the signs of comparing every replicate and averaging, on replicates with ties and at the threshold."""
+    from xlp.analysis.stats import bootstrap_pair_signs
+
+    rng = np.random.default_rng(3)
+    decided = []
+    for trial in range(60):
+        T, B = int(rng.integers(2, 40)), int(rng.choice([40, 100, 999, 1000]))
+        curve = rng.normal(size=T).cumsum()  # replicates scattered around a curve, rounded (ties)
+        boot = np.round(curve + rng.normal(size=(B, T)) * rng.choice([0.1, 1.0, 3.0]), int(rng.integers(0, 3)))
+        alpha = float(rng.choice([0.01, 0.05, 0.1, 0.5]))
+        above = (boot[:, None, :] > boot[:, :, None]).mean(axis=0) >= 1 - alpha / 2
+        below = (boot[:, None, :] < boot[:, :, None]).mean(axis=0) >= 1 - alpha / 2
+        plain = above.astype(float) - below
+        assert np.array_equal(bootstrap_pair_signs(boot, alpha), plain), trial
+        decided.append(np.abs(plain).mean())
+    assert 0 < np.mean(decided) < 0.9  # the trials hold pairs that differ beyond the noise, and pairs that do not

@@ -56,9 +56,9 @@ def test_running_units_and_the_eta_while_a_driver_is_live(tmp_path, monkeypatch)
     """While a live driver holds the run's lock, the units it published as in flight are `running`; the ETA is
     the busy time per finished unit times the units left. Once the driver is gone its in-flight list is not
     believed. Ledger, lock and in-flight list written by the driver's own code."""
-    from xlp.run.driver import _publish_inflight
     from xlp.run.ledger import Ledger
     from xlp.run.lock import run_lock
+    from xlp.run.schedule import publish_inflight
     from xlp.storage import Store
 
     monkeypatch.setenv("COLUMNS", "200")
@@ -75,7 +75,7 @@ def test_running_units_and_the_eta_while_a_driver_is_live(tmp_path, monkeypatch)
         store.write_bytes(f"ledger/extract/{key}.json", json.dumps({**rec, "finished": finished}).encode())
 
     with run_lock(store):  # this process is the live driver; it has sent c out
-        _publish_inflight(store, {"ref": ("extract", SimpleNamespace(key="c"), 0)})
+        publish_inflight(store, {"ref": ("extract", SimpleNamespace(key="c"), 0)})
         st = json.loads(run_xlp("status", run, "--json").stdout)
         table = run_xlp("status", run).stdout
     ext = st["stages"]["extract"]

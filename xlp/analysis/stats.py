@@ -37,8 +37,11 @@ def bootstrap_pair_signs(boot: np.ndarray, alpha: float, wins: np.ndarray | None
     """(T, T) signs of value_j - value_i that count only differences beyond the noise: +1 where checkpoint j is
     above i in at least 1 - alpha/2 of the bootstrap replicates (n_boot, T), -1 where below, 0 otherwise; with
     per-pair item counts `wins`, a two-sided exact sign test at alpha must agree (few differing items)."""
-    above = (boot[:, None, :] > boot[:, :, None]).mean(axis=0) >= 1 - alpha / 2
-    below = (boot[:, None, :] < boot[:, :, None]).mean(axis=0) >= 1 - alpha / 2
+    # the share of replicates in which j is above i: an exact count over n_boot (what a mean of 0/1 is), and
+    # "j below i" is "i above j", the transpose
+    reps = np.ascontiguousarray(np.asarray(boot).T)  # (T, n_boot): each checkpoint's replicates, contiguous
+    share = np.count_nonzero(reps[None, :, :] > reps[:, None, :], axis=2) / len(boot)
+    above, below = share >= 1 - alpha / 2, share.T >= 1 - alpha / 2
     if wins is not None:
         p_up = sign_test_greater(wins)
         above, below = above & (p_up < alpha / 2), below & (p_up.T < alpha / 2)

@@ -78,12 +78,24 @@ def with_identities(ckpts: list[Checkpoint]) -> list[Checkpoint]:
     return [replace(c, digest=c.identity()) for c in ckpts]
 
 
+CONFIG_TOKENIZER_KEYS = ("model_type", "tokenizer_class", "auto_map")  # what AutoTokenizer reads of config.json
+
+
 def tokenizer_files_digest(ckpt: Checkpoint) -> str | None:
-    """The bytes of what a local checkpoint's tokenizer is loaded from: equal digests load equal
-    tokenizers. None without a tokenizer.json (a tokenizer converted from other files)."""
-    if not ckpt.is_local or not (Path(ckpt.location) / "tokenizer.json").is_file():
+    """What a local checkpoint's tokenizer is loaded from: its files' bytes, remote code, and the keys of
+    config.json that choose the tokenizer's class (not the whole config, which differs between the checkpoints
+    of many series: a step, a path); equal digests load equal tokenizers. None without a tokenizer.json (a
+    tokenizer converted from other files)."""
+    d = Path(ckpt.location)
+    if not ckpt.is_local or not (d / "tokenizer.json").is_file():
         return None
-    return _content_digest(_files(ckpt, _defines_tokenizer))
+    files = _content_digest(_files(ckpt, lambda name: name in TOKENIZER_FILES or name.endswith(".py")))
+    try:
+        config = json.loads((d / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    chooses = {k: config.get(k) for k in CONFIG_TOKENIZER_KEYS} if isinstance(config, dict) else config
+    return hashlib.sha256(f"{files}\n{json.dumps(chooses, sort_keys=True)}".encode()).hexdigest()
 
 
 def _tokenizer_meaning(ckpt: Checkpoint) -> str | None:

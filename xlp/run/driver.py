@@ -21,7 +21,8 @@ from xlp.run.manifest import PLAN_FILE, SPEC_FILE, Manifest, manifest
 from xlp.run.plan import Plan, SentenceUnit, make_plan
 from xlp.run.ray_session import ray_session
 from xlp.run.reduce import no_subword_notes, reduce_run
-from xlp.run.resources import Resources, idle_cpus_by_node, node_cpus, plan_resources
+from xlp.run.resources import IdleCpus, Resources, node_cpus, plan_resources
+from xlp.run.schedule import InflightFile, WaitingProbes
 from xlp.run.status import INFLIGHT
 from xlp.storage import Store
 from xlp.tasks.base import Runtime
@@ -115,14 +116,6 @@ def _check_resources(available: dict, res: Resources, extracting: bool) -> None:
                            f"{available.get(resource, 0):g} {resource} in all")
 
 
-def _publish_inflight(store: Store, inflight: dict) -> None:
-    """What `xlp status` shows as running: the units submitted and not finished."""
-    units: dict[str, list[str]] = {"extract": [], "probe": []}
-    for stage, unit, _ in inflight.values():
-        units[stage].append(unit.key)
-    store.write_bytes(INFLIGHT, json.dumps({"updated": time.time(), "units": units}).encode())
-
-
 def _ship_plugin_tasks(plan: Plan) -> None:
     """Tasks defined outside xlp travel to the workers by value, so worker nodes need not import them."""
     import ray
@@ -139,10 +132,8 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
 
     from xlp.run.work import ExtractionWorker, Faults, WorkContext, run_probe, run_sentence_unit
 
-    todo_keys = {u.key for u in ext_todo}
     readers = Counter(k for u in probe_todo for k in u.needs)  # probes still to read each shard
-    done_ext = {u.key for u in plan.extract} - todo_keys
-    failed_ext: set[str] = set()
+    waiting = WaitingProbes(probe_todo, {u.key for u in plan.extract} - {u.key for u in ext_todo})
     by_ckpt: OrderedDict = OrderedDict()
     for u in ext_todo:
         by_ckpt.setdefault(u.ckpt, []).append(u)
@@ -161,6 +152,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
               .remote(ctx) for _ in range(n_actors)]
     nodes = ray.get([a.node.remote() for a in actors]) if res.adaptive else [None] * n_actors
     cpus_of = node_cpus() if res.adaptive else {}
+    idle_cpus = IdleCpus()
     probe_task = ray.remote(run_probe).options(num_cpus=res.probe_cpus, num_gpus=res.probe_gpus, max_retries=2)
     # sentence tasks run the model: they get an extractor's resources
     sentence_task = ray.remote(run_sentence_unit).options(num_cpus=res.actor_cpus, num_gpus=res.actor_gpus,
@@ -168,15 +160,14 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     queues: list[deque] = [deque() for _ in range(n_actors)]  # the units of each actor's checkpoint not yet sent
     load = [0] * n_actors  # units sent to each actor and not finished
     inflight: dict = {}
-    waiting = list(probe_todo)
 
     def send(i: int) -> None:
         """Keep two units in each actor's hands (one running, the next waiting), the next with the threads it
         may use now: its own CPUs, plus (CPU nodes) its share of its node's idle CPUs."""
         if res.adaptive and queues[i] and load[i] < 2:
-            idle = idle_cpus_by_node().get(nodes[i], 0.0)
-            threads = res.threads(idle, sum(1 for j, q in enumerate(queues) if nodes[j] == nodes[i] and
-                                            (q or load[j])), cpus_of.get(nodes[i], 1.0))
+            threads = res.threads(idle_cpus().get(nodes[i], 0.0), sum(1 for j, q in enumerate(queues) if nodes[j]
+                                                                       == nodes[i] and (q or load[j])),
+                                  cpus_of.get(nodes[i], 1.0))
         else:
             threads = None
         while queues[i] and load[i] < 2:
@@ -190,39 +181,27 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
             queues[i].extend(units)
         send(i)
 
-    def submit_ready() -> None:
-        still = []
-        for u in waiting:
-            if any(k in failed_ext for k in u.needs):
-                ledger.record_failure("probe", u.key, u.hash, "an input shard failed to extract")
-                result.failed[f"probe {u.key}"] = "input shard failed"
-            elif isinstance(u, SentenceUnit):
+    def submit(units: list) -> None:
+        for u in units:
+            if isinstance(u, SentenceUnit):
                 inflight[sentence_task.remote(ctx, u)] = ("probe", u, None)
-            elif all(k in done_ext for k in u.needs):
-                digests = ledger.output_digests("extract", u.needs)
-                inflight[probe_task.remote(ctx, u, digests)] = ("probe", u, None)
             else:
-                still.append(u)
-        waiting[:] = still
+                inflight[probe_task.remote(ctx, u, ledger.output_digests("extract", u.needs))] = ("probe", u, None)
 
-    bars = {"extract": progress.add_task("extract", total=len(ext_todo), rate=""),
-            "probe": progress.add_task("probe", total=len(probe_todo), rate="")}
-    words, t0, finished = 0, time.time(), Counter()
-    for i in range(n_actors):
-        feed(i)
-    submit_ready()
-    while inflight:
-        _publish_inflight(ledger.store, inflight)
-        ready, _ = ray.wait(list(inflight), num_returns=1)
-        stage, unit, i = inflight.pop(ready[0])
+    def fail(units: list) -> None:
+        for u in units:
+            ledger.record_failure("probe", u.key, u.hash, "an input shard failed to extract")
+            result.failed[f"probe {u.key}"] = "input shard failed"
+
+    def finish(ref, got: dict) -> None:
+        stage, unit, i = inflight.pop(ref)
         try:
-            info = ray.get(ready[0])
+            info = got[ref] if ref in got else ray.get(ref)
             ledger.record(stage, unit.key, unit.hash, unit.output, info.pop("bytes"), **info)
             if stage == "extract":
-                done_ext.add(unit.key)
                 result.extracted += 1
-                words += info["rows"]
-                progress.update(bars["extract"], rate=f"{words / (time.time() - t0):,.0f} words/s")
+                words[0] += info["rows"]
+                progress.update(bars["extract"], rate=f"{words[0] / (time.time() - t0):,.0f} words/s")
             else:
                 result.probed += 1
                 for k in unit.needs:
@@ -235,17 +214,39 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
             if isinstance(bad, ShardChecksumError):  # the input, not this unit, is broken: redo it next time
                 ledger.forget_output(bad.path)
             result.failed[f"{stage} {unit.key}"] = _error_text(e)
-            if stage == "extract":
-                failed_ext.add(unit.key)
+        failed = f"{stage} {unit.key}" in result.failed
+        if stage == "extract" and failed:  # the probes that waited for this shard fail with it
+            fail(waiting.failed(unit.key))
+        elif stage == "extract":  # those it was the last one missing of start
+            submit(waiting.extracted(unit.key))
         progress.advance(bars[stage])
         finished[stage] += 1
         emit({"event": "unit", "stage": stage, "key": unit.key,
-              "status": "failed" if f"{stage} {unit.key}" in result.failed else "done",
+              "status": "failed" if failed else "done",
               "finished": finished[stage], "total": len(ext_todo if stage == "extract" else probe_todo)})
         if stage == "extract":
             load[i] -= 1
             feed(i)
             if load[i] == 0:  # nothing left to extract: free its CPUs/GPUs for probes
                 ray.kill(actors[i])
-        submit_ready()
+
+    bars = {"extract": progress.add_task("extract", total=len(ext_todo), rate=""),
+            "probe": progress.add_task("probe", total=len(probe_todo), rate="")}
+    words, t0, finished = [0], time.time(), Counter()
+    for i in range(n_actors):
+        feed(i)
+    submit(waiting.ready_now())
+    status = InflightFile(ledger.store)
+    while inflight:
+        status.publish(inflight)
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=status.due_in())
+        if ready and len(inflight) > 1:  # every unit finished by now, handled in one pass
+            ready = ray.wait(list(inflight), num_returns=len(inflight), timeout=0)[0]
+        try:  # one call for all of them; a unit that failed raises, and then each is fetched on its own
+            got = dict(zip(ready, ray.get(ready)))
+        except Exception:  # noqa: BLE001
+            got = {}
+        for ref in ready:
+            finish(ref, got)
+            status.changed()
     ledger.store.delete(INFLIGHT)

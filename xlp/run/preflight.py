@@ -70,7 +70,7 @@ def check(run: Spec | Manifest) -> RunInputs:
     if any(c.step_is_index for c in ckpts):
         notes.append("checkpoints: names such as ckpt_N number the checkpoints, not training steps; "
                      "`step` is that index")
-    data, words = check_data(spec, notes)
+    data, words = check_data(spec, notes, ud_reads(run))
     inputs = RunInputs(tasks=tasks, checkpoints=with_identities(ckpts), depths=depths,
                        poolings={n: resolve_pooling(spec.pooling, c) for n, c in configs.items()},
                        hidden=max(getattr(c, "hidden_size", 0) for c in configs.values()),
@@ -127,9 +127,25 @@ def check_layers(spec: Spec, depths: dict[str, int]) -> list[int]:
     return list(spec.layers)
 
 
-def check_data(spec: Spec, notes: list[str]) -> tuple[RunData, dict[tuple, int]]:
-    """Resolve the UD root and each language's train and test splits, and read every split file now
-    (a malformed file stops the launch here); words per (file, cap, part)."""
+def ud_reads(run: Manifest) -> dict[str, set[str]]:
+    """The sides ("train", "test") of each language's treebank that some unit reads: both, where a word task runs
+    (the plan extracts every source's train and every target's test split), and the test split of each language
+    of a sentence task that reads data.languages' treebanks (bpc on UD text)."""
+    reads: dict[str, set[str]] = {lang: set() for lang in run.spec.data.languages}
+    for task in run.tasks:
+        if isinstance(task, WordTask):
+            return {lang: {"train", "test"} for lang in reads}
+        if task.reads_ud_with(run.tasks.options[task.name]):
+            for lang in run.context(task.name).grid()[0]:
+                reads.setdefault(lang, set()).add("test")
+    return reads
+
+
+def check_data(spec: Spec, notes: list[str], reads: dict[str, set[str]] | None = None
+               ) -> tuple[RunData, dict[tuple, int]]:
+    """Resolve the UD root and each language's train and test splits, and read now every split file a unit reads
+    (`reads`: the sides per language, default all; a malformed file stops the launch here); a split no unit reads
+    is neither hashed nor parsed, and is None in the RunData. Words per (file, cap, part)."""
     d = spec.data
     unknown = [k for k in d.treebanks if k not in d.languages]
     if unknown:
@@ -164,6 +180,10 @@ def check_data(spec: Spec, notes: list[str]) -> tuple[RunData, dict[tuple, int]]
                 notes.append(f"{lang}: the {split[0]} split of {tb.name} is published in {len(split[1])} parts "
                              f"({', '.join(p.name for p in split[1])}), read as one in that order")
         splits[lang] = (tb.name, train, test)
+    if reads is not None:
+        splits = {lang: (name, *(split if side in reads.get(lang, ()) else None
+                                 for side, split in (("train", train), ("test", test))))
+                  for lang, (name, train, test) in splits.items()}
     files = data_files([path for _, train, test in splits.values() for split in (train, test) if split
                         for path in split_paths(split[1])])
 
@@ -226,4 +246,5 @@ def check_disk(spec: Spec, need: int) -> None:
 
 def check_data_only(run: Spec | Manifest) -> None:
     """What can be checked before a pretraining spec's checkpoints exist: the tasks and the data."""
-    check_data(manifest(run).spec, [])
+    run = manifest(run)
+    check_data(run.spec, [], ud_reads(run))

@@ -10,6 +10,7 @@ GPU node, an actor runs with the CPUs Ray gives it."""
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from xlp.config import ClusterSpec
@@ -76,3 +77,16 @@ def idle_cpus_by_node() -> dict[str, float]:
     from ray._private.state import available_resources_per_node
 
     return {node: res.get("CPU", 0.0) for node, res in available_resources_per_node().items()}
+
+
+class IdleCpus:
+    """`idle_cpus_by_node`, asked of Ray at most every `every` seconds (a call to its control store costs
+    milliseconds; the driver would make one per extraction unit sent)."""
+
+    def __init__(self, every: float = 0.5):
+        self.every, self._at, self._last = every, float("-inf"), {}
+
+    def __call__(self) -> dict[str, float]:
+        if time.monotonic() - self._at >= self.every:
+            self._last, self._at = idle_cpus_by_node(), time.monotonic()
+        return self._last

@@ -41,7 +41,8 @@ SplitFiles = DataFile | tuple[DataFile, ...]  # a split's file, or the parts of 
 
 @dataclass(frozen=True)
 class UdFiles:
-    """A language's resolved treebank splits, read at plan time: (split name, file or parts) or None."""
+    """A language's resolved treebank splits, read at plan time: (split name, file or parts), or None where the
+    treebank has no such split or no unit of the run reads it (pre-flight neither hashes nor parses it then)."""
     treebank: str
     train: tuple[str, SplitFiles] | None
     test: tuple[str, SplitFiles] | None
@@ -88,7 +89,8 @@ class Task(ABC):
     higher_is_better: ClassVar[bool] = True
     definition: ClassVar[str]  # what the report and README state: examples, metric, baseline
     pairwise_only: ClassVar[bool] = False  # in-language values are trivial: curves use the other languages
-    reads_ud: ClassVar[bool] = True  # its languages' data are data.languages' UD treebanks
+    reads_ud: ClassVar[bool] = True  # its languages' data are data.languages' UD treebanks (their test splits, for a
+    # sentence task: `ctx.run_data.test_files`; pre-flight reads no split a unit does not)
     Options: ClassVar[type[TaskOptions]] = TaskOptions  # its section of the spec, under its name
     data_command: ClassVar[str | None] = None  # `xlp data NAME` fetches the dataset its options' `dataset` names
     # where older specs wrote its options: a dotted key -> the key in its section it is now (None: the section)

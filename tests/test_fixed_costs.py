@@ -1,0 +1,96 @@
+"""What pre-flight and the workers do once, or not at all: a split no unit reads is neither hashed nor parsed;
+a series whose configs differ but whose tokenizer files are the same loads its tokenizer once per process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from conftest import MINILM, UD, write_spec
+
+from xlp.config import load_spec
+from xlp.errors import XlpError
+from xlp.run.plan import make_plan
+
+
+def test_a_split_no_unit_reads_is_neither_hashed_nor_parsed(tmp_path, tiny_series, monkeypatch):
+    """bpc reads the test split of its languages only: a train file beside it that would not parse does not stop
+    the launch and is not hashed (the digest cache never sees it); with POS, whose probes train on it, pre-flight
+    reads it and refuses it by name."""
+    monkeypatch.setenv("XLP_CACHE", str(tmp_path / "cache"))
+    tb = tmp_path / "ud" / "UD_English-X"
+    tb.mkdir(parents=True)
+    (tb / "en_x-ud-test.conllu").symlink_to(UD / "UD_English-EWT" / "en_ewt-ud-test.conllu")
+    (tb / "en_x-ud-train.conllu").write_text("1\tnot\ta\tCoNLL-U\tline\n\n")
+    spec = dict(name="reads", output=str(tmp_path / "run"), checkpoints=[{"path": f"{tiny_series}/step_0"}],
+                data={"ud_root": str(tmp_path / "ud"), "languages": ["en"], "max_test_sentences": 5},
+                layers=[0])
+    plan = make_plan(load_spec(write_spec(tmp_path / "bpc.yaml", tasks=["bpc"], **spec)))
+    (unit,) = plan.probe
+    assert [f.path for f in unit.inputs.files] == [str(tb / "en_x-ud-test.conllu")]
+    hashed = {key.rsplit("|", 2)[0] for key in json.loads((tmp_path / "cache" / "digests.json").read_text())}
+    assert str((tb / "en_x-ud-test.conllu").resolve()) in hashed
+    assert str((tb / "en_x-ud-train.conllu").resolve()) not in hashed
+    with pytest.raises(XlpError, match="en_x-ud-train.conllu"):
+        make_plan(load_spec(write_spec(tmp_path / "pos.yaml", tasks=["pos"], **spec)))
+
+
+def test_checkpoints_whose_configs_differ_share_one_loaded_tokenizer(tmp_path):
+    """A config.json that differs between checkpoints (a step, a path) but not in what picks the tokenizer's class
+    reuses the tokenizer this process loaded; other tokenizer files, or another class, load their own."""
+    from xlp.models.checkpoints import Checkpoint, load_tokenizer
+
+    copies = []
+    for i, change in enumerate(({"saved_at_step": 1}, {"saved_at_step": 2}, {"tokenizer_class": "BertTokenizer"})):
+        d = tmp_path / f"c{i}"
+        d.mkdir()
+        for f in MINILM.iterdir():
+            if f.is_file() and f.name not in ("config.json", "tokenizer_config.json"):
+                (d / f.name).symlink_to(f)
+        shutil.copy(MINILM / "tokenizer_config.json", d)
+        config = json.loads((MINILM / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**config, **change}))
+        copies.append(Checkpoint(step=i, location=str(d)))
+    first = load_tokenizer(copies[0], use_fast=True)
+    assert load_tokenizer(copies[1], use_fast=True) is first
+    settings = json.loads((tmp_path / "c1" / "tokenizer_config.json").read_text())
+    (tmp_path / "c1" / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 77}))
+    assert load_tokenizer(copies[1], use_fast=True).model_max_length == 77
+    assert load_tokenizer(copies[2], use_fast=True) is not load_tokenizer(copies[0], use_fast=True)
+
+
+def test_waiting_probes_are_released_as_a_scan_of_every_waiting_unit_would(tiny_series, tmp_path):
+    """The driver's index of probe units by the shards they still need releases, after each extraction unit that
+    finishes or fails, the units that scanning every waiting unit (the plain way) finds ready or failed, in plan
+    order, each once; over random orders of a real plan's extraction units, some of them failing."""
+    import random
+
+    from conftest import grid_spec
+
+    from xlp.run.schedule import WaitingProbes
+
+    plan = make_plan(grid_spec(tmp_path, tiny_series, tmp_path / "run"))
+    keys = [u.key for u in plan.extract]
+    rng = random.Random(0)
+    for trial in range(20):
+        done = set(rng.sample(keys, trial % 4))  # extracted by an earlier launch
+        order = [k for k in rng.sample(keys, len(keys)) if k not in done]
+        broken = set(rng.sample(order, trial % 3))
+        fast = WaitingProbes(plan.probe, done)
+        waiting, failed, released = list(plan.probe), set(), []
+        steps = [(None, fast.ready_now(), [])] + [(k, [], []) for k in order]
+        for i, (key, ready, lost) in enumerate(steps):
+            if key in broken:
+                failed.add(key)
+                lost = fast.failed(key)
+            elif key is not None:
+                done.add(key)
+                ready = fast.extracted(key)
+            plain_lost = [u for u in waiting if any(k in failed for k in u.needs)]
+            plain_ready = [u for u in waiting if u not in plain_lost and all(k in done for k in u.needs)]
+            waiting = [u for u in waiting if u not in plain_lost and u not in plain_ready]
+            assert (ready, lost) == (plain_ready, plain_lost), (trial, i)
+            released += ready + lost
+        assert len(released) == len({u.key for u in released})  # each at most once
+        assert not waiting and len(released) == len(plan.probe)

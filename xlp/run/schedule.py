@@ -1,0 +1,83 @@
+"""The driver's bookkeeping between Ray calls, each step in time independent of the grid's size: which probe-stage
+units wait for which shards (released the moment their last shard is written, not found by scanning every waiting
+unit after each finished one), and the list of units in flight that `xlp status` reads (rewritten at most once a
+second, not once per finished unit)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+
+from xlp.run.status import INFLIGHT
+from xlp.run.units import ProbeUnit, SentenceUnit
+from xlp.storage import Store
+
+INFLIGHT_EVERY = 1.0  # seconds: how stale `xlp status`'s list of running units may be while a driver runs
+
+
+class WaitingProbes:
+    """Probe-stage units not yet submitted, by the extraction units whose shards they still need. Each is
+    released once: when its last shard is extracted, or (as failed) when one of its shards fails; units are
+    released in plan order."""
+
+    def __init__(self, units: list[ProbeUnit | SentenceUnit], extracted: set[str]):
+        self._units = list(units)
+        self._missing: dict[int, set[str]] = {}
+        self._by_shard: dict[str, list[int]] = defaultdict(list)
+        for i, u in enumerate(self._units):
+            missing = {k for k in u.needs if k not in extracted}
+            self._missing[i] = missing
+            for k in missing:
+                self._by_shard[k].append(i)
+
+    def ready_now(self) -> list[ProbeUnit | SentenceUnit]:
+        """The units whose shards all exist already (sentence units need none)."""
+        return self._release([i for i, missing in self._missing.items() if not missing])
+
+    def extracted(self, key: str) -> list[ProbeUnit | SentenceUnit]:
+        """The units that the shard of extraction unit `key` was the last one missing of."""
+        ready = []
+        for i in self._by_shard.pop(key, ()):
+            if i in self._missing:
+                self._missing[i].discard(key)
+                if not self._missing[i]:
+                    ready.append(i)
+        return self._release(ready)
+
+    def failed(self, key: str) -> list[ProbeUnit | SentenceUnit]:
+        """The units still waiting that read the shard of extraction unit `key`, which failed."""
+        return self._release([i for i in self._by_shard.pop(key, ()) if i in self._missing])
+
+    def _release(self, indices: list[int]) -> list[ProbeUnit | SentenceUnit]:
+        for i in indices:
+            del self._missing[i]
+        return [self._units[i] for i in sorted(indices)]
+
+
+def publish_inflight(store: Store, inflight: dict) -> None:
+    """What `xlp status` shows as running: the units submitted and not finished ({ref: (stage, unit, ...)})."""
+    units: dict[str, list[str]] = {"extract": [], "probe": []}
+    for stage, unit, _ in inflight.values():
+        units[stage].append(unit.key)
+    store.write_bytes(INFLIGHT, json.dumps({"updated": time.time(), "units": units}).encode())
+
+
+class InflightFile:
+    """status/inflight.json, rewritten when the units in flight have changed, at most every INFLIGHT_EVERY
+    seconds: the driver waits for units no longer than until the next rewrite is due."""
+
+    def __init__(self, store: Store):
+        self.store, self._at, self._stale = store, float("-inf"), True
+
+    def changed(self) -> None:
+        self._stale = True
+
+    def due_in(self) -> float | None:
+        """Seconds until the file is due to be rewritten; None while it is current."""
+        return max(0.0, self._at + INFLIGHT_EVERY - time.monotonic()) if self._stale else None
+
+    def publish(self, inflight: dict) -> None:
+        if self._stale and time.monotonic() >= self._at + INFLIGHT_EVERY:
+            publish_inflight(self.store, inflight)
+            self._at, self._stale = time.monotonic(), False
