@@ -142,8 +142,9 @@ def ray_local():
     node = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": True, "dashboard_port": dashboard, "dashboard_agent_listen_port": agent,
         "object_store_memory": 2 * 1024**3})
-    ctx = ray.init(address=node.address, logging_level="warning", log_to_driver=False)
-    DASHBOARD["url"] = "http://" + ctx.dashboard_url
+    ray.init(address=node.address, logging_level="warning", log_to_driver=False)
+    # the head's own address: a driver that joins reads it from where another worker's node may have written it
+    DASHBOARD["url"] = "http://" + node.head_node.webui_url
     yield ray
     ray.shutdown()
     node.shutdown()

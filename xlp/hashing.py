@@ -50,7 +50,7 @@ def _stamp(path: Path) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
 
 
-_memo: dict[str, str] | None = None  # stamp -> digest, this process's view of the cache file
+_memos: dict[Path, dict[str, str]] = {}  # cache file -> (stamp -> digest): this process's view of each cache file
 
 
 def _cache_file() -> Path:
@@ -58,13 +58,13 @@ def _cache_file() -> Path:
 
 
 def _load() -> dict[str, str]:
-    global _memo
-    if _memo is None:
+    path = _cache_file()  # XLP_CACHE may name another folder later in the same process
+    if path not in _memos:
         try:
-            _memo = json.loads(_cache_file().read_text())
+            _memos[path] = json.loads(path.read_text())
         except (OSError, ValueError):
-            _memo = {}
-    return _memo
+            _memos[path] = {}
+    return _memos[path]
 
 
 def _save(memo: dict[str, str]) -> None:
