@@ -11,7 +11,10 @@ the penalty of a probe fit on all n items (`linear.fit_probes`' mean objective w
 instead makes a small block's prior t/n times weaker: a probe on the first few dozen of arc's 1,152-dimensional
 pair features memorised them and coded the next block worse than a coin (arc compression 0.37-0.70 on MiniLM),
 and POS's codes were worse too. One prior for the whole transmission is what a Bayesian (MAP) online code of one
-model class would use.
+model class would use. A block's fit stops at the gradient max-norm tol sqrt(n / t) rather than tol: the mean
+gradient's sampling noise over t items is sqrt(n / t) times the full data's, so every block stops as close to its
+optimum, measured in its own noise, as the full fit; the small blocks, whose items weigh little in the codelength,
+no longer take the most iterations.
 
 A label the probe has not seen yet (a class absent from the items before its block) has no finite optimum: its
 bias falls without bound, and its codelength would be wherever the optimiser stopped. So the code of the block
@@ -103,8 +106,9 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
     ends = block_ends(n)
     for start, end in zip(ends[:-1], ends[1:]):
         # _lbfgs moves its features in place as probes converge: it gets its own copy of the block's prefix
+        # one prior for every block; the stopping test relative to the block's sampling noise (see the docstring)
         it, _, _ = _lbfgs(Zt[:, :, :start].contiguous(), onehot_t[:, :start].contiguous(), l2 * n / start, theta,
-                          max_iter, tol)
+                          max_iter, tol * np.sqrt(n / start))
         iters += it
         W, b = theta[:, : d * K].view(L, d, K), theta[:, d * K:]
         with torch.inference_mode():
