@@ -44,6 +44,7 @@ SLOW = {
     "test_structural.py::test_uuas_root_accuracy_and_spearman_equal_a_plain_computation",
     "test_structural.py::test_structural_tasks_in_a_run_redo_only_what_changed",
     "test_probe.py::test_online_codelength_equals_a_plain_computation",
+    "test_probe.py::test_arc_labels_compress_below_the_uniform_code",
     "test_mdl.py::test_compression_is_a_curve_and_turning_mdl_on_redoes_only_the_probes",
     "test_security.py::test_a_cluster_address_is_used_with_the_clusters_token",
     "test_null_series.py::test_nothing_to_learn_does_not_emerge",

@@ -116,7 +116,8 @@ def _plain_fit(Z, labels, K: int, l2: float, tol: float):
 def _plain_online_bits(X: np.ndarray, y: np.ndarray, l2: float, tol: float) -> float:
     """Voita & Titov's online codelength written out: shuffle, blocks at their fractions, the first block at
     log2 K bits a label, each later block coded by a probe fit from scratch (torch's own L-BFGS, float64) on
-    the t items before it, over all K classes, mixed with the uniform code at weight 1 / (t + 1)."""
+    the t items before it, over all K classes, mixed with the uniform code at weight 1 / (t + 1). Every block's
+    probe has the same prior: summed cross-entropy + (l2 n)/2 ||W||^2, the full data's penalty."""
     import torch
 
     classes, yi = np.unique(y, return_inverse=True)
@@ -128,7 +129,7 @@ def _plain_online_bits(X: np.ndarray, y: np.ndarray, l2: float, tol: float) -> f
     ends = sorted({min(max(int(f * n), 1), n) for f in fractions})
     bits = ends[0] * np.log2(K)
     for start, end in zip(ends, ends[1:]):
-        W, b = _plain_fit(Z[:start], labels[:start], K, l2, tol)
+        W, b = _plain_fit(Z[:start], labels[:start], K, l2 * n / start, tol)  # its mean objective's l2
         p = torch.softmax(Z[start:end] @ W + b, 1)[torch.arange(end - start), labels[start:end]]
         eps = 1 / (start + 1)
         bits += float(-torch.log2((1 - eps) * p + eps / K).sum())
@@ -154,3 +155,24 @@ def test_online_codelength_equals_a_plain_computation(minilm):
     assert abs(code.online[0] - plain) <= 0.01 * plain, (code.online[0], plain)
     assert code.uniform == pytest.approx(len(y) * np.log2(len(np.unique(y))))
     assert code.compression[0] == pytest.approx(code.uniform / code.online[0]) and code.compression[0] > 3
+
+
+def test_arc_labels_compress_below_the_uniform_code():
+    """Arc's pair features (3 x 384 dimensions) let a probe fit on the first few dozen pairs memorise them: with
+    the full data's per-item l2 in every block, its code for the next block was worse than a coin (compression
+    0.37-0.70 on MiniLM). With one prior for every block (l2 scaled by n / t), MiniLM's middle layer (3) on
+    1,000 English EWT sentences (26k pairs) compresses arc labels."""
+    import torch
+
+    from xlp.probing.mdl import online_code
+
+    sentences = read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-dev.conllu", 1000)
+    vecs = FeatureExtractor(Checkpoint(0, str(MINILM)), layers=[3]).extract([s.forms for s in sentences])
+    X, y = TASKS["arc"].examples(features_table(sentences, vecs, "float16"), [layer_column(3)])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = online_code(X, y, L2)
+    finally:
+        torch.set_num_threads(threads)
+    assert code.compression[0] > 1.2, code.compression

@@ -153,3 +153,24 @@ def test_structural_tasks_in_a_run_redo_only_what_changed(clean_grid, tmp_path):
     assert not res.failed and (res.extracted, res.probed) == (0, 9)
     assert set(pd.read_parquet(copy / "results" / "probes.parquet").groupby("task").probe_kind.first()) == {
         "mlp", "structural"}
+
+
+def test_a_word_cap_takes_whole_sentences_for_the_structural_probes(ewt):
+    """probe.max_train_words for distance and depth (their items are sentences): whole sentences, drawn by the seed,
+    up to the one that would pass the cap; the same seed the same ones; and the probes fit on them."""
+    from xlp.probing.structural import fit_structural
+    from xlp.storage.features import capped_sentences
+
+    table, sentences = ewt["dev"]
+    cap = table.num_rows // 3
+    capped = capped_sentences(table, cap, np.random.default_rng(0))
+    sent = capped.column("sent_idx").to_numpy()
+    kept, words = np.unique(sent, return_counts=True)
+    assert 0 < capped.num_rows <= cap < table.num_rows
+    assert all(words[i] == len(sentences[k].forms) for i, k in enumerate(kept))  # no sentence cut
+    assert capped.num_rows > cap - max(len(s.forms) for s in sentences)  # it stops at the draw that would not fit
+    again = capped_sentences(table, cap, np.random.default_rng(0)).column("sent_idx").to_numpy()
+    other = capped_sentences(table, cap, np.random.default_rng(1)).column("sent_idx").to_numpy()
+    assert np.array_equal(sent, again) and not np.array_equal(sent, other)
+    probes = fit_structural(capped, COLS, pairwise=False, rank=8, max_iter=50)
+    assert probes.maps.shape[0] == len(COLS) and np.isfinite(probes.maps.numpy()).all()

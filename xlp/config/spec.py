@@ -94,7 +94,8 @@ class ProbeSpec(_Strict):
                           "stops at `tol`)")
     tol: float = Field(5e-5, gt=0, description="a probe has converged when no entry of its gradient exceeds this "
                        "(scikit-learn's lbfgs tol, same objective)")
-    max_train_words: int | None = Field(None, ge=1, description="subsample the source's train words (per seed)")
+    max_train_words: int | None = Field(None, ge=1, description="subsample the source's train words (per seed; "
+                                           "distance and depth: whole sentences up to the cap)")
     layers_per_unit: int | None = Field(None, ge=1, description="layers fit together in one probe unit; null: all")
     resample: Literal["none", "bootstrap"] = Field(
         "none", description="bootstrap: each seed fits on a resample of the training sentences (with replacement), "

@@ -23,7 +23,14 @@ from xlp.probing.mdl import online_code
 from xlp.probing.mlp import fit_mlp_probes
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
-from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_column, resample_sentences, shard_path
+from xlp.storage.features import (
+    PARQUET_OPTIONS,
+    capped_sentences,
+    features_table,
+    layer_column,
+    resample_sentences,
+    shard_path,
+)
 from xlp.storage.store import ChecksumMismatch, Written
 from xlp.tasks.base import Runtime, WordTask, result_row
 from xlp.tasks.mdl import CompressionTask
@@ -181,8 +188,10 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
             continue
         train = resample_sentences(table, np.random.default_rng([seed, 1])) if resample else table
         if hasattr(fit, "fit"):  # a task that fits its own probe (structural probes): from a fixed start
+            if cap is not None and train.num_rows > cap:  # its items are sentences: whole ones up to the cap
+                train = capped_sentences(train, cap, np.random.default_rng(seed))
             probes[seed], n_train[seed] = fit.fit(train, cols, settings, device)
-            invariant = not resample
+            invariant = not resample and (cap is None or table.num_rows <= cap)
             continue
         X, y = fit.examples(train, cols, seed)
         # an MLP is not convex: each seed fits from its own start (xlp/probing/mlp.py)

@@ -74,3 +74,13 @@ def vectors(table: pa.Table, column: str) -> np.ndarray:
 def layer_stack(table: pa.Table, columns: list[str]) -> np.ndarray:
     """(L, n_words, d) float32 features of several layer columns."""
     return np.stack([vectors(table, col) for col in columns])
+
+
+def capped_sentences(table: pa.Table, max_words: int, rng: np.random.Generator) -> pa.Table:
+    """Whole sentences of a shard, taken in an order drawn by `rng` while their words stay within `max_words`
+    (for probes whose items are sentences: a word cap must not cut one), kept in their shard order."""
+    sent = table.column("sent_idx").to_numpy()
+    ids, lengths = np.unique(sent, return_counts=True)
+    order = rng.permutation(len(ids))
+    taken = ids[order[np.cumsum(lengths[order]) <= max_words]]
+    return table.filter(pa.array(np.isin(sent, taken)))
