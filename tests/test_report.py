@@ -139,3 +139,23 @@ def test_importing_the_report_imports_no_matplotlib():
 
     code = "import sys, xlp.report, xlp.run.reduce; print('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_a_control_task_adds_its_selectivity_curves(tmp_path):
+    """POS with its control task: the report draws selectivity (POS minus control accuracy) against the step, one
+    line per language at the last layer, and the lines are the selectivity table's numbers."""
+    from xlp.report.drawing import selectivity
+    from xlp.report.figures import language_style
+
+    pos = _probes()
+    control = pos.assign(task="pos_control", value=pos.value - 0.2 - pos.step / 1000)
+    probes = pd.concat([pos, control], ignore_index=True)
+    results, store, page = _report(tmp_path, probes, _spec(("pos", "pos_control")), _plan((0, 100, 200)))
+    assert store.read_bytes("report/figures/selectivity_pos.png").startswith(b"\x89PNG")
+    assert 'src="data:image/png;base64,' in _section(page, "curves") and "selectivity_pos" in page
+    fig = selectivity(results, "selectivity", language_style(["en", "de"], probes)).draw()
+    lines = {line.get_label(): line.get_ydata() for line in fig.axes[0].get_lines() if line.get_label() in ("en", "de")}
+    table = results.extra["selectivity"][1]
+    for lang, ys in lines.items():
+        want = table[(table.src_lang == lang) & (table.tgt_lang == lang) & (table.layer == 1)].sort_values("step")
+        assert list(ys) == list(want.selectivity) and [round(y, 6) for y in ys] == [0.2, 0.3, 0.4]

@@ -1,6 +1,6 @@
 """The run's self-contained HTML report: pure renderers of a run's `Results` (figures.py: matplotlib figures as
-bytes; tables.py: results tables as shown; prose.py and page.py: the HTML), and `write_report`, the one place
-that writes the report's files. Nothing here computes a number the results tables do not hold."""
+bytes; drawing.py: which figures, drawn where; tables.py: results tables as shown; prose.py and page.py: the
+HTML), and `write_report`, the one place that writes the report's files. Nothing here computes a number the results tables do not hold."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping
 
 from xlp.analysis.results import Results
 from xlp.config import Spec
+from xlp.report.drawing import draw_all
 from xlp.report.explore import explore_page
-from xlp.report.figures import draw_all, language_style
+from xlp.report.figures import language_style
 from xlp.report.page import SECTIONS, page
 from xlp.storage import Store
 

@@ -61,14 +61,14 @@ def render(plot: Plot) -> Drawn:
     return Drawn(re.sub(r"[^A-Za-z0-9_.-]", "_", plot.name), plot.caption, png.getvalue(), svg.getvalue())
 
 
-def _figure(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
+def new_figure(figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)
     return fig, fig.subplots()
 
 
-def _step_axis(ax: Axes, steps) -> None:
+def step_axis(ax: Axes, steps) -> None:
     steps = sorted(int(s) for s in steps)
     linthresh = min([s for s in steps if s > 0], default=1)
     ax.set_xscale("symlog", linthresh=linthresh)  # symlog because step 0 is a checkpoint
@@ -130,7 +130,7 @@ def curves(results: Results, task: str, style: Style, layer: int | None = None) 
     tokens = tokens_by_step(results.probes)  # outside draw(): a figure drawn elsewhere carries only what it shows
 
     def draw() -> Figure:
-        fig, ax = _figure((8, 4.5))
+        fig, ax = new_figure((8, 4.5))
         for lang in [x for x in style if x in set(d["src_lang"])]:
             g = d[d["src_lang"] == lang]
             per_seed = g.groupby(["step", "seed"])["value"].mean()  # over targets, when pairwise
@@ -141,7 +141,7 @@ def curves(results: Results, task: str, style: Style, layer: int | None = None) 
             ax.axhline(g["baseline"].mean(), color=colour, ls="--", lw=0.8, alpha=0.8)
             if has_step0:
                 ax.axhline(s.loc[0, "mean"], color=colour, ls=":", lw=0.8, alpha=0.8)
-        _step_axis(ax, d["step"].unique())
+        step_axis(ax, d["step"].unique())
         what = "mean over the other languages as targets" if pairwise else "in-language"
         ax.set(xlabel="pretraining step (symlog)", ylabel=d["metric"].iloc[0],
                title=f"{task}: {what} learning curves, layer {layer}")
@@ -181,7 +181,7 @@ def transfer(results: Results, task: str, style: Style, layer: int | None = None
             norm = SymLogNorm(linthresh=positive.min(), vmin=0, vmax=positive.max(), base=10)
         else:
             norm = Normalize(vmin=0, vmax=max(float(np.nanmax(v)) if (~np.isnan(v)).any() else 1, 1))
-        fig, ax = _figure((1.2 + 0.55 * v.shape[1], 1.0 + 0.5 * v.shape[0]))
+        fig, ax = new_figure((1.2 + 0.55 * v.shape[1], 1.0 + 0.5 * v.shape[0]))
         ax.set_facecolor("#eeeeee")  # cells of curves that did not emerge
         im = ax.imshow(np.ma.masked_invalid(v), cmap="viridis", norm=norm, aspect="auto")
         ax.imshow(np.ma.masked_where(~missing, np.ones_like(v)), cmap=ListedColormap(["white"]), aspect="auto")
@@ -214,7 +214,7 @@ def layers(results: Results, task: str, style: Style) -> Plot | None:
     metric = d["metric"].iloc[0]
 
     def draw() -> Figure:
-        fig, ax = _figure((max(4.0, 0.45 * grid.shape[1] + 2), max(2.5, 0.35 * grid.shape[0] + 1.5)))
+        fig, ax = new_figure((max(4.0, 0.45 * grid.shape[1] + 2), max(2.5, 0.35 * grid.shape[0] + 1.5)))
         im = ax.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto", origin="lower")
         every = max(1, grid.shape[1] // 12)
         ax.set_xticks(range(0, grid.shape[1], every), [str(s) for s in grid.columns[::every]], rotation=45)
@@ -241,7 +241,7 @@ def acquisition(results: Results, style: Style) -> Plot | None:
     steps = sorted(set(results.probes["step"]))
 
     def draw() -> Figure:
-        fig, ax = _figure((8, 0.6 + 0.45 * len(tasks) * max(1, len(style)) ** 0.5))
+        fig, ax = new_figure((8, 0.6 + 0.45 * len(tasks) * max(1, len(style)) ** 0.5))
         right = steps[-1] * 2 if steps and steps[-1] > 0 else 1
         for i, task in enumerate(tasks):
             g = e[e.task == task]
@@ -256,7 +256,7 @@ def acquisition(results: Results, style: Style) -> Plot | None:
                     ax.plot(row.emergence_step, y, marker=marker, color=colour, ms=5, label=label)
                 else:
                     ax.plot(right, y, marker="x", color=colour, ms=5, label=label)
-        _step_axis(ax, [*steps, right])
+        step_axis(ax, [*steps, right])
         ax.set_yticks(range(len(tasks)), tasks)
         ax.set(xlabel="emergence step (symlog; x at the right: did not emerge)",
                title="in-language emergence step per task (last layer), with its interval")
@@ -268,32 +268,3 @@ def acquisition(results: Results, style: Style) -> Plot | None:
 
 
 PER_TASK = {"curves": curves, "transfer": transfer, "layers": layers}
-
-
-def _render_or_note(plot: Plot) -> Drawn | str:
-    try:
-        return render(plot)
-    except Exception as e:  # noqa: BLE001
-        return f"Figure {plot.name} was skipped: {type(e).__name__}: {e}"
-
-
-def draw_all(results: Results, style: Style, map_plots: Callable | None = None
-             ) -> tuple[dict[str, list[Drawn]], list[str]]:
-    """Every figure, by the section it belongs to ("acquisition", "curves", "transfer", "layers"), and a note
-    for each that could not be drawn. `map_plots(function, plots)` draws them (default: here; the run layer passes
-    Ray tasks): a plot carries what it shows, so it draws the same bytes wherever it is drawn."""
-    plans: list[tuple[str, str, Callable[[], Plot | None]]] = [("acquisition", "acquisition",
-                                                                 lambda: acquisition(results, style))]
-    for kind, make in PER_TASK.items():
-        plans += [(kind, f"{kind}_{t}", lambda make=make, t=t: make(results, t, style)) for t in results.tasks]
-    drawn: dict[str, list[Drawn]] = {kind: [] for kind in ("acquisition", *PER_TASK)}
-    made, notes = [], []
-    for kind, name, plan in plans:
-        try:
-            made += [(kind, plot) for plot in [plan()] if plot is not None]
-        except Exception as e:  # noqa: BLE001 - a plotting corner case must not lose the run's tables
-            notes.append(f"Figure {name} was skipped: {type(e).__name__}: {e}")
-    run = map_plots or (lambda f, xs: [f(x) for x in xs])
-    for (kind, _), out in zip(made, run(_render_or_note, [plot for _, plot in made])):
-        (drawn[kind] if isinstance(out, Drawn) else notes).append(out)
-    return drawn, notes
