@@ -6,9 +6,11 @@ import contextlib
 import functools
 import io
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -140,15 +142,19 @@ def ray_local():
     enable_token_auth_by_default()  # what ray.init does for a node it starts: token authentication on
     ensure_token_if_auth_enabled(create_token_if_missing=True)
     dashboard, agent = free_ports(2)
+    # its own temp folder (short: Ray's socket paths live under it), not /tmp/ray, whose session_latest is the newest
+    # node's on the machine; with it shared, the submit test's job once found its working_dir package missing
+    temp = tempfile.mkdtemp(prefix="xlp-ray-", dir="/tmp")
     node = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": True, "dashboard_port": dashboard, "dashboard_agent_listen_port": agent,
-        "object_store_memory": 2 * 1024**3})
+        "object_store_memory": 2 * 1024**3, "temp_dir": temp})
     ray.init(address=node.address, logging_level="warning", log_to_driver=False)
     # the head's own address: a driver that joins reads it from where another worker's node may have written it
     DASHBOARD["url"] = "http://" + node.head_node.webui_url
     yield ray
     ray.shutdown()
     node.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def write_spec(path: Path, **spec) -> Path:
