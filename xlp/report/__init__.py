@@ -1,6 +1,7 @@
 """The run's self-contained HTML report: pure renderers of a run's `Results` (figures.py: matplotlib figures as
 bytes; drawing.py: which figures, drawn where; tables.py: results tables as shown; prose.py and page.py: the
-HTML), and `write_report`, the one place that writes the report's files. Nothing here computes a number the results tables do not hold."""
+HTML), and `write_report`, the one place that writes the report's files. Nothing here computes a number the
+results tables do not hold."""
 
 from __future__ import annotations
 
