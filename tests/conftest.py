@@ -143,7 +143,7 @@ def ray_local():
     ensure_token_if_auth_enabled(create_token_if_missing=True)
     dashboard, agent = free_ports(2)
     # its own temp folder (short: Ray's socket paths live under it), not /tmp/ray, whose session_latest is the newest
-    # node's on the machine; with it shared, the submit test's job once found its working_dir package missing
+    # node's on the machine
     temp = tempfile.mkdtemp(prefix="xlp-ray-", dir="/tmp")
     node = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": True, "dashboard_port": dashboard, "dashboard_agent_listen_port": agent,

@@ -374,6 +374,8 @@ def test_verify_on_the_command_line_redoes_a_changed_probe_output(clean_grid, tm
     assert (copy / rel).read_bytes() == (run / rel).read_bytes() and snapshot(copy) == clean_snapshot
 
 
+# a precaution: under load, the job's driver once lost the spec's working_dir package (now an env var), 3 runs in 5
+@pytest.mark.alone
 def test_submit_runs_the_driver_as_a_ray_job(clean_grid, tmp_path, ray_local):
     """`xlp launch --submit` sends the driver to the cluster through the Jobs API (the spec travels in
     the runtime_env); `xlp status --job` follows it to the end; the job redid the one missing unit."""

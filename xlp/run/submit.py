@@ -4,16 +4,13 @@ submitted it can disconnect; `xlp status --job ID` follows it."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 from xlp.errors import XlpError
 from xlp.run.manifest import Manifest
 from xlp.run.ray_session import TOKEN_HINT, auth_refused
 
-SPEC_NAME = "xlp-spec.json"  # the validated manifest: ${VAR}s and defaults as they were where it was validated
+SPEC_VAR = "XLP_SPEC_JSON"  # the validated manifest: ${VAR}s and defaults as they were where it was validated
 NO_AGENT = "No available agent to submit job"  # Ray's answer until the head's job agent has registered
 AGENT_WAITS = (1, 2, 4, 8, 15)  # seconds between tries
 JOB_ENDED = ("SUCCEEDED", "FAILED", "STOPPED")  # a Ray job's final states
@@ -47,23 +44,22 @@ def submit(run: Manifest, address: str | None, verify: bool = False) -> str:
         raise XlpError(f"--submit: {', '.join(relative)} must be absolute paths (on a filesystem the cluster "
                        f"shares) or URIs; relative ones would land in the job's temporary working directory")
     client = _client(address or spec.cluster.address)
-    workdir = Path(tempfile.mkdtemp(prefix="xlp-job-"))
-    try:
-        (workdir / SPEC_NAME).write_text(run.to_json())
-        entry = f"xlp launch {SPEC_NAME} --quiet" + (" --verify" if verify else "")
-        for wait in (*AGENT_WAITS, None):
-            try:
-                return client.submit_job(entrypoint=entry, runtime_env={"working_dir": str(workdir)},
-                                         metadata={"xlp_run": spec.name, "xlp_output": spec.output})
-            except RuntimeError as e:
-                if NO_AGENT not in str(e):
-                    raise
-                if wait is None:
-                    raise XlpError(f"the Ray Jobs API at {client.get_address()} has had no job agent for "
-                                   f"{sum(AGENT_WAITS)} s ({_why(e)}); is the head node still starting?") from None
-                time.sleep(wait)  # a head node that just started registers its job agent a little later
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    # the manifest travels as an environment variable that the entrypoint writes to a file of its own: a
+    # working_dir package did too, but Ray dropped it from the GCS once the job supervisor's worker exited, and the
+    # driver's actors, which inherit the job's runtime_env, then found it missing (seen under load)
+    entry = (f'spec=$(mktemp --suffix=.json) && printenv {SPEC_VAR} > "$spec" && xlp launch "$spec" --quiet'
+             + (" --verify" if verify else ""))
+    for wait in (*AGENT_WAITS, None):
+        try:
+            return client.submit_job(entrypoint=entry, runtime_env={"env_vars": {SPEC_VAR: run.to_json()}},
+                                     metadata={"xlp_run": spec.name, "xlp_output": spec.output})
+        except RuntimeError as e:
+            if NO_AGENT not in str(e):
+                raise
+            if wait is None:
+                raise XlpError(f"the Ray Jobs API at {client.get_address()} has had no job agent for "
+                               f"{sum(AGENT_WAITS)} s ({_why(e)}); is the head node still starting?") from None
+            time.sleep(wait)  # a head node that just started registers its job agent a little later
 
 
 def job_status(job_id: str, address: str | None, tail: int = 20) -> dict:
