@@ -38,7 +38,7 @@ def selectivity(results: Results, name: str, style: Style) -> Plot | None:
         return fig
 
     return Plot(f"selectivity_{task}", f"{title}, in-language, layer {layer} (the last layer), mean over seeds; "
-                "above 0: the probe does better on the task than on its control (Hewitt & Liang 2019).", draw)
+                "above 0: the probe does better on the task than on its control.", draw)
 
 
 def _render_or_note(plot: Plot) -> Drawn | str:
