@@ -58,7 +58,7 @@ def _boot_steps(boots: dict, keys: list[tuple], steps: np.ndarray, theta: float,
     cols = []
     for key in keys:
         b = boots.get(key)
-        if b is None or b.get("n_steps", b.get("whole", np.empty((0, 0))).shape[1]) != len(steps):
+        if b is None or (b["n_steps"] if "reach" in b else b["whole"].shape[1]) != len(steps):
             return None
         cols.append(steps[b["reach"] if "reach" in b else replicate_reach(b["whole"], theta, reference)])
     return np.stack(cols, axis=1) if cols else None

@@ -165,9 +165,8 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
         """Keep two units in each actor's hands (one running, the next waiting), the next with the threads it
         may use now: its own CPUs, plus (CPU nodes) its share of its node's idle CPUs."""
         if res.adaptive and queues[i] and load[i] < 2:
-            threads = res.threads(idle_cpus().get(nodes[i], 0.0), sum(1 for j, q in enumerate(queues) if nodes[j]
-                                                                       == nodes[i] and (q or load[j])),
-                                  cpus_of.get(nodes[i], 1.0))
+            busy = sum(1 for j, q in enumerate(queues) if nodes[j] == nodes[i] and (q or load[j]))  # its node's
+            threads = res.threads(idle_cpus().get(nodes[i], 0.0), busy, cpus_of.get(nodes[i], 1.0))
         else:
             threads = None
         while queues[i] and load[i] < 2:
