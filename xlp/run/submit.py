@@ -47,8 +47,8 @@ def submit(run: Manifest, address: str | None, verify: bool = False) -> str:
     # the manifest travels as an environment variable that the entrypoint writes to a file of its own: a
     # working_dir package did too, but Ray dropped it from the GCS once the job supervisor's worker exited, and the
     # driver's actors, which inherit the job's runtime_env, then found it missing (seen under load)
-    entry = (f'spec=$(mktemp --suffix=.json) && printenv {SPEC_VAR} > "$spec" && xlp launch "$spec" --quiet'
-             + (" --verify" if verify else ""))
+    entry = (f'spec=$(mktemp --suffix=.json) && trap \'rm -f "$spec"\' EXIT && printenv {SPEC_VAR} > "$spec" && '
+             'xlp launch "$spec" --quiet' + (" --verify" if verify else ""))
     for wait in (*AGENT_WAITS, None):
         try:
             return client.submit_job(entrypoint=entry, runtime_env={"env_vars": {SPEC_VAR: run.to_json()}},
