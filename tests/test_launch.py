@@ -223,6 +223,20 @@ def test_report_of_a_real_run_matches_its_results(clean_grid):
         assert got["best_value"] == f"{e.best_value:.4f}" and got["final_minus_best"] == f"{e.final_minus_best:.4f}"
 
 
+def test_results_csv_is_the_parquet_without_per_item_bytes(clean_grid):
+    """The CSV is for reading: one value a cell, the Parquet's rows and values (the quickstart's CSV was 1.9 GB
+    when each row's per-item sentence indices were written into it as text)."""
+    import pandas as pd
+
+    _, run, _, _ = clean_grid
+    parquet = pd.read_parquet(run / "results/probes.parquet")
+    csv = pd.read_csv(run / "results/probes.csv")
+    assert not {"correct", "item_sums", "item_groups"} & set(csv.columns)
+    assert len(csv) == len(parquet) and list(csv.columns) == [c for c in parquet.columns if c in csv.columns]
+    assert csv.value.tolist() == parquet.value.tolist()
+    assert max(len(line) for line in (run / "results/probes.csv").read_text().splitlines()) < 400
+
+
 def test_report_renders_in_headless_chromium(clean_grid, tmp_path):
     import shutil
 

@@ -19,6 +19,7 @@ from xlp.errors import XlpError
 from xlp.run.manifest import Manifest, load_manifest, manifest, run_manifest
 from xlp.storage import Store
 from xlp.tasks import Task
+from xlp.tasks.base import PER_ITEM_COLUMNS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -52,7 +53,7 @@ class Run:
     @property
     def probes(self) -> pd.DataFrame:
         """Every probe row: one per (checkpoint, task, layer, source, target, seed)."""
-        return _directed(self.results.probes.drop(columns=["correct", "item_sums"], errors="ignore"), self.tasks)
+        return _directed(self.results.probes.drop(columns=list(PER_ITEM_COLUMNS), errors="ignore"), self.tasks)
 
     @cached_property
     def curves(self) -> pd.DataFrame:

@@ -18,6 +18,7 @@ from xlp.run.parallel import parallel_reduce, ray_map
 from xlp.run.status import busy_seconds
 from xlp.run.units import digest, probe_output
 from xlp.storage import Store
+from xlp.tasks.base import PER_ITEM_COLUMNS
 
 REDUCED = "results/_reduced.json"
 PROBE_ORDER = ["step", "task", "layer", "src_lang", "tgt_lang", "seed"]
@@ -25,8 +26,7 @@ PROBE_ORDER = ["step", "task", "layer", "src_lang", "tgt_lang", "seed"]
 
 def _write(store: Store, name: str, df: pd.DataFrame) -> None:
     store.write_table(f"results/{name}.parquet", pa.Table.from_pandas(df, preserve_index=False))
-    per_item = ["correct", "item_sums"]  # bytes: in the Parquet file only
-    store.write_csv(f"results/{name}.csv", df.drop(columns=per_item, errors="ignore"))
+    store.write_csv(f"results/{name}.csv", df.drop(columns=list(PER_ITEM_COLUMNS), errors="ignore"))
 
 
 def _timings(ledger: Ledger, plan: dict) -> dict[str, str]:

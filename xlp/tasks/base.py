@@ -208,6 +208,9 @@ class SentenceTask(Task):
         """The unit's rows of probes.parquet (see `result_row`)."""
 
 
+PER_ITEM_COLUMNS = ("correct", "item_sums", "item_groups")  # bytes for the reducer: Parquet only, never the CSV
+
+
 def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, metric: str, value: float,
                baseline: float, n_train: int, n_test: int, invariant: bool, correct: np.ndarray | None,
                pooling: str | None = None, fit: tuple | None = None, item_sums: np.ndarray | None = None,
