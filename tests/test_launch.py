@@ -179,6 +179,24 @@ def test_results_never_mix_in_outputs_of_an_older_plan(clean_grid, tmp_path, mon
     assert len(probes) == 3 * 3 * 3 * 3 * 2 - 3 * 3 * 2
 
 
+def test_results_reduced_by_other_analysis_code_are_not_current(clean_grid, tmp_path, monkeypatch):
+    """`xlp report` keeps results whose inputs are unchanged, but not when the analysis code that made them
+    changed (an upgrade that fixes a statistic must not leave the old numbers in place)."""
+    import shutil
+
+    from xlp.run import reduce
+    from xlp.run.manifest import load_run
+    from xlp.run.reduce import reduce_run
+    from xlp.storage import Store
+
+    _, run, _, _ = clean_grid
+    shutil.copytree(run, tmp_path / "copy")
+    store = Store(str(tmp_path / "copy"))
+    assert not reduce_run(store, *load_run(store))
+    monkeypatch.setattr(reduce, "code_digest", lambda: "changed analysis code")
+    assert reduce_run(store, *load_run(store)) and not reduce_run(store, *load_run(store))
+
+
 def test_unsatisfiable_resources_are_an_error_not_a_hang(tmp_path, tiny_series, ray_local):
     from xlp.errors import XlpError
 
