@@ -32,7 +32,7 @@ from xlp.storage.features import (
     shard_path,
 )
 from xlp.storage.store import ChecksumMismatch, Written
-from xlp.tasks.base import Runtime, WordTask, result_row
+from xlp.tasks.base import FeatureTask, OwnProbeTask, Runtime, result_row
 from xlp.tasks.mdl import CompressionTask
 
 
@@ -187,7 +187,7 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
             rows += [{**row, "seed": seed} for row in rows if row["seed"] == settings.seeds[0]]
             continue
         train = resample_sentences(table, np.random.default_rng([seed, 1])) if resample else table
-        if hasattr(fit, "fit"):  # a task that fits its own probe (structural probes): from a fixed start
+        if isinstance(fit, OwnProbeTask):  # a task that fits its own probe (structural probes): from a fixed start
             if cap is not None and train.num_rows > cap:  # its items are sentences: whole ones up to the cap
                 train = capped_sentences(train, cap, np.random.default_rng(seed))
             probes[seed], n_train[seed] = fit.fit(train, cols, settings, device)
@@ -220,7 +220,7 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
     return _write_rows(store, unit, rows, start)
 
 
-def _score(unit: ProbeUnit, task: WordTask, probes: dict, n_train: dict, invariant: bool, tgt: str,
+def _score(unit: ProbeUnit, task: FeatureTask, probes: dict, n_train: dict, invariant: bool, tgt: str,
            test: pa.Table, cols: list[str]) -> list[dict]:
     """One task's rows on one target: every seed's probe scored on the target's test examples."""
     evaluate = getattr(task, "evaluate", None)  # a task that scores its own way (head selection, structural)

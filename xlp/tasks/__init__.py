@@ -16,7 +16,7 @@ from xlp.errors import XlpError
 from xlp.tasks.align import AlignTask
 from xlp.tasks.arc import ArcHeadTask, ArcTask
 from xlp.tasks.arc_control import ArcControlTask, DeprelControlTask
-from xlp.tasks.base import RunData, SentenceTask, Task, TaskContext, TaskOptions, WordTask
+from xlp.tasks.base import FeatureTask, OwnProbeTask, RunData, SentenceTask, Task, TaskContext, TaskOptions, WordTask
 from xlp.tasks.bpc import BpcTask
 from xlp.tasks.deprel import DeprelTask
 from xlp.tasks.mdl import CompressionTask
@@ -33,8 +33,8 @@ BUILT_IN: dict[str, Task] = {task.name: task for task in (
 DEFAULT_TASKS = (PosTask.name,)  # a spec that names no task
 ENTRY_POINT_GROUP = "xlp.tasks"
 
-__all__ = ["BUILT_IN", "RunTasks", "SentenceTask", "Task", "TaskContext", "TaskOptions", "WordTask", "configure",
-           "get_task", "known_tasks", "legacy_keys"]
+__all__ = ["BUILT_IN", "FeatureTask", "OwnProbeTask", "RunTasks", "SentenceTask", "Task", "TaskContext", "TaskOptions",
+           "WordTask", "configure", "get_task", "known_tasks", "legacy_keys"]
 
 
 def known_tasks() -> list[str]:
@@ -58,9 +58,9 @@ def get_task(ref: str) -> Task:
     except (ImportError, AttributeError) as e:
         raise XlpError(f"task {ref!r}: cannot import it ({e}); is its package installed or on PYTHONPATH?") from None
     task = cls() if isinstance(cls, type) else cls
-    if not isinstance(task, (WordTask, SentenceTask)):
-        raise XlpError(f"task {ref!r}: {type(task).__name__} does not implement xlp.tasks.base.WordTask or "
-                       "SentenceTask")
+    if not isinstance(task, (WordTask, OwnProbeTask, SentenceTask)):
+        raise XlpError(f"task {ref!r}: {type(task).__name__} does not implement xlp.tasks.base.WordTask, "
+                       "OwnProbeTask or SentenceTask")
     return task
 
 
@@ -81,7 +81,7 @@ class RunTasks:
         for name, task in self.tasks.items():
             out[name] = task.configured(self.options[name])
             # a task that fits its own probe (structural probes) has no labels to code
-            if self.mdl and isinstance(task, WordTask) and task.fit_with not in self.tasks and not hasattr(task, "fit"):
+            if self.mdl and isinstance(task, WordTask) and task.fit_with not in self.tasks:
                 compression = CompressionTask(out[name])
                 out[compression.name] = compression
         return out
