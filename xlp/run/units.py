@@ -106,6 +106,7 @@ class ProbeUnit(Unit):
     needs: tuple[str, ...]  # extraction unit keys
     inputs: tuple[str, ...]  # their hashes: the shards' identity
     options: tuple[tuple[str, str], ...] | None = None  # (task, its options as JSON) for tasks that have options
+    online_code: str | None = None  # with probe.mdl: the definition of the code its rows give (mdl.definition)
 
     @property
     def task(self) -> str:

@@ -19,7 +19,7 @@ from xlp.models.extract import FeatureExtractor
 from xlp.models.loading import pick_device
 from xlp.models.words import NO_SUBWORD
 from xlp.probing.linear import fit_probes, majority_accuracy
-from xlp.probing.mdl import online_code
+from xlp.probing.mdl import MlpShape, online_code
 from xlp.probing.mlp import fit_mlp_probes
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
@@ -200,8 +200,9 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
         if cap is not None and len(y) > cap:
             idx = np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
             X, y = X[:, idx], y[idx]
-        if settings.mdl:  # the online code of the same training examples (by linear probes)
-            code = online_code(X, y, settings.l2, settings.max_iter, settings.tol, device=device)
+        if settings.mdl:  # the online code of the same training examples, by the probe the unit fits
+            shape = MlpShape(settings.hidden, settings.dropout, seed) if settings.kind == "mlp" else None
+            code = online_code(X, y, settings.l2, settings.max_iter, settings.tol, device=device, mlp=shape)
             rows += CompressionTask(fit).rows(unit, seed, code, fit.item_sentences(train)[idx], invariant)
         if settings.kind == "mlp":
             probes[seed] = fit_mlp_probes(X, y, settings.l2, settings.max_iter, settings.tol, settings.hidden,

@@ -243,8 +243,9 @@ def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, me
     a metric that is not a share of items correct gives instead `item_sums`, (k, n_test) per-item columns
     whose sums give the value through the task's `value_from_sums` (float32 bytes, for the same bootstrap);
     `tokens` is the tokens seen at the checkpoint where its name or metadata says; `pooling` the subword
-    pooling of word vectors (None where the task pools otherwise); `fit` (a LinearProbes or MlpProbes and this row's
-    index among them) gives the probe's kind, L-BFGS iterations and final gradient max-norm (null without one);
+    pooling of word vectors (None where the task pools otherwise); `fit` (a LinearProbes, MlpProbes or OnlineCode
+    and this row's index among them) gives the probe's kind, L-BFGS iterations and final gradient max-norm (null
+    without one);
     `item_groups` (n_test,) the sentence of each test item (int32 bytes), where items share sentences (words,
     arcs): the reducer resamples, halves and sign-tests whole sentences."""
     return {"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "tokens": unit.ckpt.tokens, "task": task,
