@@ -122,8 +122,8 @@ def configure(spec: Spec) -> RunTasks:
         except ValidationError as e:
             raise src.error(e, prefix=(name,)) from None
     for name, task in tasks.items():  # a control scored with another's probe: the outcomes that probe was fit on
-        owner = task.fit_with
-        if owner in tasks and isinstance(task, ControlTask) and options[name] != options[owner]:
+        owner = task.fit_with if isinstance(task, ControlTask) else None
+        if owner in tasks and options[name] != options[owner]:
             raise src.key_error((name,), f"must equal {owner}'s options ({options[owner].model_dump()}): {name} "
                                 f"scores with {owner}'s probe, fit on the control outcomes they draw")
     for name, g in spec.task_grid.items():
