@@ -122,7 +122,10 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
         return OnlineCode(bits, K, iters, gmax, kind)
     order = transmission_order(n)
     dev = torch.device(device or "cpu")
-    mean, scale, Zt = standardised(X[:, order], dev)  # (L, d, n): features in transmission order, as _lbfgs takes them
+    mean, scale, Zt = standardised(X, dev)  # (L, d, n), transposed as _lbfgs takes them
+    at = torch.as_tensor(order, device=dev)
+    for layer in range(L):  # the items in transmission order, one layer at a time: no second full-size copy
+        Zt[layer] = Zt[layer][:, at]
     sent = torch.as_tensor(y_idx[order], dtype=torch.long, device=dev)
     onehot_t = torch.nn.functional.one_hot(sent, K).T.float()
     if mlp is None:
@@ -144,8 +147,8 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
                                                                       else mask[:, :start].contiguous())}
         # _lbfgs moves its features in place as probes converge: it gets its own copy of the block's prefix
         # one prior for every block; the stopping test relative to the block's sampling noise (see the docstring)
-        it, gmax, _ = _lbfgs(Zt[:, :, :start].contiguous(), onehot_t[:, :start].contiguous(), l2 * n / start, theta,
-                          max_iter, tol * np.sqrt(n / start), **objective)
+        it, gmax, _ = _lbfgs(Zt[:, :, :start].contiguous(), onehot_t[:, :start].contiguous(), l2 * n / start,
+                             theta, max_iter, tol * np.sqrt(n / start), **objective)
         iters += it
         with torch.inference_mode():
             logp = torch.log_softmax(probes().logits(Zt[:, :, start:end].transpose(1, 2)), -1)
