@@ -4,9 +4,11 @@ layer, English EWT POS and its control task (pos_control); prints both times, th
 each layer's compression and the online and uniform codelengths. Wall seconds on a shared machine are
 inflated by whatever else runs (a load of 13-16 once showed pos_control at 3.8x, and 0.26x at a load of 7), so
 the ratio is also given in this process's CPU seconds (torch's threads included), which other jobs inflate far
-less.
+less. Torch runs on `--threads` threads, by default 1, as in a probe unit (an actor of cluster.cpus_per_probe CPUs,
+1 by default: Ray sets its OMP_NUM_THREADS): two threads on a loaded 2-core machine spent most of their time waiting
+for each other (the plain POS fit 67-87 s wall against 9 s on one thread), which made the ratio noise.
 
-    python benchmarks/mdl.py [--train 1000]
+    python benchmarks/mdl.py [--train 1000] [--threads 1]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import time
 
 import numpy as np
+import torch
 
 from xlp.config import ProbeSpec
 from xlp.data.conllu import read_conllu
@@ -32,7 +35,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--train", type=int, default=1000,
                     help="EWT sentences (its dev split: the shared copy has no train split)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (a probe unit's: cluster.cpus_per_probe)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     p = ProbeSpec()
     sentences = read_conllu(shared_dir() / "ud" / "UD_English-EWT" / "en_ewt-ud-dev.conllu", args.train)
     ex = FeatureExtractor(Checkpoint(0, str(shared_dir() / "models" / "all-MiniLM-L6-v2")), layers="all")
@@ -40,7 +45,8 @@ def main() -> None:
     # stored as float16, read back as float32: what a probe unit sees
     table = features_table(sentences, {k: v.astype(np.float16) for k, v in vecs.items()})
     cols = [f"layer_{k}" for k in sorted(vecs)]
-    print(f"load average {os.getloadavg()[0]:.1f}; {len(sentences)} sentences, layers {sorted(vecs)}")
+    print(f"load average {os.getloadavg()[0]:.1f}; {len(sentences)} sentences, layers {sorted(vecs)}, "
+          f"{torch.get_num_threads()} torch thread(s)")
     for name in ("pos", "pos_control"):
         task = BUILT_IN[name].trained_on(table)
         X, y = task.examples(table, cols)

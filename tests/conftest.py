@@ -43,6 +43,8 @@ SLOW = {
     "test_probe.py::test_batched_equals_one_at_a_time_and_any_start",
     "test_probe.py::test_converged_probes_match_sklearn_in_language_and_cross_lingual",
     "test_mlp.py::test_mlp_probe_matches_sklearn_and_batching_changes_nothing",
+    "test_mlp.py::test_mlp_online_codelength_equals_a_plain_computation",
+    "test_mlp.py::test_mlp_run_redoes_only_the_probes_and_compares_with_the_linear_run",  # 15 s: the MLP online code
     "test_structural.py::test_uuas_root_accuracy_and_spearman_equal_a_plain_computation",
     "test_structural.py::test_structural_tasks_in_a_run_redo_only_what_changed",
     "test_probe.py::test_online_codelength_equals_a_plain_computation",

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import UD
 
 from xlp.data.conllu import read_conllu
@@ -75,12 +76,13 @@ def test_every_control_task_has_its_selectivity_table():
     rng = np.random.default_rng(0)
     rows = [{"task": task, "step": step, "layer": layer, "src_lang": "en", "tgt_lang": tgt, "seed": seed,
              "value": rng.random()}
-            for task in ("pos", "pos_control", "arc", "arc_control", "deprel", "deprel_control")
+            for task in ("pos", "pos_control", "arc", "arc_control", "arc_uas", "arc_uas_control", "deprel",
+                         "deprel_control")
             for step in (0, 100) for layer in (1, 2) for tgt in ("en", "de") for seed in (0, 1)]
     probes = pd.DataFrame(rows)
     mean = probes.groupby(["task", "step", "layer", "src_lang", "tgt_lang"]).value.mean()
     for control, file in (("pos_control", "selectivity"), ("arc_control", "selectivity_arc"),
-                          ("deprel_control", "selectivity_deprel")):
+                          ("arc_uas_control", "selectivity_arc_uas"), ("deprel_control", "selectivity_deprel")):
         task = BUILT_IN[control].controls
         (title, table), = BUILT_IN[control].extra_tables(probes).values()
         assert list(BUILT_IN[control].extra_tables(probes)) == [file] and task in title
@@ -90,3 +92,41 @@ def test_every_control_task_has_its_selectivity_table():
             assert np.isclose(getattr(r, task), mean[(task, *key)]) and np.isclose(r.control, mean[(control, *key)])
             assert np.isclose(r.selectivity, mean[(task, *key)] - mean[(control, *key)])
         assert BUILT_IN[control].extra_tables(probes[probes.task != task]) == {}
+
+
+def test_head_selection_has_a_control_scored_with_the_arc_control_probe(tmp_path):
+    """arc_uas_control (Hewitt & Liang's control of head selection): scored with arc_control's probe (one unit fits
+    it for both), each dependent's chosen head against its word type's control head, not its gold head; its options
+    must be arc_control's (else the probe was fit on other control heads than those it is scored against)."""
+    from conftest import write_spec
+
+    from xlp.config import load_spec
+    from xlp.errors import XlpError
+    from xlp.probing.linear import fit_probes
+    from xlp.run.plan import _fit_groups
+    from xlp.tasks import configure
+
+    train, test = _table("dev", 200), _table("test", 100)
+    control = BUILT_IN["arc_uas_control"].trained_on(train)
+    probe = fit_probes(*BUILT_IN["arc_control"].trained_on(train).examples(train, ["layer_1"], 0), max_iter=50)
+    values, hits = control.evaluate(probe, test, ["layer_1"])
+    gold_values, gold_hits = BUILT_IN["arc_uas"].evaluate(probe, test, ["layer_1"])
+    head_row, start, lengths = sentence_rows(test)
+    dep = np.flatnonzero(head_row >= 0)
+    heads = control.control_heads(test)
+    assert hits.shape == gold_hits.shape == (1, len(dep)) and len(control.item_sentences(test)) == len(dep)
+    assert control.test_baseline(test) == BUILT_IN["arc_uas"].test_baseline(test)
+    chosen_is_gold = gold_hits[0]  # the same probe chooses the same heads: they are hits against one head or other
+    differ = heads[dep] != head_row[dep]
+    assert differ.mean() > 0.5 and (hits[0][~differ] == chosen_is_gold[~differ]).all()
+    assert not (hits[0][differ] & chosen_is_gold[differ]).any() and values[0] == hits[0].mean()
+
+    tasks = ["arc_control", "arc_uas_control", "arc", "arc_uas"]
+    groups = _fit_groups([BUILT_IN[t] for t in tasks])
+    assert sorted(tuple(t.name for t in g) for g in groups) == [("arc", "arc_uas"), ("arc_control", "arc_uas_control")]
+    spec = {"name": "c", "output": str(tmp_path / "run"), "checkpoints": [{"path": str(tmp_path)}],
+            "data": {"ud_root": str(UD), "languages": ["en"]}, "tasks": tasks}
+    configure(load_spec(write_spec(tmp_path / "same.yaml", **spec, arc_control={"seed": 3},
+                                   arc_uas_control={"seed": 3})))
+    with pytest.raises(XlpError, match="other.yaml.*arc_uas_control.*must equal arc_control's"):
+        configure(load_spec(write_spec(tmp_path / "other.yaml", **spec, arc_control={"seed": 3})))

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import yaml
-from conftest import copy_run, run_xlp, write_spec
+from conftest import copy_run, grid_spec, run_xlp, write_spec
 from pydantic import BaseModel
 
 from xlp.config import ProbeSpec
@@ -37,6 +37,29 @@ def test_a_probe_unit_without_mdl_keeps_its_hash():
     assert set(ProbeSpec.model_fields) - set(ProbeSpecBeforeMdl.model_fields) == {"mdl", "kind", "hidden", "dropout"}
     assert unit(ProbeSpec()).hash == unit(ProbeSpecBeforeMdl()).hash
     assert unit(ProbeSpec(mdl=True)).hash != unit(ProbeSpec()).hash
+
+
+def test_a_new_definition_of_the_online_code_redoes_the_units_that_compute_it(tiny_series, tmp_path, monkeypatch):
+    """Each probe unit of a run with probe.mdl hashes what its codelengths mean (xlp/probing/mdl.py's definition):
+    other block fractions or a new CODE_VERSION give every such unit a new hash, so a relaunch of a run made under the
+    old definition recomputes them instead of keeping old codelengths; units without mdl keep their hashes."""
+    from xlp.probing import mdl
+    from xlp.run.plan import make_plan
+
+    plain = grid_spec(tmp_path, tiny_series, tmp_path / "run")
+    coded = plain.model_copy(update={"probe": plain.probe.model_copy(update={"mdl": True})})
+
+    def hashes(spec):
+        return [u.hash for u in make_plan(spec).probe]
+
+    before, plain_before = hashes(coded), hashes(plain)
+    monkeypatch.setattr(mdl, "FRACTIONS", mdl.FRACTIONS[1:])  # no block at 0.1 %
+    fractions = hashes(coded)
+    monkeypatch.undo()
+    monkeypatch.setattr(mdl, "CODE_VERSION", mdl.CODE_VERSION + 1)  # say, another prior
+    version = hashes(coded)
+    assert len(before) == 9 and not set(before) & set(fractions) and not set(before) & set(version)
+    assert hashes(plain) == plain_before and not set(plain_before) & set(before)
 
 
 def test_compression_is_a_curve_and_turning_mdl_on_redoes_only_the_probes(clean_grid, tmp_path):

@@ -79,13 +79,73 @@ def test_mlp_probe_matches_sklearn_and_batching_changes_nothing(minilm_pos, one_
                                                                   seed=0).predict(Xt[:1]))  # the seed fixes the mask
 
 
+def _plain_mlp_online_bits(X: np.ndarray, y: np.ndarray, l2: float, hidden: int, tol: float) -> float:
+    """Voita & Titov's online codelength with an MLP probe, written out with torch's own L-BFGS in float64: the items
+    shuffled (xlp's transmission order, seed 0), blocks at their fractions, the first at log2 K bits a label; each
+    later block coded by a ReLU MLP fit on the t items before it, started from the previous block's weights (the first
+    from Glorot-uniform weights drawn from torch seed 0, zero biases), minimising mean cross-entropy +
+    (l2 n / t)/2 (||W1||^2 + ||W2||^2), its code mixed with the uniform one at weight 1 / (t + 1)."""
+    classes, yi = np.unique(y, return_inverse=True)
+    n, K, d = len(y), len(classes), X.shape[1]
+    order = np.random.default_rng(0).permutation(n)
+    Z = torch.tensor((X - X.mean(0)) / np.maximum(X.std(0), 1e-6), dtype=torch.float64)[order]
+    labels = torch.tensor(yi[order])
+    gen = torch.Generator().manual_seed(0)
+
+    def glorot(fan_in, fan_out):
+        bound = (6.0 / (fan_in + fan_out)) ** 0.5
+        return ((torch.rand(fan_in * fan_out, generator=gen) * 2 - 1) * bound).double().view(fan_in, fan_out)
+
+    W1, b1 = glorot(d, hidden), torch.zeros(hidden, dtype=torch.float64)
+    W2, b2 = glorot(hidden, K), torch.zeros(K, dtype=torch.float64)
+    params = [p.requires_grad_() for p in (W1, b1, W2, b2)]
+    fractions = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.0625, 0.125, 0.25, 0.5, 1.0)
+    ends = sorted({min(max(int(f * n), 1), n) for f in fractions})
+    bits = ends[0] * np.log2(K)
+    for start, end in zip(ends, ends[1:]):
+        lam = l2 * n / start
+        opt = torch.optim.LBFGS(params, max_iter=20000, tolerance_grad=tol * np.sqrt(n / start), tolerance_change=0,
+                                history_size=20, line_search_fn="strong_wolfe")
+
+        def loss(opt=opt, start=start, lam=lam):
+            opt.zero_grad()
+            logits = (Z[:start] @ W1 + b1).clamp_min(0) @ W2 + b2
+            value = torch.nn.functional.cross_entropy(logits, labels[:start]) + lam / 2 * ((W1 * W1).sum()
+                                                                                           + (W2 * W2).sum())
+            value.backward()
+            return value
+
+        opt.step(loss)
+        with torch.no_grad():
+            p = torch.softmax((Z[start:end] @ W1 + b1).clamp_min(0) @ W2 + b2, 1)[torch.arange(end - start),
+                                                                                    labels[start:end]]
+        eps = 1 / (start + 1)
+        bits += float(-torch.log2((1 - eps) * p + eps / K).sum())
+    return bits
+
+
+def test_mlp_online_codelength_equals_a_plain_computation(minilm_pos, one_thread):
+    """probe.mdl with probe.kind mlp: the online code's probes are MLPs; on one cell (MiniLM layer 4, EWT POS) xlp's
+    codelength (batched L-BFGS, each block warm-started from the last) is within 1 % of a plain torch loop's, and
+    the MLP's code differs from the linear probe's."""
+    from xlp.probing.mdl import MlpShape, online_code
+
+    X, y = minilm_pos["dev"]
+    code = online_code(X, y, L2, tol=1e-4, mlp=MlpShape(HIDDEN, 0.0, 0))
+    plain = _plain_mlp_online_bits(X[1], y, L2, HIDDEN, 1e-4)
+    assert code.kind == "mlp" and abs(code.online[1] - plain) <= 0.01 * plain, (code.online[1], plain)
+    linear = online_code(X[1:], y, L2, tol=1e-4)
+    assert abs(linear.online[0] - code.online[1]) > 0.01 * plain and code.compression[1] > 2
+
+
 def test_probe_kind_counts_in_the_hash_only_when_it_is_not_linear():
     """A linear probe unit's hash is the one it had before `probe.kind` existed (its MLP keys left out, whatever
     the spec says of them), so older runs are not redone; an MLP's kind, width and dropout each change it."""
     unit = ProbeUnit(ckpt=Checkpoint(0, "/c", digest="d0"), tasks=(BUILT_IN["pos"],), layers=(0, 1), src="en",
                      pooling="first", train_split="train", targets=(("en", "test"),), probe=ProbeSpec(),
                      needs=("k",), inputs=("h",))
-    before = {f.name: getattr(unit, f.name) for f in dataclasses.fields(unit) if f.name != "options"}
+    before = {f.name: getattr(unit, f.name) for f in dataclasses.fields(unit)
+              if f.name not in ("options", "online_code")}  # None: not counted
     before.update(ckpt="d0", tasks=["pos"], layers=[0, 1], targets=[["en", "test"]], needs=["k"], inputs=["h"],
                   probe={k: v for k, v in ProbeSpec().model_dump().items()
                          if k not in ("kind", "hidden", "dropout", "mdl")})
@@ -101,22 +161,26 @@ def test_probe_kind_counts_in_the_hash_only_when_it_is_not_linear():
 
 
 def test_mlp_run_redoes_only_the_probes_and_compares_with_the_linear_run(clean_grid, tmp_path):
-    """The clean grid's run copied and relaunched with `probe.kind: mlp`: no feature is extracted again, every
-    probe unit is redone, its rows say `mlp` and its seeds differ (each seed its own start); a relaunch does
-    nothing; `xlp compare` sets the linear and the MLP run side by side and says that their probes differ."""
+    """The clean grid's run copied and relaunched with `probe.kind: mlp` and `probe.mdl`: no feature is extracted
+    again, every probe unit is redone, its rows (the online code's too) say `mlp` and its seeds differ (each seed its
+    own start); a relaunch does nothing; `xlp compare` sets the linear and the MLP run side by side and says that
+    their probes differ."""
     from xlp.run.driver import launch
 
     spec, run, _, _ = clean_grid
     copy = tmp_path / "mlp"
     shutil.copytree(run, copy)
-    mlp_probe = spec.probe.model_copy(update={"kind": "mlp", "hidden": 16, "max_iter": 100})
+    mlp_probe = spec.probe.model_copy(update={"kind": "mlp", "hidden": 16, "max_iter": 100, "mdl": True})
     spec = spec.model_copy(update={"output": str(copy), "name": "grid_mlp", "probe": mlp_probe})
     res = launch(spec, quiet=True)
     assert not res.failed and (res.extracted, res.probed) == (0, 9)
     assert launch(spec, quiet=True).probed == 0
     linear = pd.read_parquet(run / "results" / "probes.parquet")
-    mlp = pd.read_parquet(copy / "results" / "probes.parquet")
-    assert set(linear.probe_kind) == {"linear"} and set(mlp.probe_kind) == {"mlp"} and len(mlp) == len(linear)
+    rows = pd.read_parquet(copy / "results" / "probes.parquet")
+    mlp, code = rows[rows.task == "pos"], rows[rows.task == "pos_mdl"]
+    assert set(linear.probe_kind) == {"linear"} and set(rows.probe_kind) == {"mlp"} and len(mlp) == len(linear)
+    by_seed = code.pivot_table(index=["step", "layer", "src_lang"], columns="seed", values="codelength")
+    assert len(code) == len(mlp[mlp.src_lang == mlp.tgt_lang]) and (by_seed[0] != by_seed[1]).all()
     assert not mlp.seed_invariant.any() and mlp.probe_iters.gt(0).all()
     by_seed = mlp.pivot_table(index=["step", "layer", "src_lang", "tgt_lang"], columns="seed", values="value")
     assert (by_seed[0] != by_seed[1]).mean() > 0.5

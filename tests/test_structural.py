@@ -174,3 +174,25 @@ def test_a_word_cap_takes_whole_sentences_for_the_structural_probes(ewt):
     assert np.array_equal(sent, again) and not np.array_equal(sent, other)
     probes = fit_structural(capped, COLS, pairwise=False, rank=8, max_iter=50)
     assert probes.maps.shape[0] == len(COLS) and np.isfinite(probes.maps.numpy()).all()
+
+
+def test_every_built_in_word_feature_task_honours_the_interface_of_its_kind(ewt):
+    """Called as xlp/tasks/base.py declares them: each WordTask's `examples(table, layer_columns)` gives features
+    (L, n, d) and n labels, each OwnProbeTask (distance, depth) fits, scores and gives a baseline, and every task
+    on word features is one kind or the other (a structural task's `examples` raised TypeError)."""
+    from xlp.tasks import FeatureTask, OwnProbeTask, WordTask
+
+    (train, _), (test, _) = ewt["dev"], ewt["test"]
+    feature_tasks = [t for t in BUILT_IN.values() if isinstance(t, FeatureTask)]
+    assert {"pos", "arc", "deprel", "distance", "depth"} <= {t.name for t in feature_tasks}
+    for task in feature_tasks:
+        assert isinstance(task, WordTask) != isinstance(task, OwnProbeTask), task.name
+        task = task.trained_on(train)
+        if isinstance(task, WordTask):
+            X, y = task.examples(train, COLS)
+            assert X.shape[:2] == (len(COLS), len(y)) and X.shape[2] >= 384 and len(np.unique(y)) >= 2, task.name
+        else:
+            probes, n_train = task.fit(train, COLS, ProbeSpec(max_iter=5))
+            values, items, *_ = task.evaluate(probes, test, COLS)
+            assert n_train == 80 and values.shape == (len(COLS),) and items.shape[-1] == len(task.item_sentences(test))
+            assert 0 <= task.test_baseline(test) <= 1

@@ -21,19 +21,42 @@ bias falls without bound, and its codelength would be wherever the optimiser sto
 after t items is the probe's distribution mixed with the uniform one, (1 - e) p + e / K with e = 1 / (t + 1) (as
 if one more item, uniformly labelled, had been seen): an unseen label costs at most log2(K (t + 1)) bits, and a
 seen one at most log2(1 / (1 - e)) bits more than under the probe alone (0.4 bits after 2 items, 0.002 after 1,000).
+
+With `mlp` (probe.kind: mlp) every block's probe is the MLP probe of `mlp.py`, the same objective and prior: the
+first block's fit starts from the seed's start (and its dropout mask over the items in transmission order), each
+later block's from the previous block's optimum. A run's probe units hash `definition()` when they compute the code,
+so a run made under another definition is redone rather than mixed with this one's codelengths.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from xlp.probing.linear import SCALE_FLOOR, _lbfgs
+if TYPE_CHECKING:  # torch only where a code is computed: planning a run reads `definition` without it
+    import torch
 
 FRACTIONS = (0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.0625, 0.125, 0.25, 0.5, 1.0)  # block ends, share of items
 ORDER_SEED = 0  # the transmission order: the same for every checkpoint, so the items pair across a curve
+# What a codelength means beyond FRACTIONS and ORDER_SEED. Raise it whenever the computation changes what it gives (the
+# first block's code, the prior, the mixture with the uniform code, a block's start or stopping rule): runs made
+# before are then redone.
+CODE_VERSION = 1
+
+
+def definition() -> str:
+    """What the online code's rows mean, for the hash of every probe unit that computes it."""
+    return f"online code {CODE_VERSION}, blocks at {list(FRACTIONS)}, order seed {ORDER_SEED}"
+
+
+@dataclass(frozen=True)
+class MlpShape:
+    """The MLP probe an online code fits in every block (probe.kind: mlp)."""
+    hidden: int
+    dropout: float
+    seed: int
 
 
 @dataclass
@@ -43,6 +66,8 @@ class OnlineCode:
     item_bits: np.ndarray  # (L, n)
     classes: int
     iterations: np.ndarray  # (L,) L-BFGS iterations over all blocks
+    grad_norm: np.ndarray  # (L,) the last block's final gradient max-norm
+    kind: str = "linear"  # the probe of every block (probe.kind)
 
     @property
     def uniform_item_bits(self) -> float:
@@ -75,11 +100,16 @@ def transmission_order(n: int) -> np.ndarray:
 
 
 def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1000, tol: float = 5e-5,
-                device: str | torch.device | None = None) -> OnlineCode:
+                device: str | torch.device | None = None, mlp: MlpShape | None = None) -> OnlineCode:
     """The online codelength of labels y (n,) given features X (L, n, d), for every layer at once, in the order
-    `transmission_order(n)`. The probe of the block after t items minimises the objective of `linear.fit_probes`
-    with l2 n / t (summed cross-entropy + (l2 n)/2 ||W||^2: one prior for every block) over all K classes of y,
-    those not yet seen included."""
+    `transmission_order(n)`. The probe of the block after t items (linear, or `mlp`) minimises the objective of
+    `linear.fit_probes` (`mlp.fit_mlp_probes`) with l2 n / t (summed cross-entropy + (l2 n)/2 ||W||^2: one prior for
+    every block) over all K classes of y, those not yet seen included."""
+    import torch
+
+    from xlp.probing.linear import LinearProbes, _lbfgs, standardised
+    from xlp.probing.mlp import MlpObjective, mlp_probes, mlp_start
+
     X = np.asarray(X)
     if X.ndim == 2:
         X = X[None]
@@ -87,34 +117,43 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
     L, n, d = X.shape
     K = len(classes)
     bits = np.full((L, n), np.log2(K) if K else 0.0)  # the first block's uniform code
-    iters = np.zeros(L, dtype=np.int64)
+    iters, gmax, kind = np.zeros(L, dtype=np.int64), np.zeros(L), "linear" if mlp is None else "mlp"
     if K < 2 or n < 2:
-        return OnlineCode(bits, K, iters)
+        return OnlineCode(bits, K, iters, gmax, kind)
     order = transmission_order(n)
     dev = torch.device(device or "cpu")
-    Xt = torch.as_tensor(X).to(dev, torch.float32)
-    mean = Xt.mean(1, keepdim=True)
-    scale = Xt.std(1, keepdim=True, correction=0).clamp_min(SCALE_FLOOR)
+    mean, scale, Zt = standardised(X, dev)  # (L, d, n), transposed as _lbfgs takes them
     at = torch.as_tensor(order, device=dev)
-    Zt = torch.empty(L, d, n, device=dev)  # features in transmission order, transposed as _lbfgs takes them
-    for layer in range(L):
-        Zt[layer] = ((Xt[layer, at] - mean[layer]) / scale[layer]).T
-    del Xt
+    for layer in range(L):  # the items in transmission order, one layer at a time: no second full-size copy
+        Zt[layer] = Zt[layer][:, at]
     sent = torch.as_tensor(y_idx[order], dtype=torch.long, device=dev)
     onehot_t = torch.nn.functional.one_hot(sent, K).T.float()
-    theta = torch.zeros(L, d * K + K, device=dev)  # each block starts from the previous block's optimum
+    if mlp is None:
+        theta, mask = torch.zeros(L, d * K + K, device=dev), None
+    else:
+        start_theta, mask = mlp_start(d, mlp.hidden, K, n, mlp.dropout, mlp.seed)
+        theta = start_theta.repeat(L, 1).to(dev)
+        mask = None if mask is None else mask.to(dev)
+
+    def probes():
+        if mlp is None:
+            return LinearProbes(classes=classes, mean=mean, scale=scale, weight=theta[:, :d * K].view(L, d, K),
+                                bias=theta[:, d * K:])
+        return mlp_probes(theta, d, mlp.hidden, classes, mean=mean, scale=scale)
+
     ends = block_ends(n)
-    for start, end in zip(ends[:-1], ends[1:]):
+    for start, end in zip(ends[:-1], ends[1:]):  # each block starts from the previous block's optimum
+        objective = {} if mlp is None else {"objective": MlpObjective(d, mlp.hidden, K, None if mask is None
+                                                                      else mask[:, :start].contiguous())}
         # _lbfgs moves its features in place as probes converge: it gets its own copy of the block's prefix
         # one prior for every block; the stopping test relative to the block's sampling noise (see the docstring)
-        it, _, _ = _lbfgs(Zt[:, :, :start].contiguous(), onehot_t[:, :start].contiguous(), l2 * n / start, theta,
-                          max_iter, tol * np.sqrt(n / start))
+        it, gmax, _ = _lbfgs(Zt[:, :, :start].contiguous(), onehot_t[:, :start].contiguous(), l2 * n / start,
+                             theta, max_iter, tol * np.sqrt(n / start), **objective)
         iters += it
-        W, b = theta[:, : d * K].view(L, d, K), theta[:, d * K:]
         with torch.inference_mode():
-            logp = torch.log_softmax(torch.baddbmm(b[:, None, :], Zt[:, :, start:end].transpose(1, 2), W), -1)
+            logp = torch.log_softmax(probes().logits(Zt[:, :, start:end].transpose(1, 2)), -1)
             got = logp.gather(2, sent[start:end].expand(L, -1)[..., None])[..., 0].double()
             eps = 1.0 / (start + 1)  # the probe's code mixed with the uniform one (see the module's docstring)
             got = torch.logaddexp(got + np.log1p(-eps), torch.full_like(got, np.log(eps / K)))
         bits[:, order[start:end]] = (-got / np.log(2)).cpu().numpy()
-    return OnlineCode(bits, K, iters)
+    return OnlineCode(bits, K, iters, gmax, kind)

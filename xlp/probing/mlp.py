@@ -58,34 +58,46 @@ def fit_mlp_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int
     C, H = len(classes), hidden
     dev = torch.device(device or "cpu")
     mean, scale, Zt = standardised(X, dev, transposed=C > 1)
-    gen = torch.Generator().manual_seed(seed)  # on the CPU: the same start on every device
+    start, mask = mlp_start(d, H, C, n, dropout, seed)
+    theta = start.repeat(L, 1).to(dev)
+    iters, gmax, converged = np.zeros(L, dtype=np.int64), np.zeros(L), np.ones(L, dtype=bool)
+    if C > 1:
+        onehot_t = torch.nn.functional.one_hot(torch.as_tensor(y_idx, dtype=torch.long, device=dev), C).T.float()
+        iters, gmax, converged = _lbfgs(Zt, onehot_t.contiguous(), l2, theta, max_iter, tol,
+                                        objective=MlpObjective(d, H, C, None if mask is None else mask.to(dev)))
+        del Zt
+    return mlp_probes(theta.cpu(), d, H, classes, mean=mean.cpu(), scale=scale.cpu(), iterations=iters,
+                      grad_norm=gmax, converged=converged)
+
+
+def mlp_start(d: int, H: int, C: int, n: int, dropout: float, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The seed's starting parameters (P,), packed as `MlpObjective` takes them (Glorot-uniform weights, zero
+    biases), and its dropout mask (H, n) over the n training items in their given order (None without dropout);
+    drawn on the CPU, so every device starts alike."""
+    gen = torch.Generator().manual_seed(seed)
 
     def glorot(fan_in: int, fan_out: int) -> torch.Tensor:
         bound = (6.0 / (fan_in + fan_out)) ** 0.5
         return (torch.rand(fan_in * fan_out, generator=gen) * 2 - 1) * bound
 
     start = torch.cat([glorot(d, H), torch.zeros(H), glorot(H, C), torch.zeros(C)])
-    theta = start.repeat(L, 1).to(dev)
-    iters, gmax, converged = np.zeros(L, dtype=np.int64), np.zeros(L), np.ones(L, dtype=bool)
-    if C > 1:
-        mask = None
-        if dropout > 0:
-            mask = ((torch.rand(H, n, generator=gen) >= dropout).float() / (1 - dropout)).to(dev)
-        onehot_t = torch.nn.functional.one_hot(torch.as_tensor(y_idx, dtype=torch.long, device=dev), C).T.float()
-        iters, gmax, converged = _lbfgs(Zt, onehot_t.contiguous(), l2, theta, max_iter, tol,
-                                        objective=_Objective(d, H, C, mask))
-        del Zt
-    theta = theta.cpu()
+    mask = None
+    if dropout > 0 and C > 1:
+        mask = (torch.rand(H, n, generator=gen) >= dropout).float() / (1 - dropout)
+    return start, mask
+
+
+def mlp_probes(theta: torch.Tensor, d: int, H: int, classes: np.ndarray, **rest) -> MlpProbes:
+    """The MLP probes of packed parameters theta (L, P) (`rest`: the other MlpProbes fields)."""
+    L, C = theta.shape[0], len(classes)
     o1, o2, o3 = d * H, d * H + H, d * H + H + H * C
-    return MlpProbes(classes=classes, mean=mean.cpu(), scale=scale.cpu(),
-                     hidden_weight=theta[:, :o1].reshape(L, d, H).contiguous(),
-                     hidden_bias=theta[:, o1:o2].contiguous(),
-                     weight=theta[:, o2:o3].reshape(L, H, C).contiguous(), bias=theta[:, o3:].contiguous(),
-                     iterations=iters, grad_norm=gmax, converged=converged)
+    return MlpProbes(classes=classes, hidden_weight=theta[:, :o1].reshape(L, d, H).contiguous(),
+                     hidden_bias=theta[:, o1:o2].contiguous(), weight=theta[:, o2:o3].reshape(L, H, C).contiguous(),
+                     bias=theta[:, o3:].contiguous(), **rest)
 
 
 @dataclass(frozen=True)
-class _Objective:
+class MlpObjective:
     """Loss (k,) in float64 and analytic gradient (k, P) of k MLP probes, parameters packed per probe as
     [W1 (d*H), b1 (H), W2 (H*C), b2 (C)]; features transposed (k, d, n), labels a (C, n) one-hot."""
     d: int

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 from xlp.config import Spec
 from xlp.models.checkpoints import Checkpoint
+from xlp.probing import mdl
 from xlp.run import preflight
 from xlp.run.manifest import Manifest, manifest
 from xlp.run.preflight import RunInputs
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
-from xlp.tasks import WordTask
+from xlp.tasks import FeatureTask, OwnProbeTask, WordTask
 from xlp.version import __version__
 
 
@@ -92,7 +93,8 @@ def make_plan(run: Spec | Manifest, inputs: RunInputs | None = None) -> Plan:
             options = tuple((t.name, run.tasks.options[t.name].model_dump_json()) for t in tasks
                             if type(run.tasks.options[t.name]).model_fields) or None
             # a task that fits its own probe (structural probes) reads no probe.kind: it is left out of its hash
-            probe = spec.probe.read_by(mlp=spec.probe.kind == "mlp" and not hasattr(tasks[0], "fit"))
+            probe = spec.probe.read_by(mlp=spec.probe.kind == "mlp" and not isinstance(tasks[0], OwnProbeTask))
+            code = mdl.definition() if spec.probe.mdl and isinstance(tasks[0], WordTask) else None
             for group in layer_groups:
                 for src in plan.sources:
                     tgts = [t for t in plan.targets if (t == src and src in langs)
@@ -107,7 +109,8 @@ def make_plan(run: Spec | Manifest, inputs: RunInputs | None = None) -> Plan:
                                                 pooling=inputs.poolings[ckpt.name],
                                                 train_split=ud[src].train[0], targets=targets, probe=probe,
                                                 needs=tuple(u.key for u in needs),
-                                                inputs=tuple(u.hash for u in needs), options=options))
+                                                inputs=tuple(u.hash for u in needs), options=options,
+                                                online_code=code))
     for task in inputs.tasks:
         found = inputs.sentence_inputs.get(task.name)
         if found is None:
@@ -120,11 +123,11 @@ def make_plan(run: Spec | Manifest, inputs: RunInputs | None = None) -> Plan:
     return plan
 
 
-def _fit_groups(word_tasks: list[WordTask]) -> list[tuple[WordTask, ...]]:
+def _fit_groups(word_tasks: list[FeatureTask]) -> list[tuple[FeatureTask, ...]]:
     """The word tasks in probe units: a task that scores with another's probe (`fit_with`) joins that
     task's unit when both run, so the probe is fit once; otherwise each task is a unit of its own."""
     names = [t.name for t in word_tasks]
-    groups: dict[str, list[WordTask]] = {}
+    groups: dict[str, list[FeatureTask]] = {}
     for task in word_tasks:
         owner = task.fit_with
         groups.setdefault(owner if owner in names else task.name, []).append(task)

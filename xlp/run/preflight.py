@@ -26,7 +26,7 @@ from xlp.models.families import resolve_pooling
 from xlp.models.series import resolve_checkpoints
 from xlp.run.manifest import Manifest, manifest
 from xlp.storage import Store
-from xlp.tasks import SentenceTask, Task, WordTask
+from xlp.tasks import FeatureTask, SentenceTask, Task
 from xlp.tasks.base import RunData, SentenceInputs, SplitFiles, UdFiles
 
 
@@ -47,8 +47,8 @@ class RunInputs:
     notes: list[str] = field(default_factory=list)
 
     @property
-    def word_tasks(self) -> list[WordTask]:
-        return [t for t in self.tasks if isinstance(t, WordTask)]
+    def word_tasks(self) -> list[FeatureTask]:
+        return [t for t in self.tasks if isinstance(t, FeatureTask)]
 
     @property
     def sources(self) -> list[str]:
@@ -133,7 +133,7 @@ def ud_reads(run: Manifest) -> dict[str, set[str]]:
     of a sentence task that reads data.languages' treebanks (bpc on UD text)."""
     reads: dict[str, set[str]] = {lang: set() for lang in run.spec.data.languages}
     for task in run.tasks:
-        if isinstance(task, WordTask):
+        if isinstance(task, FeatureTask):
             return {lang: {"train", "test"} for lang in reads}
         if task.reads_ud_with(run.tasks.options[task.name]):
             for lang in run.context(task.name).grid()[0]:

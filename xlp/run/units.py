@@ -17,7 +17,7 @@ from xlp.config import ProbeSpec
 from xlp.hashing import DataFile
 from xlp.models.checkpoints import Checkpoint
 from xlp.storage.features import shard_path
-from xlp.tasks.base import SentenceInputs, SentenceTask, Task, WordTask
+from xlp.tasks.base import FeatureTask, SentenceInputs, SentenceTask, Task
 from xlp.version import __version__
 
 
@@ -96,7 +96,7 @@ class ProbeUnit(Unit):
     scored on every target. The first task's probe is fit; the others score with it (arc, arc_uas)."""
     stage: ClassVar[str] = "probe"
     ckpt: Checkpoint
-    tasks: tuple[WordTask, ...]
+    tasks: tuple[FeatureTask, ...]
     layers: tuple[int, ...]
     src: str
     pooling: str  # of the word features it reads (recorded in its rows)
@@ -106,12 +106,13 @@ class ProbeUnit(Unit):
     needs: tuple[str, ...]  # extraction unit keys
     inputs: tuple[str, ...]  # their hashes: the shards' identity
     options: tuple[tuple[str, str], ...] | None = None  # (task, its options as JSON) for tasks that have options
+    online_code: str | None = None  # with probe.mdl: the definition of the code its rows give (mdl.definition)
 
     @property
     def task(self) -> str:
         return "+".join(t.name for t in self.tasks)
 
-    def configured_tasks(self) -> tuple[WordTask, ...]:
+    def configured_tasks(self) -> tuple[FeatureTask, ...]:
         """The unit's tasks with the run's options they were planned with."""
         given = dict(self.options or ())
         return tuple(t.configured(t.Options.model_validate_json(given[t.name])) if t.name in given else t

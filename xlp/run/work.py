@@ -19,7 +19,7 @@ from xlp.models.extract import FeatureExtractor
 from xlp.models.loading import pick_device
 from xlp.models.words import NO_SUBWORD
 from xlp.probing.linear import fit_probes, majority_accuracy
-from xlp.probing.mdl import online_code
+from xlp.probing.mdl import MlpShape, online_code
 from xlp.probing.mlp import fit_mlp_probes
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
@@ -32,7 +32,7 @@ from xlp.storage.features import (
     shard_path,
 )
 from xlp.storage.store import ChecksumMismatch, Written
-from xlp.tasks.base import Runtime, WordTask, result_row
+from xlp.tasks.base import FeatureTask, OwnProbeTask, Runtime, result_row
 from xlp.tasks.mdl import CompressionTask
 
 
@@ -187,7 +187,7 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
             rows += [{**row, "seed": seed} for row in rows if row["seed"] == settings.seeds[0]]
             continue
         train = resample_sentences(table, np.random.default_rng([seed, 1])) if resample else table
-        if hasattr(fit, "fit"):  # a task that fits its own probe (structural probes): from a fixed start
+        if isinstance(fit, OwnProbeTask):  # a task that fits its own probe (structural probes): from a fixed start
             if cap is not None and train.num_rows > cap:  # its items are sentences: whole ones up to the cap
                 train = capped_sentences(train, cap, np.random.default_rng(seed))
             probes[seed], n_train[seed] = fit.fit(train, cols, settings, device)
@@ -200,8 +200,9 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
         if cap is not None and len(y) > cap:
             idx = np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
             X, y = X[:, idx], y[idx]
-        if settings.mdl:  # the online code of the same training examples (by linear probes)
-            code = online_code(X, y, settings.l2, settings.max_iter, settings.tol, device=device)
+        if settings.mdl:  # the online code of the same training examples, by the probe the unit fits
+            shape = MlpShape(settings.hidden, settings.dropout, seed) if settings.kind == "mlp" else None
+            code = online_code(X, y, settings.l2, settings.max_iter, settings.tol, device=device, mlp=shape)
             rows += CompressionTask(fit).rows(unit, seed, code, fit.item_sentences(train)[idx], invariant)
         if settings.kind == "mlp":
             probes[seed] = fit_mlp_probes(X, y, settings.l2, settings.max_iter, settings.tol, settings.hidden,
@@ -220,7 +221,7 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
     return _write_rows(store, unit, rows, start)
 
 
-def _score(unit: ProbeUnit, task: WordTask, probes: dict, n_train: dict, invariant: bool, tgt: str,
+def _score(unit: ProbeUnit, task: FeatureTask, probes: dict, n_train: dict, invariant: bool, tgt: str,
            test: pa.Table, cols: list[str]) -> list[dict]:
     """One task's rows on one target: every seed's probe scored on the target's test examples."""
     evaluate = getattr(task, "evaluate", None)  # a task that scores its own way (head selection, structural)

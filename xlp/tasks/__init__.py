@@ -15,9 +15,10 @@ from xlp.config.source import UNKNOWN_KEY
 from xlp.errors import XlpError
 from xlp.tasks.align import AlignTask
 from xlp.tasks.arc import ArcHeadTask, ArcTask
-from xlp.tasks.arc_control import ArcControlTask, DeprelControlTask
-from xlp.tasks.base import RunData, SentenceTask, Task, TaskContext, TaskOptions, WordTask
+from xlp.tasks.arc_control import ArcControlTask, ArcHeadControlTask, DeprelControlTask
+from xlp.tasks.base import FeatureTask, OwnProbeTask, RunData, SentenceTask, Task, TaskContext, TaskOptions, WordTask
 from xlp.tasks.bpc import BpcTask
+from xlp.tasks.control import ControlTask
 from xlp.tasks.deprel import DeprelTask
 from xlp.tasks.mdl import CompressionTask
 from xlp.tasks.pos import PosTask
@@ -27,14 +28,14 @@ from xlp.tasks.structural import DepthTask, DistanceTask
 from xlp.tasks.xnli import XnliTask
 
 BUILT_IN: dict[str, Task] = {task.name: task for task in (
-    PosTask(), PosControlTask(), ArcTask(), ArcHeadTask(), DeprelTask(), ArcControlTask(), DeprelControlTask(),
-    RetrievalTask(), BpcTask(), XnliTask(), AlignTask(), DistanceTask(), DepthTask(),
+    PosTask(), PosControlTask(), ArcTask(), ArcHeadTask(), DeprelTask(), ArcControlTask(), ArcHeadControlTask(),
+    DeprelControlTask(), RetrievalTask(), BpcTask(), XnliTask(), AlignTask(), DistanceTask(), DepthTask(),
 )}
 DEFAULT_TASKS = (PosTask.name,)  # a spec that names no task
 ENTRY_POINT_GROUP = "xlp.tasks"
 
-__all__ = ["BUILT_IN", "RunTasks", "SentenceTask", "Task", "TaskContext", "TaskOptions", "WordTask", "configure",
-           "get_task", "known_tasks", "legacy_keys"]
+__all__ = ["BUILT_IN", "FeatureTask", "OwnProbeTask", "RunTasks", "SentenceTask", "Task", "TaskContext", "TaskOptions",
+           "WordTask", "configure", "get_task", "known_tasks", "legacy_keys"]
 
 
 def known_tasks() -> list[str]:
@@ -58,9 +59,9 @@ def get_task(ref: str) -> Task:
     except (ImportError, AttributeError) as e:
         raise XlpError(f"task {ref!r}: cannot import it ({e}); is its package installed or on PYTHONPATH?") from None
     task = cls() if isinstance(cls, type) else cls
-    if not isinstance(task, (WordTask, SentenceTask)):
-        raise XlpError(f"task {ref!r}: {type(task).__name__} does not implement xlp.tasks.base.WordTask or "
-                       "SentenceTask")
+    if not isinstance(task, (WordTask, OwnProbeTask, SentenceTask)):
+        raise XlpError(f"task {ref!r}: {type(task).__name__} does not implement xlp.tasks.base.WordTask, "
+                       "OwnProbeTask or SentenceTask")
     return task
 
 
@@ -81,7 +82,7 @@ class RunTasks:
         for name, task in self.tasks.items():
             out[name] = task.configured(self.options[name])
             # a task that fits its own probe (structural probes) has no labels to code
-            if self.mdl and isinstance(task, WordTask) and task.fit_with not in self.tasks and not hasattr(task, "fit"):
+            if self.mdl and isinstance(task, WordTask) and task.fit_with not in self.tasks:
                 compression = CompressionTask(out[name])
                 out[compression.name] = compression
         return out
@@ -120,6 +121,11 @@ def configure(spec: Spec) -> RunTasks:
             options[name] = task.Options.model_validate(spec.section(name))
         except ValidationError as e:
             raise src.error(e, prefix=(name,)) from None
+    for name, task in tasks.items():  # a control scored with another's probe: the outcomes that probe was fit on
+        owner = task.fit_with if isinstance(task, ControlTask) else None
+        if owner in tasks and options[name] != options[owner]:
+            raise src.key_error((name,), f"must equal {owner}'s options ({options[owner].model_dump()}): {name} "
+                                f"scores with {owner}'s probe, fit on the control outcomes they draw")
     for name, g in spec.task_grid.items():
         if name not in owners:
             raise src.key_error(("task_grid", name), f"no task {name!r} in this run")

@@ -43,6 +43,11 @@ class ArcHeadTask(ArcTask):
     fit_with = "arc"  # the same probe: with both tasks in a run it is fit once
     CHUNK = 1024  # candidate pairs scored at a time (L x CHUNK x 3d floats)
 
+    def heads_to_find(self, table: pa.Table) -> np.ndarray:
+        """Each word's head row, the one head selection is scored against (-1: not scored, the root): the gold
+        tree's."""
+        return sentence_rows(table)[0]
+
     def test_baseline(self, table: pa.Table) -> float:
         """Choosing a head uniformly among the other words of the sentence."""
         head_row, _, lengths = sentence_rows(table)
@@ -55,8 +60,9 @@ class ArcHeadTask(ArcTask):
         return table.column("sent_idx").to_numpy()[head_row >= 0]
 
     def evaluate(self, probe, table: pa.Table, layer_columns: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(L,) UAS and (L, n_dependents) whether each dependent's chosen head is its gold head."""
-        head_row, start, lengths = sentence_rows(table)
+        """(L,) UAS and (L, n_dependents) whether each dependent's chosen head is its head to find."""
+        _, start, lengths = sentence_rows(table)
+        head_row = self.heads_to_find(table)
         dep = np.flatnonzero(head_row >= 0)
         vecs = [vectors(table, col) for col in layer_columns]
         hits = np.zeros((len(layer_columns), len(dep)), dtype=bool)

@@ -1,6 +1,8 @@
 """Control tasks for arcs and relations (after Hewitt & Liang 2019; xlp/tasks/control.py): each word type attaches
-to a fixed relative position, drawn from the training arcs' head offsets and clipped to the sentence, or gets one
-fixed relation, drawn from the training arcs' relations. Both read the same pair features as `arc` and `deprel`."""
+to a fixed relative position, drawn from the training arcs' head offsets and clipped to the sentence (`arc_control`;
+`arc_uas_control` selects each dependent's head with that probe and is scored against those control heads), or gets
+one fixed relation, drawn from the training arcs' relations. They read the same pair features as `arc` and
+`deprel`."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from xlp.probing.pairs import arcs_and_non_arcs, pair_features, sentence_rows
-from xlp.tasks.arc import ArcTask
+from xlp.tasks.arc import ArcHeadTask, ArcTask
 from xlp.tasks.control import ControlTask
 from xlp.tasks.deprel import DeprelTask, universal_relations
 
@@ -47,6 +49,22 @@ class ArcControlTask(ControlTask, ArcTask):
     def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         heads, deps, labels = arcs_and_non_arcs(table, seed, self.control_heads(table))
         return pair_features(table, layer_columns, heads, deps), labels
+
+
+class ArcHeadControlTask(ArcControlTask, ArcHeadTask):
+    """Head selection as `arc_uas`, with the `arc_control` probe, against each dependent's control head."""
+    name = "arc_uas_control"
+    metric = "uas"
+    controls = ArcHeadTask.name
+    selectivity_table = "selectivity_arc_uas"
+    fit_with = ArcControlTask.name  # the same probe: with both tasks in a run it is fit once
+    definition = ("control task of `arc_uas`: the probe of `arc_control` (fit on each word type's fixed relative "
+                  "position as its head, against one non-arc each) chooses each dependent's head among the other "
+                  "words of its sentence as `arc_uas` does; UAS against the control heads (the same draw, keyed by "
+                  "`arc_uas_control.seed`); baseline = a uniformly random head; selectivity = arc_uas - control.")
+
+    def heads_to_find(self, table: pa.Table) -> np.ndarray:
+        return self.control_heads(table)
 
 
 class DeprelControlTask(ControlTask, DeprelTask):

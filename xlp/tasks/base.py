@@ -134,24 +134,19 @@ class Task(ABC):
         return f"in-language {len(own)} ({', '.join(own)}); {across}"
 
 
-class WordTask(Task):
-    """A probe on word features (linear or MLP, `probe.kind`). `needs` names the shard's label columns it reads;
-    `seeded` says whether its examples depend on the seed; a task that scores with another's probe names it in
-    `fit_with` (the probe is fit once when both run) and implements `evaluate` and `test_baseline`. A task that
-    fits a probe of its own (the structural probes) implements `fit(table, layer_columns, probe_spec, device)`
-    -> (probes, training count), `evaluate` (which may return per-item sums, (L, k, n), and a dict of extra
-    columns per layer) and `test_baseline`.
-    Its options reach the worker in the probe unit (and count in its hash); `examples` reads `self.options`."""
+class FeatureTask(Task):
+    """A task on stored word features: the orchestrator extracts each language's words once and a probe unit reads
+    the shards. `needs` names the shard's label columns it reads; `seeded` says whether its examples depend on the
+    seed; a task that scores with another's probe names it in `fit_with` (the probe is fit once when both run).
+    Its options reach the worker in the probe unit (and count in its hash). It is one of two kinds: a `WordTask`
+    turns a shard into classification examples for the run's probe (`probe.kind`); an `OwnProbeTask` fits a probe
+    of its own (the structural probes)."""
 
     needs: ClassVar[tuple[str, ...]]
     seeded: ClassVar[bool] = False
     fit_with: ClassVar[str | None] = None
 
-    @abstractmethod
-    def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Features (L, n, d) of the given layer columns and labels (n,)."""
-
-    def trained_on(self, train: pa.Table) -> WordTask:
+    def trained_on(self, train: pa.Table) -> FeatureTask:
         """The task as its probe is fit and scored when `train` (the source's training shard) is the training
         data: a control task draws its labels from train's distribution. By default the task itself."""
         return self
@@ -160,6 +155,35 @@ class WordTask(Task):
         """The sentence (`sent_idx`) of each test item the task scores on this shard, in the order of its
         per-item scores: the unit the reducer resamples. By default one item per word."""
         return table.column("sent_idx").to_numpy()
+
+
+class WordTask(FeatureTask):
+    """A probe on word features (linear or MLP, `probe.kind`) fit on the task's `examples`; `examples` reads
+    `self.options`. A task that scores its own way with that probe (`arc_uas`: head selection) implements
+    `evaluate(probe, table, layer_columns)` and `test_baseline(table)` as an `OwnProbeTask` does."""
+
+    @abstractmethod
+    def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Features (L, n, d) of the given layer columns and labels (n,)."""
+
+
+class OwnProbeTask(FeatureTask):
+    """A task on word features that fits a probe of its own (the structural probes: not a classifier, so it has
+    no examples and no `probe.kind`)."""
+
+    @abstractmethod
+    def fit(self, table: pa.Table, layer_columns: list[str], probe: ProbeSpec, device=None) -> tuple[Any, int]:
+        """(the fitted probes of every layer column, training items), from a fixed start: every seed gives the
+        same probe on the same table."""
+
+    @abstractmethod
+    def evaluate(self, probe, table: pa.Table, layer_columns: list[str]) -> tuple:
+        """(L,) values, per-item scores ((L, n) 0/1, or (L, k, n) columns whose sums give the value) and,
+        optionally, a dict of extra columns per layer."""
+
+    @abstractmethod
+    def test_baseline(self, table: pa.Table) -> float:
+        """The baseline value on this test shard."""
 
 
 @dataclass(frozen=True)
@@ -219,8 +243,9 @@ def result_row(unit, *, task: str, layer: int, src: str, tgt: str, seed: int, me
     a metric that is not a share of items correct gives instead `item_sums`, (k, n_test) per-item columns
     whose sums give the value through the task's `value_from_sums` (float32 bytes, for the same bootstrap);
     `tokens` is the tokens seen at the checkpoint where its name or metadata says; `pooling` the subword
-    pooling of word vectors (None where the task pools otherwise); `fit` (a LinearProbes or MlpProbes and this row's
-    index among them) gives the probe's kind, L-BFGS iterations and final gradient max-norm (null without one);
+    pooling of word vectors (None where the task pools otherwise); `fit` (a LinearProbes, MlpProbes or OnlineCode
+    and this row's index among them) gives the probe's kind, L-BFGS iterations and final gradient max-norm (null
+    without one);
     `item_groups` (n_test,) the sentence of each test item (int32 bytes), where items share sentences (words,
     arcs): the reducer resamples, halves and sign-tests whole sentences."""
     return {"checkpoint": unit.ckpt.name, "step": unit.ckpt.step, "tokens": unit.ckpt.tokens, "task": task,

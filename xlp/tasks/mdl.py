@@ -29,8 +29,9 @@ class CompressionTask(Task):
             f"minimum description length of {of.name}'s training labels (the online code of Voita & Titov 2020): "
             "the items in a fixed random order, in blocks ending at 0.1, 0.2, 0.4, 0.8, 1.6, 3.2, 6.25, 12.5, 25, "
             "50 and 100 % of them, the first block sent with the uniform code (log2 K bits a label), each later "
-            f"block with the code of a probe fit (as {of.name}'s, with one prior for every block: the l2 of a probe on "
-            "all n items, i.e. l2 n / t per item) on all t items before it, mixed with the "
+            f"block with the code of a probe fit (as {of.name}'s, linear or MLP as probe.kind says, with one prior "
+            "for every block: the l2 of a probe on all n items, i.e. l2 n / t per item) on all t items before it, "
+            "mixed with the "
             "uniform code (weight 1 / (t + 1), so a label not seen yet costs a bounded number of bits); compression = "
             "uniform / online codelength (`uniform_codelength`, `codelength`: bits), baseline 1 (the uniform code). "
             "One row per source (target = source). Its interval resamples the training sentences, each keeping its "
@@ -51,6 +52,7 @@ class CompressionTask(Task):
             row = result_row(unit, task=self.name, layer=layer, src=unit.src, tgt=unit.src, seed=seed,
                              metric=self.metric, value=code.compression[li], baseline=1.0,
                              n_train=code.item_bits.shape[1], n_test=len(uniform), invariant=invariant,
-                             correct=None, pooling=unit.pooling, item_sums=np.stack([uniform, online]))
+                             correct=None, pooling=unit.pooling, item_sums=np.stack([uniform, online]),
+                             fit=(code, li))
             rows.append({**row, "codelength": float(code.online[li]), "uniform_codelength": code.uniform})
         return rows

@@ -10,7 +10,7 @@ import pyarrow as pa
 from pydantic import Field
 
 from xlp.probing.trees import Trees, length_averaged, spearman_rows, uuas_counts
-from xlp.tasks.base import TaskOptions, WordTask
+from xlp.tasks.base import OwnProbeTask, TaskOptions
 
 
 class StructuralOptions(TaskOptions):
@@ -23,7 +23,7 @@ def _chain(n: int) -> np.ndarray:
     return np.abs(pos[:, None] - pos[None, :]).astype(np.float64)
 
 
-class _StructuralTask(WordTask):
+class _StructuralTask(OwnProbeTask):
     """What both structural probes share: their options, the label columns they read, their own fit (from a fixed
     start, so every seed gives the same probe) and their items, the scored sentences."""
     Options = StructuralOptions
@@ -37,9 +37,6 @@ class _StructuralTask(WordTask):
         probes = fit_structural(table, layer_columns, self.pairwise, self.options.rank, probe.max_iter, probe.tol,
                                 device)
         return probes, len(Trees.of(table).lengths)
-
-    def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0):
-        raise TypeError(f"{self.name} fits its own probe (`fit`): it has no classification examples")
 
     def item_sentences(self, table: pa.Table) -> np.ndarray:
         trees = Trees.of(table)
