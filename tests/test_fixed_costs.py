@@ -133,3 +133,5 @@ def test_a_worker_reads_each_unchanged_file_once_and_a_changed_one_again(tmp_pat
         kept.get(key, lambda v=value: v)
     assert kept.get("a", lambda: "new") == "new" and kept.get("b", lambda: "new") == "1234"  # a was dropped first
     assert kept.get("big", lambda: "again") == "again"  # over the budget alone: never kept
+    kept.get("d", lambda: "123", most=2)  # over what its caller allows: not kept
+    assert kept.get("d", lambda: "new") == "new"

@@ -150,15 +150,16 @@ class ExtractionWorker:
 
 
 def _read(store: Store, needs: tuple[str, ...], step: int, lang: str, split: str, layers: tuple[int, ...],
-          digests: dict[str, str], recent: bool = False):
+          digests: dict[str, str], recent: int = 0):
     """A shard's layer columns and the label columns `needs`, after checking its bytes against the
-    digest the ledger recorded for it (`digests`: shard path -> SHA-256); with `recent`, as this process
-    read it for an earlier unit if the file has not changed since (test shards: every source reads them)."""
+    digest the ledger recorded for it (`digests`: shard path -> SHA-256); with `recent` (how many shards the
+    unit reads so), as this process read it for an earlier unit if the file has not changed since (test shards:
+    every source reads them)."""
     path = shard_path(step, lang, split)
     cols = [layer_column(layer) for layer in layers]
     try:
         if recent:
-            return recent_table(store, path, [*cols, *needs], digests.get(path)), cols
+            return recent_table(store, path, [*cols, *needs], digests.get(path), recent), cols
         return store.read_table(path, columns=[*cols, *needs], sha256=digests.get(path)), cols
     except ChecksumMismatch:
         raise ShardChecksumError(path) from None
@@ -215,7 +216,7 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
         n_train[seed] = len(y)
     del table
     for tgt, split in unit.targets:
-        test, cols = _read(store, needs, step, tgt, split, unit.layers, digests, recent=True)
+        test, cols = _read(store, needs, step, tgt, split, unit.layers, digests, recent=len(unit.targets))
         for task in tasks:
             rows += _score(unit, task, probes, n_train, invariant, tgt, test, cols)
     if not rows:
