@@ -112,6 +112,10 @@ def main() -> None:
     units = plan["extract"] + plan["probe"]
     ledger = [json.loads(p.read_text()) for p in (root / "run" / "ledger").rglob("*.json")]
     worker = sum(r.get("seconds", 0) for r in ledger)
+    first_probe = min((r for r in ledger if "/task=" in r["key"]), key=lambda r: r["finished"] - r["seconds"])
+    its_shards = max(r["finished"] for r in ledger if "/split=" in r["key"]
+                     and r["key"].startswith(first_probe["key"].split("/")[0] + "/"))
+    probe_wait = first_probe["finished"] - first_probe["seconds"] - its_shards
     launch_s = summary["seconds"]
     relaunch = [timed([*xlp, "launch", str(spec_file), "--quiet"], env) for _ in range(2)]
     status = [timed([*xlp, "status", str(root / "run")], env) for _ in range(3)]
@@ -122,6 +126,7 @@ def main() -> None:
           f"{args.cpus} CPUs")
     print(f"first launch (CLI, fresh digest cache): {launch_s:6.1f} s, {1000 * launch_s / units:5.1f} ms per unit "
           f"wall (the units' own time {worker:.1f} s over {args.cpus} CPUs)")
+    print(f"the first probe started {probe_wait:.2f} s after its checkpoint's last shard was written")
     for what, runs in (("no-op relaunch (CLI)", relaunch), ("xlp status (CLI)", status)):
         print(f"{what:<38}: {min(w for w, _ in runs):6.2f} s wall, {min(c for _, c in runs):5.2f} s CPU (runs: "
               + ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs) + ")")

@@ -94,3 +94,44 @@ def test_waiting_probes_are_released_as_a_scan_of_every_waiting_unit_would(tiny_
             released += ready + lost
         assert len(released) == len({u.key for u in released})  # each at most once
         assert not waiting and len(released) == len(plan.probe)
+
+
+def test_a_worker_reads_each_unchanged_file_once_and_a_changed_one_again(tmp_path):
+    """A probe worker's test shards and an extraction actor's treebank splits are read once per process while the
+    file is unchanged, with the plain reader's values; a shard whose bytes change (same size) is read again and
+    refused by its digest, a split that changes is parsed again."""
+    import numpy as np
+    import pyarrow as pa
+
+    from xlp.data.conllu import read_part
+    from xlp.run.recent import Recent, recent_split, recent_table
+    from xlp.storage import Store
+    from xlp.storage.store import ChecksumMismatch
+
+    store = Store(str(tmp_path / "run"))
+    written = store.write_table("features/x.parquet", pa.table({"layer_0": np.arange(50.0), "upos": ["NOUN"] * 50}))
+    first = recent_table(store, "features/x.parquet", ["layer_0", "upos"], written.sha256)
+    assert first.equals(store.read_table("features/x.parquet", sha256=written.sha256))
+    assert recent_table(store, "features/x.parquet", ["layer_0", "upos"], written.sha256) is first
+    path = tmp_path / "run" / "features" / "x.parquet"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatch):
+        recent_table(store, "features/x.parquet", ["layer_0", "upos"], written.sha256)
+
+    split = tmp_path / "en-ud-test.conllu"
+    shutil.copy(UD / "UD_English-EWT" / "en_ewt-ud-test.conllu", split)
+    sentences = recent_split(str(split), 5, False, None)
+    assert sentences == read_part(str(split), 5, False, None) and len(sentences) == 5
+    assert recent_split(str(split), 5, False, None) is sentences
+    split.write_text("1\tHello\thello\tINTJ\t_\t_\t0\troot\t_\t_\n\n")
+    assert [s.forms for s in recent_split(str(split), 5, False, None)] == [["Hello"]]
+
+    kept = Recent(10, len)
+    for key, value in (("a", "12345"), ("b", "1234"), ("big", "x" * 11), ("c", "12")):
+        kept.get(key, lambda v=value: v)
+    assert kept.get("a", lambda: "new") == "new" and kept.get("b", lambda: "new") == "1234"  # a was dropped first
+    assert kept.get("big", lambda: "again") == "again"  # over the budget alone: never kept
+    kept.get("d", lambda: "123", most=2)  # over what its caller allows: not kept
+    assert kept.get("d", lambda: "new") == "new"

@@ -159,6 +159,7 @@ def _lbfgs(Z: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tens
     rho = torch.zeros(L, HISTORY, dtype=torch.float64, device=Z.device)  # 0 marks an empty slot: it drops out below
     gamma = torch.zeros(L, device=Z.device)
     stalled = torch.zeros(L, dtype=torch.bool, device=Z.device)
+    S_at, Y_at, rho_at = S.unbind(1), Y.unbind(1), rho.unbind(1)  # each slot's views, made once (not per use)
     for it in range(max_iter + 1):
         g_inf = g.abs().amax(1)
         done = (g_inf <= tol).cpu().numpy()
@@ -178,21 +179,22 @@ def _lbfgs(Z: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tens
                 idx = torch.as_tensor(keep, device=Z.device)
                 active = [active[j] for j in keep]
                 th, f, g, S, Y, rho, gamma = (t[idx] for t in (th, f, g, S, Y, rho, gamma))
+                S_at, Y_at, rho_at = S.unbind(1), Y.unbind(1), rho.unbind(1)
         k = len(active)
         # two-loop recursion, newest pair first; rho = 0 in empty or skipped slots
         order = [(it - 1 - i) % HISTORY for i in range(min(it, HISTORY))]
         q = g.clone()
         alpha = {}
         for slot in order:
-            alpha[slot] = (rho[:, slot] * (S[:, slot] * q).sum(1, dtype=torch.float64)).float()
-            q -= alpha[slot][:, None] * Y[:, slot]
+            alpha[slot] = (rho_at[slot] * (S_at[slot] * q).sum(1, dtype=torch.float64)).float()
+            q -= alpha[slot][:, None] * Y_at[slot]
         if it == 0:
             q *= torch.clamp(1.0 / g.abs().sum(1), max=1.0)[:, None]  # first step: like torch's L-BFGS
         else:
             q *= gamma[:, None]
         for slot in reversed(order):
-            beta = (rho[:, slot] * (Y[:, slot] * q).sum(1, dtype=torch.float64)).float()
-            q += (alpha[slot] - beta)[:, None] * S[:, slot]
+            beta = (rho_at[slot] * (Y_at[slot] * q).sum(1, dtype=torch.float64)).float()
+            q += (alpha[slot] - beta)[:, None] * S_at[slot]
         direction = -q
         slope = (g * direction).sum(1, dtype=torch.float64)
         bad = slope >= 0  # not a descent direction (rounding): restart that probe from the gradient

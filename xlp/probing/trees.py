@@ -13,9 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-from scipy.sparse import csr_matrix
-from scipy.sparse.csgraph import shortest_path
-from scipy.stats import rankdata
 
 SPEARMAN_LENGTHS = (5, 50)  # sentence lengths whose Spearman correlations are averaged (Hewitt & Manning)
 
@@ -40,6 +37,9 @@ class Trees:
 
     def distances(self, i: int) -> np.ndarray:
         """(n, n) path lengths in sentence i's tree."""
+        from scipy.sparse import csr_matrix  # here: every command imports the tasks, few score trees
+        from scipy.sparse.csgraph import shortest_path
+
         heads = self.heads[i]
         child = np.flatnonzero(heads >= 0)
         adjacency = csr_matrix((np.ones(len(child)), (child, heads[child])), shape=(len(heads),) * 2)
@@ -61,6 +61,8 @@ class Trees:
 
 def spearman_rows(pred: np.ndarray, gold: np.ndarray) -> np.ndarray:
     """Spearman's rho of each row of pred against the same row of gold (ties get average ranks)."""
+    from scipy.stats import rankdata
+
     a, b = rankdata(pred, axis=-1), rankdata(gold, axis=-1)
     a = a - a.mean(-1, keepdims=True)
     b = b - b.mean(-1, keepdims=True)

@@ -13,7 +13,6 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from xlp.data.conllu import read_part
 from xlp.errors import ShardChecksumError, XlpError
 from xlp.models.extract import FeatureExtractor
 from xlp.models.loading import pick_device
@@ -21,6 +20,7 @@ from xlp.models.words import NO_SUBWORD
 from xlp.probing.linear import fit_probes, majority_accuracy
 from xlp.probing.mdl import MlpShape, online_code
 from xlp.probing.mlp import fit_mlp_probes
+from xlp.run.recent import recent_split, recent_table
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
 from xlp.storage.features import (
@@ -140,7 +140,7 @@ class ExtractionWorker:
             r = self.runtime
             self.extractor = FeatureExtractor(unit.ckpt, list(unit.layers), unit.pooling, r.batch_tokens, r.device,
                                               r.trust_remote_code, r.allow_pickle)
-        sentences = read_part(unit.file, unit.max_sentences, unit.lenient, unit.part)
+        sentences = recent_split(unit.file, unit.max_sentences, unit.lenient, unit.part)
         before = NO_SUBWORD.copy()
         vecs = self.extractor.extract([s.forms for s in sentences], unit.dtype)
         table = features_table(sentences, vecs, unit.dtype)
@@ -150,12 +150,16 @@ class ExtractionWorker:
 
 
 def _read(store: Store, needs: tuple[str, ...], step: int, lang: str, split: str, layers: tuple[int, ...],
-          digests: dict[str, str]):
+          digests: dict[str, str], recent: int = 0):
     """A shard's layer columns and the label columns `needs`, after checking its bytes against the
-    digest the ledger recorded for it (`digests`: shard path -> SHA-256)."""
+    digest the ledger recorded for it (`digests`: shard path -> SHA-256); with `recent` (how many shards the
+    unit reads so), as this process read it for an earlier unit if the file has not changed since (test shards:
+    every source reads them)."""
     path = shard_path(step, lang, split)
     cols = [layer_column(layer) for layer in layers]
     try:
+        if recent:
+            return recent_table(store, path, [*cols, *needs], digests.get(path), recent), cols
         return store.read_table(path, columns=[*cols, *needs], sha256=digests.get(path)), cols
     except ChecksumMismatch:
         raise ShardChecksumError(path) from None
@@ -213,7 +217,7 @@ def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None 
         n_train[seed] = len(y)
     del table
     for tgt, split in unit.targets:
-        test, cols = _read(store, needs, step, tgt, split, unit.layers, digests)
+        test, cols = _read(store, needs, step, tgt, split, unit.layers, digests, recent=len(unit.targets))
         for task in tasks:
             rows += _score(unit, task, probes, n_train, invariant, tgt, test, cols)
     if not rows:
@@ -248,6 +252,10 @@ def _score(unit: ProbeUnit, task: FeatureTask, probes: dict, n_train: dict, inva
                                       item_groups=sentences if len(sentences) == items.shape[-1] else None),
                          **(extra[0][li] if extra else {})})
     return rows
+
+
+def warm_up() -> None:
+    """Nothing: a Ray worker that runs it has imported this module (torch, pyarrow, the probes) before a unit."""
 
 
 def run_sentence_unit(ctx: WorkContext, unit: SentenceUnit, digests: dict[str, str] | None = None) -> dict:
