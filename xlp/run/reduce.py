@@ -70,8 +70,7 @@ def reduce_run(store: Store, run: Manifest, plan: dict, force: bool = False, led
                if ledger.is_done("probe", key, h)]
     present = store.files("probes")
     # what the results are a function of: a relaunch with nothing new leaves them untouched
-    inputs = digest({"plan": plan, "analysis": spec.analysis.model_dump(), "code": code_digest(),
-                     "name": spec.name,
+    inputs = digest({"plan": plan, "analysis": spec.analysis.model_dump(), "code": code_digest(), "name": spec.name,
                      "outputs": {o: present.get(o) for o in outputs}})
     if not force and store.exists(REDUCED) and json.loads(store.read_bytes(REDUCED)).get("inputs") == inputs:
         tick(1, 1)
