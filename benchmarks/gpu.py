@@ -37,7 +37,7 @@ def sentences(n: int) -> list[Sentence]:
     while len(out) < n:  # synthetic sentences of 8-40 words when the shared treebanks are not here
         forms = [rng.choice(words) for _ in range(rng.randint(8, 40))]
         out.append(Sentence(sent_id=str(len(out)), text=" ".join(forms), forms=forms, upos=["X"] * len(forms),
-                            heads=[0] + [1] * (len(forms) - 1), deprels=["dep"] * len(forms)))
+                            feats=["_"] * len(forms), heads=[0] + [1] * (len(forms) - 1), deprels=["dep"] * len(forms)))
     return out
 
 
@@ -74,24 +74,29 @@ def bare_forward(ex: FeatureExtractor, sents: list[Sentence]) -> float:
     batches.append(batch)
     tensors = []
     for b in batches:
-        T = max(len(ids) for ids, _, _ in b) + extra
+        T = max(len(c[0]) for c in b) + extra
         ids = torch.full((len(b), T), ex.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
-        for i, (piece, _, _) in enumerate(b):
-            row = ex.prefix + piece + ex.suffix
+        for i, c in enumerate(b):
+            row = ex.prefix + list(c[0]) + ex.suffix
             ids[i, : len(row)] = torch.tensor(row)
             mask[i, : len(row)] = 1
-        tensors.append((ids.cuda(), mask.cuda()))  # on the device before timing: the best case
-    torch.cuda.synchronize()
+        tensors.append((ids.to(ex.device), mask.to(ex.device)))  # on the device before timing: the best case
+    sync(ex.device)
     t = time.perf_counter()
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+    with torch.inference_mode(), torch.autocast(ex.device.type, dtype=torch.bfloat16):
         for ids, mask in tensors:
             ex.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-    torch.cuda.synchronize()
+    sync(ex.device)
     return time.perf_counter() - t
 
 
-def probes_on_both(sents: list[Sentence], vecs: dict, words: int) -> None:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def probes_on_both(sents: list[Sentence], vecs: dict, words: int, device: str) -> None:
     """cluster.gpus_per_probe: the POS probes of every layer fit on the GPU and on the CPU from the same
     features (the first 80 % of `words` words train, the rest test); prints both times and the largest
     accuracy difference over the layers (target: within the fit's tolerance, about 0.003)."""
@@ -103,15 +108,15 @@ def probes_on_both(sents: list[Sentence], vecs: dict, words: int) -> None:
     X = np.stack([vecs[layer][:words] for layer in sorted(vecs)])
     cut = int(0.8 * len(y))
     acc, took = {}, {}
-    for device in ("cuda", "cpu"):
+    for where in (device, "cpu"):
         t = time.perf_counter()
-        probes = fit_probes(X[:, :cut], y[:cut], device=device)
-        torch.cuda.synchronize()
-        took[device] = time.perf_counter() - t
-        acc[device] = probes.score(X[:, cut:], y[cut:], "accuracy")[0]
-    print(f"POS probes, {X.shape[0]} layers, {cut} train / {len(y) - cut} test words: GPU {took['cuda']:.1f} s, "
-          f"CPU {took['cpu']:.1f} s ({took['cpu'] / took['cuda']:.1f}x); largest accuracy difference "
-          f"{float(np.abs(acc['cuda'] - acc['cpu']).max()):.4f} (target <= 0.003)")
+        probes = fit_probes(X[:, :cut], y[:cut], device=where)
+        sync(torch.device(where))
+        took[where] = time.perf_counter() - t
+        acc[where] = probes.score(X[:, cut:], y[cut:], "accuracy")[0]
+    print(f"POS probes, {X.shape[0]} layers, {cut} train / {len(y) - cut} test words: {device} {took[device]:.1f} s, "
+          f"CPU {took['cpu']:.1f} s ({took['cpu'] / took[device]:.1f}x); largest accuracy difference "
+          f"{float(np.abs(acc[device] - acc['cpu']).max()):.4f} (target <= 0.003)")
 
 
 def main() -> None:
@@ -119,27 +124,29 @@ def main() -> None:
     ap.add_argument("--sentences", type=int, default=20000)
     ap.add_argument("--batch-tokens", type=int, default=16384)
     ap.add_argument("--probe-words", type=int, default=20000, help="words of the probe check (GPU vs CPU fit)")
+    ap.add_argument("--device", default="cuda", help="cpu: a dry run of this script where no GPU is")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run this on a GPU machine")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run this on a GPU machine (or --device cpu for a dry run)")
     sents = sentences(args.sentences)
     n = sum(len(s.forms) for s in sents)
     tmp = Path(tempfile.mkdtemp())
     build_model(tmp / "model", [s.text for s in sents[:5000]])
     ex = FeatureExtractor(Checkpoint(0, str(tmp / "model")), layers="all", batch_tokens=args.batch_tokens,
-                              device="cuda")
+                              device=args.device)
     ex.extract([s.forms for s in sents[:200]])  # warm up kernels and the allocator
     t_bare = bare_forward(ex, sents)
     t = time.perf_counter()
     vecs = ex.extract([s.forms for s in sents])
     pq.write_table(features_table(sents, vecs), tmp / "xlp.parquet", **PARQUET_OPTIONS)
     t_xlp = time.perf_counter() - t
-    print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, {len(sents)} sentences, {n} words, "
+    card = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    print(f"device {card}, torch {torch.__version__}, {len(sents)} sentences, {n} words, "
           f"13 layers of d = 768, batch_tokens {args.batch_tokens}")
     print(f"bare forward pass (bf16, inputs on device): {n / t_bare:12,.0f} words/s")
     print(f"xlp extraction path incl. Parquet write   : {n / t_xlp:12,.0f} words/s")
     print(f"xlp / bare                                : {t_bare / t_xlp:12.1%} (target >= 70%)")
-    probes_on_both(sents, vecs, args.probe_words)
+    probes_on_both(sents, vecs, args.probe_words, args.device)
 
 
 if __name__ == "__main__":

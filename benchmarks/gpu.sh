@@ -3,7 +3,7 @@
 # model on the same batches. Run on a CUDA machine from the repository root; prints the card's name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" 
-pip install -q -e . 2>/dev/null || true
+python3 -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'" 
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # a GPU image without the package installed (no registry there)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python benchmarks/gpu.py "$@"
+python3 benchmarks/gpu.py "$@"

@@ -147,6 +147,9 @@ def ray_local():
     # its own temp folder (short: Ray's socket paths live under it), not /tmp/ray, whose session_latest is the newest
     # node's on the machine
     temp = tempfile.mkdtemp(prefix="xlp-ray-", dir="/tmp")
+    # Cluster records the head's address in /tmp/ray/ray_current_cluster and does not create /tmp/ray itself,
+    # which a fresh machine lacks
+    os.makedirs(os.path.dirname(ray._private.utils.get_ray_address_file(None)), exist_ok=True)
     node = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": True, "dashboard_port": dashboard, "dashboard_agent_listen_port": agent,
         "object_store_memory": 2 * 1024**3, "temp_dir": temp})

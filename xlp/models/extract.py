@@ -156,12 +156,16 @@ class FeatureExtractor:
         else:
             pick = torch.full((n,), -1, device=self.device).scatter_reduce(0, seg, pos, "amax")
         pick = pick.clamp(0, input_ids.numel() - 1)  # every word has a token (words.align: the unknown one)
-        rows = np.asarray(word_rows)
+        pooled = []
         for layer in self.layers:
             h = hidden[layer].reshape(-1, hidden[layer].shape[-1]).float()
             if self.pooling == "mean":
                 v = torch.zeros(n, h.shape[1], device=self.device).index_add_(0, seg, h[pos])
-                v = v / counts.clamp_min(1)[:, None]
+                pooled.append(v / counts.clamp_min(1)[:, None])
             else:
-                v = h[pick] * (counts > 0)[:, None]
-            out[layer][rows] = v.to(getattr(torch, out[layer].dtype.name)).cpu().numpy()
+                pooled.append(h[pick] * (counts > 0)[:, None])
+        dtype = out[self.layers[0]].dtype
+        host = torch.stack(pooled).to(getattr(torch, dtype.name)).cpu().numpy()  # one copy (and sync) per batch
+        rows = np.asarray(word_rows)
+        for i, layer in enumerate(self.layers):
+            out[layer][rows] = host[i]
