@@ -17,12 +17,39 @@ def test_extractor_runs_on_every_idle_core_before_probes_can_start(clean_grid):
     assert all(1 <= r["threads"] <= 2 for r in records)
 
 
+def test_two_extractors_share_one_checkpoint_and_write_its_shards(clean_grid, tmp_path, tiny_series):
+    """With more extractors than checkpoints, an idle actor takes half of another's units not yet sent (loading
+    the same checkpoint): both extract, and the shards hold the vectors that one extractor wrote."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    from conftest import write_spec
+
+    from xlp.config import load_spec
+    from xlp.run.driver import launch
+    from xlp.storage.features import vectors
+
+    _, clean, _, _ = clean_grid
+    spec = load_spec(write_spec(
+        tmp_path / "one.yaml", name="one", output=str(tmp_path / "run"),
+        checkpoints=[{"path": str(tiny_series / "step_100"), "step": 100}],
+        data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en", "de", "vi"], "max_train_sentences": 80,
+              "max_test_sentences": 40}, tasks=["pos"], layers="all", probe={"seeds": [0]}, cluster={"extractors": 2}))
+    assert not launch(spec, quiet=True).failed
+    records = {p.relative_to(tmp_path / "run" / "ledger" / "extract"): json.loads(p.read_text())
+               for p in (tmp_path / "run" / "ledger" / "extract").rglob("*.json")}
+    assert len(records) == 6 and len({r["pid"] for r in records.values()}) == 2
+    for shard in (tmp_path / "run" / "features").rglob("*.parquet"):
+        ours, theirs = pq.read_table(shard), pq.read_table(clean / shard.relative_to(tmp_path / "run"))
+        for col in (c for c in ours.column_names if c.startswith("layer_")):
+            np.testing.assert_allclose(vectors(ours, col), vectors(theirs, col), atol=2e-3)
+
+
 def test_set_cpus_are_the_threads_and_a_gpu_extractor_takes_no_idle_cores():
-    set_cpus = plan_resources(ClusterSpec(cpus_per_extractor=3), checkpoints=5)
+    set_cpus = plan_resources(ClusterSpec(cpus_per_extractor=3), units=5)
     assert (set_cpus.actor_cpus, set_cpus.threads(idle_cpus=8, extractors_on_node=1, node_cpus=16)) == (3, 3)
-    gpu = plan_resources(ClusterSpec(gpus_per_extractor=1), checkpoints=5)
+    gpu = plan_resources(ClusterSpec(gpus_per_extractor=1), units=5)
     assert (gpu.actor_cpus, gpu.threads(idle_cpus=8, extractors_on_node=1, node_cpus=16)) == (1, 1)
-    auto = plan_resources(ClusterSpec(extractors=4), checkpoints=2)
+    auto = plan_resources(ClusterSpec(extractors=4), units=2)
     assert auto.actors == 2 and auto.actor_cpus == 1
     assert auto.threads(idle_cpus=6, extractors_on_node=2, node_cpus=8) == 4  # 1 own + half of 6 idle
     assert auto.threads(idle_cpus=0, extractors_on_node=2, node_cpus=8) == 1  # probes hold the rest

@@ -139,10 +139,10 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
         by_ckpt.setdefault(u.ckpt, []).append(u)
 
     cl = spec.cluster
-    res = plan_resources(cl, len(by_ckpt))
+    res = plan_resources(cl, len(ext_todo))
     _check_resources(ray.cluster_resources(), res, bool(ext_todo))
     Actor = ray.remote(ExtractionWorker)
-    n_actors = min(res.actors, len(by_ckpt))
+    n_actors = res.actors
     runtime = Runtime(batch_tokens=spec.batch_tokens, trust_remote_code=spec.trust_remote_code,
                       allow_pickle=spec.allow_pickle)
     ctx = WorkContext(spec.output, runtime, Faults.from_env(), probe_on_gpu=cl.gpus_per_probe > 0)
@@ -175,9 +175,16 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
             load[i] += 1
 
     def feed(i: int) -> None:
-        if by_ckpt and not queues[i] and not load[i]:
-            _, units = by_ckpt.popitem(last=False)
-            queues[i].extend(units)
+        """An idle actor takes the next checkpoint's units; when none is left, it shares the checkpoint with the
+        most units not yet sent (the later half of them), loading it too: no actor idles while units wait."""
+        if queues[i] or load[i]:
+            pass
+        elif by_ckpt:
+            queues[i].extend(by_ckpt.popitem(last=False)[1])
+        else:
+            j = max(range(n_actors), key=lambda j: len(queues[j]))
+            for _ in range((len(queues[j]) + 1) // 2):
+                queues[i].appendleft(queues[j].pop())
         send(i)
 
     def submit(units: list) -> None:

@@ -49,7 +49,7 @@ def describe(run: Manifest) -> GridReport:
     add(("probe rows", f"{plan.probe_rows(n_seeds, s.cross_lingual):,}",
          "checkpoint x task x layer x source x target x seed"))
     add(("words to extract", f"{plan.words:,}", f"features about {plan.feature_bytes / 2**30:.2f} GiB"))
-    res = plan_resources(s.cluster, len({u.ckpt for u in plan.extract}))
+    res = plan_resources(s.cluster, len(plan.extract))
     report.rows += res.describe(local_cpus(s.cluster))
     per_ckpt = plan.feature_bytes / max(1, len(plan.checkpoints) - len(plan.duplicates))
     for c in plan.checkpoints:

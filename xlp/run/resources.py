@@ -5,7 +5,8 @@ On a CPU node (`gpus_per_extractor: 0`) with `cpus_per_extractor` left unset, an
 CPU and runs each unit with that one thread plus its share of its node's CPUs that nothing holds when the unit
 starts: before any probe can run (its shards do not exist yet) the extractor has every core, and as shards arrive
 the probes reserve the cores and the next units run with fewer threads. With `cpus_per_extractor` set, or on a
-GPU node, an actor runs with the CPUs Ray gives it."""
+GPU node, an actor runs with the CPUs Ray gives it. `extractors` actors split the units: one per checkpoint, and
+an actor with no checkpoint left shares one that still has units (the driver's feed)."""
 
 from __future__ import annotations
 
@@ -50,10 +51,11 @@ class Resources:
                  "as its shards exist, on the CPUs the extractors do not hold")]
 
 
-def plan_resources(cluster: ClusterSpec, checkpoints: int) -> Resources:
-    """The run's reservations for `checkpoints` checkpoints still to extract."""
+def plan_resources(cluster: ClusterSpec, units: int) -> Resources:
+    """The run's reservations for `units` extraction units still to do (actors share a checkpoint's units when
+    there are fewer checkpoints than actors)."""
     adaptive = cluster.cpus_per_extractor is None and cluster.gpus_per_extractor == 0
-    return Resources(actors=max(1, min(cluster.extractors, checkpoints)), actor_cpus=cluster.cpus_per_extractor or 1,
+    return Resources(actors=max(1, min(cluster.extractors, units)), actor_cpus=cluster.cpus_per_extractor or 1,
                      actor_gpus=cluster.gpus_per_extractor, probe_cpus=cluster.cpus_per_probe,
                      probe_gpus=cluster.gpus_per_probe, adaptive=adaptive)
 

@@ -146,7 +146,7 @@ class ExtractionWorker:
         table = features_table(sentences, vecs, unit.dtype)
         written = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)
         return _written(written, table.num_rows, start, device=str(self.extractor.device),
-                        threads=torch.get_num_threads(), **_no_subword(before))
+                        threads=torch.get_num_threads(), pid=os.getpid(), **_no_subword(before))
 
 
 def _read(store: Store, needs: tuple[str, ...], step: int, lang: str, split: str, layers: tuple[int, ...],
