@@ -119,6 +119,36 @@ def probes_on_both(sents: list[Sentence], vecs: dict, words: int, device: str) -
           f"{float(np.abs(acc[device] - acc['cpu']).max()):.4f} (target <= 0.003)")
 
 
+def actor_path(model: Path, out: Path, batch_tokens: int, device: str, max_sentences: int | None) -> None:
+    """The extraction actor's own code (xlp.run.work.ExtractionWorker) on one shard per CoNLL-U file at hand,
+    one unit after another and then two at a time as Ray runs them (max_concurrency=2: the next unit on the
+    model while the last one's shard is written); prints words/s of both."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from xlp.hashing import DataFile
+    from xlp.run.units import ExtractUnit
+    from xlp.run.work import ExtractionWorker, WorkContext
+    from xlp.tasks.base import Runtime
+
+    files = sorted((shared_dir() / "ud").glob("*/*-ud-*.conllu"))
+    if len(files) < 2:
+        print("actor path: skipped (no CoNLL-U files under XLP_SHARED/ud)")
+        return
+    ckpt = Checkpoint(0, str(model))
+    units = [ExtractUnit(ckpt=ckpt, lang=f.name.split("-")[0], split=f.stem.rsplit("-", 1)[1],
+                         file=DataFile(str(f), ""), max_sentences=max_sentences, lenient=True,
+                         layers=tuple(range(13)), pooling="first", dtype="float16") for f in files]
+    worker = ExtractionWorker(WorkContext(str(out), Runtime(device=device, batch_tokens=batch_tokens)))
+    worker.run(units[0])  # load the checkpoint, warm up
+    took = {}
+    for name, workers in (("one unit at a time", 1), ("two at a time (the actor)", 2)):
+        t = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            words = sum(r["rows"] for r in pool.map(worker.run, units))
+        took[name] = time.perf_counter() - t
+        print(f"actor path, {len(units)} shards, {words:,} words, {name:26s}: {words / took[name]:10,.0f} words/s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sentences", type=int, default=20000)
@@ -147,6 +177,7 @@ def main() -> None:
     print(f"xlp extraction path incl. Parquet write   : {n / t_xlp:12,.0f} words/s")
     print(f"xlp / bare                                : {t_bare / t_xlp:12.1%} (target >= 70%)")
     probes_on_both(sents, vecs, args.probe_words, args.device)
+    actor_path(tmp / "model", tmp / "run", args.batch_tokens, args.device, None if args.device == "cuda" else 10)
 
 
 if __name__ == "__main__":

@@ -147,7 +147,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
                       allow_pickle=spec.allow_pickle)
     ctx = WorkContext(spec.output, runtime, Faults.from_env(), probe_on_gpu=cl.gpus_per_probe > 0)
     _ship_plugin_tasks(plan)
-    actors = [Actor.options(num_cpus=res.actor_cpus, num_gpus=res.actor_gpus,
+    actors = [Actor.options(num_cpus=res.actor_cpus, num_gpus=res.actor_gpus, max_concurrency=2,  # model + write
                             max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD")
               .remote(ctx) for _ in range(n_actors)]
     nodes = ray.get([a.node.remote() for a in actors]) if res.adaptive else [None] * n_actors

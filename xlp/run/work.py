@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -102,8 +103,10 @@ def _first_time(marker: str | None, content: str = "") -> bool:
 
 
 def _ray_node() -> str | None:
-    import ray
-
+    try:
+        import ray
+    except ImportError:  # a worker run outside Ray, on a machine without it (benchmarks/gpu.py)
+        return None
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
@@ -118,11 +121,14 @@ def _write_rows(store: Store, unit: ProbeUnit | SentenceUnit, rows: list[dict], 
 
 
 class ExtractionWorker:
-    """Holds one loaded checkpoint at a time and writes feature shards."""
+    """Holds one loaded checkpoint at a time and writes feature shards. It runs two units at once (the actor's
+    max_concurrency): one on the model while the other's shard is encoded and written, so the model never waits
+    for Parquet (each word is 2 bytes x size x layers of features: 20 KB at XLM-R base size)."""
 
     def __init__(self, ctx: WorkContext):
         self.ctx, self.store, self.runtime = ctx, ctx.store(), ctx.runtime
         self.extractor: FeatureExtractor | None = None
+        self.model_lock = threading.Lock()  # one unit on the model (and torch's threads) at a time
 
     def node(self) -> str | None:
         """The Ray node this actor runs on (whose idle CPUs it may use)."""
@@ -130,23 +136,25 @@ class ExtractionWorker:
 
     def run(self, unit: ExtractUnit, threads: int | None = None) -> dict:
         """Extract the unit's shard, with `threads` torch threads (default: as many as Ray's CPUs for it)."""
-        start = time.time()
-        if threads is not None:
-            torch.set_num_threads(threads)
         self.ctx.faults.inject(unit.key)
-        e = self.extractor
-        if e is None or e.ckpt != unit.ckpt or e.layers != list(unit.layers) or e.pooling != unit.pooling:
-            self.extractor = None  # free the previous checkpoint before loading the next
-            r = self.runtime
-            self.extractor = FeatureExtractor(unit.ckpt, list(unit.layers), unit.pooling, r.batch_tokens, r.device,
-                                              r.trust_remote_code, r.allow_pickle)
-        sentences = recent_split(unit.file, unit.max_sentences, unit.lenient, unit.part)
-        before = NO_SUBWORD.copy()
-        vecs = self.extractor.extract([s.forms for s in sentences], unit.dtype)
+        with self.model_lock:
+            start = time.time()  # not the wait for the unit before it
+            if threads is not None:
+                torch.set_num_threads(threads)
+            e = self.extractor
+            if e is None or e.ckpt != unit.ckpt or e.layers != list(unit.layers) or e.pooling != unit.pooling:
+                self.extractor = None  # free the previous checkpoint before loading the next
+                r = self.runtime
+                self.extractor = FeatureExtractor(unit.ckpt, list(unit.layers), unit.pooling, r.batch_tokens,
+                                                  r.device, r.trust_remote_code, r.allow_pickle)
+            sentences = recent_split(unit.file, unit.max_sentences, unit.lenient, unit.part)
+            before = NO_SUBWORD.copy()
+            vecs = self.extractor.extract([s.forms for s in sentences], unit.dtype)
+            facts = {"device": str(self.extractor.device), "threads": torch.get_num_threads(), "pid": os.getpid(),
+                     **_no_subword(before)}
         table = features_table(sentences, vecs, unit.dtype)
         written = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)
-        return _written(written, table.num_rows, start, device=str(self.extractor.device),
-                        threads=torch.get_num_threads(), pid=os.getpid(), **_no_subword(before))
+        return _written(written, table.num_rows, start, **facts)
 
 
 def _read(store: Store, needs: tuple[str, ...], step: int, lang: str, split: str, layers: tuple[int, ...],
