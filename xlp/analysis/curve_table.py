@@ -16,7 +16,6 @@ from xlp.analysis.stats import (
     bh_q,
     bootstrap_pair_signs,
     pair_signs,
-    replicate_reach,
     stable_rng,
     trend_p,
 )
@@ -196,9 +195,6 @@ def analyse_part(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[st
     rows = [_row(key, steps, v, baseline, b, a, tasks, float(trend))
             for (key, steps, v, baseline, b, _), trend in zip(groups, _trends(groups, a))]
     kept = {k: b for k, b in boots.items() if keep == "all" or (keep == "in_language" and k[2] == k[3])}
-    if keep == "in_language":  # the script finding times cross-lingual curves: each replicate's step index only
-        kept |= {k: {"reach": replicate_reach(b["whole"], a.emergence_threshold, a.emergence_reference),
-                     "n_steps": b["whole"].shape[1]} for k, b in boots.items() if k[2] != k[3]}
     return rows, kept
 
 

@@ -192,7 +192,7 @@ def in_language_values(probes: pd.DataFrame, tasks: Mapping[str, Task]) -> pd.Da
 
 
 def findings_table(probes: pd.DataFrame, curves: CurveAnalysis, tasks: Mapping[str, Task],
-                   alpha: float = 0.05, theta: float = 0.95, reference: str = "best", seed: int = 0) -> pd.DataFrame:
+                   alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
     """Every finding's numbers and sentences (see the module's docstring) from the curves' analysis (its table
     and bootstrap replicates); `tasks`, the run's by name, give each metric's direction and which tasks have no
     in-language curves; pairs of tasks in their order."""
@@ -203,7 +203,7 @@ def findings_table(probes: pd.DataFrame, curves: CurveAnalysis, tasks: Mapping[s
         values = in_language_values(probes, tasks)
         _acquisition(emergence, out, list(tasks), pairwise, alpha)
         _transfer(emergence, out, pairwise, alpha)
-        script_timing(emergence, probes, curves.boots, out, pairwise, alpha, theta, reference, seed)
+        script_timing(emergence, probes, out, pairwise, alpha, seed)
         _degradation(emergence, out, alpha, pairwise)
         best_checkpoints(emergence, values, curves.boots, out, pairwise, alpha)
         layer_decline(emergence, values, curves.boots, out, pairwise, alpha)

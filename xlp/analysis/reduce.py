@@ -49,7 +49,6 @@ def reduce(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: Mapping[str, Tas
     extra: dict[str, tuple[str, pd.DataFrame]] = {}
     for task in tasks.values():
         extra.update(task.extra_tables(probes))
-    findings = findings_table(probes, curves, tasks, analysis.alpha, analysis.emergence_threshold,
-                              analysis.emergence_reference, analysis.seed)
+    findings = findings_table(probes, curves, tasks, analysis.alpha, analysis.seed)
     tables = {"probes": probes, "emergence": emergence, "findings": findings, "layers": best_layers(probes, tasks)}
     return Results.of(tables, extra, tasks, notes=tuple(_notes(probes, tasks) + _floor_notes(emergence, analysis)))

@@ -179,13 +179,6 @@ def reach_index(values: np.ndarray, reference: np.ndarray, theta: float, normali
     return np.argmax(reach, axis=-1)  # the reference itself always reaches, so some index does
 
 
-def replicate_reach(whole: np.ndarray, theta: float, reference: str) -> np.ndarray:
-    """Per bootstrap replicate of a curve (rows of `whole`, checkpoints along the columns), the index of the first
-    checkpoint reaching theta x its reference: the replicate's best, or its final checkpoint."""
-    vref = whole[np.arange(len(whole)), np.argmax(whole, axis=1)] if reference == "best" else whole[:, -1]
-    return reach_index(whole, vref, theta)
-
-
 def percentile_step(steps: np.ndarray, q: float) -> float:
     """A percentile of bootstrap steps that is itself one of them (the inverted empirical CDF)."""
     return float(np.quantile(steps, q, method="inverted_cdf")) if len(steps) else float("nan")

@@ -163,12 +163,12 @@ class PretrainSpec(_Strict):
     ud_root: str | list[str] | None = None
     udhr: str | None = None
     seed: int = 0
-    steps: int = Field(1600, ge=1)
+    steps: int = Field(3200, ge=1)
     save_steps: list[int] | None = None
     layers: int = Field(4, ge=1)
-    hidden: int = Field(64, ge=8)
+    hidden: int = Field(32, ge=8)
     heads: int = Field(2, ge=1)
-    ffn: int = Field(256, ge=8)
+    ffn: int = Field(128, ge=8)
     vocab_size: int = Field(4000, ge=100)
     batch_size: int = Field(16, ge=1)
     max_length: int = Field(64, ge=8)
