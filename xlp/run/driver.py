@@ -177,11 +177,9 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     def feed(i: int) -> None:
         """An idle actor takes the next checkpoint's units; when none is left, it shares the checkpoint with the
         most units not yet sent (the later half of them), loading it too: no actor idles while units wait."""
-        if queues[i] or load[i]:
-            pass
-        elif by_ckpt:
+        if not queues[i] and not load[i] and by_ckpt:
             queues[i].extend(by_ckpt.popitem(last=False)[1])
-        else:
+        elif not queues[i] and not load[i]:
             j = max(range(n_actors), key=lambda j: len(queues[j]))
             for _ in range((len(queues[j]) + 1) // 2):
                 queues[i].appendleft(queues[j].pop())
