@@ -46,7 +46,8 @@ class Resources:
         probes = f"{int(cpus // self.probe_cpus)}" if cpus else "all"
         gpu = f", {self.actor_gpus:g} GPU" if self.actor_gpus else ""
         return [("extractors", str(self.actors), f"{self.actor_cpus:g} CPU reserved{gpu} each, torch threads "
-                 f"{threads}; {total} CPUs in all"),
+                 f"{threads}; two units at a time (one on the model, the last one's shard being written); an "
+                 f"extractor with no checkpoint left shares one with units not yet sent; {total} CPUs in all"),
                 ("probes at once", probes, f"{self.probe_cpus:g} CPU each, once extraction ends; each starts as soon "
                  "as its shards exist, on the CPUs the extractors do not hold")]
 
