@@ -43,7 +43,7 @@ def _later_share(t: np.ndarray, same: np.ndarray) -> np.ndarray:
 
 
 def script_later_test(src: np.ndarray, tgt: np.ndarray, steps: np.ndarray, scripts: dict[str, str],
-                    rng: np.random.Generator, n_perm: int = PERMUTATIONS) -> tuple[float, float]:
+                      rng: np.random.Generator, n_perm: int = PERMUTATIONS) -> tuple[float, float]:
     """(share, p) over pairs src[i] → tgt[i] that emerged at steps[i] (+inf: not by the last checkpoint): the share
     of cross/same-script couples in which the cross-script pair emerged later, and the share of script shuffles
     among the languages with a share at least as large (one-sided: later across scripts; the observed arrangement
