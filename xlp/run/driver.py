@@ -130,7 +130,7 @@ def _ship_plugin_tasks(plan: Plan) -> None:
 def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> None:
     import ray
 
-    from xlp.run.work import ExtractionWorker, Faults, WorkContext, run_probe, run_sentence_unit, warm_up
+    from xlp.run.work import ExtractionWorker, Faults, WorkContext, run_probe, run_sentence_unit
 
     readers = Counter(k for u in probe_todo for k in u.needs)  # probes still to read each shard
     waiting = WaitingProbes(probe_todo, {u.key for u in plan.extract} - {u.key for u in ext_todo})
@@ -240,12 +240,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     words, t0, finished = [0], time.time(), Counter()
     for i in range(n_actors):
         feed(i)  # the first units get every idle CPU's thread
-    ready = waiting.ready_now()
-    if not ready and res.adaptive and not res.probe_gpus:  # until a checkpoint's shards exist, the probe workers
-        spare = int((sum(cpus_of.values()) - n_actors * res.actor_cpus) // res.probe_cpus)  # import torch and xlp
-        for _ in range(min(spare, len(probe_todo))):  # on the free CPUs, so the first probes start at once
-            ray.remote(warm_up).options(num_cpus=res.probe_cpus).remote()
-    submit(ready)
+    submit(waiting.ready_now())
     status = InflightFile(ledger.store)
     while inflight:
         status.publish(inflight)

@@ -262,10 +262,6 @@ def _score(unit: ProbeUnit, task: FeatureTask, probes: dict, n_train: dict, inva
     return rows
 
 
-def warm_up() -> None:
-    """Nothing: a Ray worker that runs it has imported this module (torch, pyarrow, the probes) before a unit."""
-
-
 def run_sentence_unit(ctx: WorkContext, unit: SentenceUnit, digests: dict[str, str] | None = None) -> dict:
     """A sentence task's unit: its rows, in the probe outputs' layout, written like a probe's."""
     start, before = time.time(), NO_SUBWORD.copy()
