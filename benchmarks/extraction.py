@@ -102,5 +102,6 @@ def shard_speed(table: pa.Table, path: Path, layers: list[int]) -> tuple[float, 
         _ = [vectors(back, f"layer_{k}") for k in layers]
     return write, (time.perf_counter() - t) / 3, path.stat().st_size
 
+
 if __name__ == "__main__":
     main()

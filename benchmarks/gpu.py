@@ -140,13 +140,12 @@ def actor_path(model: Path, out: Path, batch_tokens: int, device: str, max_sente
                          layers=tuple(range(13)), pooling="first", dtype="float16") for f in files]
     worker = ExtractionWorker(WorkContext(str(out), Runtime(device=device, batch_tokens=batch_tokens)))
     worker.run(units[0])  # load the checkpoint, warm up
-    took = {}
     for name, workers in (("one unit at a time", 1), ("two at a time (the actor)", 2)):
         t = time.perf_counter()
         with ThreadPoolExecutor(workers) as pool:
             words = sum(r["rows"] for r in pool.map(worker.run, units))
-        took[name] = time.perf_counter() - t
-        print(f"actor path, {len(units)} shards, {words:,} words, {name:26s}: {words / took[name]:10,.0f} words/s")
+        seconds = time.perf_counter() - t
+        print(f"actor path, {len(units)} shards, {words:,} words, {name:26s}: {words / seconds:10,.0f} words/s")
 
 
 def main() -> None:

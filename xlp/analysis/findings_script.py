@@ -141,7 +141,6 @@ def script_timing(em: pd.DataFrame, probes: pd.DataFrame, out, pairwise: set[str
                 + "; ".join(parts) + note + ".")
 
 
-
 def _finite(step: float) -> float:
     return step if np.isfinite(step) else np.nan  # a median past the last checkpoint: not a step
 

@@ -178,12 +178,13 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
         """An idle actor takes the next checkpoint's units; when none is left, it shares the checkpoint with the
         most units not yet sent (the later half of them, if two or more: loading a model for one unit may take
         longer than waiting for it), so no actor idles while many units wait."""
-        if not queues[i] and not load[i] and by_ckpt:
-            queues[i].extend(by_ckpt.popitem(last=False)[1])
-        elif not queues[i] and not load[i]:
-            j = max(range(n_actors), key=lambda j: len(queues[j]))
-            for _ in range(len(queues[j]) // 2):
-                queues[i].appendleft(queues[j].pop())
+        if not queues[i] and not load[i]:
+            if by_ckpt:
+                queues[i].extend(by_ckpt.popitem(last=False)[1])
+            else:
+                j = max(range(n_actors), key=lambda j: len(queues[j]))
+                for _ in range(len(queues[j]) // 2):
+                    queues[i].appendleft(queues[j].pop())
         send(i)
 
     def submit(units: list) -> None:
