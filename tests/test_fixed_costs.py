@@ -62,8 +62,9 @@ def test_checkpoints_whose_configs_differ_share_one_loaded_tokenizer(tmp_path):
 
 def test_waiting_probes_are_released_as_a_scan_of_every_waiting_unit_would(tiny_series, tmp_path):
     """The driver's index of probe units by the shards they still need releases, after each extraction unit that
-    finishes or fails, the units that scanning every waiting unit (the plain way) finds ready or failed, in plan
-    order, each once; over random orders of a real plan's extraction units, some of them failing."""
+    finishes or fails, the units that scanning every waiting unit (the plain way) finds ready or failed, and those
+    whose training shard exists while a target's does not (to fit), in plan order, each once; over random orders
+    of a real plan's extraction units, some of them failing."""
     import random
 
     from conftest import grid_spec
@@ -73,27 +74,33 @@ def test_waiting_probes_are_released_as_a_scan_of_every_waiting_unit_would(tiny_
     plan = make_plan(grid_spec(tmp_path, tiny_series, tmp_path / "run"))
     keys = [u.key for u in plan.extract]
     rng = random.Random(0)
+    fits_seen = 0
     for trial in range(20):
         done = set(rng.sample(keys, trial % 4))  # extracted by an earlier launch
         order = [k for k in rng.sample(keys, len(keys)) if k not in done]
         broken = set(rng.sample(order, trial % 3))
         fast = WaitingProbes(plan.probe, done)
-        waiting, failed, released = list(plan.probe), set(), []
-        steps = [(None, fast.ready_now(), [])] + [(k, [], []) for k in order]
-        for i, (key, ready, lost) in enumerate(steps):
+        waiting, failed, released, fitting = list(plan.probe), set(), [], set()
+        ready, fit = fast.ready_now()
+        steps = [(None, ready, [], fit)] + [(k, [], [], []) for k in order]
+        for i, (key, ready, lost, fit) in enumerate(steps):
             if key in broken:
                 failed.add(key)
                 lost = fast.failed(key)
             elif key is not None:
                 done.add(key)
-                ready = fast.extracted(key)
+                ready, fit = fast.extracted(key)
             plain_lost = [u for u in waiting if any(k in failed for k in u.needs)]
             plain_ready = [u for u in waiting if u not in plain_lost and all(k in done for k in u.needs)]
             waiting = [u for u in waiting if u not in plain_lost and u not in plain_ready]
-            assert (ready, lost) == (plain_ready, plain_lost), (trial, i)
+            plain_fit = [u for u in waiting if u.key not in fitting and all(k in done for k in u.fit_needs)]
+            fitting |= {u.key for u in plain_fit}
+            assert (ready, lost, fit) == (plain_ready, plain_lost, plain_fit), (trial, i)
             released += ready + lost
+            fits_seen += len(fit)
         assert len(released) == len({u.key for u in released})  # each at most once
         assert not waiting and len(released) == len(plan.probe)
+    assert fits_seen  # the orders include units that fit before their targets' shards exist
 
 
 def test_a_worker_reads_each_unchanged_file_once_and_a_changed_one_again(tmp_path):

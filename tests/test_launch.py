@@ -115,7 +115,8 @@ def test_minilm_arc_and_deprel_far_above_baselines(tmp_path, ray_local):
     assert not df[df.task == "arc"].seed_invariant.any()  # seeds draw different non-arcs
     # arc_uas alone fits its own arc probe: the same rows as with the shared fit
     from xlp.run.plan import make_plan
-    from xlp.run.work import WorkContext, run_probe
+    from xlp.run.probe_work import run_probe
+    from xlp.run.work import WorkContext
 
     alone = make_plan(spec.model_copy(update={"tasks": ["arc_uas"]})).probe[0]
     run_probe(WorkContext(spec.output), alone)

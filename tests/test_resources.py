@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 from xlp.config import ClusterSpec
 from xlp.run.resources import plan_resources
@@ -15,6 +16,60 @@ def test_extractor_runs_on_every_idle_core_before_probes_can_start(clean_grid):
     # the session's Ray has 2 CPUs; the actor reserves 1, and no probe can run before the first shards exist
     assert first["threads"] == 2
     assert all(1 <= r["threads"] <= 2 for r in records)
+
+
+def test_probes_fit_while_extraction_goes_on_and_score_once_their_targets_exist(ray_local, tmp_path, tiny_series,
+                                                                                 monkeypatch):
+    """A probe unit's fit starts once its training shard is written, while the actor still extracts (the
+    training shards first; here the last test shard is held for 8 s), and its rows are written only after every
+    target's shard is: the same rows as a run whose probes start with every shard there."""
+    import threading
+
+    import pandas as pd
+    from conftest import write_spec
+
+    from xlp.config import load_spec
+    from xlp.run.driver import launch
+    from xlp.run.plan import make_plan
+
+    def spec(name: str):
+        return load_spec(write_spec(
+            tmp_path / f"{name}.yaml", name="grid", output=str(tmp_path / name),
+            checkpoints=[{"path": str(tiny_series / "step_100"), "step": 100}],
+            data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en", "de"], "max_train_sentences": 80,
+                  "max_test_sentences": 40}, tasks=["pos"], layers="all", probe={"seeds": [0]}))
+
+    marker = tmp_path / "hold-marker"
+    monkeypatch.setenv("XLP_HOLD_IN_UNIT", "lang=en/split=test")
+    monkeypatch.setenv("XLP_HOLD_MARKER", str(marker))
+
+    def release() -> None:
+        deadline = time.time() + 120
+        while not marker.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(8)
+        marker.unlink()
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    held = spec("held")
+    assert not launch(held, quiet=True).failed
+    releaser.join()
+    records = {stage: [json.loads(p.read_text()) for p in (tmp_path / "held" / "ledger" / stage).rglob("*.json")]
+               for stage in ("extract", "probe")}
+    extracted = {r["key"]: r["finished"] for r in records["extract"]}
+    probes = {r["key"]: r for r in records["probe"]}
+    units = make_plan(held).probe
+    assert len(probes) == len(units) == 2
+    for u in units:
+        r = probes[u.key]
+        assert extracted[u.fit_needs[0]] <= r["fit_started"] < extracted["step=100/lang=en/split=test"] - 3
+        assert r["finished"] >= max(extracted[k] for k in u.needs)
+    monkeypatch.delenv("XLP_HOLD_IN_UNIT")
+    assert not launch(spec("plain"), quiet=True).failed
+    cols = ["task", "layer", "src_lang", "tgt_lang", "seed", "value", "n_train", "n_test"]
+    rows = [pd.read_parquet(tmp_path / name / "results" / "probes.parquet")[cols] for name in ("held", "plain")]
+    pd.testing.assert_frame_equal(*rows)
 
 
 def test_two_extractors_share_one_checkpoint_and_write_its_shards(clean_grid, tmp_path, tiny_series):

@@ -8,7 +8,7 @@ pooling on the device, and one copy per batch to the host (float16 unless asked 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -83,12 +83,20 @@ class FeatureExtractor:
         """The rows of token ids fed to the model for one sentence (one per window), special tokens included."""
         return [self.prefix + chunk[0] + self.suffix for chunk in self._chunks([words])]
 
-    def extract(self, sentences: Sequence[Sequence[str]], dtype: str = "float16") -> dict[int, np.ndarray]:
-        """Per requested layer, an (n_words, d) array of `dtype` in sentence and word order."""
+    def extract(self, sentences: Sequence[Sequence[str]], dtype: str = "float16",
+                before_batch: Callable[[], None] | None = None) -> dict[int, np.ndarray]:
+        """Per requested layer, an (n_words, d) array of `dtype` in sentence and word order. `before_batch` is
+        called before each batch (an actor sets its threads there)."""
         n_words = sum(len(s) for s in sentences)
         out = {layer: np.zeros((n_words, self.hidden_size), dtype=dtype) for layer in self.layers}
         p = len(self.prefix)
-        self.batches.run(sorted(self._chunks(sentences), key=lambda c: len(c[0])), lambda b: self._run_batch(b, out, p))
+
+        def step(batch: list) -> None:
+            if before_batch is not None:
+                before_batch()
+            self._run_batch(batch, out, p)
+
+        self.batches.run(sorted(self._chunks(sentences), key=lambda c: len(c[0])), step)
         return out
 
     def sentence_means(self, texts: Sequence[str]) -> dict[int, np.ndarray]:

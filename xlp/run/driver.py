@@ -21,7 +21,7 @@ from xlp.run.manifest import PLAN_FILE, SPEC_FILE, Manifest, manifest
 from xlp.run.plan import Plan, SentenceUnit, make_plan
 from xlp.run.ray_session import ray_session
 from xlp.run.reduce import no_subword_notes, reduce_run
-from xlp.run.resources import IdleCpus, Resources, node_cpus, plan_resources
+from xlp.run.resources import Resources, ThreadShare, node_cpus, plan_resources
 from xlp.run.schedule import InflightFile, WaitingProbes
 from xlp.run.status import INFLIGHT
 from xlp.storage import Store
@@ -130,12 +130,14 @@ def _ship_plugin_tasks(plan: Plan) -> None:
 def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> None:
     import ray
 
-    from xlp.run.work import ExtractionWorker, Faults, WorkContext, run_probe, run_sentence_unit
+    from xlp.run.probe_work import fit_probe_unit, run_probe, score_probe_unit
+    from xlp.run.work import ExtractionWorker, Faults, WorkContext, run_sentence_unit
 
     readers = Counter(k for u in probe_todo for k in u.needs)  # probes still to read each shard
     waiting = WaitingProbes(probe_todo, {u.key for u in plan.extract} - {u.key for u in ext_todo})
+    fit_shards = {k for u in probe_todo for k in u.fit_needs}
     by_ckpt: OrderedDict = OrderedDict()
-    for u in ext_todo:
+    for u in sorted(ext_todo, key=lambda u: u.key not in fit_shards):  # shards probes fit on first
         by_ckpt.setdefault(u.ckpt, []).append(u)
 
     cl = spec.cluster
@@ -152,26 +154,27 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
               .remote(ctx) for _ in range(n_actors)]
     nodes = ray.get([a.node.remote() for a in actors]) if res.adaptive else [None] * n_actors
     cpus_of = node_cpus() if res.adaptive else {}
-    idle_cpus = IdleCpus()
     probe_task = ray.remote(run_probe).options(num_cpus=res.probe_cpus, num_gpus=res.probe_gpus, max_retries=2)
+    fit_task = ray.remote(fit_probe_unit).options(num_cpus=res.probe_cpus, num_gpus=res.probe_gpus, max_retries=2)
+    score_task = ray.remote(score_probe_unit).options(num_cpus=res.probe_cpus, max_retries=2)
     # sentence tasks run the model: they get an extractor's resources
     sentence_task = ray.remote(run_sentence_unit).options(num_cpus=res.actor_cpus, num_gpus=res.actor_gpus,
                                                           max_retries=2)
     queues: list[deque] = [deque() for _ in range(n_actors)]  # the units of each actor's checkpoint not yet sent
     load = [0] * n_actors  # units sent to each actor and not finished
     inflight: dict = {}
+    fitting: dict = {}  # probe unit key -> its fit task's result, for the units fit before their targets' shards
 
     def send(i: int) -> None:
-        """Keep two units in each actor's hands (one running, the next waiting), the next with the threads it
-        may use now: its own CPUs, plus (CPU nodes) its share of its node's idle CPUs."""
+        """Keep two units in each actor's hands (one running, the next waiting); on a CPU node, with the share of
+        its node's idle CPUs each batch may take (the extractors with units there share them)."""
+        share = None
         if res.adaptive and queues[i] and load[i] < 2:
             busy = sum(1 for j, q in enumerate(queues) if nodes[j] == nodes[i] and (q or load[j]))  # its node's
-            threads = res.threads(idle_cpus().get(nodes[i], 0.0), busy, cpus_of.get(nodes[i], 1.0))
-        else:
-            threads = None
+            share = ThreadShare(res, nodes[i], cpus_of.get(nodes[i], 1.0), busy)
         while queues[i] and load[i] < 2:
             u = queues[i].popleft()
-            inflight[actors[i].run.remote(u, threads)] = ("extract", u, i)
+            inflight[actors[i].run.remote(u, share)] = ("extract", u, i)
             load[i] += 1
 
     def feed(i: int) -> None:
@@ -191,11 +194,23 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
         for u in units:
             if isinstance(u, SentenceUnit):
                 inflight[sentence_task.remote(ctx, u)] = ("probe", u, None)
+            elif u.key in fitting:  # Ray starts the scoring once the fit's result exists
+                digests = ledger.output_digests("extract", u.needs)
+                inflight[score_task.remote(ctx, u, fitting.pop(u.key), digests)] = ("probe", u, None)
             else:
                 inflight[probe_task.remote(ctx, u, ledger.output_digests("extract", u.needs))] = ("probe", u, None)
 
+    def fit(units: list) -> None:
+        for u in units:
+            fitting[u.key] = fit_task.remote(ctx, u, ledger.output_digests("extract", u.fit_needs))
+
+    def release(ready: list, fits: list) -> None:
+        fit(fits)
+        submit(ready)
+
     def fail(units: list) -> None:
         for u in units:
+            fitting.pop(u.key, None)
             ledger.record_failure("probe", u.key, u.hash, "an input shard failed to extract")
             result.failed[f"probe {u.key}"] = "input shard failed"
 
@@ -223,8 +238,8 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
         failed = f"{stage} {unit.key}" in result.failed
         if stage == "extract" and failed:  # the probes that waited for this shard fail with it
             fail(waiting.failed(unit.key))
-        elif stage == "extract":  # those it was the last one missing of start
-            submit(waiting.extracted(unit.key))
+        elif stage == "extract":  # those it was the last one missing of start, those it was the training shard of fit
+            release(*waiting.extracted(unit.key))
         progress.advance(bars[stage])
         finished[stage] += 1
         emit({"event": "unit", "stage": stage, "key": unit.key,
@@ -240,8 +255,8 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
             "probe": progress.add_task("probe", total=len(probe_todo), rate="")}
     words, t0, finished = [0], time.time(), Counter()
     for i in range(n_actors):
-        feed(i)  # the first units get every idle CPU's thread
-    submit(waiting.ready_now())
+        feed(i)
+    release(*waiting.ready_now())
     status = InflightFile(ledger.store)
     while inflight:
         status.publish(inflight)

@@ -1,12 +1,13 @@
 """How a run uses the cluster's cores: what Ray reserves for extraction actors, probe tasks and sentence tasks,
-and how many torch threads each extraction unit runs with.
+and how many torch threads an extraction actor runs with.
 
 On a CPU node (`gpus_per_extractor: 0`) with `cpus_per_extractor` left unset, an extraction actor reserves one
-CPU and runs each unit with that one thread plus its share of its node's CPUs that nothing holds when the unit
-starts: before any probe can run (its shards do not exist yet) the extractor has every core, and as shards arrive
-the probes reserve the cores and the next units run with fewer threads. With `cpus_per_extractor` set, or on a
-GPU node, an actor runs with the CPUs Ray gives it. `extractors` actors split the units: one per checkpoint, and
-an actor with no checkpoint left shares one that still has units (the driver's feed)."""
+CPU and runs each batch with that one thread plus its share of its node's CPUs that nothing holds (Ray's view,
+asked at most twice a second): before any probe can run the extractor has every core, and as training shards
+arrive the probes' fits reserve cores and the next batches run with fewer threads, so no core is asked for two
+threads at once. With `cpus_per_extractor` set, or on a GPU node, an actor runs with the CPUs Ray gives it.
+`extractors` actors split the units: one per checkpoint, and an actor with no checkpoint left shares one that
+still has units (the driver's feed)."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ class Resources:
     adaptive: bool  # CPU extractors that also take their node's idle CPUs, unit by unit
 
     def threads(self, idle_cpus: float, extractors_on_node: int, node_cpus: float) -> int:
-        """Torch threads for the next extraction unit: the actor's own CPUs, plus (adaptive) its share of the
+        """Torch threads for an extractor's next batch: the actor's own CPUs, plus (adaptive) its share of the
         CPUs of its node that nothing holds now, never more than the node has."""
         own = max(1, int(self.actor_cpus))
         if not self.adaptive:
@@ -48,8 +49,21 @@ class Resources:
         return [("extractors", str(self.actors), f"{self.actor_cpus:g} CPU reserved{gpu} each, torch threads "
                  f"{threads}; two units at a time (one on the model, the last one's shard being written); an "
                  f"extractor with no checkpoint left shares one with units not yet sent; {total} CPUs in all"),
-                ("probes at once", probes, f"{self.probe_cpus:g} CPU each, once extraction ends; each starts as soon "
-                 "as its shards exist, on the CPUs the extractors do not hold")]
+                ("probes at once", probes, f"{self.probe_cpus:g} CPU each, once extraction ends; each fits as soon as "
+                 "its training shard exists, on the CPUs the extractors do not hold, and scores once its targets' "
+                 "shards do")]
+
+
+@dataclass(frozen=True)
+class ThreadShare:
+    """What an adaptive CPU extractor on `node` may use for its next batch (`Resources.threads`)."""
+    res: Resources
+    node: str | None
+    node_cpus: float
+    extractors: int  # the extractors with units on the node, which share its idle CPUs
+
+    def threads(self, idle: IdleCpus) -> int:
+        return self.res.threads(idle().get(self.node, 0.0), self.extractors, self.node_cpus)
 
 
 def plan_resources(cluster: ClusterSpec, units: int) -> Resources:

@@ -1,7 +1,7 @@
 """The driver's bookkeeping between Ray calls, each step in time independent of the grid's size: which probe-stage
-units wait for which shards (released the moment their last shard is written, not found by scanning every waiting
-unit after each finished one), and the list of units in flight that `xlp status` reads (rewritten at most once a
-second, not once per finished unit)."""
+units wait for which shards (released to fit the moment their training shard is written and whole when their last
+one is, not found by scanning every waiting unit after each finished one), and the list of units in flight that
+`xlp status` reads (rewritten at most once a second, not once per finished unit)."""
 
 from __future__ import annotations
 
@@ -17,41 +17,56 @@ INFLIGHT_EVERY = 1.0  # seconds: how stale `xlp status`'s list of running units 
 
 
 class WaitingProbes:
-    """Probe-stage units not yet submitted, by the extraction units whose shards they still need. Each is
-    released once: when its last shard is extracted, or (as failed) when one of its shards fails; units are
-    released in plan order."""
+    """Probe-stage units not yet released, by the extraction units whose shards they still need. A unit is
+    released to fit (`fit`) when the shard its probes are fit on exists but a target's does not yet, and whole
+    (`ready`) when its last shard is written; or, as failed, when one of its shards fails. Units are released
+    in plan order."""
 
     def __init__(self, units: list[ProbeUnit | SentenceUnit], extracted: set[str]):
         self._units = list(units)
         self._missing: dict[int, set[str]] = {}
+        self._fit_missing: dict[int, set[str]] = {}  # only units whose fit can start before they are whole
         self._by_shard: dict[str, list[int]] = defaultdict(list)
         for i, u in enumerate(self._units):
             missing = {k for k in u.needs if k not in extracted}
             self._missing[i] = missing
+            self._fit_missing[i] = {k for k in u.fit_needs if k in missing}
             for k in missing:
                 self._by_shard[k].append(i)
 
-    def ready_now(self) -> list[ProbeUnit | SentenceUnit]:
-        """The units whose shards all exist already (sentence units need none)."""
-        return self._release([i for i, missing in self._missing.items() if not missing])
+    def ready_now(self) -> tuple[list[ProbeUnit | SentenceUnit], list[ProbeUnit]]:
+        """(the units whose shards all exist already (sentence units need none), the units that can fit now)."""
+        whole = [i for i, missing in self._missing.items() if not missing]
+        return self._release(whole), self._fits([i for i, m in self._fit_missing.items() if not m and i not in whole])
 
-    def extracted(self, key: str) -> list[ProbeUnit | SentenceUnit]:
-        """The units that the shard of extraction unit `key` was the last one missing of."""
-        ready = []
+    def extracted(self, key: str) -> tuple[list[ProbeUnit | SentenceUnit], list[ProbeUnit]]:
+        """(the units that the shard of extraction unit `key` was the last one missing of, the units it was the
+        last one missing of to fit, with targets' shards still to come)."""
+        ready, fit = [], []
         for i in self._by_shard.pop(key, ()):
             if i in self._missing:
                 self._missing[i].discard(key)
                 if not self._missing[i]:
                     ready.append(i)
-        return self._release(ready)
+                elif key in self._fit_missing.get(i, ()):
+                    self._fit_missing[i].discard(key)
+                    if not self._fit_missing[i]:
+                        fit.append(i)
+        return self._release(ready), self._fits(fit)
 
     def failed(self, key: str) -> list[ProbeUnit | SentenceUnit]:
         """The units still waiting that read the shard of extraction unit `key`, which failed."""
         return self._release([i for i in self._by_shard.pop(key, ()) if i in self._missing])
 
+    def _fits(self, indices: list[int]) -> list[ProbeUnit]:
+        for i in indices:
+            del self._fit_missing[i]
+        return [self._units[i] for i in sorted(indices)]
+
     def _release(self, indices: list[int]) -> list[ProbeUnit | SentenceUnit]:
         for i in indices:
             del self._missing[i]
+            self._fit_missing.pop(i, None)
         return [self._units[i] for i in sorted(indices)]
 
 

@@ -103,7 +103,7 @@ class ProbeUnit(Unit):
     train_split: str
     targets: tuple[tuple[str, str], ...]  # (language, test split)
     probe: ProbeSpec
-    needs: tuple[str, ...]  # extraction unit keys
+    needs: tuple[str, ...]  # extraction unit keys, the training shard's first
     inputs: tuple[str, ...]  # their hashes: the shards' identity
     options: tuple[tuple[str, str], ...] | None = None  # (task, its options as JSON) for tasks that have options
     online_code: str | None = None  # with probe.mdl: the definition of the code its rows give (mdl.definition)
@@ -111,6 +111,12 @@ class ProbeUnit(Unit):
     @property
     def task(self) -> str:
         return "+".join(t.name for t in self.tasks)
+
+    @property
+    def fit_needs(self) -> tuple[str, ...]:
+        """The extraction unit whose shard the probes are fit on: the fit can start before the targets' shards
+        exist."""
+        return self.needs[:1]
 
     def configured_tasks(self) -> tuple[FeatureTask, ...]:
         """The unit's tasks with the run's options they were planned with."""
@@ -133,6 +139,7 @@ class SentenceUnit(Unit):
     inputs: SentenceInputs
     seeds: tuple[int, ...]
     needs: ClassVar[tuple[str, ...]] = ()  # no extraction unit to wait for
+    fit_needs: ClassVar[tuple[str, ...]] = ()
 
     @property
     def task(self) -> str:

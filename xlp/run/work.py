@@ -10,31 +10,21 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import torch
 
-from xlp.errors import ShardChecksumError, XlpError
 from xlp.models.extract import FeatureExtractor
-from xlp.models.loading import pick_device
 from xlp.models.words import NO_SUBWORD
-from xlp.probing.linear import fit_probes, majority_accuracy
-from xlp.probing.mdl import MlpShape, online_code
-from xlp.probing.mlp import fit_mlp_probes
-from xlp.run.recent import recent_split, recent_table
+from xlp.run.recent import recent_split
+from xlp.run.resources import IdleCpus, ThreadShare
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
 from xlp.storage.features import (
     PARQUET_OPTIONS,
-    capped_sentences,
     features_table,
-    layer_column,
-    resample_sentences,
-    shard_path,
 )
-from xlp.storage.store import ChecksumMismatch, Written
-from xlp.tasks.base import FeatureTask, OwnProbeTask, Runtime, result_row
-from xlp.tasks.mdl import CompressionTask
+from xlp.storage.store import Written
+from xlp.tasks.base import Runtime
 
 
 @dataclass(frozen=True)
@@ -116,7 +106,7 @@ def _written(written: Written, rows: int, start: float, **extra) -> dict:
             "node": socket.gethostname(), "ray_node": _ray_node(), **extra}
 
 
-def _write_rows(store: Store, unit: ProbeUnit | SentenceUnit, rows: list[dict], start: float) -> dict:
+def write_rows(store: Store, unit: ProbeUnit | SentenceUnit, rows: list[dict], start: float) -> dict:
     return _written(store.write_table(unit.output, pa.Table.from_pylist(rows)), len(rows), start)
 
 
@@ -129,18 +119,28 @@ class ExtractionWorker:
         self.ctx, self.store, self.runtime = ctx, ctx.store(), ctx.runtime
         self.extractor: FeatureExtractor | None = None
         self.model_lock = threading.Lock()  # one unit on the model (and torch's threads) at a time
+        self.idle = IdleCpus()  # its node's idle CPUs, for an adaptive extractor's threads
 
     def node(self) -> str | None:
         """The Ray node this actor runs on (whose idle CPUs it may use)."""
         return _ray_node()
 
-    def run(self, unit: ExtractUnit, threads: int | None = None) -> dict:
-        """Extract the unit's shard, with `threads` torch threads (default: as many as Ray's CPUs for it)."""
+    def run(self, unit: ExtractUnit, share: ThreadShare | None = None) -> dict:
+        """Extract the unit's shard, each batch with the threads `share` allows then (default: as many as Ray's
+        CPUs for the actor)."""
         self.ctx.faults.inject(unit.key)
         with self.model_lock:
             start = time.time()  # not the wait for the unit before it
-            if threads is not None:
-                torch.set_num_threads(threads)
+            used = set()
+
+            def set_threads() -> None:
+                if share is not None:
+                    n = share.threads(self.idle)
+                    if n != torch.get_num_threads():
+                        torch.set_num_threads(n)
+                used.add(torch.get_num_threads())
+
+            set_threads()
             e = self.extractor
             if e is None or e.ckpt != unit.ckpt or e.layers != list(unit.layers) or e.pooling != unit.pooling:
                 self.extractor = None  # free the previous checkpoint before loading the next
@@ -149,117 +149,12 @@ class ExtractionWorker:
                                                   r.device, r.trust_remote_code, r.allow_pickle)
             sentences = recent_split(unit.file, unit.max_sentences, unit.lenient, unit.part)
             before = NO_SUBWORD.copy()
-            vecs = self.extractor.extract([s.forms for s in sentences], unit.dtype)
-            facts = {"device": str(self.extractor.device), "threads": torch.get_num_threads(), "pid": os.getpid(),
-                     **_no_subword(before)}
+            vecs = self.extractor.extract([s.forms for s in sentences], unit.dtype, before_batch=set_threads)
+            facts = {"device": str(self.extractor.device), "threads": max(used), "threads_least": min(used),
+                     "pid": os.getpid(), **_no_subword(before)}
         table = features_table(sentences, vecs, unit.dtype)
         written = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)
         return _written(written, table.num_rows, start, **facts)
-
-
-def _read(store: Store, needs: tuple[str, ...], step: int, lang: str, split: str, layers: tuple[int, ...],
-          digests: dict[str, str], recent: int = 0):
-    """A shard's layer columns and the label columns `needs`, after checking its bytes against the
-    digest the ledger recorded for it (`digests`: shard path -> SHA-256); with `recent` (how many shards the
-    unit reads so), as this process read it for an earlier unit if the file has not changed since (test shards:
-    every source reads them)."""
-    path = shard_path(step, lang, split)
-    cols = [layer_column(layer) for layer in layers]
-    try:
-        if recent:
-            return recent_table(store, path, [*cols, *needs], digests.get(path), recent), cols
-        return store.read_table(path, columns=[*cols, *needs], sha256=digests.get(path)), cols
-    except ChecksumMismatch:
-        raise ShardChecksumError(path) from None
-
-
-def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None = None) -> dict:
-    """Fit the source's probes for every layer of the unit, per seed (once when the seed can change
-    neither the examples nor the fit), and score them on every target's test examples, for each of
-    the unit's tasks (the first task's probe serves the others: arc and arc_uas share one fit). Each
-    shard read is checked against `digests` (the ledger's, by unit key)."""
-    start = time.time()
-    device = pick_device(None) if ctx.probe_on_gpu else None  # None: the CPU
-    ctx.faults.inject(unit.key)
-    store = ctx.store()
-    digests = digests or {}
-    tasks = unit.configured_tasks()
-    step, settings = unit.ckpt.step, unit.probe
-    resample = settings.resample == "bootstrap"
-    needs = tuple(dict.fromkeys([c for task in tasks for c in task.needs] + ["sent_idx"]))  # test items' sentences
-    table, cols = _read(store, needs, step, unit.src, unit.train_split, unit.layers, digests)
-    tasks = tuple(task.trained_on(table) for task in tasks)  # control tasks: the training labels' distribution
-    fit = tasks[0]
-    cap = settings.max_train_words
-    probes, n_train, invariant = {}, {}, False
-    rows = []  # MDL's rows first: their extra columns are in the file's schema
-    for seed in settings.seeds:
-        if invariant:
-            probes[seed], n_train[seed] = probes[settings.seeds[0]], n_train[settings.seeds[0]]
-            rows += [{**row, "seed": seed} for row in rows if row["seed"] == settings.seeds[0]]
-            continue
-        train = resample_sentences(table, np.random.default_rng([seed, 1])) if resample else table
-        if isinstance(fit, OwnProbeTask):  # a task that fits its own probe (structural probes): from a fixed start
-            if cap is not None and train.num_rows > cap:  # its items are sentences: whole ones up to the cap
-                train = capped_sentences(train, cap, np.random.default_rng(seed))
-            probes[seed], n_train[seed] = fit.fit(train, cols, settings, device)
-            invariant = not resample and (cap is None or table.num_rows <= cap)
-            continue
-        X, y = fit.examples(train, cols, seed)
-        # an MLP is not convex: each seed fits from its own start (xlp/probing/mlp.py)
-        invariant = settings.kind == "linear" and not fit.seeded and not resample and (cap is None or len(y) <= cap)
-        idx = slice(None)
-        if cap is not None and len(y) > cap:
-            idx = np.sort(np.random.default_rng(seed).choice(len(y), cap, replace=False))
-            X, y = X[:, idx], y[idx]
-        if settings.mdl:  # the online code of the same training examples, by the probe the unit fits
-            shape = MlpShape(settings.hidden, settings.dropout, seed) if settings.kind == "mlp" else None
-            code = online_code(X, y, settings.l2, settings.max_iter, settings.tol, device=device, mlp=shape)
-            rows += CompressionTask(fit).rows(unit, seed, code, fit.item_sentences(train)[idx], invariant)
-        if settings.kind == "mlp":
-            probes[seed] = fit_mlp_probes(X, y, settings.l2, settings.max_iter, settings.tol, settings.hidden,
-                                          settings.dropout, seed, device)
-        else:
-            warm = next(iter(probes.values()), None)  # the first seed's optimum: a start closer to this one's
-            probes[seed] = fit_probes(X, y, settings.l2, settings.max_iter, settings.tol, init=warm, device=device)
-        n_train[seed] = len(y)
-    del table
-    for tgt, split in unit.targets:
-        test, cols = _read(store, needs, step, tgt, split, unit.layers, digests, recent=len(unit.targets))
-        for task in tasks:
-            rows += _score(unit, task, probes, n_train, invariant, tgt, test, cols)
-    if not rows:
-        raise XlpError(f"probe {unit.key}: no targets")
-    return _write_rows(store, unit, rows, start)
-
-
-def _score(unit: ProbeUnit, task: FeatureTask, probes: dict, n_train: dict, invariant: bool, tgt: str,
-           test: pa.Table, cols: list[str]) -> list[dict]:
-    """One task's rows on one target: every seed's probe scored on the target's test examples."""
-    evaluate = getattr(task, "evaluate", None)  # a task that scores its own way (head selection, structural)
-    if evaluate is None:
-        Xt, yt = task.examples(test, cols, 0)  # one fixed test set for every seed and checkpoint
-        baseline = majority_accuracy(yt)
-    else:
-        baseline = task.test_baseline(test)
-    scores: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    sentences = task.item_sentences(test)  # the unit the reducer resamples: a test item's sentence
-    rows = []
-    for seed, probe in probes.items():
-        if id(probe) not in scores:
-            scores[id(probe)] = evaluate(probe, test, cols) if evaluate else probe.score(Xt, yt, task.metric)
-        # per item: 0/1 (L, n), or (L, k, n) columns whose sums give the value; a task may add columns per layer
-        values, items, *extra = scores[id(probe)]
-        sums = items.ndim == 3
-        for li, layer in enumerate(unit.layers):
-            rows.append({**result_row(unit, task=task.name, layer=layer, src=unit.src, tgt=tgt, seed=seed,
-                                      metric=task.metric, value=values[li], baseline=baseline, n_train=n_train[seed],
-                                      n_test=items.shape[-1], invariant=invariant,
-                                      correct=None if sums else items[li], item_sums=items[li] if sums else None,
-                                      pooling=unit.pooling, fit=(probe, li),
-                                      item_groups=sentences if len(sentences) == items.shape[-1] else None),
-                         **(extra[0][li] if extra else {})})
-    return rows
 
 
 def run_sentence_unit(ctx: WorkContext, unit: SentenceUnit, digests: dict[str, str] | None = None) -> dict:
@@ -267,7 +162,7 @@ def run_sentence_unit(ctx: WorkContext, unit: SentenceUnit, digests: dict[str, s
     start, before = time.time(), NO_SUBWORD.copy()
     ctx.faults.inject(unit.key)
     rows = unit.sentence_task.rows(unit, ctx.runtime)
-    return {**_write_rows(ctx.store(), unit, rows, start), **_no_subword(before)}
+    return {**write_rows(ctx.store(), unit, rows, start), **_no_subword(before)}
 
 
 def _no_subword(before: Counter) -> dict:
