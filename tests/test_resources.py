@@ -29,14 +29,14 @@ def test_probes_fit_while_extraction_goes_on_and_score_once_their_targets_exist(
     from conftest import write_spec
 
     from xlp.config import load_spec
-    from xlp.run.driver import launch
+    from xlp.run.driver import EARLY_FIT_ROWS, launch
     from xlp.run.plan import make_plan
 
     def spec(name: str):
         return load_spec(write_spec(
             tmp_path / f"{name}.yaml", name="grid", output=str(tmp_path / name),
             checkpoints=[{"path": str(tiny_series / "step_100"), "step": 100}],
-            data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en", "de"], "max_train_sentences": 80,
+            data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en", "de"], "max_train_sentences": 200,
                   "max_test_sentences": 40}, tasks=["pos"], layers="all", probe={"seeds": [0]}))
 
     marker = tmp_path / "hold-marker"
@@ -57,12 +57,14 @@ def test_probes_fit_while_extraction_goes_on_and_score_once_their_targets_exist(
     releaser.join()
     records = {stage: [json.loads(p.read_text()) for p in (tmp_path / "held" / "ledger" / stage).rglob("*.json")]
                for stage in ("extract", "probe")}
-    extracted = {r["key"]: r["finished"] for r in records["extract"]}
+    records_of = {r["key"]: r for r in records["extract"]}
+    extracted = {k: r["finished"] for k, r in records_of.items()}
     probes = {r["key"]: r for r in records["probe"]}
     units = make_plan(held).probe
     assert len(probes) == len(units) == 2
     for u in units:
         r = probes[u.key]
+        assert records_of[u.fit_needs[0]]["rows"] >= EARLY_FIT_ROWS  # a fit worth a task of its own
         assert extracted[u.fit_needs[0]] <= r["fit_started"] < extracted["step=100/lang=en/split=test"] - 3
         assert r["finished"] >= max(extracted[k] for k in u.needs)
     monkeypatch.delenv("XLP_HOLD_IN_UNIT")

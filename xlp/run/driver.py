@@ -27,6 +27,10 @@ from xlp.run.status import INFLIGHT
 from xlp.storage import Store
 from xlp.tasks.base import Runtime
 
+# a probe unit fits before its targets' shards exist only on a training shard of this many items or more: a fit on
+# fewer takes milliseconds, less than a second task costs to schedule
+EARLY_FIT_ROWS = 1000
+
 
 @dataclass
 class LaunchResult:
@@ -201,8 +205,10 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
                 inflight[probe_task.remote(ctx, u, ledger.output_digests("extract", u.needs))] = ("probe", u, None)
 
     def fit(units: list) -> None:
+        done = ledger.records("extract")
         for u in units:
-            fitting[u.key] = fit_task.remote(ctx, u, ledger.output_digests("extract", u.fit_needs))
+            if done[u.fit_needs[0]].get("rows", 0) >= EARLY_FIT_ROWS:  # else it waits for its targets' shards
+                fitting[u.key] = fit_task.remote(ctx, u, ledger.output_digests("extract", u.fit_needs))
 
     def release(ready: list, fits: list) -> None:
         fit(fits)
