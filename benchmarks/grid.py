@@ -7,8 +7,9 @@ features, C = 1 / (l2 n), lbfgs to the same gradient tolerance as xlp's probe; a
 floored at xlp's SCALE_FLOOR, as in xlp). xlp: a spec run
 through `xlp.run.driver.launch` (local Ray, Parquet features, ledger, report). Prints both
 times, the ratio, and the accuracy difference of every cell (layer x source x target). Then the extract stage
-inside the run (words over the busy time of its units, from the ledger) against xlp's extractor in this process
-on the same sentences with every core (FeatureExtractor, torch's threads), and the threads the run's units got.
+inside the run (words over the busy time of its units, from the ledger), and its units that ran every batch on
+one thread count (load excluded) against xlp's extractor in this process on the same sentences with as many
+threads (FeatureExtractor; 1 and every core).
 
     python benchmarks/grid.py [--train 2000] [--test 1000] [--small] [--layers 1 2 3 4 5 6] [--seeds 0 1 2]
 """
@@ -87,12 +88,13 @@ def with_xlp(model_dir: str, out: Path, args) -> dict[tuple[int, str, str], floa
     assert not result.failed, result.failed
     df = pq.read_table(out / "results/probes.parquet").to_pandas()
     extract = [json.loads(p.read_text()) for p in (out / "ledger" / "extract").rglob("*.json")]
-    stage = (sum(r["rows"] for r in extract) / busy_seconds(extract), sorted(r["threads"] for r in extract))
+    stage = (sum(r["rows"] for r in extract) / busy_seconds(extract), extract)
     return {(int(r.layer), r.src_lang, r.tgt_lang): float(r.value) for r in df.itertuples()}, stage
 
 
-def in_process(model_dir: str, data: dict, layers: list[int] | None) -> float:
-    """Words per second of xlp's extractor in this process (torch's threads: every core) on the same sentences."""
+def in_process(model_dir: str, data: dict, layers: list[int] | None, threads: int) -> float:
+    """Words per second of xlp's extractor in this process with `threads` torch threads on the same sentences."""
+    torch.set_num_threads(threads)
     ex = FeatureExtractor(Checkpoint(0, model_dir), layers=layers or "all")
     ex.extract([s.forms for s in next(iter(data.values()))[:20]])  # warm
     t, words = time.perf_counter(), 0
@@ -100,6 +102,12 @@ def in_process(model_dir: str, data: dict, layers: list[int] | None) -> float:
         ex.extract([s.forms for s in sentences])
         words += sum(len(s.forms) for s in sentences)
     return words / (time.perf_counter() - t)
+
+
+def units_at(extract: list[dict], threads: int) -> tuple[int, float]:
+    """(words, seconds less the model's load) of the run's extraction units that ran every batch with `threads`."""
+    same = [r for r in extract if r["threads"] == r.get("threads_least", r["threads"]) == threads]
+    return sum(r["rows"] for r in same), sum(r["seconds"] - r.get("load_seconds", 0.0) for r in same)
 
 
 def main() -> None:
@@ -125,10 +133,9 @@ def main() -> None:
     t_hand = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        ours, (stage_wps, threads) = with_xlp(model_dir, Path(tmp) / "run", args)
+        ours, (stage_wps, extract) = with_xlp(model_dir, Path(tmp) / "run", args)
         t_xlp = time.perf_counter() - t
-    alone_wps = in_process(model_dir, data, args.layers)
-
+    alone = {n: in_process(model_dir, data, args.layers, n) for n in (1, os.cpu_count() or 1)}
     words = {k: sum(len(s.forms) for s in v) for k, v in data.items()}
     print(f"grid: MiniLM, POS, en+de, layers {args.layers or 'all'}, xlp seeds {args.seeds}; {args.train} train / "
           f"{args.test} test sentences; words "
@@ -136,8 +143,15 @@ def main() -> None:
     print(f"by hand (padded batches, layers copied to Python, scikit-learn per probe): {t_hand:8.1f} s")
     print(f"xlp launch (Ray, Parquet, ledger, report, batched L-BFGS):                {t_xlp:8.1f} s")
     print(f"speed-up {t_hand / t_xlp:.1f}x")
-    print(f"extract stage in the run: {stage_wps:,.0f} words/s (units' threads {threads}); xlp's extractor in this "
-          f"process, {torch.get_num_threads()} threads: {alone_wps:,.0f} words/s ({stage_wps / alone_wps:.0%})")
+    print(f"extract stage in the run: {stage_wps:,.0f} words/s over its busy time (model load included; threads "
+          f"per unit {sorted((r['threads_least'], r['threads']) for r in extract)}: fits take cores as shards arrive)")
+    for n, wps in alone.items():
+        words_n, secs = units_at(extract, n)
+        if words_n:
+            print(f"  units that ran all on {n} thread(s), load excluded: {words_n / secs:,.0f} words/s; xlp's "
+                  f"extractor in this process, {n} thread(s): {wps:,.0f} words/s ({words_n / secs / wps:.0%})")
+        else:
+            print(f"  no unit ran all on {n} thread(s); xlp's extractor in this process: {wps:,.0f} words/s")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("accuracy, xlp minus by hand, in points (layer: en->en en->de de->en de->de)")
     cells = [(s, t) for s in ("en", "de") for t in ("en", "de")]

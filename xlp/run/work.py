@@ -147,11 +147,12 @@ class ExtractionWorker:
                 r = self.runtime
                 self.extractor = FeatureExtractor(unit.ckpt, list(unit.layers), unit.pooling, r.batch_tokens,
                                                   r.device, r.trust_remote_code, r.allow_pickle)
+            loaded = time.time()
             sentences = recent_split(unit.file, unit.max_sentences, unit.lenient, unit.part)
             before = NO_SUBWORD.copy()
             vecs = self.extractor.extract([s.forms for s in sentences], unit.dtype, before_batch=set_threads)
             facts = {"device": str(self.extractor.device), "threads": max(used), "threads_least": min(used),
-                     "pid": os.getpid(), **_no_subword(before)}
+                     "load_seconds": loaded - start, "pid": os.getpid(), **_no_subword(before)}
         table = features_table(sentences, vecs, unit.dtype)
         written = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)
         return _written(written, table.num_rows, start, **facts)
