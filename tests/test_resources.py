@@ -30,7 +30,8 @@ def test_probes_fit_while_extraction_goes_on_and_score_once_their_targets_exist(
     from conftest import write_spec
 
     from xlp.config import load_spec
-    from xlp.run.driver import EARLY_FIT_ROWS, launch
+    from xlp.run.driver import launch
+    from xlp.run.resources import EARLY_FIT_ROWS
 
     def spec(name: str):
         return load_spec(write_spec(

@@ -21,15 +21,11 @@ from xlp.run.manifest import PLAN_FILE, SPEC_FILE, Manifest, manifest
 from xlp.run.plan import Plan, SentenceUnit, make_plan
 from xlp.run.ray_session import ray_session
 from xlp.run.reduce import no_subword_notes, reduce_run
-from xlp.run.resources import Resources, ThreadShare, node_cpus, plan_resources
+from xlp.run.resources import EARLY_FIT_ROWS, Resources, ThreadShare, node_cpus, plan_resources
 from xlp.run.schedule import InflightFile, WaitingProbes
 from xlp.run.status import INFLIGHT
 from xlp.storage import Store
 from xlp.tasks.base import Runtime
-
-# a probe unit fits before its targets' shards exist only on a training shard of this many items or more: a fit on
-# fewer takes milliseconds, less than a second task costs to schedule
-EARLY_FIT_ROWS = 1000
 
 
 @dataclass

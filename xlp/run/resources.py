@@ -17,6 +17,10 @@ from dataclasses import dataclass
 
 from xlp.config import ClusterSpec
 
+# a probe unit fits before its targets' shards exist only on a training shard of this many items or more: a fit on
+# fewer takes milliseconds, less than a second task costs to schedule
+EARLY_FIT_ROWS = 1000
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -25,7 +29,7 @@ class Resources:
     actor_gpus: float
     probe_cpus: float
     probe_gpus: float
-    adaptive: bool  # CPU extractors that also take their node's idle CPUs, unit by unit
+    adaptive: bool  # CPU extractors that also take their node's idle CPUs, batch by batch
 
     def threads(self, idle_cpus: float, extractors_on_node: int, node_cpus: float) -> int:
         """Torch threads for an extractor's next batch: the actor's own CPUs, plus (adaptive) its share of the
@@ -40,8 +44,8 @@ class Resources:
         (None: not known before Ray starts)."""
         total = f"{cpus:g}" if cpus else "the cluster's"
         if self.adaptive:
-            threads = (f"1 + the node's idle CPUs (up to {int(cpus // self.actors) if cpus else 'all'} while no "
-                       "probe can run)")
+            threads = (f"1 + the node's idle CPUs, set per batch (up to {int(cpus // self.actors) if cpus else 'all'}"
+                       " while no probe can run)")
         else:
             threads = f"{max(1, int(self.actor_cpus))} (the CPUs Ray gives it)"
         probes = f"{int(cpus // self.probe_cpus)}" if cpus else "all"
@@ -49,9 +53,10 @@ class Resources:
         return [("extractors", str(self.actors), f"{self.actor_cpus:g} CPU reserved{gpu} each, torch threads "
                  f"{threads}; two units at a time (one on the model, the last one's shard being written); an "
                  f"extractor with no checkpoint left shares one with units not yet sent; {total} CPUs in all"),
-                ("probes at once", probes, f"{self.probe_cpus:g} CPU each, once extraction ends; each fits as soon as "
-                 "its training shard exists, on the CPUs the extractors do not hold, and scores once its targets' "
-                 "shards do")]
+                ("probes at once", probes, f"{self.probe_cpus:g} CPU each once extraction ends, and before on the "
+                 f"CPUs the extractors do not hold; a probe on {EARLY_FIT_ROWS:,} training items or more fits as "
+                 "soon as its training shard exists and scores once its targets' shards do, one on fewer once all "
+                 "its shards exist")]
 
 
 @dataclass(frozen=True)

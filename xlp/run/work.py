@@ -19,10 +19,7 @@ from xlp.run.recent import recent_split
 from xlp.run.resources import IdleCpus, ThreadShare
 from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
-from xlp.storage.features import (
-    PARQUET_OPTIONS,
-    features_table,
-)
+from xlp.storage.features import PARQUET_OPTIONS, features_table
 from xlp.storage.store import Written
 from xlp.tasks.base import Runtime
 
