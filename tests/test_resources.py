@@ -21,9 +21,9 @@ def test_extractor_runs_on_every_idle_core_before_probes_can_start(clean_grid):
 def test_probes_fit_while_extraction_goes_on_and_score_once_their_targets_exist(ray_local, tmp_path, tiny_series,
                                                                                  monkeypatch):
     """A probe unit's fit starts once its training shard is written, while the actor still extracts (the
-    training shards first; here the last test shard is held for 8 s), and its rows are written only after every
-    target's shard is. A fit that fails fails its unit alone, with its own error, and the relaunch redoes that
-    unit in one task (every shard there): the same rows as the run whose probes were fit ahead."""
+    training shards first; here the last test shard is held for 5 s), and its rows are written only after every
+    target's shard is, the same rows as one task with every shard there. A fit that fails fails its unit alone,
+    with its own error, and the relaunch redoes that unit."""
     import threading
 
     import pandas as pd
@@ -31,61 +31,50 @@ def test_probes_fit_while_extraction_goes_on_and_score_once_their_targets_exist(
 
     from xlp.config import load_spec
     from xlp.run.driver import launch
+    from xlp.run.probe_work import run_probe
     from xlp.run.resources import EARLY_FIT_ROWS
+    from xlp.run.work import WorkContext
 
-    def spec(name: str):
-        return load_spec(write_spec(
-            tmp_path / f"{name}.yaml", name="grid", output=str(tmp_path / name),
-            checkpoints=[{"path": str(tiny_series / "step_100"), "step": 100}],
-            data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en", "de"], "max_train_sentences": 200,
-                  "max_test_sentences": 40}, tasks=["pos"], layers="all", probe={"seeds": [0]}))
-
-    def launch_holding(name: str, seconds: float):
-        """Launch with the last test shard's unit held `seconds` once it starts."""
-        marker = tmp_path / f"{name}-hold"
-        monkeypatch.setenv("XLP_HOLD_IN_UNIT", "lang=en/split=test")
-        monkeypatch.setenv("XLP_HOLD_MARKER", str(marker))
-
-        def release() -> None:
-            deadline = time.time() + 120
-            while not marker.exists() and time.time() < deadline:
-                time.sleep(0.1)
-            time.sleep(seconds)
-            marker.unlink()
-
-        releaser = threading.Thread(target=release)
-        releaser.start()
-        try:
-            return launch(spec(name), quiet=True)
-        finally:
-            releaser.join()
-            monkeypatch.delenv("XLP_HOLD_IN_UNIT")
-
-    held = launch_holding("held", 8)
-    assert not held.failed
-    records = {stage: [json.loads(p.read_text()) for p in (tmp_path / "held" / "ledger" / stage).rglob("*.json")]
-               for stage in ("extract", "probe")}
-    records_of = {r["key"]: r for r in records["extract"]}
-    extracted = {k: r["finished"] for k, r in records_of.items()}
-    probes = {r["key"]: r for r in records["probe"]}
-    units = held.plan.probe
-    assert len(probes) == len(units) == 2
-    for u in units:
-        r = probes[u.key]
-        assert records_of[u.fit_needs[0]]["rows"] >= EARLY_FIT_ROWS  # a fit worth a task of its own
-        assert extracted[u.fit_needs[0]] <= r["fit_started"] < extracted["step=100/lang=en/split=test"] - 3
-        assert r["finished"] >= max(extracted[k] for k in u.needs)
-
+    run = tmp_path / "run"
+    spec = load_spec(write_spec(
+        tmp_path / "grid.yaml", name="grid", output=str(run),
+        checkpoints=[{"path": str(tiny_series / "step_100"), "step": 100}],
+        data={"ud_root": "${XLP_SHARED}/ud", "languages": ["en", "de"], "max_train_sentences": 200,
+              "max_test_sentences": 40}, tasks=["pos"], layers="all", probe={"seeds": [0]}))
+    marker, held = tmp_path / "hold-marker", "step=100/lang=en/split=test"
+    monkeypatch.setenv("XLP_HOLD_IN_UNIT", held)
+    monkeypatch.setenv("XLP_HOLD_MARKER", str(marker))
     monkeypatch.setenv("XLP_FAIL_UNIT", "src=de")
-    failing = launch_holding("failing", 2)
-    de = next(u.key for u in units if u.src == "de")
-    assert list(failing.failed) == [f"probe {de}"] and "injected failure" in failing.failed[f"probe {de}"]
-    monkeypatch.delenv("XLP_FAIL_UNIT")
-    again = launch(spec("failing"), quiet=True)
+
+    def release() -> None:
+        deadline = time.time() + 120
+        while not marker.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(5)
+        marker.unlink()
+
+    releaser = threading.Thread(target=release)
+    releaser.start()
+    try:
+        first = launch(spec, quiet=True)
+    finally:
+        releaser.join()
+    en, de = sorted(first.plan.probe, key=lambda u: u.src != "en")
+    assert list(first.failed) == [f"probe {de.key}"] and "injected failure" in first.failed[f"probe {de.key}"]
+    extracted = {r["key"]: r for r in (json.loads(p.read_text()) for p in (run / "ledger" / "extract").rglob("*.json"))}
+    probe = json.loads((run / "ledger" / "probe" / f"{en.key}.json").read_text())
+    assert extracted[en.fit_needs[0]]["rows"] >= EARLY_FIT_ROWS  # a fit worth a task of its own
+    assert extracted[en.fit_needs[0]]["finished"] <= probe["fit_started"] < extracted[held]["finished"] - 2
+    assert probe["finished"] >= max(extracted[k]["finished"] for k in en.needs)
+
+    for name in ("XLP_HOLD_IN_UNIT", "XLP_FAIL_UNIT"):
+        monkeypatch.delenv(name)
+    again = launch(spec, quiet=True)
     assert not again.failed and (again.extracted, again.probed) == (0, 1)
     cols = ["task", "layer", "src_lang", "tgt_lang", "seed", "value", "n_train", "n_test"]
-    rows = [pd.read_parquet(tmp_path / name / "results" / "probes.parquet")[cols] for name in ("held", "failing")]
-    pd.testing.assert_frame_equal(*rows)
+    ahead = pd.read_parquet(run / en.output)[cols]
+    run_probe(WorkContext(str(run)), en)  # in this process, in one go
+    pd.testing.assert_frame_equal(ahead, pd.read_parquet(run / en.output)[cols])
 
 
 def test_two_extractors_share_one_checkpoint_and_write_its_shards(clean_grid, tmp_path, tiny_series):

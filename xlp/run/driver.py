@@ -156,7 +156,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     cpus_of = node_cpus() if res.adaptive else {}
     probe_task = ray.remote(run_probe).options(num_cpus=res.probe_cpus, num_gpus=res.probe_gpus, max_retries=2)
     fit_task = ray.remote(fit_probe_unit).options(num_cpus=res.probe_cpus, num_gpus=res.probe_gpus, max_retries=2)
-    score_task = ray.remote(score_probe_unit).options(num_cpus=res.probe_cpus, max_retries=2)
+    score_task = ray.remote(score_probe_unit).options(num_cpus=res.probe_cpus, num_gpus=res.probe_gpus, max_retries=2)
     # sentence tasks run the model: they get an extractor's resources
     sentence_task = ray.remote(run_sentence_unit).options(num_cpus=res.actor_cpus, num_gpus=res.actor_gpus,
                                                           max_retries=2)
