@@ -25,7 +25,7 @@ class WaitingProbes:
     def __init__(self, units: list[ProbeUnit | SentenceUnit], extracted: set[str]):
         self._units = list(units)
         self._missing: dict[int, set[str]] = {}
-        self._fit_missing: dict[int, set[str]] = {}  # only units whose fit can start before they are whole
+        self._fit_missing: dict[int, set[str]] = {}  # the training shards each unit misses, until it is released
         self._by_shard: dict[str, list[int]] = defaultdict(list)
         for i, u in enumerate(self._units):
             missing = {k for k in u.needs if k not in extracted}
@@ -36,8 +36,8 @@ class WaitingProbes:
 
     def ready_now(self) -> tuple[list[ProbeUnit | SentenceUnit], list[ProbeUnit]]:
         """(the units whose shards all exist already (sentence units need none), the units that can fit now)."""
-        whole = [i for i, missing in self._missing.items() if not missing]
-        return self._release(whole), self._fits([i for i, m in self._fit_missing.items() if not m and i not in whole])
+        ready = self._release([i for i, missing in self._missing.items() if not missing])
+        return ready, self._fits([i for i, missing in self._fit_missing.items() if not missing])
 
     def extracted(self, key: str) -> tuple[list[ProbeUnit | SentenceUnit], list[ProbeUnit]]:
         """(the units that the shard of extraction unit `key` was the last one missing of, the units it was the
