@@ -1,5 +1,6 @@
 """The Ray driver: extraction on actors (each loads a checkpoint once), probes as CPU tasks that
-start as soon as their shards exist, every finished unit recorded in the ledger, then the reducer."""
+start as soon as their shards exist (a large one's fit as soon as its training shard does), every finished
+unit recorded in the ledger, then the reducer."""
 
 from __future__ import annotations
 
@@ -154,9 +155,10 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
               .remote(ctx) for _ in range(n_actors)]
     nodes = ray.get([a.node.remote() for a in actors]) if res.adaptive else [None] * n_actors
     cpus_of = node_cpus() if res.adaptive else {}
-    probe_task = ray.remote(run_probe).options(num_cpus=res.probe_cpus, num_gpus=res.probe_gpus, max_retries=2)
-    fit_task = ray.remote(fit_probe_unit).options(num_cpus=res.probe_cpus, num_gpus=res.probe_gpus, max_retries=2)
-    score_task = ray.remote(score_probe_unit).options(num_cpus=res.probe_cpus, num_gpus=res.probe_gpus, max_retries=2)
+    # a probe unit's tasks, whole or its fit and scoring apart, all get the probes' resources
+    probe_task, fit_task, score_task = (ray.remote(f).options(num_cpus=res.probe_cpus, num_gpus=res.probe_gpus,
+                                                              max_retries=2)
+                                        for f in (run_probe, fit_probe_unit, score_probe_unit))
     # sentence tasks run the model: they get an extractor's resources
     sentence_task = ray.remote(run_sentence_unit).options(num_cpus=res.actor_cpus, num_gpus=res.actor_gpus,
                                                           max_retries=2)
