@@ -176,3 +176,50 @@ def test_arc_labels_compress_below_the_uniform_code():
     finally:
         torch.set_num_threads(threads)
     assert code.compression[0] > 1.2, code.compression
+
+
+def _two_loop(g, pairs, gamma):
+    """H g by Nocedal & Wright's two-loop recursion (Algorithm 7.4), one probe, pairs oldest first, float64."""
+    q, alphas = g.copy(), []
+    for s, y in reversed(pairs):
+        alphas.append(s @ q / (s @ y))
+        q -= alphas[-1] * y
+    q *= gamma
+    for (s, y), a in zip(pairs, reversed(alphas)):
+        q += (a - y @ q / (s @ y)) * s
+    return q
+
+
+@pytest.mark.parametrize("iterations", [3, 20, 27])
+def test_compact_inverse_hessian_equals_the_two_loop_recursion(iterations):
+    """The fit's H g (compact form, products kept up to date as pairs arrive in a ring) is the two-loop
+    recursion's on the same pairs: before and after the ring wraps, with skipped pairs left out."""
+    import torch
+
+    from xlp.probing.linear import HISTORY, _inverse_hessian_times, _ring_orders
+
+    rng = np.random.default_rng(iterations)
+    k, P = 3, 40
+    A = [a @ a.T + np.eye(P) for a in rng.normal(size=(k, P, P))]  # a convex quadratic per probe
+    SY = torch.zeros(k, 2 * HISTORY, P)
+    gram = torch.zeros(k, 2 * HISTORY, 2 * HISTORY, dtype=torch.float64)
+    kept = torch.zeros(k, HISTORY, dtype=torch.bool)
+    pairs = [[] for _ in range(k)]
+    for it in range(iterations):
+        slot = it % HISTORY
+        for j in range(k):
+            s = rng.normal(size=P).astype(np.float32)
+            ok = bool(rng.random() > 0.2)  # about one pair in five skipped (its curvature test failed)
+            SY[j, slot], SY[j, HISTORY + slot] = (torch.as_tensor(v * ok) for v in (s, (A[j] @ s).astype(np.float32)))
+            kept[j, slot] = ok
+            pairs[j].append((SY[j, slot].double().numpy(), SY[j, HISTORY + slot].double().numpy()) if ok else None)
+        new = torch.bmm(SY, SY[:, slot::HISTORY].transpose(1, 2)).double()  # as the fit keeps them
+        gram[:, :, slot::HISTORY], gram[:, slot::HISTORY, :] = new, new.transpose(1, 2)
+    g = torch.as_tensor(rng.normal(size=(k, P)), dtype=torch.float32)
+    gamma = torch.as_tensor(rng.uniform(0.1, 1, k), dtype=torch.float32)
+    vg = torch.bmm(SY.double(), g.double()[:, :, None])
+    Hg = _inverse_hessian_times(g, vg, SY, gram, kept, gamma, _ring_orders(torch.device("cpu"))[iterations % HISTORY])
+    for j in range(k):
+        recent = [p for p in pairs[j][-HISTORY:] if p is not None]
+        plain = _two_loop(g[j].double().numpy(), recent, float(gamma[j]))
+        assert np.abs(Hg[j].numpy() - plain).max() <= 1e-4 * np.abs(plain).max()

@@ -155,11 +155,13 @@ def _lbfgs(Z: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tens
     active = list(range(L))  # Z[j] holds the features of probe active[j]
     th = theta.clone()
     f, g = objective(Z, onehot_t, l2, th)
-    S, Y = torch.zeros(L, HISTORY, P, device=Z.device), torch.zeros(L, HISTORY, P, device=Z.device)
-    rho = torch.zeros(L, HISTORY, dtype=torch.float64, device=Z.device)  # 0 marks an empty slot: it drops out below
+    SY = torch.zeros(L, 2 * HISTORY, P, device=Z.device)  # the last pairs by slot: s in rows 0 .. H - 1, y below
+    gram = torch.zeros(L, 2 * HISTORY, 2 * HISTORY, dtype=torch.float64, device=Z.device)  # SY's rows' products
+    vg = torch.zeros(L, 2 * HISTORY, 1, dtype=torch.float64, device=Z.device)  # SY's rows' products with g
+    kept = torch.zeros(L, HISTORY, dtype=torch.bool, device=Z.device)  # a slot's pair counts (else all zeros)
+    orders = _ring_orders(Z.device)
     gamma = torch.zeros(L, device=Z.device)
     stalled = torch.zeros(L, dtype=torch.bool, device=Z.device)
-    S_at, Y_at, rho_at = S.unbind(1), Y.unbind(1), rho.unbind(1)  # each slot's views, made once (not per use)
     for it in range(max_iter + 1):
         g_inf = g.abs().amax(1)
         done = (g_inf <= tol).cpu().numpy()
@@ -178,30 +180,18 @@ def _lbfgs(Z: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tens
                 Z = Z[: len(keep)]
                 idx = torch.as_tensor(keep, device=Z.device)
                 active = [active[j] for j in keep]
-                th, f, g, S, Y, rho, gamma = (t[idx] for t in (th, f, g, S, Y, rho, gamma))
-                S_at, Y_at, rho_at = S.unbind(1), Y.unbind(1), rho.unbind(1)
+                th, f, g, SY, gram, vg, kept, gamma = (t[idx] for t in (th, f, g, SY, gram, vg, kept, gamma))
         k = len(active)
-        # two-loop recursion, newest pair first; rho = 0 in empty or skipped slots
-        order = [(it - 1 - i) % HISTORY for i in range(min(it, HISTORY))]
-        q = g.clone()
-        alpha = {}
-        for slot in order:
-            alpha[slot] = (rho_at[slot] * (S_at[slot] * q).sum(1, dtype=torch.float64)).float()
-            q -= alpha[slot][:, None] * Y_at[slot]
-        if it == 0:
-            q *= torch.clamp(1.0 / g.abs().sum(1), max=1.0)[:, None]  # first step: like torch's L-BFGS
+        if it == 0:  # first step: like torch's L-BFGS
+            direction = -g * torch.clamp(1.0 / g.abs().sum(1), max=1.0)[:, None]
         else:
-            q *= gamma[:, None]
-        for slot in reversed(order):
-            beta = (rho_at[slot] * (Y_at[slot] * q).sum(1, dtype=torch.float64)).float()
-            q += (alpha[slot] - beta)[:, None] * S_at[slot]
-        direction = -q
+            direction = -_inverse_hessian_times(g, vg, SY, gram, kept, gamma, orders[it % HISTORY])
         slope = (g * direction).sum(1, dtype=torch.float64)
         bad = slope >= 0  # not a descent direction (rounding): restart that probe from the gradient
         if bad.any():
             direction[bad] = -g[bad] * torch.clamp(1.0 / g[bad].abs().sum(1), max=1.0)[:, None]
             slope[bad] = (g[bad] * direction[bad]).sum(1, dtype=torch.float64)
-            rho[bad] = 0
+            SY[bad], gram[bad], kept[bad] = 0, 0, False
         th_new = th + direction
         f_new, g_new = objective(Z[:k], onehot_t, l2, th_new)
         for j in torch.nonzero(f_new > f + 1e-4 * slope).flatten().tolist():  # Armijo; rare past the start
@@ -216,12 +206,52 @@ def _lbfgs(Z: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tens
         yy = (yv * yv).sum(1, dtype=torch.float64)
         ok = ys > 1e-10 * yy.sqrt() * (s * s).sum(1, dtype=torch.float64).sqrt()
         slot = it % HISTORY
-        S[:, slot], Y[:, slot] = s, yv
-        rho[:, slot] = torch.where(ok, 1.0 / ys.clamp_min(1e-300), 0.0)
+        SY[:, slot], SY[:, HISTORY + slot] = s * ok[:, None], yv * ok[:, None]  # a skipped pair: zeros
+        # every row's product with the new s and y and with the gradient the next direction starts from; three
+        # columns, not one: a one-column bmm takes another path when the batch is a single probe (not bitwise
+        # the same), and a probe's fit must not depend on the others in its batch
+        new = torch.bmm(SY, torch.cat([SY[:, slot::HISTORY], g_new[:, None]], 1).transpose(1, 2)).double()
+        gram[:, :, slot::HISTORY], gram[:, slot::HISTORY, :] = new[..., :2], new[..., :2].transpose(1, 2)
+        vg = new[..., 2:]  # (k, 2H, 1): s_i'g, y_i'g
+        kept[:, slot] = ok
         gamma = torch.where(ok, (ys / yy.clamp_min(1e-300)).float(), gamma)
         stalled = (f - f_new) <= REL_CHANGE * torch.maximum(f.abs(), f_new.abs()).clamp_min(1.0)
         th, f, g = th_new, f_new, g_new
     return iters, gmax, converged
+
+
+def _ring_orders(device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Per it % HISTORY: the slots oldest first, the history's rows (s, then y) in that order, and back."""
+    out = []
+    for shift in range(HISTORY):
+        slots = torch.arange(HISTORY).roll(-shift)
+        rows = torch.cat([slots, slots + HISTORY])
+        out.append((slots.to(device), rows.to(device), rows.argsort().to(device)))
+    return out
+
+
+def _inverse_hessian_times(g: torch.Tensor, vg: torch.Tensor, SY: torch.Tensor, gram: torch.Tensor,
+                           kept: torch.Tensor, gamma: torch.Tensor,
+                           order: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """H g for each probe's L-BFGS inverse Hessian H: initial H0 = gamma I and the pairs s_i, y_i in the
+    ring SY (k, 2 HISTORY, P; `order` from _ring_orders), whose rows' products with each other are in `gram`
+    and with g in `vg`; a pair not `kept` (empty, skipped, reset) is all zeros and is left out. In the compact
+    form of Byrd, Nocedal & Schnabel (1994), with the products kept up to date as pairs arrive: one batched
+    matrix-vector product and two small triangular solves. The two-loop recursion gives the same H g with
+    ~10 small ops per stored pair; at the paper's grid shape, thousands of fits on a few sentences each,
+    those ops were most of a fit's time."""
+    slots, rows, back = order
+    H = HISTORY
+    vg = vg.index_select(1, rows)  # oldest first
+    G = gram.index_select(1, rows).index_select(2, rows)
+    sy, yy = G[:, :H, H:], G[:, H:, H:]  # (k, H, H): s_i'y_j, y_i'y_j
+    R = sy.triu() + torch.diag_embed((~kept.index_select(1, slots)).double())  # a left-out pair: unit diagonal
+    gam = gamma.double()[:, None, None]
+    r = torch.linalg.solve_triangular(R, vg[:, :H], upper=True)  # R^-1 S'g
+    p = torch.linalg.solve_triangular(R.transpose(1, 2), sy.diagonal(0, 1, 2)[..., None] * r
+                                      + gam * ((yy * r.transpose(1, 2)).sum(2, keepdim=True) - vg[:, H:]), upper=False)
+    coef = torch.cat([p, -gam * r], 1).index_select(1, back).float()
+    return gamma[:, None] * g + torch.bmm(SY.transpose(1, 2), coef)[..., 0]
 
 
 def _backtrack(Z, onehot_t, l2, th, direction, f0, slope, objective, tries: int = 30):
