@@ -9,7 +9,8 @@ through `xlp.run.driver.launch` (local Ray, Parquet features, ledger, report). P
 times, the ratio, and the accuracy difference of every cell (layer x source x target). Then the extract stage
 inside the run (words over the busy time of its units, from the ledger), and its units that ran every batch on
 one thread count (load excluded) against xlp's extractor in this process on the same sentences with as many
-threads (FeatureExtractor; 1 and every core).
+threads (FeatureExtractor; 1 and every core). xlp runs at its default precision (auto: bfloat16 where the
+CPU computes it natively; `--precision float32` for the by-hand pipeline's arithmetic).
 
     python benchmarks/grid.py [--train 2000] [--test 1000] [--small] [--layers 1 2 3 4 5 6] [--seeds 0 1 2]
 """
@@ -82,7 +83,7 @@ def with_xlp(model_dir: str, out: Path, args) -> dict[tuple[int, str, str], floa
         "data": {"ud_root": str(shared_dir() / "ud"), "languages": ["en", "de"],
                  "max_train_sentences": args.train, "max_test_sentences": args.test},
         "tasks": ["pos"], "layers": args.layers or "all",
-        "probe": {"seeds": args.seeds, "l2": args.l2, "tol": args.tol},
+        "probe": {"seeds": args.seeds, "l2": args.l2, "tol": args.tol}, "precision": args.precision,
         "cluster": {"num_cpus": args.cpus}}))
     result = launch(load_spec(spec_file), quiet=True)
     assert not result.failed, result.failed
@@ -92,10 +93,10 @@ def with_xlp(model_dir: str, out: Path, args) -> dict[tuple[int, str, str], floa
     return {(int(r.layer), r.src_lang, r.tgt_lang): float(r.value) for r in df.itertuples()}, stage
 
 
-def in_process(model_dir: str, data: dict, layers: list[int] | None, threads: int) -> float:
+def in_process(model_dir: str, data: dict, layers: list[int] | None, threads: int, precision: str) -> float:
     """Words per second of xlp's extractor in this process with `threads` torch threads on the same sentences."""
     torch.set_num_threads(threads)
-    ex = FeatureExtractor(Checkpoint(0, model_dir), layers=layers or "all")
+    ex = FeatureExtractor(Checkpoint(0, model_dir), layers=layers or "all", precision=precision)
     ex.extract([s.forms for s in next(iter(data.values()))[:20]])  # warm
     t, words = time.perf_counter(), 0
     for sentences in data.values():
@@ -120,6 +121,7 @@ def main() -> None:
     ap.add_argument("--cpus", type=int, default=None, help="CPUs of xlp's local Ray node (default: all)")
     ap.add_argument("--layers", type=int, nargs="*", default=None, help="layers to probe (default: all)")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0], help="xlp's probe seeds")
+    ap.add_argument("--precision", default="auto", help="xlp's model arithmetic (auto: bfloat16 where native)")
     args = ap.parse_args()
     if args.small:
         args.train, args.test = 300, 150
@@ -135,13 +137,15 @@ def main() -> None:
         t = time.perf_counter()
         ours, (stage_wps, extract) = with_xlp(model_dir, Path(tmp) / "run", args)
         t_xlp = time.perf_counter() - t
-    alone = {n: in_process(model_dir, data, args.layers, n) for n in (1, os.cpu_count() or 1)}
+    alone = {n: in_process(model_dir, data, args.layers, n, args.precision) for n in (1, os.cpu_count() or 1)}
+    used = sorted({r["precision"] for r in extract})
     words = {k: sum(len(s.forms) for s in v) for k, v in data.items()}
     print(f"grid: MiniLM, POS, en+de, layers {args.layers or 'all'}, xlp seeds {args.seeds}; {args.train} train / "
           f"{args.test} test sentences; words "
           + ", ".join(f"{lang}-{split} {n:,}" for (lang, split), n in words.items()))
     print(f"by hand (padded batches, layers copied to Python, scikit-learn per probe): {t_hand:8.1f} s")
-    print(f"xlp launch (Ray, Parquet, ledger, report, batched L-BFGS):                {t_xlp:8.1f} s")
+    print(f"xlp launch (Ray, Parquet, ledger, report, batched L-BFGS):                {t_xlp:8.1f} s (model arithmetic "
+          f"{'/'.join(used)}: precision {args.precision}; by hand float32)")
     print(f"speed-up {t_hand / t_xlp:.1f}x")
     print(f"extract stage in the run: {stage_wps:,.0f} words/s over its busy time (model load included; threads "
           f"per unit {sorted((r['threads_least'], r['threads']) for r in extract)}: fits take cores as shards arrive)")

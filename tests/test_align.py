@@ -173,7 +173,7 @@ def test_shared_gold_sets_read_completely():
 
 def test_minilm_aligns_enfr_well_above_the_diagonal_at_its_best_layer():
     gold = read_pair(ALIGNMENT, "enfr", max_sentences=120)
-    ex = FeatureExtractor(Checkpoint(0, str(MINILM)), layers="all", pooling="mean")
+    ex = FeatureExtractor(Checkpoint(0, str(MINILM)), layers="all", pooling="mean", precision="float32")
     rows = align_rows(ex, gold)
     assert {(r["layer"], r["method"]) for r in rows} == {(layer, m) for layer in range(7)
                                                         for m in ("argmax", "itermax", "diagonal")}

@@ -49,7 +49,7 @@ def kinds(families, tmp_path_factory) -> dict:
 
 @pytest.mark.parametrize("kind", ["bpe", "sentencepiece", "wordpiece"])
 def test_fed_ids_equal_the_tokenizers_ids_of_the_running_text(kinds, kind):
-    ex = FeatureExtractor(Checkpoint(0, str(kinds[kind])), layers=[1])
+    ex = FeatureExtractor(Checkpoint(0, str(kinds[kind])), layers=[1], precision="float32")
     tok = AutoTokenizer.from_pretrained(kinds[kind])
     sents = _sentences()
     fits = 0
@@ -69,7 +69,7 @@ def test_fed_ids_equal_the_tokenizers_ids_of_the_running_text(kinds, kind):
 
 
 def test_long_sentence_windows_are_slices_of_the_running_text_cut_between_words(kinds):
-    ex = FeatureExtractor(Checkpoint(0, str(kinds["bpe"])), layers=[1])
+    ex = FeatureExtractor(Checkpoint(0, str(kinds["bpe"])), layers=[1], precision="float32")
     ex.max_len = 12
     words = [s.forms for s in read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-test.conllu", max_sentences=3)][1]
     rows = ex.input_ids(words)
@@ -95,7 +95,7 @@ def test_family_features_with_layers_dropped_equal_the_full_forward(families, ki
     hidden state gets is skipped), and every word's vector equals the full model's hidden state of its
     last subword (causal LMs) or first subword (ModernBERT) under `pooling: auto`."""
     d = families[kind]
-    ex = FeatureExtractor(Checkpoint(0, str(d)), layers=[0, 1], batch_tokens=64)
+    ex = FeatureExtractor(Checkpoint(0, str(d)), layers=[0, 1], batch_tokens=64, precision="float32")
     assert ex.pooling == ("first" if kind == "modernbert" else "last")
     assert ex.truncated and len(reduce(getattr, layer_stack(ex.model).split("."), ex.model)) == 1
     sents = _sentences()[:12]
@@ -113,7 +113,7 @@ def test_family_features_with_layers_dropped_equal_the_full_forward(families, ki
                 np.testing.assert_allclose(got[layer][row].astype(np.float32), hidden[layer][0, pick].numpy(),
                                            rtol=2e-3, atol=2e-3)
             row += 1
-    every = FeatureExtractor(Checkpoint(0, str(d)), layers="all", batch_tokens=64)
+    every = FeatureExtractor(Checkpoint(0, str(d)), layers="all", batch_tokens=64, precision="float32")
     assert not every.truncated and every.layers == [0, 1, 2, 3]
     np.testing.assert_allclose(every.extract(sents)[1].astype(np.float32), got[1].astype(np.float32), atol=2e-3)
 
@@ -146,7 +146,7 @@ def test_causal_bits_per_byte_equal_a_plain_loop_over_the_tokens(families):
     the whole prefix in the first window, then the window ending where the token's stride block ends)."""
     d = families["gpt_neox"]
     text = _text()
-    sc = CausalLmScorer(Checkpoint(0, str(d)), window=32, stride=12, batch_tokens=128)
+    sc = CausalLmScorer(Checkpoint(0, str(d)), window=32, stride=12, batch_tokens=128, precision="float32")
     got = sc.bits([text, "Kurz.", ""])
     tok, model = AutoTokenizer.from_pretrained(d), AutoModelForCausalLM.from_pretrained(d).eval()
     ids = tok(text)["input_ids"]
@@ -170,7 +170,7 @@ def test_causal_bits_of_a_text_within_the_window_equal_one_forward(families, kin
     """Each causal family, its own context token (Llama-style: the BOS its tokenizer adds; the others:
     <|endoftext|>): the bits equal one full forward over context + text."""
     d = families[kind]
-    sc = CausalLmScorer(Checkpoint(0, str(d)), window=120, stride=60)
+    sc = CausalLmScorer(Checkpoint(0, str(d)), window=120, stride=60, precision="float32")
     tok, model = AutoTokenizer.from_pretrained(d), AutoModelForCausalLM.from_pretrained(d).eval()
     text = "Der schnelle braune Fuchs springt über den faulen Hund."
     ids = tok(text, add_special_tokens=False)["input_ids"]
@@ -186,7 +186,7 @@ def test_causal_bits_of_a_text_within_the_window_equal_one_forward(families, kin
 
 def test_stride_must_fit_the_window(families):
     with pytest.raises(XlpError, match="stride 40 must be at least 1 and below the window"):
-        CausalLmScorer(Checkpoint(0, str(families["gpt2"])), window=32, stride=40)
+        CausalLmScorer(Checkpoint(0, str(families["gpt2"])), window=32, stride=40, precision="float32")
 
 
 HUB_NAMES = {  # each family's series named the way its publishers name their checkpoints
@@ -267,7 +267,7 @@ def test_bf16_and_sharded_weights_load_as_stored(tmp_path):
     params, nbytes, dtype = weight_sizes(ckpt)
     assert dtype == "BF16" and nbytes == 2 * params
     assert params == sum(p.numel() for p in model.parameters())  # tied embeddings are stored once
-    ex = FeatureExtractor(ckpt, layers=[1])
+    ex = FeatureExtractor(ckpt, layers=[1], precision="float32")
     assert ex.model.dtype == torch.bfloat16
     vecs = ex.extract([["The", "cat", "sat", "."]])[1]
     assert vecs.shape == (4, 32) and np.isfinite(vecs.astype(np.float32)).all() and np.abs(vecs).sum() > 0

@@ -80,7 +80,7 @@ def test_a_word_without_subwords_is_read_as_the_unknown_token():
     odd = [["Hello", IDEOGRAPHIC_SPACE, "world"], ["a", "\u200d", "b", "\u00ad", "\x01"], [IDEOGRAPHIC_SPACE]]
     spelled = [["[UNK]" if w in (IDEOGRAPHIC_SPACE, "\u200d", "\u00ad", "\x01") else w for w in s] for s in odd]
     for pooling in ("first", "mean", "last"):
-        ex = FeatureExtractor(Checkpoint(0, str(MINILM)), layers=[0, 6], pooling=pooling)
+        ex = FeatureExtractor(Checkpoint(0, str(MINILM)), layers=[0, 6], pooling=pooling, precision="float32")
         before = NO_SUBWORD.copy()
         got, want = ex.extract(odd, dtype="float32"), ex.extract(spelled, dtype="float32")
         assert NO_SUBWORD - before == {("words", "[UNK]"): 5}

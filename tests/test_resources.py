@@ -6,7 +6,7 @@ import json
 import time
 
 from xlp.config import ClusterSpec
-from xlp.run.resources import plan_resources
+from xlp.run.resources import plan_resources, share_threads
 
 
 def test_extractor_runs_on_every_idle_core_before_probes_can_start(clean_grid):
@@ -71,6 +71,8 @@ def test_probes_fit_while_extraction_goes_on_and_score_once_their_targets_exist(
         monkeypatch.delenv(name)
     again = launch(spec, quiet=True)
     assert not again.failed and (again.extracted, again.probed) == (0, 1)
+    # nothing else runs: the fit takes both of the node's CPUs (no extraction actor holds one)
+    assert json.loads((run / "ledger" / "probe" / f"{de.key}.json").read_text())["fit_threads"] == 2
     cols = ["task", "layer", "src_lang", "tgt_lang", "seed", "value", "n_train", "n_test"]
     ahead = pd.read_parquet(run / en.output)[cols]
     run_probe(WorkContext(str(run)), en)  # in this process, in one go
@@ -106,14 +108,19 @@ def test_two_extractors_share_one_checkpoint_and_write_its_shards(clean_grid, tm
 
 def test_set_cpus_are_the_threads_and_a_gpu_extractor_takes_no_idle_cores():
     set_cpus = plan_resources(ClusterSpec(cpus_per_extractor=3), units=5)
-    assert (set_cpus.actor_cpus, set_cpus.threads(idle_cpus=8, extractors_on_node=1, node_cpus=16)) == (3, 3)
+    assert (set_cpus.actor_cpus, set_cpus.extractor_threads, set_cpus.adaptive) == (3, 3, False)
     gpu = plan_resources(ClusterSpec(gpus_per_extractor=1), units=5)
-    assert (gpu.actor_cpus, gpu.threads(idle_cpus=8, extractors_on_node=1, node_cpus=16)) == (1, 1)
+    assert (gpu.actor_cpus, gpu.extractor_threads, gpu.adaptive) == (1, 1, False)
     auto = plan_resources(ClusterSpec(extractors=4), units=2)
-    assert auto.actors == 2 and auto.actor_cpus == 1
-    assert auto.threads(idle_cpus=6, extractors_on_node=2, node_cpus=8) == 4  # 1 own + half of 6 idle
-    assert auto.threads(idle_cpus=0, extractors_on_node=2, node_cpus=8) == 1  # probes hold the rest
-    assert auto.threads(idle_cpus=16, extractors_on_node=1, node_cpus=8) == 8  # never more than the node has
+    assert auto.actors == 2 and auto.actor_cpus == 1 and auto.adaptive
+    # idle CPUs are shared in proportion to what each task holds on the node
+    assert share_threads(1, idle=6, node_cpus=8) == 4  # two hold one CPU each: 1 own + half of the 6 idle
+    assert share_threads(1, idle=0, node_cpus=8) == 1  # the others hold the rest
+    assert share_threads(1, idle=1, node_cpus=2) == 2  # the last fit takes the core extraction left
+    assert share_threads(2, idle=4, node_cpus=8) == 4  # holds 2 of the 4 held: half of the 4 idle
+    assert share_threads(1, idle=16, node_cpus=8) == 8  # never more than the node has
+    held = [1, 1, 2, 1]  # every task on an 8-CPU node asks for its share: together no more than the node
+    assert sum(share_threads(h, idle=8 - sum(held), node_cpus=8) for h in held) <= 8
 
 
 def test_curves_and_figures_as_ray_tasks_give_the_serial_results_bytes(clean_grid, tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ import torch
 from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.families import special_tokens
+from xlp.models.loading import TokenBatches, autocast, load_fast_tokenizer, load_model, pick_device, resolve_precision
 
 # families whose logits are exactly the output embedding applied to the base model's last hidden
 # state, so only the scored positions are projected onto the vocabulary (others: the full logits)
@@ -78,13 +79,12 @@ class CausalLmScorer:
 
     def __init__(self, ckpt: Checkpoint, batch_tokens: int | None = None, device: str | None = None,
                  trust_remote_code: bool = False, allow_pickle: bool = False, window: int | None = None,
-                 stride: int | None = None):
+                 stride: int | None = None, precision: str = "auto"):
         from transformers import AutoModelForCausalLM
-
-        from xlp.models.loading import TokenBatches, load_fast_tokenizer, load_model, pick_device
 
         self.ckpt = ckpt
         self.device = pick_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.model = load_model(ckpt, AutoModelForCausalLM, trust_remote_code, allow_pickle,
                                 "load its causal-LM head").eval().to(self.device)
         self.tokenizer = load_fast_tokenizer(ckpt, trust_remote_code)
@@ -143,7 +143,7 @@ class CausalLmScorer:
         targets = input_ids[r, q].to(self.device)
         r, q = r.to(self.device), q.to(self.device)
         inputs = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with autocast(self.device, self.precision):
             if self.project:  # the vocabulary projection on the scored positions only
                 hidden = self.model.base_model(**inputs).last_hidden_state[r, q - 1]
                 logits = self.model.get_output_embeddings()(hidden).float()

@@ -16,7 +16,7 @@ import torch
 from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.families import resolve_pooling, special_tokens, truncate_layers
-from xlp.models.loading import TokenBatches, load_fast_tokenizer, load_model, pick_device
+from xlp.models.loading import TokenBatches, autocast, load_fast_tokenizer, load_model, pick_device, resolve_precision
 from xlp.models.words import NO_SUBWORD, align, pairs, unknown_token, windows
 
 POOLINGS = ("auto", "first", "mean", "last")
@@ -28,13 +28,14 @@ class FeatureExtractor:
 
     def __init__(self, ckpt: Checkpoint, layers: Sequence[int] | str = "all", pooling: str = "auto",
                  batch_tokens: int | None = None, device: str | None = None, trust_remote_code: bool = False,
-                 allow_pickle: bool = False):
+                 allow_pickle: bool = False, precision: str = "auto"):
         from transformers import AutoModel
 
         if pooling not in POOLINGS:
             raise XlpError(f"pooling: {pooling!r} is not one of {', '.join(POOLINGS)}")
         self.ckpt = ckpt
         self.device = pick_device(device)
+        self.precision = resolve_precision(precision, self.device)  # float32 or bfloat16: the run records it
         model = load_model(ckpt, AutoModel, trust_remote_code, allow_pickle)
         self.tokenizer = load_fast_tokenizer(ckpt, trust_remote_code)
         depth = model.config.num_hidden_layers
@@ -129,7 +130,7 @@ class FeatureExtractor:
             input_ids[b, : len(row)] = torch.tensor(row)
             mask[b, : len(row)] = 1
             content[b, p: p + len(piece)] = 1
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with autocast(self.device, self.precision):
             hidden = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
                                 output_hidden_states=True).hidden_states
         w = content.to(self.device)
@@ -155,7 +156,7 @@ class FeatureExtractor:
         pos = torch.from_numpy(np.concatenate(tok_pos)).to(self.device)
         seg = torch.from_numpy(np.concatenate(tok_word)).to(self.device)
         n = len(word_rows)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with autocast(self.device, self.precision):
             hidden = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device),
                                 output_hidden_states=True).hidden_states
         counts = torch.zeros(n, device=self.device).index_add_(0, seg, torch.ones_like(seg, dtype=torch.float))

@@ -85,6 +85,35 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The arithmetic of a model's forward pass on `device`: "float32" or "bfloat16". `auto` is bfloat16 on a
+    GPU and on a CPU whose matrix units compute it natively (oneDNN's own check: AVX512-BF16 or AMX), where
+    it measured 1.8-2.0x float32's speed (MiniLM, one core; features within 0.3-0.7 % median relative
+    difference, stored as float16 either way); float32 elsewhere, where bfloat16 would be emulated."""
+    if precision not in PRECISIONS:
+        raise XlpError(f"precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda" or (device.type == "cpu" and _cpu_computes_bfloat16()):
+        return "bfloat16"
+    return "float32"
+
+
+def _cpu_computes_bfloat16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward pass's context: bfloat16 autocast where `precision` (resolved) says so."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
 def default_batch_tokens(device: torch.device) -> int:
     """A GPU wants big batches; on a CPU, batches of about 1k tokens measured 1.5x faster than 8k
     (MiniLM, 2 cores: attention and activations stay in cache)."""

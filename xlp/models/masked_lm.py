@@ -12,17 +12,18 @@ import torch
 
 from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint
-from xlp.models.loading import TokenBatches, load_fast_tokenizer, load_model, pick_device
+from xlp.models.loading import TokenBatches, autocast, load_fast_tokenizer, load_model, pick_device, resolve_precision
 
 PASSES = 7
 
 
 class MlmScorer:
     def __init__(self, ckpt: Checkpoint, batch_tokens: int | None = None, device: str | None = None,
-                 trust_remote_code: bool = False, allow_pickle: bool = False):
+                 trust_remote_code: bool = False, allow_pickle: bool = False, precision: str = "auto"):
         from transformers import AutoModelForMaskedLM
 
         self.device = pick_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.model = load_model(ckpt, AutoModelForMaskedLM, trust_remote_code, allow_pickle,
                                 "load its masked-LM head").eval().to(self.device)
         self.tokenizer = load_fast_tokenizer(ckpt, trust_remote_code)
@@ -77,7 +78,7 @@ class MlmScorer:
         true = input_ids[rows, cols].clone()
         input_ids[rows, cols] = self.tokenizer.mask_token_id
         r, c = torch.tensor(rows, device=self.device), torch.tensor(cols, device=self.device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with autocast(self.device, self.precision):
             inputs = dict(input_ids=input_ids.to(self.device), attention_mask=attn.to(self.device))
             if self.head is not None:  # the vocabulary projection on masked rows only
                 logits = self.head(self.model.base_model(**inputs).last_hidden_state[r, c]).float()

@@ -9,6 +9,8 @@ one batched matmul replaces a Python-level loop per layer. Gradients are analyti
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -123,6 +125,19 @@ def standardised(X: np.ndarray, device: torch.device, transposed: bool = True):
     return mean, scale, Zt
 
 
+_between_steps: list = []  # callbacks run before each L-BFGS step (`between_steps`)
+
+
+@contextmanager
+def between_steps(callback: Callable[[], None]) -> Iterator[None]:
+    """Within: `callback()` before each L-BFGS step of every fit (a probe task sets its threads there)."""
+    _between_steps.append(callback)
+    try:
+        yield
+    finally:
+        _between_steps.remove(callback)
+
+
 REL_CHANGE = 1e-10  # a probe whose step lowers its loss by less than this fraction has stopped moving
 HISTORY = 20  # L-BFGS curvature pairs kept per probe
 
@@ -163,6 +178,8 @@ def _lbfgs(Z: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tens
     gamma = torch.zeros(L, device=Z.device)
     stalled = torch.zeros(L, dtype=torch.bool, device=Z.device)
     for it in range(max_iter + 1):
+        for callback in _between_steps:
+            callback()
         g_inf = g.abs().amax(1)
         done = (g_inf <= tol).cpu().numpy()
         stop = done | stalled.cpu().numpy() | (it == max_iter)

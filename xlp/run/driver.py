@@ -145,10 +145,11 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     res = plan_resources(cl, len(ext_todo))
     _check_resources(ray.cluster_resources(), res, bool(ext_todo))
     Actor = ray.remote(ExtractionWorker)
-    n_actors = res.actors
+    n_actors = res.actors if ext_todo else 0  # an actor with nothing to extract would hold its CPUs all run
     runtime = Runtime(batch_tokens=spec.batch_tokens, trust_remote_code=spec.trust_remote_code,
-                      allow_pickle=spec.allow_pickle)
-    ctx = WorkContext(spec.output, runtime, Faults.from_env(), probe_on_gpu=cl.gpus_per_probe > 0)
+                      allow_pickle=spec.allow_pickle, precision=spec.precision)
+    ctx = WorkContext(spec.output, runtime, Faults.from_env(), probe_on_gpu=cl.gpus_per_probe > 0,
+                      fit_cpus=max(1, int(res.probe_cpus)) if res.adaptive and not res.probe_gpus else 0)
     _ship_plugin_tasks(plan)
     actors = [Actor.options(num_cpus=res.actor_cpus, num_gpus=res.actor_gpus, max_concurrency=2,  # model + write
                             max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD")
@@ -172,8 +173,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
         its node's idle CPUs each batch may take (the extractors with units there share them)."""
         share = None
         if res.adaptive and queues[i] and load[i] < 2:
-            busy = sum(1 for j, q in enumerate(queues) if nodes[j] == nodes[i] and (q or load[j]))  # its node's
-            share = ThreadShare(res, nodes[i], cpus_of.get(nodes[i], 1.0), busy)
+            share = ThreadShare(res.extractor_threads, nodes[i], cpus_of.get(nodes[i], 1.0))
         while queues[i] and load[i] < 2:
             u = queues[i].popleft()
             inflight[actors[i].run.remote(u, share)] = ("extract", u, i)

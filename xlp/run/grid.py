@@ -21,7 +21,7 @@ class GridReport:
 def describe(run: Manifest) -> GridReport:
     """Pre-flight and plan the run, and lay out what it will do (or, for a series still to be pretrained,
     check the data and say so)."""
-    from xlp.models.loading import weight_sizes
+    from xlp.models.loading import pick_device, resolve_precision, weight_sizes
 
     s = run.spec
     if s.pretrain is not None:
@@ -51,6 +51,10 @@ def describe(run: Manifest) -> GridReport:
     add(("words to extract", f"{plan.words:,}", f"features about {plan.feature_bytes / 2**30:.2f} GiB"))
     res = plan_resources(s.cluster, len(plan.extract))
     report.rows += res.describe(local_cpus(s.cluster))
+    here = pick_device(None)
+    add(("precision", s.precision, f"{resolve_precision(s.precision, here)} on this machine's {here.type}"
+         + ("; auto: bfloat16 on a GPU and on a CPU with native bfloat16, float32 elsewhere, per worker"
+            if s.precision == "auto" else "")))
     per_ckpt = plan.feature_bytes / max(1, len(plan.checkpoints) - len(plan.duplicates))
     for c in plan.checkpoints:
         sizes = weight_sizes(c)

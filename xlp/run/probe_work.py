@@ -5,7 +5,7 @@ written, the scoring once the targets' are), so that probes fit while extraction
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -16,6 +16,7 @@ from xlp.probing.linear import fit_probes, majority_accuracy
 from xlp.probing.mdl import MlpShape, online_code
 from xlp.probing.mlp import fit_mlp_probes
 from xlp.run.recent import recent_table
+from xlp.run.resources import EARLY_FIT_ROWS, fit_threads
 from xlp.run.units import ProbeUnit
 from xlp.run.work import WorkContext, write_rows
 from xlp.storage import Store
@@ -52,6 +53,7 @@ class FittedProbes:
     rows: list[dict]  # rows written before any target's (MDL's online code)
     started: float  # when the fit started (epoch seconds)
     seconds: float  # the fit's time
+    threads: tuple[int, int] | None = None  # the most and fewest torch threads of its steps, where it shared idle CPUs
 
 
 def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None = None) -> dict:
@@ -69,9 +71,17 @@ def fit_probe_unit(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | 
     ctx.faults.inject(unit.key)
     store = ctx.store()
     tasks = unit.configured_tasks()
-    step, settings = unit.ckpt.step, unit.probe
+    table, cols = _read(store, _columns(tasks), unit.ckpt.step, unit.src, unit.train_split, unit.layers, digests or {})
+    if ctx.fit_cpus and device is None and table.num_rows >= EARLY_FIT_ROWS:  # a tiny fit: not worth a look at Ray
+        with fit_threads(ctx.fit_cpus) as used:
+            fitted = _fit(unit, tasks, table, cols, device, start)
+        return replace(fitted, threads=(max(used), min(used)) if used else None)
+    return _fit(unit, tasks, table, cols, device, start)
+
+
+def _fit(unit: ProbeUnit, tasks: tuple, table: pa.Table, cols: list[str], device, start: float) -> FittedProbes:
+    settings = unit.probe
     resample = settings.resample == "bootstrap"
-    table, cols = _read(store, _columns(tasks), step, unit.src, unit.train_split, unit.layers, digests or {})
     tasks = tuple(task.trained_on(table) for task in tasks)  # control tasks: the training labels' distribution
     fit = tasks[0]
     cap = settings.max_train_words
@@ -125,7 +135,8 @@ def score_probe_unit(ctx: WorkContext, unit: ProbeUnit, fitted: FittedProbes,
             rows += _score(unit, task, fitted.probes, fitted.n_train, fitted.invariant, tgt, test, cols)
     if not rows:
         raise XlpError(f"probe {unit.key}: no targets")
-    return {**write_rows(store, unit, rows, start), "fit_started": fitted.started}
+    threads = {"fit_threads": fitted.threads[0], "fit_threads_least": fitted.threads[1]} if fitted.threads else {}
+    return {**write_rows(store, unit, rows, start), "fit_started": fitted.started, **threads}
 
 
 def _columns(tasks: tuple[FeatureTask, ...]) -> tuple[str, ...]:

@@ -1,11 +1,13 @@
 """How a run uses the cluster's cores: what Ray reserves for extraction actors, probe tasks and sentence tasks,
-and how many torch threads an extraction actor runs with.
+and how many torch threads an extraction actor and a probe's fit run with.
 
 On a CPU node (`gpus_per_extractor: 0`) with `cpus_per_extractor` left unset, an extraction actor reserves one
 CPU and runs each batch with that one thread plus its share of its node's CPUs that nothing holds (Ray's view,
-asked at most twice a second): before any probe can run the extractor has every core, and as training shards
-arrive the probes' fits reserve cores and the next batches run with fewer threads, so no core is asked for two
-threads at once. With `cpus_per_extractor` set, or on a GPU node, an actor runs with the CPUs Ray gives it.
+asked at most twice a second), and a probe fit on a training shard of EARLY_FIT_ROWS items or more does the same
+before each L-BFGS step: the idle CPUs are shared in proportion to what each holds (`share_threads`), so before
+any probe can run the extractor has every core, as training shards arrive the fits reserve cores and the next
+batches run with fewer threads, and the last fits take the cores extraction leaves; no core is asked for two
+threads at once. With `cpus_per_extractor` set, or on a GPU node, everything runs with the CPUs Ray gives it.
 `extractors` actors split the units: one per checkpoint, and an actor with no checkpoint left shares one that
 still has units (the driver's feed)."""
 
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from xlp.config import ClusterSpec
@@ -31,21 +35,18 @@ class Resources:
     probe_gpus: float
     adaptive: bool  # CPU extractors that also take their node's idle CPUs, batch by batch
 
-    def threads(self, idle_cpus: float, extractors_on_node: int, node_cpus: float) -> int:
-        """Torch threads for an extractor's next batch: the actor's own CPUs, plus (adaptive) its share of the
-        CPUs of its node that nothing holds now, never more than the node has."""
-        own = max(1, int(self.actor_cpus))
-        if not self.adaptive:
-            return own
-        return max(own, min(int(node_cpus), own + int(max(0.0, idle_cpus) // max(1, extractors_on_node))))
+    @property
+    def extractor_threads(self) -> int:
+        """An extractor's own threads: the CPUs Ray reserves for it."""
+        return max(1, int(self.actor_cpus))
 
     def describe(self, cpus: float | None) -> list[tuple[str, str, str]]:
         """What `xlp validate` prints: (dimension, size, values) rows of the plan for a cluster of `cpus` CPUs
         (None: not known before Ray starts)."""
         total = f"{cpus:g}" if cpus else "the cluster's"
         if self.adaptive:
-            threads = (f"1 + the node's idle CPUs, set per batch (up to {int(cpus // self.actors) if cpus else 'all'}"
-                       " while no probe can run)")
+            threads = (f"1 + its share of the node's idle CPUs, set per batch (up to "
+                       f"{int(cpus // self.actors) if cpus else 'all'} while no probe can run)")
         else:
             threads = f"{max(1, int(self.actor_cpus))} (the CPUs Ray gives it)"
         probes = f"{int(cpus // self.probe_cpus)}" if cpus else "all"
@@ -56,19 +57,54 @@ class Resources:
                 ("probes at once", probes, f"{self.probe_cpus:g} CPU each once extraction ends, and before on the "
                  f"CPUs the extractors do not hold; a probe on {EARLY_FIT_ROWS:,} training items or more fits as "
                  "soon as its training shard exists and scores once its targets' shards do, one on fewer once all "
-                 "its shards exist")]
+                 "its shards exist" + ("; a fit's threads: its CPUs plus its share of the node's idle ones, set per "
+                                       "L-BFGS step" if self.adaptive else ""))]
+
+
+def share_threads(own: int, idle: float, node_cpus: float) -> int:
+    """Torch threads for a task holding `own` of its node's CPUs: those, plus its share of the node's idle CPUs in
+    proportion to what it holds among all that is held there (every extractor and fit on the node takes its share
+    the same way, so together they ask for the node's cores and no more); never more than the node has."""
+    held = max(float(own), node_cpus - idle)
+    return max(own, min(int(node_cpus), own + int(max(0.0, idle) * own / held)))
 
 
 @dataclass(frozen=True)
 class ThreadShare:
-    """What an adaptive CPU extractor on `node` may use for its next batch (`Resources.threads`)."""
-    res: Resources
+    """What an adaptive task on `node` holding `own` CPUs may use for its next step (`share_threads`)."""
+    own: int
     node: str | None
     node_cpus: float
-    extractors: int  # the extractors with units on the node, which share its idle CPUs
 
     def threads(self, idle: IdleCpus) -> int:
-        return self.res.threads(idle().get(self.node, 0.0), self.extractors, self.node_cpus)
+        return share_threads(self.own, idle().get(self.node, 0.0), self.node_cpus)
+
+
+@contextmanager
+def fit_threads(own: int) -> Iterator[set[int]]:
+    """In a Ray task: before each L-BFGS step of the fits inside, torch's threads are set to `own` plus the task's
+    share of its node's idle CPUs (`share_threads`); yields the set of thread counts used. The worker's count is
+    restored after (it runs the next task with it)."""
+    import ray
+    import torch
+
+    from xlp.probing.linear import between_steps
+
+    node = ray.get_runtime_context().get_node_id()
+    share = ThreadShare(own, node, node_cpus().get(node, own))
+    idle, before, used = IdleCpus(), torch.get_num_threads(), set()
+
+    def step() -> None:
+        n = share.threads(idle)
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+        used.add(n)
+
+    try:
+        with between_steps(step):
+            yield used
+    finally:
+        torch.set_num_threads(before)
 
 
 def plan_resources(cluster: ClusterSpec, units: int) -> Resources:

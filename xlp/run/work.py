@@ -66,6 +66,7 @@ class WorkContext:
     runtime: Runtime = field(default_factory=Runtime)
     faults: Faults = field(default_factory=Faults)
     probe_on_gpu: bool = False  # cluster.gpus_per_probe > 0: fit on the GPU Ray assigns, if the worker sees one
+    fit_cpus: int = 0  # a big fit's own CPUs, to which it adds its share of its node's idle ones; 0: it does not
 
     def store(self) -> Store:
         return Store(self.output, fail_write=self.faults.write)
@@ -143,12 +144,13 @@ class ExtractionWorker:
                 self.extractor = None  # free the previous checkpoint before loading the next
                 r = self.runtime
                 self.extractor = FeatureExtractor(unit.ckpt, list(unit.layers), unit.pooling, r.batch_tokens,
-                                                  r.device, r.trust_remote_code, r.allow_pickle)
+                                                  r.device, r.trust_remote_code, r.allow_pickle, r.precision)
             loaded = time.time()
             sentences = recent_split(unit.file, unit.max_sentences, unit.lenient, unit.part)
             before = NO_SUBWORD.copy()
             vecs = self.extractor.extract([s.forms for s in sentences], unit.dtype, before_batch=set_threads)
-            facts = {"device": str(self.extractor.device), "threads": max(used), "threads_least": min(used),
+            facts = {"device": str(self.extractor.device), "precision": self.extractor.precision,
+                     "threads": max(used), "threads_least": min(used),
                      "load_seconds": loaded - start, "pid": os.getpid(), **_no_subword(before)}
         table = features_table(sentences, vecs, unit.dtype)
         written = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)

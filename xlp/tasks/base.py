@@ -205,6 +205,7 @@ class Runtime:
     batch_tokens: int | None = None
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    precision: str = "auto"  # the forward pass's arithmetic (xlp.models.loading.resolve_precision), like the device
 
 
 class SentenceTask(Task):

@@ -142,8 +142,9 @@ class BpcTask(SentenceTask):
 
         cap, lenient = unit.inputs.option("max_sentences"), unit.inputs.option("lenient")
         causal = lm_kind(unit.ckpt, runtime.trust_remote_code) == "causal"
-        how = (runtime.batch_tokens, runtime.device, runtime.trust_remote_code, runtime.allow_pickle)
-        scorer = CausalLmScorer(unit.ckpt, *how) if causal else MlmScorer(unit.ckpt, *how)
+        how = dict(batch_tokens=runtime.batch_tokens, device=runtime.device, precision=runtime.precision,
+                   trust_remote_code=runtime.trust_remote_code, allow_pickle=runtime.allow_pickle)
+        scorer = CausalLmScorer(unit.ckpt, **how) if causal else MlmScorer(unit.ckpt, **how)
         rows = []
         for lang, file in zip(unit.langs, unit.inputs.files):
             if isinstance(file, DatasetSplit):

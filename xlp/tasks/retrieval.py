@@ -74,7 +74,7 @@ class RetrievalTask(SentenceTask):
 
         extractor = FeatureExtractor(unit.ckpt, list(unit.layers), batch_tokens=runtime.batch_tokens,
                                      device=runtime.device, trust_remote_code=runtime.trust_remote_code,
-                                     allow_pickle=runtime.allow_pickle)
+                                     allow_pickle=runtime.allow_pickle, precision=runtime.precision)
         cap, tatoeba = unit.inputs.option("max_sentences"), unit.inputs.corpus == "tatoeba"
         if tatoeba:  # each language's own pairs with English, scored (lang, en) and (en, lang)
             sets = [dict(zip((lang, TATOEBA_PIVOT), _tatoeba_pairs(part, unit.inputs.option("columns"), cap)))

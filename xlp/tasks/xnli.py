@@ -111,7 +111,7 @@ class XnliTask(SentenceTask):
                       "test": read_xnli_file(paths["test"], list(unit.langs), test_cap)}
         extractor = FeatureExtractor(unit.ckpt, list(unit.layers), batch_tokens=runtime.batch_tokens,
                                      device=runtime.device, trust_remote_code=runtime.trust_remote_code,
-                                     allow_pickle=runtime.allow_pickle)
+                                     allow_pickle=runtime.allow_pickle, precision=runtime.precision)
 
         def features(premises, hypotheses) -> np.ndarray:  # (L, n, 4d)
             u, v = extractor.sentence_means(premises), extractor.sentence_means(hypotheses)
