@@ -48,7 +48,7 @@ class Resources:
             threads = (f"1 + its share of the node's idle CPUs, set per batch (up to "
                        f"{int(cpus // self.actors) if cpus else 'all'} while no probe can run)")
         else:
-            threads = f"{max(1, int(self.actor_cpus))} (the CPUs Ray gives it)"
+            threads = f"{self.extractor_threads} (the CPUs Ray gives it)"
         probes = f"{int(cpus // self.probe_cpus)}" if cpus else "all"
         gpu = f", {self.actor_gpus:g} GPU" if self.actor_gpus else ""
         return [("extractors", str(self.actors), f"{self.actor_cpus:g} CPU reserved{gpu} each, torch threads "
