@@ -1,7 +1,5 @@
 """Features stored in Parquet equal the hidden states transformers gives for the same words."""
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -160,16 +158,15 @@ def test_a_lone_sentencepiece_space_is_not_the_words_vector(tmp_path):
         assert tok.convert_ids_to_tokens(ids_window[-2]) != "▁"
 
 
-def test_bfloat16_features_stay_within_a_percent_of_float32_and_probe_as_well(clean_grid):
+def test_bfloat16_features_stay_within_a_percent_of_float32_and_probe_as_well():
     """precision: bfloat16 (what `auto` picks on a GPU and on a CPU with native bfloat16) gives features that
     differ from float32's, by well under 1 % (median relative difference), and POS probes on them score within
-    one point; a run records the precision each unit used, `auto` resolved for its device."""
-    from xlp.models.loading import resolve_precision
+    one point."""
     from xlp.probing.linear import fit_probes
 
     ckpt = Checkpoint(0, str(MINILM))
-    train = read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-dev.conllu", max_sentences=150)
-    test = read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-test.conllu", max_sentences=100)
+    train = read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-dev.conllu", max_sentences=100)
+    test = read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-test.conllu", max_sentences=60)
     accuracy, features = {}, {}
     for precision in ("float32", "bfloat16"):
         ex = FeatureExtractor(ckpt, layers=[2, 4], precision=precision)
@@ -184,6 +181,3 @@ def test_bfloat16_features_stay_within_a_percent_of_float32_and_probe_as_well(cl
         rel = np.median(np.abs(a - b) / (np.abs(a) + 1e-3))
         assert 0 < rel < 0.01, (layer, rel)  # measured 0.3-0.5 %: bfloat16 did run, and stayed close
     assert np.abs(accuracy["bfloat16"] - accuracy["float32"]).max() <= 0.01, accuracy
-    _, run, _, _ = clean_grid
-    records = [json.loads(p.read_text()) for p in (run / "ledger" / "extract").rglob("*.json")]
-    assert records and {r["precision"] for r in records} == {resolve_precision("auto", torch.device("cpu"))}

@@ -27,9 +27,11 @@ def test_probes_fit_while_extraction_goes_on_and_score_once_their_targets_exist(
     import threading
 
     import pandas as pd
+    import torch
     from conftest import write_spec
 
     from xlp.config import load_spec
+    from xlp.models.loading import resolve_precision
     from xlp.run.driver import launch
     from xlp.run.probe_work import run_probe
     from xlp.run.resources import EARLY_FIT_ROWS
@@ -64,6 +66,8 @@ def test_probes_fit_while_extraction_goes_on_and_score_once_their_targets_exist(
     extracted = {r["key"]: r for r in (json.loads(p.read_text()) for p in (run / "ledger" / "extract").rglob("*.json"))}
     probe = json.loads((run / "ledger" / "probe" / f"{en.key}.json").read_text())
     assert extracted[en.fit_needs[0]]["rows"] >= EARLY_FIT_ROWS  # a fit worth a task of its own
+    # each unit records the arithmetic it ran with: precision auto, resolved for its device
+    assert {r["precision"] for r in extracted.values()} == {resolve_precision("auto", torch.device("cpu"))}
     assert extracted[en.fit_needs[0]]["finished"] <= probe["fit_started"] < extracted[held]["finished"] - 2
     assert probe["finished"] >= max(extracted[k]["finished"] for k in en.needs)
 
