@@ -169,8 +169,8 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     fitting: dict = {}  # probe unit key -> its fit task's result, for the units fit before their targets' shards
 
     def send(i: int) -> None:
-        """Keep two units in each actor's hands (one running, the next waiting); on a CPU node, with the share of
-        its node's idle CPUs each batch may take (the extractors with units there share them)."""
+        """Keep two units in each actor's hands (one running, the next waiting); on a CPU node, each batch with the
+        actor's share of its node's idle CPUs (shared with the fits there, in proportion to what each holds)."""
         share = None
         if res.adaptive and queues[i] and load[i] < 2:
             share = ThreadShare(res.extractor_threads, nodes[i], cpus_of.get(nodes[i], 1.0))
