@@ -117,6 +117,9 @@ def test_set_cpus_are_the_threads_and_a_gpu_extractor_takes_no_idle_cores():
     assert (gpu.actor_cpus, gpu.extractor_threads, gpu.adaptive) == (1, 1, False)
     auto = plan_resources(ClusterSpec(extractors=4), units=2)
     assert auto.actors == 2 and auto.actor_cpus == 1 and auto.adaptive
+    # a big fit shares idle CPUs where extractors do, from its own one; not with set reservations or GPU probes
+    gpu_probes = plan_resources(ClusterSpec(gpus_per_probe=0.5), units=2)
+    assert (auto.fit_cpus, set_cpus.fit_cpus, gpu_probes.fit_cpus) == (1, 0, 0)
     # idle CPUs are shared in proportion to what each task holds on the node
     assert share_threads(1, idle=6, node_cpus=8) == 4  # two hold one CPU each: 1 own + half of the 6 idle
     assert share_threads(1, idle=0, node_cpus=8) == 1  # the others hold the rest

@@ -149,7 +149,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     runtime = Runtime(batch_tokens=spec.batch_tokens, trust_remote_code=spec.trust_remote_code,
                       allow_pickle=spec.allow_pickle, precision=spec.precision)
     ctx = WorkContext(spec.output, runtime, Faults.from_env(), probe_on_gpu=cl.gpus_per_probe > 0,
-                      fit_cpus=max(1, int(res.probe_cpus)) if res.adaptive and not res.probe_gpus else 0)
+                      fit_cpus=res.fit_cpus)
     _ship_plugin_tasks(plan)
     actors = [Actor.options(num_cpus=res.actor_cpus, num_gpus=res.actor_gpus, max_concurrency=2,  # model + write
                             max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD")

@@ -40,6 +40,12 @@ class Resources:
         """An extractor's own threads: the CPUs Ray reserves for it."""
         return max(1, int(self.actor_cpus))
 
+    @property
+    def fit_cpus(self) -> int:
+        """A big probe fit's own threads, to which it adds its share of its node's idle CPUs; 0 where fits do not
+        share (reservations set by hand, or probes on GPUs)."""
+        return max(1, int(self.probe_cpus)) if self.adaptive and not self.probe_gpus else 0
+
     def describe(self, cpus: float | None) -> list[tuple[str, str, str]]:
         """What `xlp validate` prints: (dimension, size, values) rows of the plan for a cluster of `cpus` CPUs
         (None: not known before Ray starts)."""
@@ -79,6 +85,15 @@ class ThreadShare:
     def threads(self, idle: IdleCpus) -> int:
         return share_threads(self.own, idle().get(self.node, 0.0), self.node_cpus)
 
+    def apply(self, idle: IdleCpus) -> int:
+        """Set torch's threads to `threads` (where they differ) and return them."""
+        import torch
+
+        n = self.threads(idle)
+        if n != torch.get_num_threads():
+            torch.set_num_threads(n)
+        return n
+
 
 @contextmanager
 def fit_threads(own: int) -> Iterator[set[int]]:
@@ -93,15 +108,8 @@ def fit_threads(own: int) -> Iterator[set[int]]:
     node = ray.get_runtime_context().get_node_id()
     share = ThreadShare(own, node, node_cpus().get(node, own))
     idle, before, used = IdleCpus(), torch.get_num_threads(), set()
-
-    def step() -> None:
-        n = share.threads(idle)
-        if n != torch.get_num_threads():
-            torch.set_num_threads(n)
-        used.add(n)
-
     try:
-        with between_steps(step):
+        with between_steps(lambda: used.add(share.apply(idle))):
             yield used
     finally:
         torch.set_num_threads(before)

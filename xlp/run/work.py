@@ -132,11 +132,7 @@ class ExtractionWorker:
             used = set()
 
             def set_threads() -> None:
-                if share is not None:
-                    n = share.threads(self.idle)
-                    if n != torch.get_num_threads():
-                        torch.set_num_threads(n)
-                used.add(torch.get_num_threads())
+                used.add(share.apply(self.idle) if share is not None else torch.get_num_threads())
 
             set_threads()
             e = self.extractor
