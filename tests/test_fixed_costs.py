@@ -142,3 +142,25 @@ def test_a_worker_reads_each_unchanged_file_once_and_a_changed_one_again(tmp_pat
     assert kept.get("big", lambda: "again") == "again"  # over the budget alone: never kept
     kept.get("d", lambda: "123", most=2)  # over what its caller allows: not kept
     assert kept.get("d", lambda: "new") == "new"
+
+
+def test_extraction_starts_with_the_largest_training_shard_of_each_checkpoint(tiny_series, tmp_path):
+    """Within a checkpoint the shards probes are fit on come first, the largest file first (its fit is the longest:
+    it starts earliest, beside the rest of the extraction), then the test shards; checkpoints keep the plan's order."""
+    import os
+
+    from conftest import grid_spec
+
+    from xlp.run.schedule import extraction_order
+
+    plan = make_plan(grid_spec(tmp_path, tiny_series, tmp_path / "run", languages=("vi", "de", "en")))
+    fit_shards = {k for u in plan.probe for k in u.fit_needs}
+    order = extraction_order(plan.extract, fit_shards)
+    assert list(order) == list(dict.fromkeys(u.ckpt for u in plan.extract))
+    for ckpt, units in order.items():
+        assert sorted(map(id, units)) == sorted(id(u) for u in plan.extract if u.ckpt == ckpt)
+        fits = [u for u in units if u.key in fit_shards]
+        assert units[: len(fits)] == fits and len(fits) == 3
+        sizes = [os.stat(u.file.path).st_size for u in fits]
+        assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 3
+        assert [u.lang for u in fits] != [u.lang for u in plan.extract if u.ckpt == ckpt and u in fits]

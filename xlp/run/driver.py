@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -23,7 +23,7 @@ from xlp.run.plan import Plan, SentenceUnit, make_plan
 from xlp.run.ray_session import ray_session
 from xlp.run.reduce import no_subword_notes, reduce_run
 from xlp.run.resources import EARLY_FIT_ROWS, Resources, ThreadShare, node_cpus, plan_resources
-from xlp.run.schedule import InflightFile, WaitingProbes
+from xlp.run.schedule import InflightFile, WaitingProbes, extraction_order
 from xlp.run.status import INFLIGHT
 from xlp.storage import Store
 from xlp.tasks.base import Runtime
@@ -137,9 +137,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     readers = Counter(k for u in probe_todo for k in u.needs)  # probes still to read each shard
     waiting = WaitingProbes(probe_todo, {u.key for u in plan.extract} - {u.key for u in ext_todo})
     fit_shards = {k for u in probe_todo for k in u.fit_needs}
-    by_ckpt: OrderedDict = OrderedDict()
-    for u in sorted(ext_todo, key=lambda u: u.key not in fit_shards):  # shards probes fit on first
-        by_ckpt.setdefault(u.ckpt, []).append(u)
+    by_ckpt = extraction_order(ext_todo, fit_shards)
 
     cl = spec.cluster
     res = plan_resources(cl, len(ext_todo))

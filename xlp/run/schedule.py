@@ -7,13 +7,26 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 
 from xlp.run.status import INFLIGHT
-from xlp.run.units import ProbeUnit, SentenceUnit
+from xlp.run.units import ExtractUnit, ProbeUnit, SentenceUnit
 from xlp.storage import Store
 
 INFLIGHT_EVERY = 1.0  # seconds: how stale `xlp status`'s list of running units may be while a driver runs
+
+
+def extraction_order(units: list[ExtractUnit], fit_shards: set[str]) -> OrderedDict:
+    """The units to extract by checkpoint, in the order their checkpoints come first; within one, the shards probes
+    are fit on first and the largest of those first (by their files' size): the longest fits start earliest and
+    run beside the rest of the extraction (longest processing time first), instead of alone at the end."""
+    def rank(u: ExtractUnit) -> tuple[bool, int]:
+        return (False, -u.data_bytes()) if u.key in fit_shards else (True, 0)
+
+    by_ckpt: OrderedDict = OrderedDict()
+    for u in sorted(units, key=rank):
+        by_ckpt.setdefault(u.ckpt, []).append(u)
+    return by_ckpt
 
 
 class WaitingProbes:

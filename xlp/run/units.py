@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, fields, is_dataclass
 from functools import cached_property
 from typing import ClassVar
@@ -88,6 +89,11 @@ class ExtractUnit(Unit):
     @property
     def output(self) -> str:
         return shard_path(self.ckpt.step, self.lang, self.split)
+
+    def data_bytes(self) -> int:
+        """The size of the split's file(s) now (0 where one is gone): how much the unit reads, roughly."""
+        files = self.file if isinstance(self.file, tuple) else (self.file,)
+        return sum(os.stat(f.path).st_size if os.path.exists(f.path) else 0 for f in files)
 
 
 @dataclass(frozen=True)
