@@ -69,6 +69,8 @@ def test_probes_fit_while_extraction_goes_on_and_score_once_their_targets_exist(
     # each unit records the arithmetic it ran with: precision auto, resolved for its device
     assert {r["precision"] for r in extracted.values()} == {resolve_precision("auto", torch.device("cpu"))}
     assert extracted[en.fit_needs[0]]["finished"] <= probe["fit_started"] < extracted[held]["finished"] - 2
+    # in a worker through its imports before the shard existed, not a process started when the fit could
+    assert probe["worker_warmed"] < extracted[en.fit_needs[0]]["finished"]
     assert probe["finished"] >= max(extracted[k]["finished"] for k in en.needs)
 
     for name in ("XLP_HOLD_IN_UNIT", "XLP_FAIL_UNIT"):

@@ -22,7 +22,7 @@ from xlp.run.manifest import PLAN_FILE, SPEC_FILE, Manifest, manifest
 from xlp.run.plan import Plan, SentenceUnit, make_plan
 from xlp.run.ray_session import ray_session
 from xlp.run.reduce import no_subword_notes, reduce_run
-from xlp.run.resources import EARLY_FIT_ROWS, Resources, ThreadShare, node_cpus, plan_resources
+from xlp.run.resources import EARLY_FIT_ROWS, Resources, ThreadShare, WarmWorkers, node_cpus, plan_resources
 from xlp.run.schedule import InflightFile, WaitingProbes, extraction_order
 from xlp.run.status import INFLIGHT
 from xlp.storage import Store
@@ -132,7 +132,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     import ray
 
     from xlp.run.probe_work import fit_probe_unit, run_probe, score_probe_unit
-    from xlp.run.work import ExtractionWorker, Faults, WorkContext, run_sentence_unit
+    from xlp.run.work import ExtractionWorker, Faults, WorkContext, run_sentence_unit, warm_worker
 
     readers = Counter(k for u in probe_todo for k in u.needs)  # probes still to read each shard
     waiting = WaitingProbes(probe_todo, {u.key for u in plan.extract} - {u.key for u in ext_todo})
@@ -152,6 +152,9 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     actors = [Actor.options(num_cpus=res.actor_cpus, num_gpus=res.actor_gpus, max_concurrency=2,  # model + write
                             max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD")
               .remote(ctx) for _ in range(n_actors)]
+    warm = WarmWorkers(res, n_actors, ray.remote(warm_worker).options(num_cpus=0))
+    if ext_todo:  # (with nothing to extract the probes start at once: no time to warm a worker ahead)
+        warm.start()
     nodes = ray.get([a.node.remote() for a in actors]) if res.adaptive else [None] * n_actors
     cpus_of = node_cpus() if res.adaptive else {}
     # a probe unit's tasks, whole or its fit and scoring apart, all get the probes' resources
@@ -176,6 +179,8 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
             u = queues[i].popleft()
             inflight[actors[i].run.remote(u, share)] = ("extract", u, i)
             load[i] += 1
+        if not by_ckpt and not any(queues):
+            warm.extraction_sent()
 
     def feed(i: int) -> None:
         """An idle actor takes the next checkpoint's units; when none is left, it shares the checkpoint with the

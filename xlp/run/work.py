@@ -98,10 +98,26 @@ def _ray_node() -> str | None:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
+WARMED: list[float] = []  # when this worker process finished warm_worker's imports, if it ran it
+
+
+def warm_worker() -> None:
+    """Import what probe tasks and the reducer's tasks run (torch, the probes, scipy's statistics, matplotlib) in
+    this worker, which then waits in Ray's pool for one (xlp.run.resources.WarmWorkers)."""
+    import matplotlib.figure  # noqa: F401
+    import scipy.stats  # noqa: F401
+
+    import xlp.run.probe_work  # noqa: F401
+
+    WARMED.append(time.time())
+
+
 def _written(written: Written, rows: int, start: float, **extra) -> dict:
-    """What the ledger records of a finished unit: its output's size and digest, and where and how long."""
+    """What the ledger records of a finished unit: its output's size and digest, and where and how long (and
+    when its worker was warmed, if it was)."""
+    warmed = {"worker_warmed": WARMED[0]} if WARMED else {}
     return {"bytes": written.bytes, "sha256": written.sha256, "rows": rows, "seconds": time.time() - start,
-            "node": socket.gethostname(), "ray_node": _ray_node(), **extra}
+            "node": socket.gethostname(), "ray_node": _ray_node(), **warmed, **extra}
 
 
 def write_rows(store: Store, unit: ProbeUnit | SentenceUnit, rows: list[dict], start: float) -> dict:
