@@ -11,7 +11,7 @@ from xlp.errors import XlpError
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import FeatureExtractor
 from xlp.storage import Store
-from xlp.storage.features import PARQUET_OPTIONS, features_table, shard_path, vectors
+from xlp.storage.features import PARQUET_OPTIONS, features_table, layer_stack, shard_path, vectors
 
 
 def _reference(model, tok, words, layer, pooling):
@@ -121,15 +121,21 @@ def test_shard_vectors_read_back_bit_exact_through_filters_and_as_earlier_list_s
 
     sents = read_conllu(UD / "UD_English-EWT" / "en_ewt-ud-dev.conllu", max_sentences=20)
     n = sum(len(s.forms) for s in sents)
-    vecs = {3: np.random.default_rng(0).standard_normal((n, 24)).astype(dtype)}
+    vecs = {layer: np.random.default_rng(layer).standard_normal((n, 24)).astype(dtype) for layer in (3, 5)}
     pq.write_table(features_table(sents, vecs, dtype), tmp_path / "s.parquet", **PARQUET_OPTIONS)
-    table = pq.read_table(tmp_path / "s.parquet", columns=["layer_3", "sent_idx"])
+    table = pq.read_table(tmp_path / "s.parquet", columns=["layer_3", "sent_idx", "layer_5"])
     assert np.array_equal(vectors(table, "layer_3"), vecs[3].astype(np.float32))
     keep = table.column("sent_idx").to_numpy() % 3 == 1
     assert np.array_equal(vectors(table.filter(pa.array(keep)).slice(4), "layer_3"), vecs[3][keep][4:])
     assert vectors(table.slice(0, 0), "layer_3").shape == (0, 24)
     lists = pa.FixedSizeListArray.from_arrays(pa.array(vecs[3].reshape(-1)), 24)
     assert np.array_equal(vectors(table.set_column(0, "layer_3", lists), "layer_3"), vectors(table, "layer_3"))
+    # several layers at once, each converted into its place: the same as stacking each layer's matrix
+    part = table.filter(pa.array(keep)).slice(4)
+    for t in (table, part, table.set_column(0, "layer_3", lists), table.slice(0, 0)):
+        stacked = layer_stack(t, ["layer_5", "layer_3"])
+        assert stacked.dtype == np.float32
+        assert np.array_equal(stacked, np.stack([vectors(t, "layer_5"), vectors(t, "layer_3")]))
 
 
 def test_a_lone_sentencepiece_space_is_not_the_words_vector(tmp_path):

@@ -72,25 +72,36 @@ def resample_sentences(table: pa.Table, rng: np.random.Generator) -> pa.Table:
     return out.set_column(out.schema.get_field_index("sent_idx"), "sent_idx", pa.array(renumbered))
 
 
-def vectors(table: pa.Table, column: str) -> np.ndarray:
-    """The (n_words, d) float32 matrix of one layer column, without per-row Python."""
+def stored_vectors(table: pa.Table, column: str) -> np.ndarray:
+    """The (n_words, d) matrix of one layer column in the dtype it is stored in (a view of Arrow's buffer where it
+    is one chunk), without per-row Python."""
     col = table.column(column).combine_chunks()
     if pa.types.is_fixed_size_list(col.type):
-        return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, col.type.list_size).astype(np.float32)
+        return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, col.type.list_size)
     meta = table.schema.field(column).metadata or {}
     if b"dtype" not in meta:
         raise ValueError(f"column {column}: no dtype in its field metadata (not a feature shard's layer column)")
     dtype, d = np.dtype(meta[b"dtype"].decode()), int(meta[b"size"])
     if len(col) == 0:
-        return np.zeros((0, d), dtype=np.float32)
+        return np.zeros((0, d), dtype=dtype)
     width = col.type.byte_width
     raw = np.frombuffer(col.buffers()[1], dtype=np.uint8)[col.offset * width:(col.offset + len(col)) * width]
-    return raw.view(dtype).reshape(len(col), d).astype(np.float32)
+    return raw.view(dtype).reshape(len(col), d)
+
+
+def vectors(table: pa.Table, column: str) -> np.ndarray:
+    """The (n_words, d) float32 matrix of one layer column."""
+    return stored_vectors(table, column).astype(np.float32)
 
 
 def layer_stack(table: pa.Table, columns: list[str]) -> np.ndarray:
-    """(L, n_words, d) float32 features of several layer columns."""
-    return np.stack([vectors(table, col) for col in columns])
+    """(L, n_words, d) float32 features of several layer columns, each layer converted straight into its place
+    (a per-layer float32 copy, then a stacked copy, cost as much again: seconds on a large shard)."""
+    layers = [stored_vectors(table, col) for col in columns]
+    out = np.empty((len(layers), *(layers[0].shape if layers else (0, 0))), dtype=np.float32)
+    for i, v in enumerate(layers):
+        out[i] = v
+    return out
 
 
 def capped_sentences(table: pa.Table, max_words: int, rng: np.random.Generator) -> pa.Table:
