@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import pytest
 from conftest import MINILM, UD, write_spec
@@ -164,3 +165,35 @@ def test_extraction_starts_with_the_largest_training_shard_of_each_checkpoint(ti
         sizes = [os.stat(u.file.path).st_size for u in fits]
         assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 3
         assert [u.lang for u in fits] != [u.lang for u in plan.extract if u.ckpt == ckpt and u in fits]
+
+
+def test_an_extractor_takes_units_onto_its_model_in_the_order_they_were_sent(tiny_series, tmp_path):
+    """An extractor runs the two units in its hands on two threads; whichever thread starts first, the unit sent
+    first (the largest training shard) takes the model first. A unit whose earlier turn never comes (a retry after
+    a restart) waits TURN_WAIT at most."""
+    import threading
+
+    from conftest import grid_spec
+
+    from xlp.run.work import TURN_WAIT, ExtractionWorker, WorkContext
+
+    spec = grid_spec(tmp_path, tiny_series, tmp_path / "run")
+    units = [u for u in make_plan(spec).extract if u.ckpt.step == 100][:3]
+    worker = ExtractionWorker(WorkContext(spec.output))
+    got = {}
+
+    def run(i: int, turn: int) -> None:
+        got[i] = worker.run(units[i], None, turn)
+        got[i]["finished"] = time.time()
+
+    second = threading.Thread(target=run, args=(1, 1))
+    second.start()  # the second unit's thread starts first, and holds back
+    time.sleep(0.5)
+    first = threading.Thread(target=run, args=(0, 0))
+    first.start()
+    first.join(), second.join()
+    began = {i: r["finished"] - r["seconds"] for i, r in got.items()}
+    assert began[0] < began[1] and got[0]["load_seconds"] > 0  # the first loaded the model, the second found it
+    t = time.time()
+    run(2, 5)  # turns 2-4 never come
+    assert TURN_WAIT <= time.time() - t and got[2]["rows"] > 0

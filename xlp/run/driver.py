@@ -166,6 +166,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
                                                           max_retries=2)
     queues: list[deque] = [deque() for _ in range(n_actors)]  # the units of each actor's checkpoint not yet sent
     load = [0] * n_actors  # units sent to each actor and not finished
+    sent = [0] * n_actors  # units sent to each actor (each unit's turn on its model)
     inflight: dict = {}
     fitting: dict = {}  # probe unit key -> its fit task's result, for the units fit before their targets' shards
 
@@ -177,8 +178,9 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
             share = ThreadShare(res.extractor_threads, nodes[i], cpus_of.get(nodes[i], 1.0))
         while queues[i] and load[i] < 2:
             u = queues[i].popleft()
-            inflight[actors[i].run.remote(u, share)] = ("extract", u, i)
+            inflight[actors[i].run.remote(u, share, sent[i])] = ("extract", u, i)
             load[i] += 1
+            sent[i] += 1
         if not by_ckpt and not any(queues):
             warm.extraction_sent()
 

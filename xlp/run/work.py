@@ -124,6 +124,9 @@ def write_rows(store: Store, unit: ProbeUnit | SentenceUnit, rows: list[dict], s
     return _written(store.write_table(unit.output, pa.Table.from_pylist(rows)), len(rows), start)
 
 
+TURN_WAIT = 2.0  # seconds a unit waits for the units sent before it to take the model
+
+
 class ExtractionWorker:
     """Holds one loaded checkpoint at a time and writes feature shards. It runs two units at once (the actor's
     max_concurrency): one on the model while the other's shard is encoded and written, so the model never waits
@@ -133,17 +136,35 @@ class ExtractionWorker:
         self.ctx, self.store, self.runtime = ctx, ctx.store(), ctx.runtime
         self.extractor: FeatureExtractor | None = None
         self.model_lock = threading.Lock()  # one unit on the model (and torch's threads) at a time
+        self.turns = threading.Condition()  # the units take the model in the order the driver sent them
+        self.next_turn = 0
         self.idle = IdleCpus()  # its node's idle CPUs, for an adaptive extractor's threads
 
     def node(self) -> str | None:
         """The Ray node this actor runs on (whose idle CPUs it may use)."""
         return _ray_node()
 
-    def run(self, unit: ExtractUnit, share: ThreadShare | None = None) -> dict:
+    def run(self, unit: ExtractUnit, share: ThreadShare | None = None, turn: int | None = None) -> dict:
         """Extract the unit's shard, each batch with the threads `share` allows then (default: as many as Ray's
-        CPUs for the actor)."""
+        CPUs for the actor). `turn` counts the units sent to this actor: the two in its hands run on two threads,
+        and the one sent first takes the model first (the driver sends the largest training shards first)."""
+        with self.turns:  # after a restart, the turns before a retried unit's may never come: wait a little only
+            self.turns.wait_for(lambda: turn is None or self.next_turn >= turn, timeout=TURN_WAIT)
+        try:
+            return self._run(unit, share, turn)
+        finally:
+            self._pass_turn(turn)  # also when the unit failed before it took the model
+
+    def _pass_turn(self, turn: int | None) -> None:
+        if turn is not None:
+            with self.turns:
+                self.next_turn = max(self.next_turn, turn + 1)
+                self.turns.notify_all()
+
+    def _run(self, unit: ExtractUnit, share: ThreadShare | None, turn: int | None) -> dict:
         self.ctx.faults.inject(unit.key)
         with self.model_lock:
+            self._pass_turn(turn)
             start = time.time()  # not the wait for the unit before it
             used = set()
 
