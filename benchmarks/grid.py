@@ -8,8 +8,9 @@ floored at xlp's SCALE_FLOOR, as in xlp). xlp: a spec run
 through `xlp.run.driver.launch` (local Ray, Parquet features, ledger, report). Prints both
 times, the ratio, and the accuracy difference of every cell (layer x source x target). Then the extract stage
 inside the run (words over the busy time of its units, from the ledger), and its units that ran every batch on
-one thread count (load excluded) against xlp's extractor in this process on the same sentences with as many
-threads (FeatureExtractor; 1 and every core). xlp runs at its default precision (auto: bfloat16 where the
+one thread count, by their time on the model and with their shards' writes (load excluded), against xlp's
+extractor in this process on the same splits with as many threads (FeatureExtractor; 1 and every core; the
+splits' rates differ: German test sentences are slower per word than English ones). xlp runs at its default precision (auto: bfloat16 where the
 CPU computes it natively; `--precision float32` for the by-hand pipeline's arithmetic).
 
     python benchmarks/grid.py [--train 2000] [--test 1000] [--small] [--layers 1 2 3 4 5 6] [--seeds 0 1 2]
@@ -93,22 +94,30 @@ def with_xlp(model_dir: str, out: Path, args) -> dict[tuple[int, str, str], floa
     return {(int(r.layer), r.src_lang, r.tgt_lang): float(r.value) for r in df.itertuples()}, stage
 
 
-def in_process(model_dir: str, data: dict, layers: list[int] | None, threads: int, precision: str) -> float:
-    """Words per second of xlp's extractor in this process with `threads` torch threads on the same sentences."""
+def in_process(model_dir: str, data: dict, layers: list[int] | None, threads: int,
+               precision: str) -> dict[tuple[str, str], float]:
+    """Words per second of xlp's extractor in this process with `threads` torch threads, per (language, split)."""
     torch.set_num_threads(threads)
     ex = FeatureExtractor(Checkpoint(0, model_dir), layers=layers or "all", precision=precision)
     ex.extract([s.forms for s in next(iter(data.values()))[:20]])  # warm
-    t, words = time.perf_counter(), 0
-    for sentences in data.values():
+    out = {}
+    for key, sentences in data.items():
+        t = time.perf_counter()
         ex.extract([s.forms for s in sentences])
-        words += sum(len(s.forms) for s in sentences)
-    return words / (time.perf_counter() - t)
+        out[key] = sum(len(s.forms) for s in sentences) / (time.perf_counter() - t)
+    return out
 
 
-def units_at(extract: list[dict], threads: int) -> tuple[int, float]:
-    """(words, seconds less the model's load) of the run's extraction units that ran every batch with `threads`."""
+def units_at(extract: list[dict], threads: int, alone: dict[tuple[str, str], float]) -> tuple[int, float, float, float]:
+    """Of the run's extraction units that ran every batch with `threads`: (words, seconds on the model, seconds less
+    the model's load, which include the shard's write that overlaps the next unit's time on the model, and the
+    seconds the extractor alone in this process takes for the same splits at its rate on each)."""
     same = [r for r in extract if r["threads"] == r.get("threads_least", r["threads"]) == threads]
-    return sum(r["rows"] for r in same), sum(r["seconds"] - r.get("load_seconds", 0.0) for r in same)
+    role = {"dev": "train", "test": "test"}  # a unit's split file -> its role here (FILES: dev files train)
+    parts = [dict(p.split("=", 1) for p in r["key"].split("/")) for r in same]
+    return (sum(r["rows"] for r in same), sum(r["model_seconds"] for r in same),
+            sum(r["seconds"] - r.get("load_seconds", 0.0) for r in same),
+            sum(r["rows"] / alone[(p["lang"], role[p["split"]])] for r, p in zip(same, parts)))
 
 
 def main() -> None:
@@ -149,13 +158,17 @@ def main() -> None:
     print(f"speed-up {t_hand / t_xlp:.1f}x")
     print(f"extract stage in the run: {stage_wps:,.0f} words/s over its busy time (model load included; threads "
           f"per unit {sorted((r['threads_least'], r['threads']) for r in extract)}: fits take cores as shards arrive)")
-    for n, wps in alone.items():
-        words_n, secs = units_at(extract, n)
+    for n, rates in alone.items():
+        words_n, on_model, with_writes, expected = units_at(extract, n, rates)
+        overall = sum(len(s.forms) for v in data.values() for s in v) / sum(
+            sum(len(s.forms) for s in v) / rates[k] for k, v in data.items())
         if words_n:
-            print(f"  units that ran all on {n} thread(s), load excluded: {words_n / secs:,.0f} words/s; xlp's "
-                  f"extractor in this process, {n} thread(s): {wps:,.0f} words/s ({words_n / secs / wps:.0%})")
+            print(f"  units that ran all on {n} thread(s): {words_n / on_model:,.0f} words/s on the model, "
+                  f"{words_n / with_writes:,.0f} with their shards' writes (load excluded); xlp's extractor in this "
+                  f"process on the same splits, {n} thread(s): {words_n / expected:,.0f} words/s "
+                  f"({expected / on_model:.0%}, {expected / with_writes:.0%}; all four splits {overall:,.0f})")
         else:
-            print(f"  no unit ran all on {n} thread(s); xlp's extractor in this process: {wps:,.0f} words/s")
+            print(f"  no unit ran all on {n} thread(s); xlp's extractor in this process: {overall:,.0f} words/s")
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("accuracy, xlp minus by hand, in points (layer: en->en en->de de->en de->de)")
     cells = [(s, t) for s in ("en", "de") for t in ("en", "de")]

@@ -183,8 +183,8 @@ class ExtractionWorker:
             before = NO_SUBWORD.copy()
             vecs = self.extractor.extract([s.forms for s in sentences], unit.dtype, before_batch=set_threads)
             facts = {"device": str(self.extractor.device), "precision": self.extractor.precision,
-                     "threads": max(used), "threads_least": min(used),
-                     "load_seconds": loaded - start, "pid": os.getpid(), **_no_subword(before)}
+                     "threads": max(used), "threads_least": min(used), "load_seconds": loaded - start,
+                     "model_seconds": time.time() - loaded, "pid": os.getpid(), **_no_subword(before)}
         table = features_table(sentences, vecs, unit.dtype)
         written = self.store.write_table(unit.output, table, **PARQUET_OPTIONS)
         return _written(written, table.num_rows, start, **facts)
