@@ -10,8 +10,9 @@ times, the ratio, and the accuracy difference of every cell (layer x source x ta
 inside the run (words over the busy time of its units, from the ledger), and its units that ran every batch on
 one thread count, by their time on the model and with their shards' writes (load excluded), against xlp's
 extractor in this process on the same splits with as many threads (FeatureExtractor; 1 and every core; the
-splits' rates differ: German test sentences are slower per word than English ones). xlp runs at its default precision (auto: bfloat16 where the
-CPU computes it natively; `--precision float32` for the by-hand pipeline's arithmetic).
+splits' rates differ: German test sentences are slower per word than English ones). xlp runs at its default
+precision (auto: bfloat16 where the CPU computes it natively; `--precision float32` for the by-hand pipeline's
+arithmetic).
 
     python benchmarks/grid.py [--train 2000] [--test 1000] [--small] [--layers 1 2 3 4 5 6] [--seeds 0 1 2]
 """
