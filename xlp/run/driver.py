@@ -131,8 +131,8 @@ def _ship_plugin_tasks(plan: Plan) -> None:
 def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> None:
     import ray
 
-    from xlp.run.probe_work import fit_probe_unit, run_probe, score_probe_unit
-    from xlp.run.work import ExtractionWorker, Faults, WorkContext, run_sentence_unit, warm_worker
+    from xlp.run.probe_work import fit_probe_unit, run_probe, score_probe_unit, warm_worker
+    from xlp.run.work import ExtractionWorker, Faults, WorkContext, run_sentence_unit
 
     readers = Counter(k for u in probe_todo for k in u.needs)  # probes still to read each shard
     waiting = WaitingProbes(probe_todo, {u.key for u in plan.extract} - {u.key for u in ext_todo})

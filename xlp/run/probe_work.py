@@ -18,7 +18,7 @@ from xlp.probing.mlp import fit_mlp_probes
 from xlp.run.recent import recent_table
 from xlp.run.resources import EARLY_FIT_ROWS, fit_threads
 from xlp.run.units import ProbeUnit
-from xlp.run.work import WorkContext, write_rows
+from xlp.run.work import WARMED, WorkContext, write_rows
 from xlp.storage import Store
 from xlp.storage.features import capped_sentences, layer_column, resample_sentences, shard_path
 from xlp.storage.store import ChecksumMismatch
@@ -54,6 +54,15 @@ class FittedProbes:
     started: float  # when the fit started (epoch seconds)
     seconds: float  # the fit's time
     threads: tuple[int, int] | None = None  # the most and fewest torch threads of its steps, where it shared idle CPUs
+
+
+def warm_worker() -> None:
+    """Import what probe tasks and the reducer's tasks run (this module: torch and the probes; scipy's statistics;
+    matplotlib) in this worker, which then waits in Ray's pool for one (xlp.run.resources.WarmWorkers)."""
+    import matplotlib.figure  # noqa: F401
+    import scipy.stats  # noqa: F401
+
+    WARMED.append(time.time())
 
 
 def run_probe(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | None = None) -> dict:

@@ -98,18 +98,7 @@ def _ray_node() -> str | None:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
-WARMED: list[float] = []  # when this worker process finished warm_worker's imports, if it ran it
-
-
-def warm_worker() -> None:
-    """Import what probe tasks and the reducer's tasks run (torch, the probes, scipy's statistics, matplotlib) in
-    this worker, which then waits in Ray's pool for one (xlp.run.resources.WarmWorkers)."""
-    import matplotlib.figure  # noqa: F401
-    import scipy.stats  # noqa: F401
-
-    import xlp.run.probe_work  # noqa: F401
-
-    WARMED.append(time.time())
+WARMED: list[float] = []  # when this worker process was warmed for probe tasks (probe_work.warm_worker), if it was
 
 
 def _written(written: Written, rows: int, start: float, **extra) -> dict:
