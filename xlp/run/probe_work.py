@@ -5,7 +5,7 @@ written, the scoring once the targets' are), so that probes fit while extraction
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -54,6 +54,7 @@ class FittedProbes:
     started: float  # when the fit started (epoch seconds)
     seconds: float  # the fit's time
     threads: tuple[int, int] | None = None  # the most and fewest torch threads of its steps, where it shared idle CPUs
+    warmed: float | None = field(default_factory=lambda: WARMED[0] if WARMED else None)  # when its worker was warmed
 
 
 def warm_worker() -> None:
@@ -145,7 +146,10 @@ def score_probe_unit(ctx: WorkContext, unit: ProbeUnit, fitted: FittedProbes,
     if not rows:
         raise XlpError(f"probe {unit.key}: no targets")
     threads = {"fit_threads": fitted.threads[0], "fit_threads_least": fitted.threads[1]} if fitted.threads else {}
-    return {**write_rows(store, unit, rows, start), "fit_started": fitted.started, **threads}
+    record = write_rows(store, unit, rows, start)
+    record.pop("worker_warmed", None)  # the scoring task's worker's: the record tells of the fit's
+    warmed = {"worker_warmed": fitted.warmed} if fitted.warmed is not None else {}
+    return {**record, "fit_started": fitted.started, **threads, **warmed}
 
 
 def _columns(tasks: tuple[FeatureTask, ...]) -> tuple[str, ...]:
