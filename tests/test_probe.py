@@ -223,3 +223,22 @@ def test_compact_inverse_hessian_equals_the_two_loop_recursion(iterations):
         recent = [p for p in pairs[j][-HISTORY:] if p is not None]
         plain = _two_loop(g[j].double().numpy(), recent, float(gamma[j]))
         assert np.abs(Hg[j].numpy() - plain).max() <= 1e-4 * np.abs(plain).max()
+
+
+def test_standardised_features_are_the_plain_formula_bit_for_bit():
+    """A probe's features, standardised layer by layer in place and transposed: exactly (x - mean) / scale of each
+    layer, with its population spread floored at SCALE_FLOOR (a constant feature stays 0, not 0 / 0)."""
+    import torch
+
+    from xlp.probing.linear import SCALE_FLOOR, standardised
+
+    X = np.random.default_rng(0).standard_normal((3, 500, 40)).astype(np.float32) * np.float32(7) + np.float32(2)
+    X[1, :, 5] = 3.0  # no spread at all
+    mean, scale, Zt = standardised(X, torch.device("cpu"))
+    Xt = torch.as_tensor(X)
+    plain_mean = Xt.mean(1, keepdim=True)
+    plain_scale = Xt.std(1, keepdim=True, correction=0).clamp_min(SCALE_FLOOR)
+    assert torch.equal(mean, plain_mean) and torch.equal(scale, plain_scale)
+    assert Zt.shape == (3, 40, 500) and Zt.is_contiguous()
+    assert torch.equal(Zt, ((Xt - plain_mean) / plain_scale).transpose(1, 2))
+    assert torch.equal(Zt[1, 5], torch.zeros(500))

@@ -120,8 +120,8 @@ def standardised(X: np.ndarray, device: torch.device, transposed: bool = True):
     if not transposed:
         return mean, scale, None
     Zt = torch.empty(X.shape[0], X.shape[2], X.shape[1], device=device)
-    for layer in range(X.shape[0]):
-        Zt[layer] = ((Xt[layer] - mean[layer]) / scale[layer]).T
+    for layer in range(X.shape[0]):  # written in place: no full-size temporaries
+        torch.sub(Xt[layer].T, mean[layer].T, out=Zt[layer]).div_(scale[layer].T)
     return mean, scale, Zt
 
 
