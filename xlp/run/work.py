@@ -164,9 +164,8 @@ class ExtractionWorker:
             e = self.extractor
             if e is None or e.ckpt != unit.ckpt or e.layers != list(unit.layers) or e.pooling != unit.pooling:
                 self.extractor = None  # free the previous checkpoint before loading the next
-                r = self.runtime
-                self.extractor = FeatureExtractor(unit.ckpt, list(unit.layers), unit.pooling, r.batch_tokens,
-                                                  r.device, r.trust_remote_code, r.allow_pickle, r.precision)
+                self.extractor = FeatureExtractor(unit.ckpt, list(unit.layers), unit.pooling,
+                                                  **self.runtime.model_options())
             loaded = time.time()
             sentences = recent_split(unit.file, unit.max_sentences, unit.lenient, unit.part)
             before = NO_SUBWORD.copy()

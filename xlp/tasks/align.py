@@ -129,9 +129,7 @@ class AlignTask(SentenceTask):
         from xlp.models.extract import FeatureExtractor
 
         o = dict(unit.inputs.options)
-        extractor = FeatureExtractor(unit.ckpt, list(unit.layers), o["pooling"], runtime.batch_tokens,
-                                     runtime.device, runtime.trust_remote_code, runtime.allow_pickle,
-                                     runtime.precision)
+        extractor = FeatureExtractor(unit.ckpt, list(unit.layers), o["pooling"], **runtime.model_options())
         rows = []
         for k, pair in enumerate(unit.langs):
             text, gold_file = (Path(f.path) for f in unit.inputs.files[2 * k: 2 * k + 2])

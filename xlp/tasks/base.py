@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -206,6 +206,10 @@ class Runtime:
     trust_remote_code: bool = False
     allow_pickle: bool = False
     precision: str = "auto"  # the forward pass's arithmetic (xlp.models.loading.resolve_precision), like the device
+
+    def model_options(self) -> dict[str, Any]:
+        """The keywords a model runner takes for these (FeatureExtractor, MlmScorer, CausalLmScorer)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class SentenceTask(Task):

@@ -142,8 +142,7 @@ class BpcTask(SentenceTask):
 
         cap, lenient = unit.inputs.option("max_sentences"), unit.inputs.option("lenient")
         causal = lm_kind(unit.ckpt, runtime.trust_remote_code) == "causal"
-        how = dict(batch_tokens=runtime.batch_tokens, device=runtime.device, precision=runtime.precision,
-                   trust_remote_code=runtime.trust_remote_code, allow_pickle=runtime.allow_pickle)
+        how = runtime.model_options()
         scorer = CausalLmScorer(unit.ckpt, **how) if causal else MlmScorer(unit.ckpt, **how)
         rows = []
         for lang, file in zip(unit.langs, unit.inputs.files):

@@ -72,9 +72,7 @@ class RetrievalTask(SentenceTask):
         """Sentence vectors of every language's aligned text at every layer; accuracy@1 for each pair."""
         from xlp.models.extract import FeatureExtractor
 
-        extractor = FeatureExtractor(unit.ckpt, list(unit.layers), batch_tokens=runtime.batch_tokens,
-                                     device=runtime.device, trust_remote_code=runtime.trust_remote_code,
-                                     allow_pickle=runtime.allow_pickle, precision=runtime.precision)
+        extractor = FeatureExtractor(unit.ckpt, list(unit.layers), **runtime.model_options())
         cap, tatoeba = unit.inputs.option("max_sentences"), unit.inputs.corpus == "tatoeba"
         if tatoeba:  # each language's own pairs with English, scored (lang, en) and (en, lang)
             sets = [dict(zip((lang, TATOEBA_PIVOT), _tatoeba_pairs(part, unit.inputs.option("columns"), cap)))

@@ -109,9 +109,7 @@ class XnliTask(SentenceTask):
             paths = dict(zip(SPLITS, (Path(f.path) for f in files)))
             splits = {"dev": read_xnli_file(paths["dev"], list(unit.langs), train_cap),
                       "test": read_xnli_file(paths["test"], list(unit.langs), test_cap)}
-        extractor = FeatureExtractor(unit.ckpt, list(unit.layers), batch_tokens=runtime.batch_tokens,
-                                     device=runtime.device, trust_remote_code=runtime.trust_remote_code,
-                                     allow_pickle=runtime.allow_pickle, precision=runtime.precision)
+        extractor = FeatureExtractor(unit.ckpt, list(unit.layers), **runtime.model_options())
 
         def features(premises, hypotheses) -> np.ndarray:  # (L, n, 4d)
             u, v = extractor.sentence_means(premises), extractor.sentence_means(hypotheses)
