@@ -18,7 +18,7 @@ from xlp.probing.mlp import fit_mlp_probes
 from xlp.run.recent import recent_table
 from xlp.run.resources import EARLY_FIT_ROWS, fit_threads
 from xlp.run.units import ProbeUnit
-from xlp.run.work import WARMED, WorkContext, write_rows
+from xlp.run.work import WorkContext, write_rows
 from xlp.storage import Store
 from xlp.storage.features import capped_sentences, layer_column, resample_sentences, shard_path
 from xlp.storage.store import ChecksumMismatch
@@ -40,6 +40,9 @@ def _read(store: Store, needs: tuple[str, ...], step: int, lang: str, split: str
         return store.read_table(path, columns=[*cols, *needs], sha256=digests.get(path)), cols
     except ChecksumMismatch:
         raise ShardChecksumError(path) from None
+
+
+WARMED: list[float] = []  # when this worker process was warmed for probe tasks (warm_worker), if it was
 
 
 @dataclass
@@ -146,10 +149,8 @@ def score_probe_unit(ctx: WorkContext, unit: ProbeUnit, fitted: FittedProbes,
     if not rows:
         raise XlpError(f"probe {unit.key}: no targets")
     threads = {"fit_threads": fitted.threads[0], "fit_threads_least": fitted.threads[1]} if fitted.threads else {}
-    record = write_rows(store, unit, rows, start)
-    record.pop("worker_warmed", None)  # the scoring task's worker's: the record tells of the fit's
-    warmed = {"worker_warmed": fitted.warmed} if fitted.warmed is not None else {}
-    return {**record, "fit_started": fitted.started, **threads, **warmed}
+    warmed = {"worker_warmed": fitted.warmed} if fitted.warmed is not None else {}  # the fit's worker's
+    return {**write_rows(store, unit, rows, start), "fit_started": fitted.started, **threads, **warmed}
 
 
 def _columns(tasks: tuple[FeatureTask, ...]) -> tuple[str, ...]:

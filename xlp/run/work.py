@@ -98,15 +98,10 @@ def _ray_node() -> str | None:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
-WARMED: list[float] = []  # when this worker process was warmed for probe tasks (probe_work.warm_worker), if it was
-
-
 def _written(written: Written, rows: int, start: float, **extra) -> dict:
-    """What the ledger records of a finished unit: its output's size and digest, and where and how long (and
-    when its worker was warmed, if it was)."""
-    warmed = {"worker_warmed": WARMED[0]} if WARMED else {}
+    """What the ledger records of a finished unit: its output's size and digest, and where and how long."""
     return {"bytes": written.bytes, "sha256": written.sha256, "rows": rows, "seconds": time.time() - start,
-            "node": socket.gethostname(), "ray_node": _ray_node(), **warmed, **extra}
+            "node": socket.gethostname(), "ray_node": _ray_node(), **extra}
 
 
 def write_rows(store: Store, unit: ProbeUnit | SentenceUnit, rows: list[dict], start: float) -> dict:
