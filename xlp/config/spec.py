@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from xlp.config.source import SpecSource
 from xlp.paths import is_safe_name
 
+Precision = Literal["auto", "float32", "bfloat16"]  # a model's arithmetic (xlp.models.loading.resolve_precision)
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -226,7 +228,7 @@ class Spec(BaseModel):
         "keep", description="drop: delete a checkpoint's feature shards once every probe that reads them is done")
     batch_tokens: int | None = Field(None, ge=16, description="subword tokens per extraction batch; null: "
                                      "16384 on a GPU, 1024 on a CPU (where small batches measured faster)")
-    precision: Literal["auto", "float32", "bfloat16"] = Field(
+    precision: Precision = Field(
         "auto", description="the model's arithmetic: auto = bfloat16 on a GPU and on a CPU that computes it natively "
         "(AVX512-BF16, AMX), float32 elsewhere; like the device, it is recorded per unit and does not redo finished "
         "ones")

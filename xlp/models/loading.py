@@ -4,10 +4,11 @@ allowed, remote code only when trusted) and running it in token-budget batches t
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable
+from typing import Callable, Iterable, get_args
 
 import torch
 
+from xlp.config.spec import Precision
 from xlp.errors import XlpError
 from xlp.models import quiet_transformers
 from xlp.models.checkpoints import Checkpoint, check_weights, load_config, load_tokenizer
@@ -85,7 +86,7 @@ def pick_device(device: str | None) -> torch.device:
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISIONS = get_args(Precision)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
