@@ -65,9 +65,13 @@ def test_crash_then_relaunch_finishes_identically(clean_grid, tmp_path, tiny_ser
     monkeypatch.delenv("XLP_FAIL_WRITE")
     monkeypatch.setenv("XLP_DIE_IN_UNIT", "step=200/task=pos/layers=0_1_2/src=vi")  # a probe worker dies too
     monkeypatch.setenv("XLP_DIE_MARKER", str(tmp_path / "probe-died"))
+    # what a worker killed mid-write leaves (its process cannot clean up): the relaunch removes it
+    dead_write = run / "features/step=100/lang=de/split=dev/_tmp-0123456789ab-part-0.parquet"
+    dead_write.write_bytes(b"PAR1 half")
     resumed = launch(spec, quiet=True)
     assert (tmp_path / "probe-died").exists() and not resumed.failed
     assert (resumed.extracted, resumed.probed) == (1, 4)
+    assert not list(run.rglob("_tmp-*"))
     assert snapshot(run) == clean_snapshot  # same checkpoints and data: equal to the undisturbed run
 
 

@@ -280,3 +280,6 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
             finish(ref, got)
             status.changed()
     ledger.store.delete(INFLIGHT)
+    for stage in ("features", "probes"):  # what a writer that died (a killed worker) left half-written; none is alive
+        for rel in ledger.store.files(stage, partial=True):
+            ledger.store.delete(rel)

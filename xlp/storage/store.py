@@ -190,25 +190,26 @@ class Store:
         elif info.type == pafs.FileType.Directory:
             self.fs.delete_dir(info.path)
 
-    def files(self, prefix: str) -> dict[str, int]:
-        """Every complete file under `prefix` (relative path -> size), in one listing."""
+    def files(self, prefix: str, partial: bool = False) -> dict[str, int]:
+        """Every complete file under `prefix` (relative path -> size), in one listing; with `partial`, instead the
+        files still being written (or left so by a writer that died)."""
         if self.local:
-            return self._local_files(prefix)
+            return self._local_files(prefix, partial)
         import pyarrow.fs as pafs
 
         sel = pafs.FileSelector(self.path(prefix), recursive=True, allow_not_found=True)
         out = {}
         for info in self.fs.get_file_info(sel):
-            if info.type == pafs.FileType.File and not info.base_name.startswith("_tmp-"):
+            if info.type == pafs.FileType.File and info.base_name.startswith("_tmp-") == partial:
                 out[info.path[len(self.root) + 1:].replace(os.sep, "/")] = info.size
         return out
 
-    def _local_files(self, prefix: str) -> dict[str, int]:
+    def _local_files(self, prefix: str, partial: bool) -> dict[str, int]:
         out = {}
         for folder, _, names in os.walk(self.path(prefix)):
             rel = folder[len(self.root) + 1:].replace(os.sep, "/")
             for name in names:
-                if not name.startswith("_tmp-"):
+                if name.startswith("_tmp-") == partial:
                     try:
                         out[f"{rel}/{name}" if rel else name] = os.stat(os.path.join(folder, name)).st_size
                     except FileNotFoundError:  # moved or deleted since the folder was listed
