@@ -107,7 +107,8 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
     every block) over all K classes of y, those not yet seen included."""
     import torch
 
-    from xlp.probing.linear import LinearProbes, _lbfgs, standardised
+    from xlp.probing.lbfgs import lbfgs
+    from xlp.probing.linear import LinearProbes, softmax_objective, standardised
     from xlp.probing.mlp import MlpObjective, mlp_probes, mlp_start
 
     X = np.asarray(X)
@@ -122,7 +123,7 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
         return OnlineCode(bits, K, iters, gmax, kind)
     order = transmission_order(n)
     dev = torch.device(device or "cpu")
-    mean, scale, Zt = standardised(X, dev)  # (L, d, n), transposed as _lbfgs takes them
+    mean, scale, Zt = standardised(X, dev)  # (L, d, n), transposed as lbfgs takes them
     at = torch.as_tensor(order, device=dev)
     for layer in range(L):  # the items in transmission order, one layer at a time: no second full-size copy
         Zt[layer] = Zt[layer][:, at]
@@ -143,12 +144,12 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
 
     ends = block_ends(n)
     for start, end in zip(ends[:-1], ends[1:]):  # each block starts from the previous block's optimum
-        objective = {} if mlp is None else {"objective": MlpObjective(d, mlp.hidden, K, None if mask is None
-                                                                      else mask[:, :start].contiguous())}
-        # _lbfgs moves its features in place as probes converge: it gets its own copy of the block's prefix
+        objective = softmax_objective if mlp is None else MlpObjective(d, mlp.hidden, K, None if mask is None
+                                                                       else mask[:, :start].contiguous())
+        # lbfgs moves its features in place as probes converge: it gets its own copy of the block's prefix
         # one prior for every block; the stopping test relative to the block's sampling noise (see the docstring)
-        it, gmax, _ = _lbfgs(Zt[:, :, :start].contiguous(), onehot_t[:, :start].contiguous(), l2 * n / start,
-                             theta, max_iter, tol * np.sqrt(n / start), **objective)
+        it, gmax, _ = lbfgs(Zt[:, :, :start].contiguous(), onehot_t[:, :start].contiguous(), l2 * n / start,
+                             theta, max_iter, tol * np.sqrt(n / start), objective)
         iters += it
         with torch.inference_mode():
             logp = torch.log_softmax(probes().logits(Zt[:, :, start:end].transpose(1, 2)), -1)

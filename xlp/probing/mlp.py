@@ -27,7 +27,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from xlp.probing.linear import LinearProbes, _lbfgs, standardised
+from xlp.probing.lbfgs import lbfgs
+from xlp.probing.linear import LinearProbes, standardised
 
 
 @dataclass(kw_only=True)
@@ -63,7 +64,7 @@ def fit_mlp_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int
     iters, gmax, converged = np.zeros(L, dtype=np.int64), np.zeros(L), np.ones(L, dtype=bool)
     if C > 1:
         onehot_t = torch.nn.functional.one_hot(torch.as_tensor(y_idx, dtype=torch.long, device=dev), C).T.float()
-        iters, gmax, converged = _lbfgs(Zt, onehot_t.contiguous(), l2, theta, max_iter, tol,
+        iters, gmax, converged = lbfgs(Zt, onehot_t.contiguous(), l2, theta, max_iter, tol,
                                         objective=MlpObjective(d, H, C, None if mask is None else mask.to(dev)))
         del Zt
     return mlp_probes(theta.cpu(), d, H, classes, mean=mean.cpu(), scale=scale.cpu(), iterations=iters,

@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from xlp.probing.linear import _lbfgs, standardised
+from xlp.probing.lbfgs import lbfgs
+from xlp.probing.linear import standardised
 from xlp.probing.trees import Trees
 from xlp.storage.features import vectors
 
@@ -72,7 +73,7 @@ def fit_structural(table: pa.Table, layer_columns: list[str], pairwise: bool, ra
     bound = (3.0 / (2 * rank * d)) ** 0.5  # a start whose expected squared distance is about 1
     theta = ((torch.rand(rank * d, generator=gen) * 2 - 1) * bound).repeat(L, 1).to(dev)
     batches = _batches(trees, pairwise, dev)
-    iters, gmax, converged = _lbfgs(Z, batches, 0.0, theta, max_iter, tol,
+    iters, gmax, converged = lbfgs(Z, batches, 0.0, theta, max_iter, tol,
                                     objective=_Loss(pairwise, rank, len(trees.lengths)))
     return StructuralProbes(pairwise, mean.cpu(), scale.cpu(), theta.view(L, rank, d).cpu(), iters, gmax, converged)
 

@@ -103,7 +103,7 @@ def fit_threads(own: int) -> Iterator[set[int]]:
     import ray
     import torch
 
-    from xlp.probing.linear import between_steps
+    from xlp.probing.lbfgs import between_steps
 
     node = ray.get_runtime_context().get_node_id()
     share = ThreadShare(own, node, node_cpus().get(node, own))
