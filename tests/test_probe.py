@@ -273,3 +273,23 @@ def test_preconditioned_fit_stops_on_the_plain_objectives_gradient(minilm, monke
     plain_fit = fit_probes(X, y, l2=L2)
     assert plain_fit.converged.all()
     assert probes.iterations.sum() <= 0.75 * plain_fit.iterations.sum(), (probes.iterations, plain_fit.iterations)
+
+
+def test_objective_in_blocks_of_words_is_the_objective_in_one(monkeypatch):
+    """The CPU objective sums loss and gradient over blocks of words (a block stays in cache between its two
+    products): the same loss and gradient as one block of every word, to float rounding, with a last block short."""
+    import torch
+
+    from xlp.probing import linear
+
+    rng = np.random.default_rng(3)
+    k, d, n, C = 2, 16, 1000, 5
+    Zt = torch.as_tensor(rng.standard_normal((k, d, n)), dtype=torch.float32)
+    onehot_t = torch.nn.functional.one_hot(torch.as_tensor(rng.integers(0, C, n)), C).T.float().contiguous()
+    theta = torch.as_tensor(rng.standard_normal((k, d * C + C)) * 0.3, dtype=torch.float32)
+    monkeypatch.setattr(linear, "BLOCK_WORDS", 300)
+    loss, grad = linear.softmax_objective(Zt, onehot_t, 1e-2, theta)
+    monkeypatch.setattr(linear, "BLOCK_WORDS", n)
+    loss_one, grad_one = linear.softmax_objective(Zt, onehot_t, 1e-2, theta)
+    assert torch.allclose(loss, loss_one, rtol=1e-6) and torch.allclose(grad, grad_one, atol=1e-6)
+    assert grad.abs().max() > 1e-2  # a gradient worth comparing

@@ -39,13 +39,21 @@ class LinearProbes:
     grad_norm: np.ndarray | None = None  # (L,) final max |gradient| of each probe's mean objective
     converged: np.ndarray | None = None  # (L,) whether each met the tolerance (not the iteration cap)
 
-    def logits(self, Z: torch.Tensor) -> torch.Tensor:
-        """(L, n, C) logits of standardised features Z (L, n, d)."""
-        return torch.baddbmm(self.bias[:, None, :], Z, self.weight)
+    def logits(self, Z: torch.Tensor, probes: slice = slice(None)) -> torch.Tensor:
+        """(k, n, C) logits of the k `probes` (all by default) on their standardised features Z (k, n, d)."""
+        return torch.baddbmm(self.bias[probes, None, :], Z, self.weight[probes])
 
     def _logits(self, X: np.ndarray) -> torch.Tensor:
+        """(L, n, C) logits of raw features X (L, n, d), any float dtype, a layer at a time (no full-size
+        float32 copy of X)."""
+        L, n, _ = X.shape
+        out = torch.empty(L, n, len(self.classes))
         with torch.inference_mode():
-            return self.logits((torch.as_tensor(X, dtype=torch.float32) - self.mean) / self.scale)
+            for layer in range(L):
+                z = torch.as_tensor(X[layer]).to(torch.float32, copy=True)
+                z.sub_(self.mean[layer]).div_(self.scale[layer])
+                out[layer] = self.logits(z[None], slice(layer, layer + 1))[0]
+        return out
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """(L, n) predicted labels."""
@@ -120,15 +128,17 @@ def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1
 
 def standardised(X: np.ndarray, device: torch.device, transposed: bool = True):
     """(mean (L, 1, d), scale (L, 1, d), standardised features transposed to (L, d, n), or None where not
-    `transposed`) of X (L, n, d) on `device`, one layer at a time: no second full-size copy."""
-    Xt = torch.as_tensor(X).to(device, torch.float32)
-    mean = Xt.mean(1, keepdim=True)
-    scale = Xt.std(1, keepdim=True, correction=0).clamp_min(SCALE_FLOOR)
-    if not transposed:
-        return mean, scale, None
-    Zt = torch.empty(X.shape[0], X.shape[2], X.shape[1], device=device)
-    for layer in range(X.shape[0]):  # written in place: no full-size temporaries
-        torch.sub(Xt[layer].T, mean[layer].T, out=Zt[layer]).div_(scale[layer].T)
+    `transposed`) of X (L, n, d), any float dtype, on `device`, one layer at a time: the only full-size array
+    is the result (a float16 X is converted a layer at a time)."""
+    L, n, d = X.shape
+    mean, scale = torch.empty(L, 1, d, device=device), torch.empty(L, 1, d, device=device)
+    Zt = torch.empty(L, d, n, device=device) if transposed else None
+    for layer in range(L):  # written in place: no full-size temporaries
+        x = torch.as_tensor(X[layer]).to(device, torch.float32)  # a view where X is float32 on the CPU
+        torch.mean(x, 0, keepdim=True, out=mean[layer])
+        scale[layer] = x.std(0, keepdim=True, correction=0).clamp_min(SCALE_FLOOR)
+        if transposed:
+            torch.sub(x.T, mean[layer].T, out=Zt[layer]).div_(scale[layer].T)
     return mean, scale, Zt
 
 
@@ -168,19 +178,33 @@ def _preconditioned_grad_norm(parts: tuple, grad: torch.Tensor) -> torch.Tensor:
                          grad[:, dC:].abs().amax(1))
 
 
+# words per block of the objective on the CPU: 2,048 x 384 float32 features (3 MB) stay in cache between the
+# forward product and the gradient's; 25k words x 6 layers: 104 ms an evaluation against 132 ms unblocked
+BLOCK_WORDS = 2048
+
+
 def softmax_objective(Zt: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor):
     """Loss (k,) in float64 and gradient (k, P) of k probes: mean cross-entropy + l2/2 ||W||^2.
     Features come transposed, (k, d, n), and labels as a (C, n) one-hot: logits are computed as
-    (C, n) blocks, which measured faster than (n, C) ones for few classes."""
+    (C, n) blocks, which measured faster than (n, C) ones for few classes. On the CPU, BLOCK_WORDS words at a
+    time, so that a block's features are still in cache when the gradient's product reads them again."""
     k, d, n = Zt.shape
     C = onehot_t.shape[0]
     W, b = theta[:, : d * C].view(k, d, C), theta[:, d * C:]
-    logp = torch.log_softmax(torch.baddbmm(b[:, :, None], W.transpose(1, 2), Zt), 1)  # (k, C, n)
-    nll = -(logp * onehot_t).sum(1).sum(1, dtype=torch.float64) / n
-    loss = nll + 0.5 * l2 * (W * W).sum((1, 2), dtype=torch.float64)
-    resid = logp.exp_().sub_(onehot_t).div_(n)  # softmax minus one-hot, over n
-    grad = torch.cat([(torch.bmm(Zt, resid.transpose(1, 2)) + l2 * W).reshape(k, -1), resid.sum(2)], 1)
-    return loss, grad
+    Wt = W.transpose(1, 2)
+    grad_t = (l2 * Wt).contiguous()  # (k, C, d): the gradient over W, transposed, summed block by block
+    grad_b = torch.zeros(k, C, device=Zt.device)
+    nll = torch.zeros(k, dtype=torch.float64, device=Zt.device)
+    block = BLOCK_WORDS if Zt.device.type == "cpu" else n
+    for at in range(0, n, block):
+        z, y = Zt[:, :, at:at + block], onehot_t[:, at:at + block]
+        logp = torch.log_softmax(torch.baddbmm(b[:, :, None], Wt, z), 1)  # (k, C, block)
+        nll -= (logp * y).sum(1).sum(1, dtype=torch.float64)
+        resid = logp.exp_().sub_(y).div_(n)  # softmax minus one-hot, over n
+        grad_t.baddbmm_(resid, z.transpose(1, 2))
+        grad_b += resid.sum(2)
+    loss = nll / n + 0.5 * l2 * (W * W).sum((1, 2), dtype=torch.float64)
+    return loss, torch.cat([grad_t.transpose(1, 2).reshape(k, -1), grad_b], 1)
 
 
 def majority_accuracy(y_test: np.ndarray) -> float:

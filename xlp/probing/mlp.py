@@ -40,9 +40,9 @@ class MlpProbes(LinearProbes):
     hidden_weight: torch.Tensor
     hidden_bias: torch.Tensor
 
-    def logits(self, Z: torch.Tensor) -> torch.Tensor:
-        hidden = torch.baddbmm(self.hidden_bias[:, None, :], Z, self.hidden_weight).clamp_min_(0)
-        return torch.baddbmm(self.bias[:, None, :], hidden, self.weight)
+    def logits(self, Z: torch.Tensor, probes: slice = slice(None)) -> torch.Tensor:
+        hidden = torch.baddbmm(self.hidden_bias[probes, None, :], Z, self.hidden_weight[probes]).clamp_min_(0)
+        return torch.baddbmm(self.bias[probes, None, :], hidden, self.weight[probes])
 
 
 def fit_mlp_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1000, tol: float = 5e-5,

@@ -75,18 +75,25 @@ def resample_sentences(table: pa.Table, rng: np.random.Generator) -> pa.Table:
 def stored_vectors(table: pa.Table, column: str) -> np.ndarray:
     """The (n_words, d) matrix of one layer column in the dtype it is stored in (a view of Arrow's buffer where it
     is one chunk), without per-row Python."""
-    col = table.column(column).combine_chunks()
+    chunks = _chunk_vectors(table, column)
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+
+def _chunk_vectors(table: pa.Table, column: str) -> list[np.ndarray]:
+    """Views of one layer column's chunks (Parquet's row groups), each (rows, d) in the stored dtype."""
+    col = table.column(column)
     if pa.types.is_fixed_size_list(col.type):
-        return col.flatten().to_numpy(zero_copy_only=False).reshape(-1, col.type.list_size)
+        size = col.type.list_size
+        return [c.flatten().to_numpy(zero_copy_only=False).reshape(-1, size) for c in col.chunks] or [
+            np.zeros((0, size), dtype=col.type.value_type.to_pandas_dtype())]
     meta = table.schema.field(column).metadata or {}
     if b"dtype" not in meta:
         raise ValueError(f"column {column}: no dtype in its field metadata (not a feature shard's layer column)")
     dtype, d = np.dtype(meta[b"dtype"].decode()), int(meta[b"size"])
-    if len(col) == 0:
-        return np.zeros((0, d), dtype=dtype)
     width = col.type.byte_width
-    raw = np.frombuffer(col.buffers()[1], dtype=np.uint8)[col.offset * width:(col.offset + len(col)) * width]
-    return raw.view(dtype).reshape(len(col), d)
+    out = [np.frombuffer(c.buffers()[1], dtype=np.uint8)[c.offset * width:(c.offset + len(c)) * width]
+           .view(dtype).reshape(len(c), d) for c in col.chunks if len(c)]
+    return out or [np.zeros((0, d), dtype=dtype)]
 
 
 def vectors(table: pa.Table, column: str) -> np.ndarray:
@@ -94,13 +101,21 @@ def vectors(table: pa.Table, column: str) -> np.ndarray:
     return stored_vectors(table, column).astype(np.float32)
 
 
-def layer_stack(table: pa.Table, columns: list[str]) -> np.ndarray:
-    """(L, n_words, d) float32 features of several layer columns, each layer converted straight into its place
-    (a per-layer float32 copy, then a stacked copy, cost as much again: seconds on a large shard)."""
-    layers = [stored_vectors(table, col) for col in columns]
-    out = np.empty((len(layers), *(layers[0].shape if layers else (0, 0))), dtype=np.float32)
-    for i, v in enumerate(layers):
-        out[i] = v
+def layer_stack(table: pa.Table, columns: list[str], dtype: str | None = "float32") -> np.ndarray:
+    """(L, n_words, d) features of several layer columns in `dtype` (None: as stored, float16 in a shard xlp
+    writes; the probes convert a layer at a time), each row group of each layer converted straight into its place
+    (combining a column's chunks, converting it and stacking the layers are each a full copy: seconds on a large
+    shard)."""
+    layers = [_chunk_vectors(table, col) for col in columns]
+    if not layers:
+        return np.zeros((0, 0, 0), dtype=dtype or np.float32)
+    first = layers[0][0]
+    out = np.empty((len(layers), sum(len(c) for c in layers[0]), first.shape[1]), dtype=dtype or first.dtype)
+    for i, chunks in enumerate(layers):  # chunk by chunk into place: no combined copy of a column first
+        at = 0
+        for c in chunks:
+            out[i, at:at + len(c)] = c
+            at += len(c)
     return out
 
 

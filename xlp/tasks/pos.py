@@ -16,5 +16,5 @@ class PosTask(WordTask):
     needs = ("upos",)
 
     def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Features (L, n_words, d) of the given layer columns, and each word's UPOS tag."""
-        return layer_stack(table, layer_columns), table.column("upos").to_numpy(zero_copy_only=False)
+        """Features (L, n_words, d) of the given layer columns as stored (float16), and each word's UPOS tag."""
+        return layer_stack(table, layer_columns, None), table.column("upos").to_numpy(zero_copy_only=False)

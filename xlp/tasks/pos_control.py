@@ -25,4 +25,5 @@ class PosControlTask(ControlTask):
         return table.column("upos").to_numpy(zero_copy_only=False)
 
     def examples(self, table: pa.Table, layer_columns: list[str], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        return layer_stack(table, layer_columns), self.draw(table.column("form").to_numpy(zero_copy_only=False), table)
+        forms = table.column("form").to_numpy(zero_copy_only=False)
+        return layer_stack(table, layer_columns, None), self.draw(forms, table)
