@@ -293,3 +293,21 @@ def test_objective_in_blocks_of_words_is_the_objective_in_one(monkeypatch):
     loss_one, grad_one = linear.softmax_objective(Zt, onehot_t, 1e-2, theta)
     assert torch.allclose(loss, loss_one, rtol=1e-6) and torch.allclose(grad, grad_one, atol=1e-6)
     assert grad.abs().max() > 1e-2  # a gradient worth comparing
+
+
+def test_a_fit_is_the_same_bytes_with_any_thread_count(minilm):
+    """A probe task's threads change with the CPUs its node has idle (xlp.run.resources): the fit must not depend
+    on them (LAPACK's eigenvectors, for the preconditioner, do unless it runs on one thread)."""
+    import torch
+
+    _, X, y = minilm[("de", "train")]
+    before = torch.get_num_threads()
+    try:
+        fits = []
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            fits.append(fit_probes(X, y, l2=L2))
+    finally:
+        torch.set_num_threads(before)
+    for other in fits[1:]:
+        assert torch.equal(fits[0].weight, other.weight) and torch.equal(fits[0].bias, other.bias)

@@ -153,7 +153,13 @@ PRECONDITION = 1.0
 def preconditioner(Zt: torch.Tensor, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(A, A^-T), each (L, d, d), of standardised features Zt (L, d, n): W = A W', gradient over W = A^-T times the
     gradient over W'."""
-    lam, U = torch.linalg.eigh(torch.bmm(Zt, Zt.transpose(1, 2)).double() / Zt.shape[2])
+    gram = torch.bmm(Zt, Zt.transpose(1, 2)).double() / Zt.shape[2]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # LAPACK's eigenvectors depend on its thread count: a fit's must not
+    try:
+        lam, U = torch.linalg.eigh(gram)
+    finally:
+        torch.set_num_threads(threads)
     c = (lam.clamp_min(0) + shift).sqrt()[:, None, :]
     return (U / c).float(), (U * c).float()
 
