@@ -246,24 +246,29 @@ def test_standardised_features_are_the_plain_formula_bit_for_bit():
 
 def test_preconditioned_fit_stops_on_the_plain_objectives_gradient(minilm, monkeypatch):
     """The fit runs over W' = A^-1 W, but its stopping test and its reported gradient are the plain objective's
-    (scikit-learn's criterion), recomputed here by autograd in float64 at the returned probe; and the
+    (scikit-learn's criterion), recomputed here by autograd in float64 at the returned probe (and at one fit on too
+    few items to be preconditioned); and the
     preconditioner earns its place: at least a quarter fewer iterations than the same fit without it."""
     import torch
 
     from xlp.probing import linear
 
     _, X, y = minilm[("de", "train")]
+    few = 600  # under linear.PRECONDITION_WORDS items per dimension: fit without the preconditioner
+    assert X.shape[1] >= linear.PRECONDITION_WORDS * X.shape[2] > few
+    for Xs, ys in ((X, y), (X[:, :few], y[:few])):
+        probes = fit_probes(Xs, ys, l2=L2)
+        classes = {c: i for i, c in enumerate(probes.classes)}
+        labels = torch.as_tensor([classes[c] for c in ys])
+        for li in range(len(LAYERS)):
+            Z = ((torch.as_tensor(Xs[li]) - probes.mean[li]) / probes.scale[li]).double()
+            W = probes.weight[li].double().requires_grad_()
+            b = probes.bias[li].double().requires_grad_()
+            loss = torch.nn.functional.cross_entropy(Z @ W + b, labels) + L2 / 2 * (W * W).sum()
+            gW, gb = torch.autograd.grad(loss, [W, b])
+            plain = max(gW.abs().max().item(), gb.abs().max().item())
+            assert plain <= 5e-5 * 1.02 and abs(plain - probes.grad_norm[li]) <= 1e-6, (li, plain, probes.grad_norm)
     probes = fit_probes(X, y, l2=L2)
-    classes = {c: i for i, c in enumerate(probes.classes)}
-    labels = torch.as_tensor([classes[c] for c in y])
-    for li in range(len(LAYERS)):
-        Z = ((torch.as_tensor(X[li]) - probes.mean[li]) / probes.scale[li]).double()
-        W = probes.weight[li].double().requires_grad_()
-        b = probes.bias[li].double().requires_grad_()
-        loss = torch.nn.functional.cross_entropy(Z @ W + b, labels) + L2 / 2 * (W * W).sum()
-        gW, gb = torch.autograd.grad(loss, [W, b])
-        plain = max(gW.abs().max().item(), gb.abs().max().item())
-        assert plain <= 5e-5 * 1.02 and abs(plain - probes.grad_norm[li]) <= 1e-6, (li, plain, probes.grad_norm[li])
 
     def identity(Zt, shift):
         eye = torch.eye(Zt.shape[1]).expand(Zt.shape[0], -1, -1)
