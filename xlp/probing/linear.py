@@ -123,7 +123,7 @@ def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1
                 theta = torch.cat([start.reshape(L, -1), init.bias.to(dev, torch.float32)], 1)
             # lbfgs moves the rows of what it is given as probes stop: its own copy of A
             iters, gmax, converged = lbfgs((Zt, rotate.clone(), unrotate), onehot_t.contiguous(), l2, theta,
-                                           max_iter, tol, _preconditioned_objective, _preconditioned_grad_norm)
+                                           max_iter, tol, preconditioned_objective, preconditioned_grad_norm)
             theta[:, : d * C] = torch.bmm(rotate, theta[:, : d * C].view(L, d, C)).reshape(L, -1)  # W = A W'
         del Zt
     W, b = theta[:, : d * C].reshape(L, d, C).cpu(), theta[:, d * C:].cpu()
@@ -159,21 +159,27 @@ PRECONDITION = 1.0
 PRECONDITION_WORDS = 4
 
 
-def preconditioner(Zt: torch.Tensor, shift: float) -> tuple[torch.Tensor, torch.Tensor]:
+def preconditioner(Zt: torch.Tensor, shift: float,
+                   eigen: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(A, A^-T), each (L, d, d), of standardised features Zt (L, d, n): W = A W', gradient over W = A^-T times the
-    gradient over W'."""
-    gram = torch.bmm(Zt, Zt.transpose(1, 2)).double() / Zt.shape[2]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # LAPACK's eigenvectors depend on its thread count: a fit's must not
-    try:
-        lam, U = torch.linalg.eigh(gram)
-    finally:
-        torch.set_num_threads(threads)
+    gradient over W'. `eigen`: their `correlation_eigen`, where it is known."""
+    lam, U = eigen or correlation_eigen(Zt)
     c = (lam.clamp_min(0) + shift).sqrt()[:, None, :]
     return (U / c).float(), (U * c).float()
 
 
-def _preconditioned_objective(parts: tuple, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor):
+def correlation_eigen(Zt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (L, d) and eigenvectors (L, d, d), float64, of standardised features' correlation."""
+    gram = torch.bmm(Zt, Zt.transpose(1, 2)).double() / Zt.shape[2]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # LAPACK's eigenvectors depend on its thread count: a fit's must not
+    try:
+        return torch.linalg.eigh(gram)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def preconditioned_objective(parts: tuple, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor):
     """softmax_objective (loss, gradient) over W' (theta's weights), W = A W' (parts: Zt, A, A^-T)."""
     Zt, rotate, _ = parts
     k, d, _ = Zt.shape
@@ -184,7 +190,7 @@ def _preconditioned_objective(parts: tuple, onehot_t: torch.Tensor, l2: float, t
     return loss, torch.cat([g, grad[:, dC:]], 1)
 
 
-def _preconditioned_grad_norm(parts: tuple, grad: torch.Tensor) -> torch.Tensor:
+def preconditioned_grad_norm(parts: tuple, grad: torch.Tensor) -> torch.Tensor:
     """(k,) max |gradient| over W (not W') and the bias: `tol` bounds the unpreconditioned problem's gradient."""
     _, _, unrotate = parts
     k, d, _ = unrotate.shape

@@ -108,7 +108,17 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
     import torch
 
     from xlp.probing.lbfgs import lbfgs
-    from xlp.probing.linear import LinearProbes, softmax_objective, standardised
+    from xlp.probing.linear import (
+        PRECONDITION,
+        PRECONDITION_WORDS,
+        LinearProbes,
+        correlation_eigen,
+        preconditioned_grad_norm,
+        preconditioned_objective,
+        preconditioner,
+        softmax_objective,
+        standardised,
+    )
     from xlp.probing.mlp import MlpObjective, mlp_probes, mlp_start
 
     X = np.asarray(X)
@@ -129,8 +139,11 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
         Zt[layer] = Zt[layer][:, at]
     sent = torch.as_tensor(y_idx[order], dtype=torch.long, device=dev)
     onehot_t = torch.nn.functional.one_hot(sent, K).T.float()
+    eigen = None  # the linear probe's preconditioner (linear.fit_probes), on enough items
     if mlp is None:
         theta, mask = torch.zeros(L, d * K + K, device=dev), None
+        if n >= PRECONDITION_WORDS * d:
+            eigen = correlation_eigen(Zt)
     else:
         start_theta, mask = mlp_start(d, mlp.hidden, K, n, mlp.dropout, mlp.seed)
         theta = start_theta.repeat(L, 1).to(dev)
@@ -148,8 +161,17 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
                                                                        else mask[:, :start].contiguous())
         # lbfgs moves its features in place as probes converge: it gets its own copy of the block's prefix
         # one prior for every block; the stopping test relative to the block's sampling noise (see the docstring)
-        it, gmax, _ = lbfgs(Zt[:, :, :start].contiguous(), onehot_t[:, :start].contiguous(), l2 * n / start,
-                             theta, max_iter, tol * np.sqrt(n / start), objective)
+        prefix, labels, block_l2 = Zt[:, :, :start].contiguous(), onehot_t[:, :start].contiguous(), l2 * n / start
+        if eigen is None or start < PRECONDITION_WORDS * d:  # a small block: the maps cost more than they save
+            it, gmax, _ = lbfgs(prefix, labels, block_l2, theta, max_iter, tol * np.sqrt(n / start), objective)
+        else:  # as linear.fit_probes, with all the items' correlation (any preconditioner keeps the optimum)
+            rotate, unrotate = preconditioner(Zt, block_l2 * K * PRECONDITION, eigen)
+            weights = torch.bmm(unrotate.transpose(1, 2), theta[:, :d * K].view(L, d, K)).reshape(L, -1)
+            rotated = torch.cat([weights, theta[:, d * K:]], 1)
+            it, gmax, _ = lbfgs((prefix, rotate.clone(), unrotate), labels, block_l2, rotated, max_iter,
+                                tol * np.sqrt(n / start), preconditioned_objective, preconditioned_grad_norm)
+            theta[:, :d * K] = torch.bmm(rotate, rotated[:, :d * K].view(L, d, K)).reshape(L, -1)
+            theta[:, d * K:] = rotated[:, d * K:]
         iters += it
         with torch.inference_mode():
             logp = torch.log_softmax(probes().logits(Zt[:, :, start:end].transpose(1, 2)), -1)
