@@ -277,7 +277,7 @@ def test_preconditioned_fit_stops_on_the_plain_objectives_gradient(minilm, monke
             assert plain <= 5e-5 * 1.02 and abs(plain - probes.grad_norm[li]) <= 1e-6, (li, plain, probes.grad_norm)
     probes = fit_probes(X, y, l2=L2)
 
-    def identity(Zt, shift):
+    def identity(Zt, shift, eigen=None):
         eye = torch.eye(Zt.shape[1]).expand(Zt.shape[0], -1, -1)
         return eye.clone(), eye.clone()
 

@@ -110,21 +110,13 @@ def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1
     iters, gmax = np.zeros(L, dtype=np.int64), np.zeros(L)
     converged = np.ones(L, dtype=bool)
     if C > 1:
-        fits_init = init is not None and np.array_equal(init.classes, classes) and init.weight.shape == (L, d, C)
+        if init is not None and np.array_equal(init.classes, classes) and init.weight.shape == (L, d, C):
+            theta = torch.cat([init.weight.reshape(L, -1), init.bias], 1).to(dev, torch.float32).clone()
         onehot_t = torch.nn.functional.one_hot(torch.as_tensor(y_idx, dtype=torch.long, device=dev), C).T.float()
         if n < PRECONDITION_WORDS * d:  # a few items: the eigendecomposition would cost more than it saves
-            if fits_init:
-                theta = torch.cat([init.weight.reshape(L, -1), init.bias], 1).to(dev, torch.float32).clone()
             iters, gmax, converged = lbfgs(Zt, onehot_t.contiguous(), l2, theta, max_iter, tol, softmax_objective)
         else:
-            rotate, unrotate = preconditioner(Zt, l2 * C * PRECONDITION)
-            if fits_init:
-                start = torch.bmm(unrotate.transpose(1, 2), init.weight.to(dev, torch.float32))  # W' = A^-1 W
-                theta = torch.cat([start.reshape(L, -1), init.bias.to(dev, torch.float32)], 1)
-            # lbfgs moves the rows of what it is given as probes stop: its own copy of A
-            iters, gmax, converged = lbfgs((Zt, rotate.clone(), unrotate), onehot_t.contiguous(), l2, theta,
-                                           max_iter, tol, preconditioned_objective, preconditioned_grad_norm)
-            theta[:, : d * C] = torch.bmm(rotate, theta[:, : d * C].view(L, d, C)).reshape(L, -1)  # W = A W'
+            iters, gmax, converged = preconditioned_lbfgs(Zt, onehot_t.contiguous(), l2, theta, max_iter, tol)
         del Zt
     W, b = theta[:, : d * C].reshape(L, d, C).cpu(), theta[:, d * C:].cpu()
     return LinearProbes(classes=classes, mean=mean.cpu(), scale=scale.cpu(), weight=W.contiguous(),
@@ -179,7 +171,25 @@ def correlation_eigen(Zt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         torch.set_num_threads(threads)
 
 
-def preconditioned_objective(parts: tuple, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor):
+def preconditioned_lbfgs(Zt: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor, max_iter: int,
+                         tol: float, eigen: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """`lbfgs` on softmax_objective over W' = A^-1 W (A: `preconditioner`, shift l2 C PRECONDITION; `eigen` as it
+    takes), with the plain problem's stopping test: `theta` (k, d C + C), over W, is read and updated in place
+    as lbfgs does; the same returns."""
+    k, d, _ = Zt.shape
+    dC = d * onehot_t.shape[0]
+    rotate, unrotate = preconditioner(Zt, l2 * onehot_t.shape[0] * PRECONDITION, eigen)
+    rotated = torch.cat([torch.bmm(unrotate.transpose(1, 2), theta[:, :dC].view(k, d, -1)).reshape(k, -1),
+                         theta[:, dC:]], 1)
+    # lbfgs moves the rows of what it is given as probes stop: its own copy of A
+    out = lbfgs((Zt, rotate.clone(), unrotate), onehot_t, l2, rotated, max_iter, tol, _preconditioned_objective,
+                _preconditioned_grad_norm)
+    theta[:, :dC] = torch.bmm(rotate, rotated[:, :dC].view(k, d, -1)).reshape(k, -1)  # W = A W'
+    theta[:, dC:] = rotated[:, dC:]
+    return out
+
+
+def _preconditioned_objective(parts: tuple, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor):
     """softmax_objective (loss, gradient) over W' (theta's weights), W = A W' (parts: Zt, A, A^-T)."""
     Zt, rotate, _ = parts
     k, d, _ = Zt.shape
@@ -190,7 +200,7 @@ def preconditioned_objective(parts: tuple, onehot_t: torch.Tensor, l2: float, th
     return loss, torch.cat([g, grad[:, dC:]], 1)
 
 
-def preconditioned_grad_norm(parts: tuple, grad: torch.Tensor) -> torch.Tensor:
+def _preconditioned_grad_norm(parts: tuple, grad: torch.Tensor) -> torch.Tensor:
     """(k,) max |gradient| over W (not W') and the bias: `tol` bounds the unpreconditioned problem's gradient."""
     _, _, unrotate = parts
     k, d, _ = unrotate.shape

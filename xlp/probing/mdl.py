@@ -109,13 +109,10 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
 
     from xlp.probing.lbfgs import lbfgs
     from xlp.probing.linear import (
-        PRECONDITION,
         PRECONDITION_WORDS,
         LinearProbes,
         correlation_eigen,
-        preconditioned_grad_norm,
-        preconditioned_objective,
-        preconditioner,
+        preconditioned_lbfgs,
         softmax_objective,
         standardised,
     )
@@ -165,13 +162,8 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
         if eigen is None or start < PRECONDITION_WORDS * d:  # a small block: the maps cost more than they save
             it, gmax, _ = lbfgs(prefix, labels, block_l2, theta, max_iter, tol * np.sqrt(n / start), objective)
         else:  # as linear.fit_probes, with all the items' correlation (any preconditioner keeps the optimum)
-            rotate, unrotate = preconditioner(Zt, block_l2 * K * PRECONDITION, eigen)
-            weights = torch.bmm(unrotate.transpose(1, 2), theta[:, :d * K].view(L, d, K)).reshape(L, -1)
-            rotated = torch.cat([weights, theta[:, d * K:]], 1)
-            it, gmax, _ = lbfgs((prefix, rotate.clone(), unrotate), labels, block_l2, rotated, max_iter,
-                                tol * np.sqrt(n / start), preconditioned_objective, preconditioned_grad_norm)
-            theta[:, :d * K] = torch.bmm(rotate, rotated[:, :d * K].view(L, d, K)).reshape(L, -1)
-            theta[:, d * K:] = rotated[:, d * K:]
+            it, gmax, _ = preconditioned_lbfgs(prefix, labels, block_l2, theta, max_iter, tol * np.sqrt(n / start),
+                                               eigen)
         iters += it
         with torch.inference_mode():
             logp = torch.log_softmax(probes().logits(Zt[:, :, start:end].transpose(1, 2)), -1)
