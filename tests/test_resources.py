@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+
+import pytest
 
 from xlp.config import ClusterSpec
 from xlp.run.resources import plan_resources, share_threads
@@ -158,3 +163,23 @@ def test_curves_and_figures_as_ray_tasks_give_the_serial_results_bytes(clean_gri
     assert run_reduce.reduce_run(store, manifest, plan, force=True)
     for f in files:
         assert (copy / f).read_bytes() == parallel[f], f
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_a_background_warm_up_imports_everything_at_idle_priority_and_leaves_the_worker_its_own():
+    """The extractors' probe workers warm up at the start beside the extractor's own start: their imports (torch
+    first) run in a thread of idle priority, which needs the warm-up's module to import nothing heavy (Ray imports
+    it in the worker's main thread), and the worker's main thread, which runs its later tasks, keeps its priority."""
+    code = """
+import os, sys
+import xlp.run.warm as warm
+light = "torch" not in sys.modules
+policies, imports = [], warm._imports
+warm._imports = lambda: (policies.append(os.sched_getscheduler(0)), imports())
+warm.warm_worker(background=True)
+from xlp.run import probe_work
+print(light, policies == [os.SCHED_IDLE], "torch" in sys.modules, len(probe_work.WARMED),
+      os.sched_getscheduler(0) == os.SCHED_OTHER)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "True", "True", "1", "True"], out.stderr[-2000:]

@@ -131,7 +131,8 @@ def _ship_plugin_tasks(plan: Plan) -> None:
 def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> None:
     import ray
 
-    from xlp.run.probe_work import fit_probe_unit, run_probe, score_probe_unit, warm_worker
+    from xlp.run.probe_work import fit_probe_unit, run_probe, score_probe_unit
+    from xlp.run.warm import warm_worker
     from xlp.run.work import ExtractionWorker, Faults, WorkContext, run_sentence_unit
 
     readers = Counter(k for u in probe_todo for k in u.needs)  # probes still to read each shard
@@ -181,8 +182,6 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
             inflight[actors[i].run.remote(u, share, sent[i])] = ("extract", u, i)
             load[i] += 1
             sent[i] += 1
-        if not by_ckpt and not any(queues):
-            warm.extraction_sent()
 
     def feed(i: int) -> None:
         """An idle actor takes the next checkpoint's units; when none is left, it shares the checkpoint with the

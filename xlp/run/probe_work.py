@@ -42,7 +42,7 @@ def _read(store: Store, needs: tuple[str, ...], step: int, lang: str, split: str
         raise ShardChecksumError(path) from None
 
 
-WARMED: list[float] = []  # when this worker process was warmed for probe tasks (warm_worker), if it was
+WARMED: list[float] = []  # when this worker process was warmed for probe tasks (xlp.run.warm), if it was
 
 
 @dataclass
@@ -60,9 +60,9 @@ class FittedProbes:
     warmed: float | None = field(default_factory=lambda: WARMED[0] if WARMED else None)  # when its worker was warmed
 
 
-def warm_worker() -> None:
-    """Import what probe tasks and the reducer's tasks run (this module: torch and the probes; scipy's statistics;
-    matplotlib) in this worker, which then waits in Ray's pool for one (xlp.run.resources.WarmWorkers)."""
+def warmed_up() -> None:
+    """Import what probe tasks and the reducer's tasks run besides this module (torch and the probes): scipy's
+    statistics and matplotlib; note when (xlp.run.warm)."""
     import matplotlib.figure  # noqa: F401
     import scipy.stats  # noqa: F401
 

@@ -118,9 +118,13 @@ def fit_threads(own: int) -> Iterator[set[int]]:
 class WarmWorkers:
     """Worker processes for probe tasks, started and through their imports before a probe can run (the first fits
     wait for a training shard; the CPUs the extractors hold free up when extraction ends), so a probe does not
-    wait seconds for a new process's imports at that moment. `warm` is a Ray task with no CPUs that imports what
-    probe tasks run; Ray keeps the idle worker it ran in for the next task. On a cluster of one node only: on
-    several, Ray puts each worker where it likes, not where the probes will run."""
+    wait seconds for a new process's imports at that moment. `warm(background)` is a Ray task with no CPUs that
+    imports what probe tasks run; Ray keeps the idle worker it ran in for the next task. All are started at once
+    (Ray starts the extractors' processes first: they were asked for first): a worker for each probe the CPUs no
+    extractor holds can run imports at once, one for each probe the extractors' CPUs can run once extraction ends
+    imports at idle priority (a worker started mid-run took ~3 core-seconds from the one-thread extraction and the
+    fit beside it). On a cluster of one node only: on several, Ray puts each worker where it likes, not where the
+    probes will run."""
 
     def __init__(self, res: Resources, actors: int, warm) -> None:
         cpus = node_cpus()
@@ -129,18 +133,9 @@ class WarmWorkers:
         self.per_probe, self.warm = res.probe_cpus, warm
 
     def start(self) -> None:
-        """Warm a worker for each probe the CPUs no extractor holds can run."""
-        self._warm(self.free)
-
-    def extraction_sent(self) -> None:
-        """The last units are with the extractors: warm a worker for each probe their CPUs can run (once; later
-        calls do nothing)."""
-        self._warm(self.held)
-        self.held = 0.0
-
-    def _warm(self, cpus: float) -> None:
-        for _ in range(int(cpus // self.per_probe) if self.per_probe else 0):
-            self.warm.remote()
+        for cpus, background in ((self.free, False), (self.held, True)):
+            for _ in range(int(cpus // self.per_probe) if self.per_probe else 0):
+                self.warm.remote(background)
 
 
 def plan_resources(cluster: ClusterSpec, units: int) -> Resources:
