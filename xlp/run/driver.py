@@ -153,9 +153,8 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
     actors = [Actor.options(num_cpus=res.actor_cpus, num_gpus=res.actor_gpus, max_concurrency=2,  # model + write
                             max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD")
               .remote(ctx) for _ in range(n_actors)]
-    warm = WarmWorkers(res, n_actors, ray.remote(warm_worker).options(num_cpus=0))
     if ext_todo:  # (with nothing to extract the probes start at once: no time to warm a worker ahead)
-        warm.start()
+        WarmWorkers(res, n_actors, ray.remote(warm_worker).options(num_cpus=0)).start()
     nodes = ray.get([a.node.remote() for a in actors]) if res.adaptive else [None] * n_actors
     cpus_of = node_cpus() if res.adaptive else {}
     # a probe unit's tasks, whole or its fit and scoring apart, all get the probes' resources
