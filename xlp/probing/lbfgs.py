@@ -41,8 +41,13 @@ def lbfgs(Z, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor, max_iter: i
     L, P = theta.shape
     iters, gmax, converged = np.zeros(L, dtype=np.int64), np.zeros(L), np.zeros(L, dtype=bool)
     active = list(range(L))  # Z[j] holds the features of probe active[j]
-    parts = Z if isinstance(Z, tuple) else (Z,)
-    rows = (lambda sl: tuple(z[sl] for z in parts)) if isinstance(Z, tuple) else (lambda sl: parts[0][sl])
+    single = not isinstance(Z, tuple)
+    parts = (Z,) if single else Z  # rebound to the active block's rows as probes stop
+
+    def rows(parts: tuple, sl: slice):
+        """What the objective takes (as Z came: a tensor or a tuple) of `parts`' rows `sl`."""
+        return parts[0][sl] if single else tuple(z[sl] for z in parts)
+
     grad_norm = grad_norm or (lambda _, g: g.abs().amax(1))
     device = parts[0].device
     th = theta.clone()
@@ -57,7 +62,7 @@ def lbfgs(Z, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor, max_iter: i
     for it in range(max_iter + 1):
         for callback in _between_steps:
             callback()
-        g_inf = grad_norm(rows(slice(None)), g)
+        g_inf = grad_norm(rows(parts, slice(None)), g)
         done = (g_inf <= tol).cpu().numpy()
         stop = done | stalled.cpu().numpy() | (it == max_iter)
         if stop.any():
@@ -88,9 +93,10 @@ def lbfgs(Z, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor, max_iter: i
             slope[bad] = (g[bad] * direction[bad]).sum(1, dtype=torch.float64)
             SY[bad], gram[bad], kept[bad] = 0, 0, False
         th_new = th + direction
-        f_new, g_new = objective(rows(slice(k)), onehot_t, l2, th_new)
+        f_new, g_new = objective(rows(parts, slice(k)), onehot_t, l2, th_new)
         for j in torch.nonzero(f_new > f + 1e-4 * slope).flatten().tolist():  # Armijo; rare past the start
-            found = _backtrack(rows(slice(j, j + 1)), onehot_t, l2, th[j], direction[j], f[j], slope[j], objective)
+            found = _backtrack(rows(parts, slice(j, j + 1)), onehot_t, l2, th[j], direction[j], f[j], slope[j],
+                               objective)
             if found is None:  # no lower loss along the direction: stay (the probe then counts as stalled)
                 f_new[j], g_new[j], th_new[j] = f[j], g[j], th[j]
             else:
