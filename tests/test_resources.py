@@ -165,6 +165,27 @@ def test_curves_and_figures_as_ray_tasks_give_the_serial_results_bytes(clean_gri
         assert (copy / f).read_bytes() == parallel[f], f
 
 
+
+def test_a_worker_is_warmed_for_each_probe_slot_the_free_cpus_give_at_once_and_the_extractors_in_the_background(
+        ray_local):
+    """On the session's 2-CPU node: one extractor holds a CPU, the other gives a probe slot that a fit takes as soon
+    as a training shard exists (its worker imports at once); the extractor's CPU gives one once extraction ends (its
+    worker imports at idle priority). Half-CPU probes: two of each."""
+    from xlp.run.resources import WarmWorkers
+
+    class Warm:
+        def __init__(self):
+            self.asked = []
+
+        def remote(self, background: bool) -> None:
+            self.asked.append(background)
+
+    for probe_cpus, expected in ((1, [False, True]), (0.5, [False, False, True, True])):
+        warm = Warm()
+        WarmWorkers(plan_resources(ClusterSpec(cpus_per_probe=probe_cpus), units=4), 1, warm).start()
+        assert warm.asked == expected
+
+
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
 def test_a_background_warm_up_imports_everything_at_idle_priority_and_leaves_the_worker_its_own():
     """The extractors' probe workers warm up at the start beside the extractor's own start: their imports (torch
