@@ -165,7 +165,6 @@ def test_curves_and_figures_as_ray_tasks_give_the_serial_results_bytes(clean_gri
         assert (copy / f).read_bytes() == parallel[f], f
 
 
-
 def test_a_worker_is_warmed_for_each_probe_slot_the_free_cpus_give_at_once_and_the_extractors_in_the_background(
         ray_local):
     """On the session's 2-CPU node: one extractor holds a CPU, the other gives a probe slot that a fit takes as soon

@@ -113,10 +113,7 @@ def fit_probes(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 1
         if init is not None and np.array_equal(init.classes, classes) and init.weight.shape == (L, d, C):
             theta = torch.cat([init.weight.reshape(L, -1), init.bias], 1).to(dev, torch.float32).clone()
         onehot_t = torch.nn.functional.one_hot(torch.as_tensor(y_idx, dtype=torch.long, device=dev), C).T.float()
-        if n < PRECONDITION_WORDS * d:  # a few items: the eigendecomposition would cost more than it saves
-            iters, gmax, converged = lbfgs(Zt, onehot_t.contiguous(), l2, theta, max_iter, tol, softmax_objective)
-        else:
-            iters, gmax, converged = preconditioned_lbfgs(Zt, onehot_t.contiguous(), l2, theta, max_iter, tol)
+        iters, gmax, converged = softmax_lbfgs(Zt, onehot_t.contiguous(), l2, theta, max_iter, tol)
         del Zt
     W, b = theta[:, : d * C].reshape(L, d, C).cpu(), theta[:, d * C:].cpu()
     return LinearProbes(classes=classes, mean=mean.cpu(), scale=scale.cpu(), weight=W.contiguous(),
@@ -171,12 +168,15 @@ def correlation_eigen(Zt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         torch.set_num_threads(threads)
 
 
-def preconditioned_lbfgs(Zt: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor, max_iter: int,
-                         tol: float, eigen: tuple[torch.Tensor, torch.Tensor] | None = None):
-    """`lbfgs` on softmax_objective over W' = A^-1 W (A: `preconditioner`, shift l2 C PRECONDITION; `eigen` as it
-    takes), with the plain problem's stopping test: `theta` (k, d C + C), over W, is read and updated in place
-    as lbfgs does; the same returns."""
-    k, d, _ = Zt.shape
+def softmax_lbfgs(Zt: torch.Tensor, onehot_t: torch.Tensor, l2: float, theta: torch.Tensor, max_iter: int,
+                  tol: float, eigen: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """`lbfgs` on softmax_objective; from PRECONDITION_WORDS items per dimension over W' = A^-1 W (A:
+    `preconditioner`, shift l2 C PRECONDITION; `eigen` as it takes), with the plain problem's stopping test (on
+    fewer, the eigendecomposition or the d x d maps cost more than they save). `theta` (k, d C + C), over W, is
+    read and updated in place as lbfgs does; the same returns."""
+    k, d, n = Zt.shape
+    if n < PRECONDITION_WORDS * d:
+        return lbfgs(Zt, onehot_t, l2, theta, max_iter, tol, softmax_objective)
     dC = d * onehot_t.shape[0]
     rotate, unrotate = preconditioner(Zt, l2 * onehot_t.shape[0] * PRECONDITION, eigen)
     rotated = torch.cat([torch.bmm(unrotate.transpose(1, 2), theta[:, :dC].view(k, d, -1)).reshape(k, -1),

@@ -112,8 +112,7 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
         PRECONDITION_WORDS,
         LinearProbes,
         correlation_eigen,
-        preconditioned_lbfgs,
-        softmax_objective,
+        softmax_lbfgs,
         standardised,
     )
     from xlp.probing.mlp import MlpObjective, mlp_probes, mlp_start
@@ -154,16 +153,15 @@ def online_code(X: np.ndarray, y: np.ndarray, l2: float = 1e-3, max_iter: int = 
 
     ends = block_ends(n)
     for start, end in zip(ends[:-1], ends[1:]):  # each block starts from the previous block's optimum
-        objective = softmax_objective if mlp is None else MlpObjective(d, mlp.hidden, K, None if mask is None
-                                                                       else mask[:, :start].contiguous())
         # lbfgs moves its features in place as probes converge: it gets its own copy of the block's prefix
         # one prior for every block; the stopping test relative to the block's sampling noise (see the docstring)
         prefix, labels, block_l2 = Zt[:, :, :start].contiguous(), onehot_t[:, :start].contiguous(), l2 * n / start
-        if eigen is None or start < PRECONDITION_WORDS * d:  # a small block: the maps cost more than they save
+        if mlp is None:  # as linear.fit_probes, large blocks preconditioned with all the items' correlation (any
+            # preconditioner keeps a block's optimum)
+            it, gmax, _ = softmax_lbfgs(prefix, labels, block_l2, theta, max_iter, tol * np.sqrt(n / start), eigen)
+        else:
+            objective = MlpObjective(d, mlp.hidden, K, None if mask is None else mask[:, :start].contiguous())
             it, gmax, _ = lbfgs(prefix, labels, block_l2, theta, max_iter, tol * np.sqrt(n / start), objective)
-        else:  # as linear.fit_probes, with all the items' correlation (any preconditioner keeps the optimum)
-            it, gmax, _ = preconditioned_lbfgs(prefix, labels, block_l2, theta, max_iter, tol * np.sqrt(n / start),
-                                               eigen)
         iters += it
         with torch.inference_mode():
             logp = torch.log_softmax(probes().logits(Zt[:, :, start:end].transpose(1, 2)), -1)
