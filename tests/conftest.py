@@ -141,7 +141,7 @@ def ray_local():
     )
     from ray.cluster_utils import Cluster
 
-    from xlp.run.ray_session import LOCAL_NODE_CONFIG  # the node xlp starts keeps its warmed workers; so does this
+    from xlp.run.ray_session import local_node_config  # the node xlp starts keeps its warmed workers; so does this
 
     enable_token_auth_by_default()  # what ray.init does for a node it starts: token authentication on
     ensure_token_if_auth_enabled(create_token_if_missing=True)
@@ -154,7 +154,7 @@ def ray_local():
     os.makedirs(os.path.dirname(ray._private.utils.get_ray_address_file(None)), exist_ok=True)
     node = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 2, "include_dashboard": True, "dashboard_port": dashboard, "dashboard_agent_listen_port": agent,
-        "object_store_memory": 2 * 1024**3, "temp_dir": temp, "_system_config": LOCAL_NODE_CONFIG})
+        "object_store_memory": 2 * 1024**3, "temp_dir": temp, "_system_config": local_node_config()})
     ray.init(address=node.address, logging_level="warning", log_to_driver=False)
     # the head's own address: a driver that joins reads it from where another worker's node may have written it
     DASHBOARD["url"] = "http://" + node.head_node.webui_url

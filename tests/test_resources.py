@@ -203,3 +203,26 @@ print(light, policies == [os.SCHED_IDLE], "torch" in sys.modules, len(probe_work
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["True", "True", "True", "1", "True"], out.stderr[-2000:]
+
+
+TWO_SESSIONS = """
+import json, ray
+from xlp.config import ClusterSpec
+from xlp.run.ray_session import ray_session
+for _ in range(2):
+    with ray_session(ClusterSpec(num_cpus=1)):
+        node = ray._private.worker._global_node
+        spill = json.loads(node._config["object_spilling_config"])["params"]["directory_path"]
+        print(json.dumps([node.get_session_dir_path(), spill]), flush=True)
+"""
+
+
+def test_each_local_session_spills_into_its_own_session_folder():
+    """ray.init writes the new session's spill folder into the config dict it is given: two launches in one process
+    (a notebook, the tests) must each spill into their own session's folder, not the second into the first's."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", TWO_SESSIONS], capture_output=True, text=True, timeout=300, env=env)
+    sessions = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("[")]
+    assert len(sessions) == 2, out.stderr[-2000:]
+    assert sessions[0][0] != sessions[1][0]
+    assert [spill for _, spill in sessions] == [folder for folder, _ in sessions]

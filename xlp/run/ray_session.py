@@ -17,13 +17,18 @@ from pathlib import Path
 from xlp.config import ClusterSpec
 from xlp.errors import XlpError
 
-# Ray kills idle workers beyond as many as the node has CPUs, actors' counted: a probe worker warmed beside the
-# extractors (xlp.run.resources.WarmWorkers) would be killed before its task came. Room for the extractors and a
-# worker per probe a CPU can hold (cpus_per_probe may be a fraction); idle ones beyond are still killed
-LOCAL_NODE_CONFIG = {"num_workers_soft_limit": 4 * (os.cpu_count() or 1)}
-
 TOKEN_HINT = ("give xlp the cluster's Ray token: RAY_AUTH_MODE=token with RAY_AUTH_TOKEN_PATH=FILE "
               "(or RAY_AUTH_TOKEN, or the file ~/.ray/auth_token)")
+
+
+def local_node_config() -> dict:
+    """The `_system_config` of a local node xlp starts, a new dict each time: ray.init adds the session's own
+    settings to the dict it is given (its spill directory: a later session given the same dict would spill into
+    the first one's). Ray kills idle workers beyond as many as the node has CPUs, actors' counted: a probe worker
+    warmed beside the extractors (xlp.run.resources.WarmWorkers) would be killed before its task came. Room for
+    the extractors and a worker per probe a CPU can hold (cpus_per_probe may be a fraction); idle ones beyond are
+    still killed."""
+    return {"num_workers_soft_limit": 4 * (os.cpu_count() or 1)}
 
 
 def auth_refused(message: str) -> bool:
@@ -61,7 +66,7 @@ def ray_session(cluster: ClusterSpec, address: str | None = None):
         with _loopback_node():
             # address="local" starts a fresh node instead of attaching to a stale one left in /tmp
             ray.init(address="local", num_cpus=cluster.num_cpus, include_dashboard=False,
-                     logging_level="warning", log_to_driver=False, _system_config=LOCAL_NODE_CONFIG)
+                     logging_level="warning", log_to_driver=False, _system_config=local_node_config())
     try:
         yield
     finally:
