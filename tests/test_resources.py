@@ -226,3 +226,35 @@ def test_each_local_session_spills_into_its_own_session_folder():
     assert len(sessions) == 2, out.stderr[-2000:]
     assert sessions[0][0] != sessions[1][0]
     assert [spill for _, spill in sessions] == [folder for folder, _ in sessions]
+
+
+RAY_MAP = """
+import json, time, psutil, ray
+from xlp.config import ClusterSpec
+from xlp.run.parallel import ray_map
+from xlp.run.ray_session import ray_session
+
+def nap(x):
+    time.sleep(0.3)
+    return x * x
+
+with ray_session(ClusterSpec(num_cpus=2)):
+    squares = ray_map(nap, list(range(12)))
+    time.sleep(1)
+    raylet = psutil.Process(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
+    workers = [p for p in raylet.children() if "Agent" not in " ".join(p.cmdline())]
+    print(json.dumps([squares, len(workers)]))
+"""
+
+
+def test_ray_map_keeps_the_items_order_and_starts_no_worker_beyond_the_cpus():
+    """The reducer's and the report's Ray tasks: results in the items' order, and no more tasks queued than the node
+    has CPUs: Ray starts a worker process for each task queued beyond its idle ones (xlp's local node keeps room for
+    warmed workers), a second of a core on a small node for tasks of a fraction of that."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-c", RAY_MAP], capture_output=True, text=True, timeout=300, env=env)
+    assert out.stdout.strip(), out.stderr[-2000:]
+    squares, workers = json.loads(out.stdout.splitlines()[-1])
+    assert squares == [x * x for x in range(12)]
+    assert workers <= 3  # a worker per CPU, and at most the one spare Ray may start as the driver connects; with
+    # every task queued at once, Ray starts a worker per CPU more (4 on this node)

@@ -22,14 +22,26 @@ def _call(fn: Callable[[T], R], item: T) -> R:
 
 
 def ray_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
-    """fn over items, one Ray task (1 CPU) each, results in the items' order; here when no Ray session is open."""
+    """fn over items, one Ray task (1 CPU) each, results in the items' order; here when no Ray session is open.
+    No more tasks are in flight than the cluster has CPUs: for each task queued beyond its idle workers, Ray starts
+    another worker process (a second of a core on a small node, for a task that takes a fraction of that)."""
     import ray
 
     if not ray.is_initialized():
         return [fn(x) for x in items]
     task = ray.remote(_call).options(num_cpus=1, max_retries=2)
     shared = ray.put(fn)  # once, not once per item
-    return ray.get([task.remote(shared, x) for x in items])
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    out: list = [None] * len(items)
+    running: dict = {}  # ref -> the item's index
+    for i, x in enumerate(items):
+        if len(running) >= slots:
+            done, _ = ray.wait(list(running), num_returns=1)
+            out[running.pop(done[0])] = ray.get(done[0])
+        running[task.remote(shared, x)] = i
+    for ref, i in running.items():
+        out[i] = ray.get(ref)
+    return out
 
 
 def parallel_reduce(probes: pd.DataFrame, analysis: AnalysisSpec, tasks: dict[str, Task]) -> Results:
