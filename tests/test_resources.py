@@ -170,7 +170,7 @@ def test_a_worker_is_warmed_for_each_probe_slot_the_free_cpus_give_at_once_and_t
     """On the session's 2-CPU node: one extractor holds a CPU, the other gives a probe slot that a fit takes as soon
     as a training shard exists (its worker imports at once); the extractor's CPU gives one once extraction ends (its
     worker imports at idle priority). Half-CPU probes: two of each."""
-    from xlp.run.resources import WarmWorkers
+    from xlp.run.resources import warm_workers
 
     class Warm:
         def __init__(self):
@@ -181,7 +181,7 @@ def test_a_worker_is_warmed_for_each_probe_slot_the_free_cpus_give_at_once_and_t
 
     for probe_cpus, expected in ((1, [False, True]), (0.5, [False, False, True, True])):
         warm = Warm()
-        WarmWorkers(plan_resources(ClusterSpec(cpus_per_probe=probe_cpus), units=4), 1, warm).start()
+        warm_workers(plan_resources(ClusterSpec(cpus_per_probe=probe_cpus), units=4), 1, warm)
         assert warm.asked == expected
 
 

@@ -22,7 +22,7 @@ from xlp.run.manifest import PLAN_FILE, SPEC_FILE, Manifest, manifest
 from xlp.run.plan import Plan, SentenceUnit, make_plan
 from xlp.run.ray_session import ray_session
 from xlp.run.reduce import no_subword_notes, reduce_run
-from xlp.run.resources import EARLY_FIT_ROWS, Resources, ThreadShare, WarmWorkers, node_cpus, plan_resources
+from xlp.run.resources import EARLY_FIT_ROWS, Resources, ThreadShare, node_cpus, plan_resources, warm_workers
 from xlp.run.schedule import InflightFile, WaitingProbes, extraction_order
 from xlp.run.status import INFLIGHT
 from xlp.storage import Store
@@ -154,7 +154,7 @@ def _run(spec, plan, ledger, ext_todo, probe_todo, result, progress, emit) -> No
                             max_restarts=2, max_task_retries=2, scheduling_strategy="SPREAD")
               .remote(ctx) for _ in range(n_actors)]
     if ext_todo:  # (with nothing to extract the probes start at once: no time to warm a worker ahead)
-        WarmWorkers(res, n_actors, ray.remote(warm_worker).options(num_cpus=0)).start()
+        warm_workers(res, n_actors, ray.remote(warm_worker).options(num_cpus=0))
     nodes = ray.get([a.node.remote() for a in actors]) if res.adaptive else [None] * n_actors
     cpus_of = node_cpus() if res.adaptive else {}
     # a probe unit's tasks, whole or its fit and scoring apart, all get the probes' resources

@@ -25,7 +25,7 @@ def local_node_config() -> dict:
     """The `_system_config` of a local node xlp starts, a new dict each time: ray.init adds the session's own
     settings to the dict it is given (its spill directory: a later session given the same dict would spill into
     the first one's). Ray kills idle workers beyond as many as the node has CPUs, actors' counted: a probe worker
-    warmed beside the extractors (xlp.run.resources.WarmWorkers) would be killed before its task came. Room for
+    warmed beside the extractors (xlp.run.resources.warm_workers) would be killed before its task came. Room for
     the extractors and a worker per probe a CPU can hold (cpus_per_probe may be a fraction); idle ones beyond are
     still killed."""
     return {"num_workers_soft_limit": 4 * (os.cpu_count() or 1)}

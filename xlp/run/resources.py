@@ -115,27 +115,22 @@ def fit_threads(own: int) -> Iterator[set[int]]:
         torch.set_num_threads(before)
 
 
-class WarmWorkers:
-    """Worker processes for probe tasks, started and through their imports before a probe can run (the first fits
-    wait for a training shard; the CPUs the extractors hold free up when extraction ends), so a probe does not
-    wait seconds for a new process's imports at that moment. `warm(background)` is a Ray task with no CPUs that
-    imports what probe tasks run; Ray keeps the idle worker it ran in for the next task. All are started at once
-    (Ray starts the extractors' processes first: they were asked for first): a worker for each probe the CPUs no
-    extractor holds can run imports at once, one for each probe the extractors' CPUs can run once extraction ends
-    imports at idle priority (a worker started mid-run took ~3 core-seconds from the one-thread extraction and the
-    fit beside it). On a cluster of one node only: on several, Ray puts each worker where it likes, not where the
-    probes will run."""
-
-    def __init__(self, res: Resources, actors: int, warm) -> None:
-        cpus = node_cpus()
-        self.free = (next(iter(cpus.values())) - actors * res.actor_cpus) if len(cpus) == 1 else 0.0
-        self.held = actors * res.actor_cpus if len(cpus) == 1 else 0.0
-        self.per_probe, self.warm = res.probe_cpus, warm
-
-    def start(self) -> None:
-        for cpus, background in ((self.free, False), (self.held, True)):
-            for _ in range(int(cpus // self.per_probe) if self.per_probe else 0):
-                self.warm.remote(background)
+def warm_workers(res: Resources, actors: int, warm) -> None:
+    """Start worker processes for probe tasks and their imports before a probe can run (the first fits wait for a
+    training shard; the CPUs the extractors hold free up when extraction ends), so a probe does not wait seconds
+    for a new process's imports at that moment. `warm(background)` is a Ray task with no CPUs that imports what
+    probe tasks run; Ray keeps the idle worker it ran in for the next task. All are asked for at once (Ray starts
+    the extractors' processes first: they were asked for first): a worker for each probe the CPUs no extractor
+    holds imports at once, one for each probe the extractors' CPUs can run once extraction ends imports at idle
+    priority (a worker started mid-run took ~3 core-seconds from the one-thread extraction and the fit beside it).
+    On a cluster of one node only: on several, Ray puts each worker where it likes, not where the probes will run."""
+    cpus = node_cpus()
+    if len(cpus) != 1 or not res.probe_cpus:
+        return
+    held = actors * res.actor_cpus
+    for slots, background in ((next(iter(cpus.values())) - held, False), (held, True)):
+        for _ in range(int(slots // res.probe_cpus)):
+            warm.remote(background)
 
 
 def plan_resources(cluster: ClusterSpec, units: int) -> Resources:

@@ -1,4 +1,4 @@
-"""A probe worker's warm-up (xlp.run.resources.WarmWorkers): a Ray task with no CPUs that imports what probe tasks
+"""A probe worker's warm-up (xlp.run.resources.warm_workers): a Ray task with no CPUs that imports what probe tasks
 run, after which Ray keeps its worker idle for the next task. This module imports nothing heavy, so that with
 `background` all of the imports (torch's first) run at idle priority: Ray imports a task's module in the worker's
 main thread before it runs the task."""
