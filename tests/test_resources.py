@@ -250,7 +250,7 @@ with ray_session(ClusterSpec(num_cpus=2)):
 def test_ray_map_keeps_the_items_order_and_starts_no_worker_beyond_the_cpus():
     """The reducer's and the report's Ray tasks: results in the items' order, and no more tasks queued than the node
     has CPUs: Ray starts a worker process for each task queued beyond its idle ones (xlp's local node keeps room for
-    warmed workers), a second of a core on a small node for tasks of a fraction of that."""
+    warmed workers), 0.3-0.6 s of a core each on a small node, beside tasks of a fraction of a second."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     out = subprocess.run([sys.executable, "-c", RAY_MAP], capture_output=True, text=True, timeout=300, env=env)
     assert out.stdout.strip(), out.stderr[-2000:]

@@ -24,7 +24,8 @@ def _call(fn: Callable[[T], R], item: T) -> R:
 def ray_map(fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
     """fn over items, one Ray task (1 CPU) each, results in the items' order; here when no Ray session is open.
     No more tasks are in flight than the cluster has CPUs: for each task queued beyond its idle workers, Ray starts
-    another worker process (a second of a core on a small node, for a task that takes a fraction of that)."""
+    another worker process (0.3-0.6 s of a core each on a small node, beside tasks that take a fraction of a
+    second)."""
     import ray
 
     if not ray.is_initialized():
