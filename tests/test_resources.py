@@ -258,3 +258,19 @@ def test_ray_map_keeps_the_items_order_and_starts_no_worker_beyond_the_cpus():
     assert squares == [x * x for x in range(12)]
     assert workers <= 3  # a worker per CPU, and at most the one spare Ray may start as the driver connects; with
     # every task queued at once, Ray starts a worker per CPU more (4 on this node)
+
+
+def test_the_extraction_actor_imports_no_library_only_probes_and_the_reducer_use():
+    """The actor's module (Ray imports it in the actor's process before its first unit) pulls in torch and Arrow, not
+    pandas, scipy, scikit-learn or matplotlib: their imports would add to the extractor's start, which every other
+    unit waits for (pandas alone about 0.4 s of it). A probe worker's warm-up imports them instead."""
+    code = """
+import sys
+import xlp.run.work
+print(*sorted(m for m in ("pandas", "scipy", "sklearn", "matplotlib") if m in sys.modules) or ["none"])
+from xlp.run.probe_work import warmed_up
+warmed_up()
+print(*sorted(m for m in ("pandas", "scipy", "matplotlib") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.splitlines() == ["none", "matplotlib pandas scipy"], out.stdout + out.stderr[-2000:]

@@ -61,9 +61,10 @@ class FittedProbes:
 
 
 def warmed_up() -> None:
-    """Import what probe tasks and the reducer's tasks run besides this module (torch and the probes): scipy's
-    statistics and matplotlib; note when (xlp.run.warm)."""
+    """Import what probe tasks and the reducer's tasks run besides this module (torch and the probes): pandas,
+    scipy's statistics and matplotlib; note when (xlp.run.warm)."""
     import matplotlib.figure  # noqa: F401
+    import pandas  # noqa: F401
     import scipy.stats  # noqa: F401
 
     WARMED.append(time.time())

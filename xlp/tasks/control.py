@@ -9,14 +9,16 @@ from __future__ import annotations
 import copy
 import hashlib
 from abc import abstractmethod
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 from pydantic import Field
 
 from xlp.tasks.base import TaskOptions, WordTask
+
+if TYPE_CHECKING:  # the extraction actor imports the tasks, not pandas (half a second of its start)
+    import pandas as pd
 
 SELECTIVITY_KEYS = ["step", "layer", "src_lang", "tgt_lang"]
 
