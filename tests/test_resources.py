@@ -263,7 +263,7 @@ def test_ray_map_keeps_the_items_order_and_starts_no_worker_beyond_the_cpus():
 def test_the_extraction_actor_imports_no_library_only_probes_and_the_reducer_use():
     """The actor's module (Ray imports it in the actor's process before its first unit) pulls in torch and Arrow, not
     pandas, scipy, scikit-learn or matplotlib: their imports would add to the extractor's start, which every other
-    unit waits for (pandas alone about 0.4 s of it). A probe worker's warm-up imports them instead."""
+    unit waits for (pandas alone 0.26 s of it on this machine). A probe worker's warm-up imports them instead."""
     code = """
 import sys
 import xlp.run.work
