@@ -125,7 +125,7 @@ def warm_workers(res: Resources, actors: int, warm) -> None:
     priority (a worker started mid-run took ~3 core-seconds from the one-thread extraction and the fit beside it).
     On a cluster of one node only: on several, Ray puts each worker where it likes, not where the probes will run."""
     cpus = node_cpus()
-    if len(cpus) != 1 or not res.probe_cpus:
+    if len(cpus) != 1:
         return
     held = actors * res.actor_cpus
     for slots, background in ((next(iter(cpus.values())) - held, False), (held, True)):
