@@ -1,6 +1,7 @@
 """A probe unit's work: fit its probes on the source's training shard, then score them on every target's test
 shard. The two run as one task when every shard exists, or as two (the fit as soon as its training shard is
-written, the scoring once the targets' are), so that probes fit while extraction goes on."""
+written, the scoring once the targets' are), so that probes fit while extraction goes on. torch and the probes are
+imported where they run (xlp.run.work says why); `warmed_up` imports them ahead."""
 
 from __future__ import annotations
 
@@ -11,10 +12,6 @@ import numpy as np
 import pyarrow as pa
 
 from xlp.errors import ShardChecksumError, XlpError
-from xlp.models.loading import pick_device
-from xlp.probing.linear import fit_probes, majority_accuracy
-from xlp.probing.mdl import MlpShape, online_code
-from xlp.probing.mlp import fit_mlp_probes
 from xlp.run.recent import recent_table
 from xlp.run.resources import EARLY_FIT_ROWS, fit_threads
 from xlp.run.units import ProbeUnit
@@ -61,11 +58,16 @@ class FittedProbes:
 
 
 def warmed_up() -> None:
-    """Import what probe tasks and the reducer's tasks run besides this module (torch and the probes): pandas,
-    scipy's statistics and matplotlib; note when (xlp.run.warm)."""
+    """Import what probe tasks and the reducer's tasks run: torch, the probes, pandas, scipy's statistics and
+    matplotlib; note when (xlp.run.warm)."""
     import matplotlib.figure  # noqa: F401
     import pandas  # noqa: F401
     import scipy.stats  # noqa: F401
+
+    import xlp.models.loading  # noqa: F401
+    import xlp.probing.linear  # noqa: F401
+    import xlp.probing.mdl  # noqa: F401
+    import xlp.probing.mlp  # noqa: F401
 
     WARMED.append(time.time())
 
@@ -80,6 +82,8 @@ def fit_probe_unit(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | 
     neither the examples nor the fit), for the first of the unit's tasks (its probe serves the others:
     arc and arc_uas share one fit). It reads the training shard alone, checked against `digests` (shard
     path -> SHA-256, the ledger's)."""
+    from xlp.models.loading import pick_device
+
     start = time.time()
     device = pick_device(None) if ctx.probe_on_gpu else None  # None: the CPU
     ctx.faults.inject(unit.key)
@@ -94,6 +98,10 @@ def fit_probe_unit(ctx: WorkContext, unit: ProbeUnit, digests: dict[str, str] | 
 
 
 def _fit(unit: ProbeUnit, tasks: tuple, table: pa.Table, cols: list[str], device, start: float) -> FittedProbes:
+    from xlp.probing.linear import fit_probes
+    from xlp.probing.mdl import MlpShape, online_code
+    from xlp.probing.mlp import fit_mlp_probes
+
     settings = unit.probe
     resample = settings.resample == "bootstrap"
     tasks = tuple(task.trained_on(table) for task in tasks)  # control tasks: the training labels' distribution
@@ -162,6 +170,8 @@ def _columns(tasks: tuple[FeatureTask, ...]) -> tuple[str, ...]:
 def _score(unit: ProbeUnit, task: FeatureTask, probes: dict, n_train: dict, invariant: bool, tgt: str,
            test: pa.Table, cols: list[str]) -> list[dict]:
     """One task's rows on one target: every seed's probe scored on the target's test examples."""
+    from xlp.probing.linear import majority_accuracy
+
     evaluate = getattr(task, "evaluate", None)  # a task that scores its own way (head selection, structural)
     if evaluate is None:
         Xt, yt = task.examples(test, cols, 0)  # one fixed test set for every seed and checkpoint

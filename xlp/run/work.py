@@ -1,5 +1,8 @@
 """What one unit does, independent of where it runs (a Ray actor, a Ray task, or a test). Every worker
-takes one `WorkContext` (where the run's files are, how to run, the tests' injected faults) and a unit."""
+takes one `WorkContext` (where the run's files are, how to run, the tests' injected faults) and a unit.
+
+torch and the models are imported where a unit runs them: the driver imports this module (and probe_work) only to
+hand its workers to Ray, and their import (1.2 s) would stand between Ray's start and the extractor's."""
 
 from __future__ import annotations
 
@@ -9,11 +12,10 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import torch
 
-from xlp.models.extract import FeatureExtractor
 from xlp.models.words import NO_SUBWORD
 from xlp.run.recent import recent_split
 from xlp.run.resources import IdleCpus, ThreadShare
@@ -22,6 +24,9 @@ from xlp.storage import Store
 from xlp.storage.features import PARQUET_OPTIONS, features_table
 from xlp.storage.store import Written
 from xlp.tasks.base import Runtime
+
+if TYPE_CHECKING:
+    from xlp.models.extract import FeatureExtractor
 
 
 @dataclass(frozen=True)
@@ -146,6 +151,10 @@ class ExtractionWorker:
                 self.turns.notify_all()
 
     def _run(self, unit: ExtractUnit, share: ThreadShare | None, turn: int | None) -> dict:
+        import torch
+
+        from xlp.models.extract import FeatureExtractor
+
         self.ctx.faults.inject(unit.key)
         with self.model_lock:
             self._pass_turn(turn)
