@@ -232,9 +232,11 @@ def test_compact_inverse_hessian_equals_the_two_loop_recursion(iterations):
         assert np.abs(Hg[j].numpy() - plain).max() <= 1e-4 * np.abs(plain).max()
 
 
-def test_standardised_features_are_the_plain_formula_bit_for_bit():
-    """A probe's features, standardised layer by layer in place and transposed: exactly (x - mean) / scale of each
-    layer, with its population spread floored at SCALE_FLOOR (a constant feature stays 0, not 0 / 0)."""
+def test_standardised_features_are_the_plain_formula_and_scoring_standardises_alike():
+    """A probe's features, standardised layer by layer in place and transposed: each layer's mean and population
+    spread to float32 rounding (against float64), the spread floored at SCALE_FLOOR (a constant feature stays 0, not
+    0 / 0), and the features exactly (x - mean) / scale, bit for bit what scoring computes from the same mean and
+    scale (so a probe sees its training and test features standardised alike)."""
     import torch
 
     from xlp.probing.linear import SCALE_FLOOR, standardised
@@ -242,12 +244,13 @@ def test_standardised_features_are_the_plain_formula_bit_for_bit():
     X = np.random.default_rng(0).standard_normal((3, 500, 40)).astype(np.float32) * np.float32(7) + np.float32(2)
     X[1, :, 5] = 3.0  # no spread at all
     mean, scale, Zt = standardised(X, torch.device("cpu"))
-    Xt = torch.as_tensor(X)
-    plain_mean = Xt.mean(1, keepdim=True)
-    plain_scale = Xt.std(1, keepdim=True, correction=0).clamp_min(SCALE_FLOOR)
-    assert torch.equal(mean, plain_mean) and torch.equal(scale, plain_scale)
+    x64 = X.astype(np.float64)
+    assert np.abs(mean.numpy() - x64.mean(1, keepdims=True)).max() <= 1e-6 * np.abs(x64).max()
+    spread = np.maximum(x64.std(1, keepdims=True), SCALE_FLOOR)
+    assert np.abs(scale.numpy() / spread - 1).max() <= 1e-6
+    assert float(scale[1, 0, 5]) == np.float32(SCALE_FLOOR)
     assert Zt.shape == (3, 40, 500) and Zt.is_contiguous()
-    assert torch.equal(Zt, ((Xt - plain_mean) / plain_scale).transpose(1, 2))
+    assert torch.equal(Zt, ((torch.as_tensor(X) - mean) / scale).transpose(1, 2))
     assert torch.equal(Zt[1, 5], torch.zeros(500))
 
 
