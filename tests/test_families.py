@@ -17,7 +17,7 @@ from xlp.models.causal_lm import CausalLmScorer
 from xlp.models.checkpoints import Checkpoint
 from xlp.models.extract import FeatureExtractor
 from xlp.models.families import is_causal, layer_stack, model_kind
-from xlp.models.words import align
+from xlp.models.words import align, encodings
 
 CAUSAL = [k for k in FAMILIES if k != "modernbert"]
 FOX = ["The", "quick", "brown", "fox", "jumped", "over", "the", "lazy", "dog", "."]
@@ -66,6 +66,19 @@ def test_fed_ids_equal_the_tokenizers_ids_of_the_running_text(kinds, kind):
             got = [tok.decode([i for i, lo in zip(sent.ids, sent.lo) if lo == w]).strip()
                    for w in range(len(words))]
             assert got == list(words)
+
+
+@pytest.mark.parametrize("kind", ["bpe", "sentencepiece", "wordpiece"])
+def test_backend_encodings_are_the_tokenizers_own_call(kinds, kind):
+    """xlp encodes running texts with the fast tokenizer's backend, not its Python call: the same ids and offsets
+    as the call with no special tokens, on a tokenizer fresh from its folder (MiniLM's tokenizer.json truncates and
+    pads to 128 tokens, which the call turns off; a long text here has 300 or more), in every script of the test set."""
+    texts = [" ".join(words) for words in _sentences()] + [" ".join(FOX * 30)]
+    ours = encodings(AutoTokenizer.from_pretrained(kinds[kind]), texts)
+    theirs = AutoTokenizer.from_pretrained(kinds[kind])(texts, add_special_tokens=False, return_offsets_mapping=True)
+    assert [e.ids for e in ours] == theirs["input_ids"]
+    assert [e.offsets for e in ours] == [[tuple(o) for o in offsets] for offsets in theirs["offset_mapping"]]
+    assert len(ours[-1].ids) >= 300
 
 
 def test_long_sentence_windows_are_slices_of_the_running_text_cut_between_words(kinds):

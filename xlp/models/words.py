@@ -74,14 +74,29 @@ def _fill(sent: Aligned, n_words: int, unk: int) -> Aligned:
                    np.insert(sent.lo, at, missing), np.insert(sent.hi, at, missing), len(missing))
 
 
+def encodings(tokenizer, texts: list[str]) -> list:
+    """The fast tokenizer's encodings (ids, offsets) of `texts`, as its own call with no special tokens makes them:
+    its Rust backend with no truncation and no padding (what a saved tokenizer.json may set, and the call turns off),
+    without the call's Python dict for every text (half the time of aligning 2,000 sentences)."""
+    backend = tokenizer.backend_tokenizer
+    if backend.truncation is not None:
+        backend.no_truncation()
+    if backend.padding is not None:
+        backend.no_padding()
+    split = bool(getattr(tokenizer, "split_special_tokens", False))
+    if backend.encode_special_tokens != split:
+        backend.encode_special_tokens = split
+    return backend.encode_batch(texts, add_special_tokens=False)
+
+
 def align(tokenizer, sentences: Sequence[Sequence[str]]) -> list[Aligned]:
     """Tokenize every sentence's running text in one batch call (no special tokens) and map tokens to words;
     a word with no token gets the unknown token (see the module's docstring)."""
-    enc = tokenizer([running_text(s) for s in sentences], add_special_tokens=False, return_offsets_mapping=True)
+    enc = encodings(tokenizer, [running_text(s) for s in sentences])
     unk = unknown_token(tokenizer)[0]
     blank = blank_ids(tokenizer)
     out = []
-    for words, ids, offsets in zip(sentences, enc["input_ids"], enc["offset_mapping"]):
+    for words, ids, offsets in zip(sentences, (e.ids for e in enc), (e.offsets for e in enc)):
         lengths = np.fromiter((len(w) for w in words), dtype=np.int64, count=len(words))
         ends = np.cumsum(lengths + 1) - 1
         starts = ends - lengths
