@@ -8,7 +8,7 @@ from functools import reduce
 import numpy as np
 import pytest
 import torch
-from conftest import FAMILIES, MINILM, UD, make_tiny_family, make_tiny_xlmr
+from conftest import FAMILIES, GPT_NEOX_TOKENIZER, MINILM, UD, make_tiny_family, make_tiny_xlmr
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from xlp.data.conllu import find_treebank, read_conllu
@@ -79,6 +79,50 @@ def test_backend_encodings_are_the_tokenizers_own_call(kinds, kind):
     assert [e.ids for e in ours] == theirs["input_ids"]
     assert [e.offsets for e in ours] == [[tuple(o) for o in offsets] for offsets in theirs["offset_mapping"]]
     assert len(ours[-1].ids) >= 300
+
+
+def _align_one_at_a_time(tok, sentences):
+    """words.align's mapping the plain way, a sentence at a time (how it was written before it ran on all at once)."""
+    from xlp.models.words import Aligned, _fill, blank_ids, unknown_token
+
+    out = []
+    for words, e in zip(sentences, encodings(tok, [" ".join(s) for s in sentences])):
+        lengths = np.array([len(w) for w in words])
+        ends = np.cumsum(lengths + 1) - 1
+        starts = ends - lengths
+        spans = np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2)
+        lo = np.searchsorted(ends, spans[:, 0], side="right")
+        hi = np.searchsorted(starts, spans[:, 1], side="left") - 1
+        none = lo > hi
+        lo = np.minimum(lo, len(words) - 1)
+        hi = np.where(none, lo, hi)
+        none |= np.isin(np.asarray(e.ids, dtype=np.int64), blank_ids(tok))
+        spelled = np.zeros(len(words) + 1, dtype=np.int64)
+        np.add.at(spelled, lo[~none], 1)
+        np.add.at(spelled, hi[~none] + 1, -1)
+        hi = np.where(none & (np.cumsum(spelled)[:-1][lo] > 0), lo - 1, hi)
+        out.append(_fill(Aligned(list(e.ids), lo, hi), len(words), unknown_token(tok)[0]))
+    return out
+
+
+@pytest.mark.parametrize("kind", ["bpe", "bpe as published", "sentencepiece", "wordpiece"])
+def test_aligning_all_sentences_at_once_equals_one_at_a_time(kinds, kind):
+    """words.align maps every sentence's tokens to its words in one pass over all of them: the same ids, words and
+    unknown-token fills as a sentence at a time, on six scripts, words with no subword (U+3000, a zero-width joiner,
+    a control character: SentencePiece and WordPiece have none for them) at a sentence's start, middle and end,
+    one-word sentences, and words ending in a space (GPT-NeoX's tokenizer as published, whose offsets are trimmed,
+    gives "a  " an empty span past the last word: it stays in its sentence)."""
+    folder = GPT_NEOX_TOKENIZER.parent if kind == "bpe as published" else kinds[kind]
+    tok = AutoTokenizer.from_pretrained(folder)
+    odd = [["\u3000", "a", "b"], ["a", "\u200d", "b"], ["a", "b", "\x07"], ["\u3000"], ["x"], ["\u3000", "\u200d"],
+           ["a", " "], ["x"], ["a", "b "], ["y", "z"]]
+    sentences = _sentences() + odd + _sentences()[:5]
+    ours, plain = align(tok, sentences), _align_one_at_a_time(tok, sentences)
+    assert len(ours) == len(plain) == len(sentences)
+    for a, b, words in zip(ours, plain, sentences):
+        assert a.ids == b.ids and a.unk == b.unk, words
+        assert np.array_equal(a.lo, b.lo) and np.array_equal(a.hi, b.hi), words
+    assert sum(a.unk for a in ours) >= (0 if kind.startswith("bpe") else 4)  # byte-level BPE drops no character
 
 
 def test_long_sentence_windows_are_slices_of_the_running_text_cut_between_words(kinds):
