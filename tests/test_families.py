@@ -110,13 +110,13 @@ def test_aligning_all_sentences_at_once_equals_one_at_a_time(kinds, kind):
     """words.align maps every sentence's tokens to its words in one pass over all of them: the same ids, words and
     unknown-token fills as a sentence at a time, on six scripts, words with no subword (U+3000, a zero-width joiner,
     a control character: SentencePiece and WordPiece have none for them) at a sentence's start, middle and end,
-    one-word sentences, and words ending in a space (GPT-NeoX's tokenizer as published, whose offsets are trimmed,
-    gives "a  " an empty span past the last word: it stays in its sentence)."""
+    one-word and empty sentences, and words ending in a space (GPT-NeoX's tokenizer as published, whose offsets
+    are trimmed, gives "a  " an empty span past the last word: it stays in its sentence)."""
     folder = GPT_NEOX_TOKENIZER.parent if kind == "bpe as published" else kinds[kind]
     tok = AutoTokenizer.from_pretrained(folder)
     odd = [["\u3000", "a", "b"], ["a", "\u200d", "b"], ["a", "b", "\x07"], ["\u3000"], ["x"], ["\u3000", "\u200d"],
            ["a", " "], ["x"], ["a", "b "], ["y", "z"]]
-    sentences = _sentences() + odd + _sentences()[:5]
+    sentences = [[]] + _sentences() + odd + [[]] + _sentences()[:5] + [[]]  # and sentences of no words
     ours, plain = align(tok, sentences), _align_one_at_a_time(tok, sentences)
     assert len(ours) == len(plain) == len(sentences)
     for a, b, words in zip(ours, plain, sentences):

@@ -103,7 +103,8 @@ def align(tokenizer, sentences: Sequence[Sequence[str]]) -> list[Aligned]:
     lengths = np.fromiter((len(w) for s in sentences for w in s), dtype=np.int64, count=int(n_words.sum()))
     ends = np.cumsum(lengths + 1) - 1  # one space after each word, and one between texts: no text touches the next
     starts = ends - lengths
-    text_base = np.repeat(starts[word_base], n_tokens)  # each token's text's first character, among all
+    first_char = np.append(starts, ends[-1] + 1 if len(ends) else 0)  # each word's, and past the last (for no words)
+    text_base = np.repeat(first_char[word_base], n_tokens)  # each token's text's first character, among all
     sentence_of = np.repeat(np.arange(len(sentences)), n_tokens)
     spans = np.array([o for e in enc for o in e.offsets], dtype=np.int64).reshape(-1, 2) + text_base[:, None]
     ids = np.array([i for e in enc for i in e.ids], dtype=np.int64)
