@@ -101,7 +101,11 @@ def _align_one_at_a_time(tok, sentences):
         np.add.at(spelled, lo[~none], 1)
         np.add.at(spelled, hi[~none] + 1, -1)
         hi = np.where(none & (np.cumsum(spelled)[:-1][lo] > 0), lo - 1, hi)
-        out.append(_fill(Aligned(list(e.ids), lo, hi), len(words), unknown_token(tok)[0]))
+        covered = np.zeros(len(words) + 1, dtype=np.int64)
+        np.add.at(covered, lo, 1)
+        np.add.at(covered, hi + 1, -1)
+        missing = np.flatnonzero(np.cumsum(covered)[:-1] == 0)
+        out.append(_fill(Aligned(list(e.ids), lo, hi), missing, unknown_token(tok)[0]))
     return out
 
 

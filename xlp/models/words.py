@@ -61,12 +61,9 @@ def blank_ids(tokenizer) -> list[int]:
     return [] if found is None or found == getattr(tokenizer, "unk_token_id", None) else [found]
 
 
-def _fill(sent: Aligned, n_words: int, unk: int) -> Aligned:
-    """Give every word with no token the unknown token, inserted before the next word's tokens."""
-    covered = np.zeros(n_words + 1, dtype=np.int64)
-    np.add.at(covered, sent.lo, 1)
-    np.add.at(covered, sent.hi + 1, -1)
-    missing = np.flatnonzero(np.cumsum(covered)[:-1] == 0)
+def _fill(sent: Aligned, missing: np.ndarray, unk: int) -> Aligned:
+    """Give each word in `missing` (the words no token reads) the unknown token, inserted before the next word's
+    tokens."""
     if not len(missing):
         return sent
     at = np.searchsorted(sent.lo, missing, side="right")  # after the tokens of the words before it
@@ -121,14 +118,14 @@ def align(tokenizer, sentences: Sequence[Sequence[str]]) -> list[Aligned]:
     covered = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.add.at(covered, lo, 1)
     np.add.at(covered, hi + 1, -1)
-    word_sentence = np.repeat(np.arange(len(sentences)), n_words)
-    unfilled = set(word_sentence[np.cumsum(covered)[:-1] == 0].tolist())  # sentences with a word no token reads
+    unread = np.flatnonzero(np.cumsum(covered)[:-1] == 0)  # the words no token reads, among all
+    missing = np.split(unread - np.repeat(word_base, n_words)[unread], np.searchsorted(unread, word_base[1:]))
     lo -= word_base[sentence_of]  # each sentence's own word numbers
     hi -= word_base[sentence_of]
     unk = unknown_token(tokenizer)[0]
     cuts = np.cumsum(n_tokens)[:-1]
-    return [_fill(Aligned(e.ids, first, last), w, unk) if i in unfilled else Aligned(e.ids, first, last)
-            for i, (e, first, last, w) in enumerate(zip(enc, np.split(lo, cuts), np.split(hi, cuts), n_words.tolist()))]
+    return [_fill(Aligned(e.ids, first, last), m, unk)
+            for e, first, last, m in zip(enc, np.split(lo, cuts), np.split(hi, cuts), missing)]
 
 
 def windows(sent: Aligned, room: int):
