@@ -129,8 +129,9 @@ def standardised(X: np.ndarray, device: torch.device, transposed: bool = True):
     L, n, d = X.shape
     mean, scale = torch.empty(L, 1, d, device=device), torch.empty(L, 1, d, device=device)
     Zt = torch.empty(L, d, n, device=device) if transposed else None
+    scratch = None if transposed else torch.empty(d, n, device=device)  # one layer's, reused
     for layer in range(L):  # written in place: no full-size temporaries
-        z = Zt[layer] if transposed else torch.empty(d, n, device=device)
+        z = Zt[layer] if transposed else scratch
         z.copy_(torch.as_tensor(X[layer]).to(device).T)  # converted to float32 as it is transposed
         torch.mean(z, 1, out=mean[layer, 0])
         z.sub_(mean[layer].T)
