@@ -141,6 +141,25 @@ def test_importing_the_report_imports_no_matplotlib():
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
+def test_the_driver_plans_the_figures_without_matplotlib():
+    """The driver plans the figures and Ray's workers draw them: planning imports no matplotlib (0.3 s of a launch's
+    tail, in the driver's one process)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from test_report import _probes, _spec; "
+            "from xlp.analysis.reduce import reduce; from xlp.run.manifest import manifest; "
+            "from xlp.report.drawing import draw_all; from xlp.report.figures import language_style; "
+            "spec = _spec(); results = reduce(_probes(), spec.analysis, manifest(spec).tasks.configured()); "
+            "plots = []; draw_all(results, language_style(['en', 'de'], results.probes), "
+            "lambda f, xs: plots.extend(xs) or []); "
+            "print(sorted(p.name for p in plots), 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True,
+                         check=True).stdout
+    assert out == "['acquisition', 'curves_pos', 'layers_pos', 'transfer_pos'] False\n"
+
+
 def test_a_control_task_adds_its_selectivity_curves(tmp_path):
     """POS with its control task: the report draws selectivity (POS minus control accuracy) against the step, one
     line per language at the last layer, and the lines are the selectivity table's numbers."""

@@ -160,8 +160,6 @@ def curves(results: Results, task: str, style: Style, layer: int | None = None) 
 
 def transfer(results: Results, task: str, style: Style, layer: int | None = None) -> Plot | None:
     """The source x target grid of emergence steps at `layer` (default: the last), languages as in `style`."""
-    from matplotlib.colors import ListedColormap, Normalize, SymLogNorm
-
     e = results.emergence
     if e.empty or "emergence_step" not in e:
         return None
@@ -175,6 +173,8 @@ def transfer(results: Results, task: str, style: Style, layer: int | None = None
     ran = curves.assign(ran=1.0).pivot(index="src_lang", columns="tgt_lang", values="ran").reindex_like(grid)
 
     def draw() -> Figure:
+        from matplotlib.colors import ListedColormap, Normalize, SymLogNorm  # here: the driver only plans figures
+
         v, missing = grid.to_numpy(dtype=float), np.isnan(ran.to_numpy(dtype=float))
         positive = v[v > 0]
         if positive.size and positive.max() > positive.min():
