@@ -14,7 +14,7 @@ splits' rates differ: German test sentences are slower per word than English one
 precision (auto: bfloat16 where the CPU computes it natively; `--precision float32` for the by-hand pipeline's
 arithmetic).
 
-    python benchmarks/grid.py [--train 2000] [--test 1000] [--small] [--layers 1 2 3 4 5 6] [--seeds 0 1 2]
+    python benchmarks/grid.py [--train 2000] [--test 1000] [--small] [--layers 1 2 3 4 5 6] [--seeds 0 1 2] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -132,6 +132,8 @@ def main() -> None:
     ap.add_argument("--layers", type=int, nargs="*", default=None, help="layers to probe (default: all)")
     ap.add_argument("--seeds", type=int, nargs="*", default=[0], help="xlp's probe seeds")
     ap.add_argument("--precision", default="auto", help="xlp's model arithmetic (auto: bfloat16 where native)")
+    ap.add_argument("--rounds", type=int, default=1, help="by hand and xlp in turn, this many times (the last "
+                    "round's results and ledger are compared)")
     args = ap.parse_args()
     if args.small:
         args.train, args.test = 300, 150
@@ -140,23 +142,30 @@ def main() -> None:
     data = {(lang, split): read_conllu(ud / path, args.train if split == "train" else args.test)
             for lang, paths in FILES.items() for split, path in zip(("train", "test"), paths)}
 
-    t = time.perf_counter()
-    hand = by_hand(model_dir, data, args.l2, args.tol, args.layers)
-    t_hand = time.perf_counter() - t
-    with tempfile.TemporaryDirectory() as tmp:
+    rounds = []  # (by hand, xlp) seconds, in turn: on a machine whose speed drifts, one pair is one sample
+    for _ in range(args.rounds):
         t = time.perf_counter()
-        ours, (stage_wps, extract) = with_xlp(model_dir, Path(tmp) / "run", args)
-        t_xlp = time.perf_counter() - t
+        hand = by_hand(model_dir, data, args.l2, args.tol, args.layers)
+        t_hand = time.perf_counter() - t
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            ours, (stage_wps, extract) = with_xlp(model_dir, Path(tmp) / "run", args)
+            rounds.append((t_hand, time.perf_counter() - t))
     alone = {n: in_process(model_dir, data, args.layers, n, args.precision) for n in (1, os.cpu_count() or 1)}
     used = sorted({r["precision"] for r in extract})
     words = {k: sum(len(s.forms) for s in v) for k, v in data.items()}
     print(f"grid: MiniLM, POS, en+de, layers {args.layers or 'all'}, xlp seeds {args.seeds}; {args.train} train / "
           f"{args.test} test sentences; words "
           + ", ".join(f"{lang}-{split} {n:,}" for (lang, split), n in words.items()))
-    print(f"by hand (padded batches, layers copied to Python, scikit-learn per probe): {t_hand:8.1f} s")
-    print(f"xlp launch (Ray, Parquet, ledger, report, batched L-BFGS):                {t_xlp:8.1f} s (model arithmetic "
-          f"{'/'.join(used)}: precision {args.precision}; by hand float32)")
-    print(f"speed-up {t_hand / t_xlp:.1f}x")
+    for i, (t_hand, t_xlp) in enumerate(rounds):
+        print(f"by hand (padded batches, layers copied to Python, scikit-learn per probe): {t_hand:8.1f} s")
+        print(f"xlp launch (Ray, Parquet, ledger, report, batched L-BFGS):                {t_xlp:8.1f} s (model "
+              f"arithmetic {'/'.join(used)}: precision {args.precision}; by hand float32)")
+        print(f"speed-up {t_hand / t_xlp:.1f}x" + (f" (round {i + 1} of {len(rounds)})" if len(rounds) > 1 else ""))
+    if len(rounds) > 1:
+        ratios = sorted(h / x for h, x in rounds)
+        print(f"speed-up over {len(rounds)} rounds: median {float(np.median(ratios)):.2f}x, "
+              f"{ratios[0]:.2f}-{ratios[-1]:.2f}x")
     print(f"extract stage in the run: {stage_wps:,.0f} words/s over its busy time (model load included; threads "
           f"per unit {sorted((r['threads_least'], r['threads']) for r in extract)}: fits take cores as shards arrive)")
     for n, rates in alone.items():
