@@ -135,6 +135,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1, help="by hand and xlp in turn, this many times (the last "
                     "round's results and ledger are compared)")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds: at least 1")
     if args.small:
         args.train, args.test = 300, 150
     model_dir = str(shared_dir() / "models" / "all-MiniLM-L6-v2")
