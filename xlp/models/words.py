@@ -71,6 +71,14 @@ def _fill(sent: Aligned, missing: np.ndarray, unk: int) -> Aligned:
                    np.insert(sent.lo, at, missing), np.insert(sent.hi, at, missing), len(missing))
 
 
+def _tokens_per_word(lo: np.ndarray, hi: np.ndarray, n_words: int) -> np.ndarray:
+    """(n_words,) how many of the token spans [lo, hi] (inclusive; an empty one has hi < lo) cover each word."""
+    change = np.zeros(n_words + 1, dtype=np.int64)
+    np.add.at(change, lo, 1)
+    np.add.at(change, hi + 1, -1)
+    return np.cumsum(change)[:-1]
+
+
 def encodings(tokenizer, texts: list[str]) -> list:
     """The fast tokenizer's encodings (ids, offsets) of `texts`, as its own call with no special tokens makes them:
     its Rust backend with no truncation and no padding (what a saved tokenizer.json may set, and the call turns off),
@@ -111,14 +119,9 @@ def align(tokenizer, sentences: Sequence[Sequence[str]]) -> list[Aligned]:
     lo = np.minimum(lo, (word_base + n_words - 1)[sentence_of])
     hi = np.where(none, lo, hi)
     none |= np.isin(ids, blank_ids(tokenizer))
-    spelled = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.add.at(spelled, lo[~none], 1)
-    np.add.at(spelled, hi[~none] + 1, -1)
-    hi = np.where(none & (np.cumsum(spelled)[:-1][lo] > 0), lo - 1, hi)  # ... unless it has tokens of its own
-    covered = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.add.at(covered, lo, 1)
-    np.add.at(covered, hi + 1, -1)
-    unread = np.flatnonzero(np.cumsum(covered)[:-1] == 0)  # the words no token reads, among all
+    spelled = _tokens_per_word(lo[~none], hi[~none], len(lengths))
+    hi = np.where(none & (spelled[lo] > 0), lo - 1, hi)  # ... unless it has tokens of its own
+    unread = np.flatnonzero(_tokens_per_word(lo, hi, len(lengths)) == 0)  # the words no token reads, among all
     missing = np.split(unread - np.repeat(word_base, n_words)[unread], np.searchsorted(unread, word_base[1:]))
     lo -= word_base[sentence_of]  # each sentence's own word numbers
     hi -= word_base[sentence_of]
